@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny synthetic checkpoints (no download, no data), the CamVid folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bisenetv2_ros.checkpoint import Checkpoint, CheckpointInfo, save_checkpoint
+from bisenetv2_ros.classes import CAMVID, ClassSet, default_palette
+from bisenetv2_ros.model import BiSeNetV2, BiSeNetV2Config
+
+CAMVID_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
+
+TINY_CONFIG = dict(width_multiplier=0.25, head_channels=16, aux_head_channels=8)
+
+
+def make_tiny_checkpoint(path: Path, num_classes: int = 11, seed: int = 0,
+                         train_resolution: tuple[int, int] = (64, 96), kind: str = "deploy") -> Path:
+    """A small random BiSeNetV2 (about 60k parameters) saved in our format."""
+    torch.manual_seed(seed)
+    model = BiSeNetV2(BiSeNetV2Config(num_classes=num_classes, aux_heads=kind == "train", **TINY_CONFIG))
+    # Random BN statistics make the random network's output vary across classes, like a real one.
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    classes = CAMVID if num_classes == len(CAMVID) else ClassSet(
+        tuple(f"class_{i}" for i in range(num_classes)), default_palette(num_classes))
+    info = CheckpointInfo(classes, train_resolution=train_resolution, dataset="synthetic",
+                          provenance={"source": "test fixture"})
+    return save_checkpoint(Checkpoint.from_model(model.eval(), info, kind=kind), path)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """Path of a tiny 11-class deploy checkpoint (CamVid class names)."""
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def camvid_dir() -> Path:
+    if not (CAMVID_DIR / "train").is_dir():
+        pytest.skip(f"real CamVid frames not found at {CAMVID_DIR} (../shared/data/camvid beside the repository)")
+    return CAMVID_DIR
