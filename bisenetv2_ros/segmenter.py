@@ -1,86 +1,110 @@
 """Frame in, labels out: the one pipeline the node, the CLI and evaluation share.
 
-This first version runs the network eagerly in PyTorch; the backends (torch, onnxruntime, tensorrt)
-plug in behind the same API.
+The whole per-pixel path (resize, normalise, network, logit upsampling, argmax) runs inside the
+chosen backend's graph (``backends.fused.FusedSegmentation``); this class only checks inputs and
+hands uint8 arrays across.
+
+    seg = Segmenter("camvid")                      # backend "auto": the best available, logged
+    labels = seg.segment(frame_bgr, channel_order="bgr")   # HxW uint8 class ids
+    color = seg.colorize(labels)                   # HxWx3 RGB palette image
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
+import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from .backends import CHANNEL_ORDERS, Backend, create_backend
 from .checkpoint import DEFAULT_WEIGHTS, load_model
 from .classes import ClassSet
-
-CHANNEL_ORDERS = ("rgb", "bgr")
 
 
 class Segmenter:
     """Segments uint8 HxWx3 frames into uint8 HxW label images (class id per pixel).
 
     weights: a known name (``bisenetv2_ros.checkpoint.KNOWN_WEIGHTS``) or a checkpoint path.
+    backend: "auto" (TensorRT with a GPU, else torch CUDA, else ONNX Runtime CPU, else torch CPU),
+        "torch", "onnxruntime" or "tensorrt".
+    device: "auto" (a GPU when visible), "cpu", "cuda" or "cuda:N"; the attribute holds the resolved one.
+    precision: "fp32", "fp16" (GPU) or "int8" (tensorrt, needs
+        ``backend_options={"calibration_images": folder}``).
     input_size: (height, width) the network runs at; default: the checkpoint's training resolution.
+    engine_cache_dir: where TensorRT engines are cached (default: ``$BISENETV2_CACHE/engines``).
+    backend_options: backend-specific settings, e.g. ``{"compile": "inductor"}`` for torch.
     """
 
-    def __init__(self, weights: str | os.PathLike = DEFAULT_WEIGHTS, backend: str = "auto", device: str = "cpu",
+    def __init__(self, weights: str | os.PathLike = DEFAULT_WEIGHTS, backend: str = "auto", device: str = "auto",
                  precision: str = "fp32", input_size: tuple[int, int] | None = None,
-                 engine_cache_dir: str | os.PathLike | None = None) -> None:
-        if backend not in ("auto", "torch"):
-            raise ValueError(f"backend {backend!r} is not available in this build; use 'torch' or 'auto'")
-        if precision != "fp32":
-            raise ValueError(f"precision {precision!r} is not supported yet; use 'fp32'")
-        self.model, self.info = load_model(weights)
+                 engine_cache_dir: str | os.PathLike | None = None,
+                 backend_options: Mapping[str, Any] | None = None) -> None:
+        model, self.info = load_model(weights)
         self.weights = str(weights)
-        self.backend_name = "torch"
-        self.device = device
-        self.precision = precision
-        self.input_size = tuple(input_size or self.info.train_resolution or (512, 1024))
         self.classes: ClassSet = self.info.classes
-        norm = self.info.normalization
-        self._mean = torch.tensor(norm.mean).view(1, 3, 1, 1) * 255.0
-        self._std = torch.tensor(norm.std).view(1, 3, 1, 1) * 255.0
+        size = tuple(input_size or self.info.train_resolution or (512, 1024))
+        if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in size):
+            raise ValueError(f"input_size must be (height, width) with positive integers, got {input_size!r}")
+        self.input_size: tuple[int, int] = (int(size[0]), int(size[1]))
+        self.backend: Backend = create_backend(backend, model, self.info, device, precision, self.input_size,
+                                               engine_cache_dir, backend_options)
+        self.backend_name: str = self.backend.name
+        self.device: str = self.backend.device
+        self.precision: str = self.backend.precision
         self._lut = self.classes.lookup_table()
 
     def segment(self, frame: np.ndarray, channel_order: str = "rgb") -> np.ndarray:
         """One HxWx3 uint8 frame -> HxW uint8 labels at the frame's resolution."""
+        if not isinstance(frame, np.ndarray) or frame.ndim != 3:
+            raise ValueError(f"frame must be a uint8 array of shape (H, W, 3), got "
+                             f"{getattr(frame, 'dtype', type(frame).__name__)} {getattr(frame, 'shape', '')}")
         return self.segment_batch(frame[None], channel_order)[0]
 
     def segment_batch(self, frames: np.ndarray | Sequence[np.ndarray], channel_order: str = "rgb") -> np.ndarray:
-        """NxHxWx3 uint8 frames (one size) -> NxHxW uint8 labels."""
-        batch = _as_batch(frames)
+        """NxHxWx3 uint8 frames (one size, e.g. several cameras) -> NxHxW uint8 labels."""
         if channel_order not in CHANNEL_ORDERS:
             raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
-        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
-        if channel_order != self.info.normalization.channel_order:
-            x = x.flip(1)
-        with torch.inference_mode():
-            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False)
-            x = (x - self._mean) / self._std
-            logits = self.model(x, output_size=batch.shape[1:3])
-            return logits.argmax(1).to(torch.uint8).numpy()
+        return self.backend.run(_as_batch(frames), channel_order)
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
-        """HxW labels -> HxWx3 uint8 RGB palette image (unknown ids are black)."""
+        """HxW labels -> HxWx3 uint8 RGB palette image (ids without a class are black)."""
+        labels = np.asarray(labels)
+        if labels.dtype != np.uint8:
+            if not np.issubdtype(labels.dtype, np.integer) or (labels.size and (labels.min() < 0 or labels.max() > 255)):
+                raise ValueError(f"labels must be integer class ids in 0..255, got {labels.dtype}")
+            labels = labels.astype(np.uint8)
         return self._lut[labels]
 
     def overlay(self, frame: np.ndarray, labels: np.ndarray, alpha: float = 0.5, channel_order: str = "rgb") -> np.ndarray:
         """Alpha blend of the palette over the frame, in the frame's channel order."""
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        if channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
+        if frame.shape[:2] != np.shape(labels)[:2] or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"overlay needs a uint8 (H, W, 3) frame and (H, W) labels of the same size, got "
+                             f"{frame.dtype} {frame.shape} and {np.shape(labels)}")
         colors = self.colorize(labels)
         if channel_order == "bgr":
-            colors = colors[..., ::-1]
-        blended = frame.astype(np.float32) * (1.0 - alpha) + colors.astype(np.float32) * alpha
-        return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+            colors = np.ascontiguousarray(colors[..., ::-1])
+        return cv2.addWeighted(np.ascontiguousarray(frame), 1.0 - alpha, colors, alpha, 0.0)
+
+    def __repr__(self) -> str:
+        return (f"Segmenter(weights={self.weights!r}, backend={self.backend_name!r}, device={self.device!r}, "
+                f"precision={self.precision!r}, input_size={self.input_size})")
 
 
 def _as_batch(frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-    batch = np.stack(list(frames)) if not isinstance(frames, np.ndarray) else frames
-    if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[3] != 3:
-        raise ValueError(f"frames must be uint8 of shape (N, H, W, 3), got {batch.dtype} {batch.shape}")
-    if batch.shape[1] == 0 or batch.shape[2] == 0:
-        raise ValueError(f"frames must not be empty, got shape {batch.shape}")
-    return np.ascontiguousarray(batch)
+    if not isinstance(frames, np.ndarray):
+        frames = list(frames)
+        if not frames:
+            raise ValueError("frames must not be an empty sequence")
+        if len({np.shape(f) for f in frames}) != 1:
+            raise ValueError(f"frames of one batch must share one size, got {sorted({np.shape(f) for f in frames})}")
+        frames = np.stack(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
+        raise ValueError(f"frames must be uint8 of shape (N, H, W, 3), got {frames.dtype} {frames.shape}")
+    if 0 in frames.shape:
+        raise ValueError(f"frames must not be empty, got shape {frames.shape}")
+    return np.ascontiguousarray(frames)

@@ -1,0 +1,228 @@
+"""TensorRT 10 backend: the fused ONNX graph built into one engine per frame shape, cached on disk.
+
+Written against the TensorRT 10 Python API (``trt.Builder``, ``OnnxParser``, ``build_serialized_network``,
+``Runtime.deserialize_cuda_engine``, ``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``).
+Buffers are torch CUDA tensors, so no pycuda is needed. Engines are built from the same ONNX export
+the onnxruntime backend runs (the tested path) and cached by ``EngineCache``, keyed by the ONNX hash,
+the TensorRT version, the GPU name, the precision and the shapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..checkpoint import Normalization, cache_dir
+from . import Backend, BackendError
+from .engine_cache import EngineCache
+
+LOGGER = logging.getLogger("bisenetv2_ros")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def _import_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError as error:
+        raise BackendError(f"the tensorrt backend needs the TensorRT 10 Python package ({error}); "
+                           "install TensorRT or use backend='torch' / 'onnxruntime'") from None
+    if int(trt.__version__.split(".")[0]) < 10:
+        raise BackendError(f"the tensorrt backend needs TensorRT >= 10, found {trt.__version__}")
+    return trt
+
+
+def _trt_logger(trt):
+    return trt.Logger(trt.Logger.WARNING)
+
+
+def calibration_files(folder: str | os.PathLike | None, limit: int = 64) -> list[Path]:
+    """Sorted image files for int8 calibration; a clear error when there are none."""
+    if folder is None:
+        raise BackendError("precision 'int8' needs calibration images: pass calibration_images=<folder of "
+                           "representative frames> (a few dozen PNG/JPEG images)")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BackendError(f"int8 calibration folder {folder} does not exist")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    if not files:
+        raise BackendError(f"int8 calibration folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def _make_calibrator(trt, files: list[Path], frame_shape: tuple[int, int, int], channel_order: str, cache_path: Path):
+    """An IInt8EntropyCalibrator2 feeding uint8 frames (resized to the engine's frame size) from files."""
+    import cv2
+    import torch
+
+    batch, height, width = frame_shape
+
+    class FolderCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self.position = 0
+            self.buffer = torch.empty((batch, height, width, 3), dtype=torch.uint8, device="cuda")
+
+        def get_batch_size(self) -> int:
+            return batch
+
+        def get_batch(self, names):
+            if self.position + batch > len(files):
+                return None
+            frames = []
+            for path in files[self.position:self.position + batch]:
+                image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+                if image is None:
+                    raise BackendError(f"cannot read calibration image {path}")
+                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+                frames.append(image[..., ::-1] if channel_order == "rgb" else image)  # cv2 reads BGR
+            self.buffer.copy_(torch.from_numpy(np.ascontiguousarray(np.stack(frames))))
+            self.position += batch
+            return [int(self.buffer.data_ptr())]
+
+        def read_calibration_cache(self):
+            return cache_path.read_bytes() if cache_path.is_file() else None
+
+        def write_calibration_cache(self, cache) -> None:
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            cache_path.write_bytes(bytes(cache))
+
+    return FolderCalibrator()
+
+
+def build_serialized_engine(onnx_bytes: bytes, precision: str, frame_shape: tuple[int, int, int],
+                            workspace_gib: float = 2.0, calibrator=None) -> bytes:
+    """ONNX bytes -> serialized TensorRT plan for uint8 frames of exactly ``frame_shape`` (N, H, W)."""
+    trt = _import_tensorrt()
+    logger = _trt_logger(trt)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # TensorRT 10: every network has an explicit batch dimension
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_bytes):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise BackendError(f"TensorRT could not parse the ONNX graph: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 2**30))
+    if precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)  # int8 layers fall back to fp16, not fp32
+    shape = (*frame_shape, 3)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(network.get_input(0).name, shape, shape, shape)
+    config.add_optimization_profile(profile)
+    if precision == "int8":
+        if calibrator is None:
+            raise BackendError("precision 'int8' needs calibration images")
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.int8_calibrator = calibrator
+        config.set_calibration_profile(profile)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise BackendError(f"TensorRT failed to build a {precision} engine for frames {shape} (see its log above)")
+    return bytes(plan)
+
+
+def build_engine_cached(onnx_bytes: bytes, directory: Path, precision: str, frame_shape: tuple[int, int, int],
+                        channel_order: str = "rgb", workspace_gib: float = 2.0,
+                        calibration_images: str | os.PathLike | None = None, name: str = "bisenetv2",
+                        device: str = "cuda") -> Path:
+    """Build-only mode: make sure the cache holds an up-to-date engine; returns its file."""
+    _, path = load_engine_cached(onnx_bytes, directory, precision, frame_shape, channel_order, workspace_gib,
+                                 calibration_images, name, device)
+    return path
+
+
+def load_engine_cached(onnx_bytes: bytes, directory: Path, precision: str, frame_shape: tuple[int, int, int],
+                       channel_order: str = "rgb", workspace_gib: float = 2.0,
+                       calibration_images: str | os.PathLike | None = None, name: str = "bisenetv2",
+                       device: str = "cuda"):
+    trt = _import_tensorrt()
+    import torch
+
+    files = calibration_files(calibration_images) if precision == "int8" else []
+    index = torch.device(device).index or 0
+    slot = {"name": name, "precision": precision, "shape": "x".join(map(str, frame_shape)), "order": channel_order}
+    key = {
+        "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+        "tensorrt": trt.__version__,
+        "gpu": torch.cuda.get_device_name(index),
+        "precision": precision,
+        "frame_shape": list(frame_shape),
+        "workspace_gib": workspace_gib,
+        "calibration": hashlib.sha256("\n".join(f"{p.name}:{p.stat().st_size}" for p in files).encode()).hexdigest()
+        if files else None,
+    }
+    runtime = trt.Runtime(_trt_logger(trt))
+
+    def build() -> bytes:
+        calibrator = None
+        if precision == "int8":
+            calibrator = _make_calibrator(trt, files, frame_shape, channel_order,
+                                          directory / (EngineCache(directory).path(slot).stem + ".calib"))
+        return build_serialized_engine(onnx_bytes, precision, frame_shape, workspace_gib, calibrator)
+
+    with torch.cuda.device(index):
+        return EngineCache(directory).load_or_build(slot, key, build, runtime.deserialize_cuda_engine)
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+
+    def __init__(self, model, normalization: Normalization, input_size: tuple[int, int], device: str = "cuda",
+                 precision: str = "fp16", engine_cache_dir: Path | None = None, workspace_gib: float = 2.0,
+                 calibration_images: str | os.PathLike | None = None, name: str | None = None) -> None:
+        super().__init__(device, precision, input_size)
+        self.trt = _import_tensorrt()
+        if precision == "int8":
+            calibration_files(calibration_images)  # fail now, not at the first frame
+        self.model = model.eval()
+        self.normalization = normalization
+        self.engine_cache_dir = Path(engine_cache_dir) if engine_cache_dir else cache_dir() / "engines"
+        self.workspace_gib = workspace_gib
+        self.calibration_images = calibration_images
+        self.engine_name = name or "bisenetv2"
+        self._engines: dict[tuple, tuple] = {}
+        import torch
+
+        self._torch = torch
+        self.stream = torch.cuda.Stream(device=device)
+
+    def _context(self, channel_order: str, frame_shape: tuple[int, int, int]):
+        key = (channel_order, frame_shape)
+        if key not in self._engines:
+            from ..export import fused_onnx_bytes
+
+            onnx_bytes = fused_onnx_bytes(self.model, self.normalization, self.input_size, frame_shape[1:],
+                                          channel_order, batch=frame_shape[0])
+            engine, path = load_engine_cached(onnx_bytes, self.engine_cache_dir, self.precision, frame_shape,
+                                              channel_order, self.workspace_gib, self.calibration_images,
+                                              self.engine_name, self.device)
+            context = engine.create_execution_context()
+            names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+            inputs = [n for n in names if engine.get_tensor_mode(n) == self.trt.TensorIOMode.INPUT]
+            outputs = [n for n in names if engine.get_tensor_mode(n) == self.trt.TensorIOMode.OUTPUT]
+            if len(inputs) != 1 or len(outputs) != 1:
+                raise BackendError(f"engine {path} has inputs {inputs} and outputs {outputs}; expected one of each")
+            context.set_input_shape(inputs[0], (*frame_shape, 3))
+            self._engines[key] = (engine, context, inputs[0], outputs[0])
+        return self._engines[key]
+
+    def run_tensor(self, frames, channel_order: str = "rgb"):
+        """uint8 (N, H, W, 3) CUDA tensor -> uint8 (N, H, W) CUDA tensor (synchronised)."""
+        torch = self._torch
+        frames = frames.contiguous()
+        _, context, input_name, output_name = self._context(channel_order, tuple(frames.shape[:3]))
+        labels = torch.empty(frames.shape[:3], dtype=torch.uint8, device=self.device)
+        context.set_tensor_address(input_name, int(frames.data_ptr()))
+        context.set_tensor_address(output_name, int(labels.data_ptr()))
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))  # the frame upload happened there
+        if not context.execute_async_v3(self.stream.cuda_stream):
+            raise RuntimeError("TensorRT execute_async_v3 failed")
+        self.stream.synchronize()
+        return labels
+
+    def _run(self, frames: np.ndarray, channel_order: str) -> np.ndarray:
+        tensor = self._torch.from_numpy(np.ascontiguousarray(frames)).pin_memory().to(self.device, non_blocking=True)
+        return self.run_tensor(tensor, channel_order).cpu().numpy()
