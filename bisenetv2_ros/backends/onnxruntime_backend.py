@@ -107,5 +107,6 @@ def _network_onnx_bytes(model, input_size: tuple[int, int], opset: int) -> bytes
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(fold_batchnorm(model), (torch.zeros(1, 3, *input_size),), buffer, dynamo=False,
-                          opset_version=opset, input_names=["input"], output_names=["logits"])
+                          opset_version=opset, input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     return buffer.getvalue()

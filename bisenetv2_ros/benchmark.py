@@ -1,0 +1,325 @@
+"""``bisenetv2 benchmark``: latency, FPS and memory of the segmentation pipeline per backend.
+
+Two timings per run: *model-only* (the network on a normalised float tensor at the model size,
+logits out) and *end-to-end* (uint8 camera frame in, uint8 labels at the frame size out: everything
+the node pays per frame). GPU work is timed with CUDA events. ``--compare`` runs eager PyTorch fp32,
+the optimised torch CPU backend and ONNX Runtime side by side, interleaved frame by frame so that
+load from other processes hits all of them alike, and prints the speed-up ratios.
+
+    python -m bisenetv2_ros.benchmark --backend onnxruntime --height 512 --width 1024 --source-size 1024x512
+    python -m bisenetv2_ros.benchmark --compare --height 256 --width 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from .backends import BACKENDS, PRECISIONS
+from .backends.fused import FusedSegmentation
+
+
+def _frame_size(text: str) -> tuple[int, int]:
+    """'WIDTHxHEIGHT' (camera convention, e.g. 1280x720) -> (height, width)."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 1280x720, got {text!r}") from None
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"frame sides must be positive, got {text!r}")
+    return height, width
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", default=None,
+                        help="checkpoint path or known name (default: the embedded default weights if present, "
+                             "else a randomly initialised default-config model: same speed, meaningless labels)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    parser.add_argument("--height", type=int, default=None, help="model input height (default: checkpoint's, else 512)")
+    parser.add_argument("--width", type=int, default=None, help="model input width (default: checkpoint's, else 1024)")
+    parser.add_argument("--source-size", type=_frame_size, default=None, metavar="WxH",
+                        help="camera frame size as WIDTHxHEIGHT, e.g. 1280x720 (default: the model input size)")
+    parser.add_argument("--batch", type=int, default=1, help="frames per call (e.g. several cameras)")
+    parser.add_argument("--iters", type=int, default=20, help="timed iterations")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed iterations first (compilation happens here)")
+    parser.add_argument("--compile", choices=("off", "inductor", "script"), default=None,
+                        help="torch backend compile mode (default: off; --compare tries all)")
+    parser.add_argument("--channel-order", choices=("rgb", "bgr"), default="rgb")
+    parser.add_argument("--engine-cache", default=None, help="TensorRT engine cache folder")
+    parser.add_argument("--calibration-images", default=None, help="folder of images for int8 calibration")
+    parser.add_argument("--compare", action="store_true",
+                        help="eager torch fp32 vs optimised torch CPU vs onnxruntime, interleaved, with ratios")
+    parser.add_argument("--memory-frames", type=int, default=0, metavar="N",
+                        help="also run N frames end to end and report RSS at the start and the end")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .segmenter import Segmenter
+
+    torch.set_num_threads(max(1, _cores()))
+    weights, note = _weights(args.weights)
+    with tempfile.TemporaryDirectory() as scratch:
+        if weights is None:
+            weights = _random_default_checkpoint(Path(scratch))
+        model_size = None
+        if args.height or args.width:
+            if not (args.height and args.width):
+                raise SystemExit("give both --height and --width (the model input size)")
+            model_size = (args.height, args.width)
+        if args.compare:
+            result = _compare(args, weights, model_size)
+        else:
+            options: dict[str, Any] = {}
+            if args.compile:
+                options["compile"] = args.compile
+            if args.calibration_images:
+                options["calibration_images"] = args.calibration_images
+            seg = Segmenter(weights, backend=args.backend, device=args.device, precision=args.precision,
+                            input_size=model_size, engine_cache_dir=args.engine_cache, backend_options=options)
+            result = _single(args, seg)
+    result["weights"] = str(args.weights or "default") + (f" ({note})" if note else "")
+    result["machine"] = _machine()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_table(result)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _machine() -> dict[str, Any]:
+    info = {"cpu_cores": _cores(), "torch": torch.__version__, "load_average_1min": os.getloadavg()[0]}
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def _weights(requested: str | None) -> tuple[str | None, str]:
+    if requested:
+        return requested, ""
+    from .checkpoint import DEFAULT_WEIGHTS, KNOWN_WEIGHTS, PACKAGE_WEIGHTS_DIR
+
+    entry = KNOWN_WEIGHTS.get(DEFAULT_WEIGHTS)
+    if entry is not None and entry.embedded and (PACKAGE_WEIGHTS_DIR / entry.file_name).is_file():
+        return DEFAULT_WEIGHTS, ""
+    return None, "embedded default weights not present: random default-config model (C_t=1024), timing only"
+
+
+def _random_default_checkpoint(folder: Path) -> Path:
+    from .checkpoint import Checkpoint, CheckpointInfo, save_checkpoint
+    from .classes import CITYSCAPES
+    from .model import BiSeNetV2, BiSeNetV2Config
+
+    torch.manual_seed(0)
+    model = BiSeNetV2(BiSeNetV2Config(num_classes=len(CITYSCAPES), aux_heads=False)).eval()
+    info = CheckpointInfo(CITYSCAPES, train_resolution=(512, 1024), dataset="random (benchmark)")
+    return save_checkpoint(Checkpoint.from_model(model, info), folder / "random_default.pt")
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _stats(times_ms: Sequence[float], batch: int) -> dict[str, float]:
+    values = np.asarray(times_ms)
+    p50 = float(np.percentile(values, 50))
+    return {"p50_ms": round(p50, 2), "p90_ms": round(float(np.percentile(values, 90)), 2),
+            "p99_ms": round(float(np.percentile(values, 99)), 2), "fps": round(1000.0 * batch / p50, 2)}
+
+
+def _timer(device: str) -> Callable[[Callable[[], Any]], float]:
+    """Milliseconds of one call: CUDA events on a GPU (the GPU's own clock), perf_counter on CPU."""
+    if device.startswith("cuda"):
+        def timed(call):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            call()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end)
+        return timed
+
+    def timed_cpu(call):
+        start = time.perf_counter()
+        call()
+        return (time.perf_counter() - start) * 1000.0
+    return timed_cpu
+
+
+def _frames(args, input_size) -> np.ndarray:
+    height, width = args.source_size or input_size
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (args.batch, height, width, 3), dtype=np.uint8)
+
+
+def _single(args, seg) -> dict[str, Any]:
+    backend = seg.backend
+    frames = _frames(args, seg.input_size)
+    timed = _timer(seg.device)
+    rss_start = _rss_mib()
+    if seg.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    results: dict[str, Any] = {
+        "backend": seg.backend_name, "device": seg.device, "precision": seg.precision,
+        "model_input_hxw": list(seg.input_size), "frame_hxw": list(frames.shape[1:3]), "batch": args.batch,
+        "iters": args.iters, "warmup": args.warmup,
+    }
+    if hasattr(backend, "compile_mode"):
+        results["compile"] = backend.compile_mode
+    run_model = getattr(backend, "run_model", None)
+    if run_model is not None:
+        x = torch.randn(args.batch, 3, *seg.input_size)
+        x_in = x.numpy() if seg.backend_name == "onnxruntime" else x.to(seg.device)
+        for _ in range(args.warmup):
+            run_model(x_in)
+        results["model_only"] = _stats([timed(lambda: run_model(x_in)) for _ in range(args.iters)], args.batch)
+    else:
+        results["model_only"] = "not measured for this backend (its engine holds the whole pipeline)"
+    for _ in range(args.warmup):
+        seg.segment_batch(frames, args.channel_order)
+    # End to end is wall time on every device: it includes the host<->device copies a node pays.
+    e2e = []
+    for _ in range(args.iters):
+        start = time.perf_counter()
+        seg.segment_batch(frames, args.channel_order)
+        e2e.append((time.perf_counter() - start) * 1000.0)
+    results["end_to_end"] = _stats(e2e, args.batch)
+    if isinstance(results["model_only"], dict):
+        results["end_to_end_over_model_only"] = round(results["end_to_end"]["p50_ms"] / results["model_only"]["p50_ms"], 3)
+    results["rss_mib"] = {"after_setup": round(rss_start, 1), "after_timing": round(_rss_mib(), 1),
+                          "peak": round(_peak_rss_mib(), 1)}
+    if seg.device.startswith("cuda"):
+        results["gpu_peak_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    if args.memory_frames:
+        start = _rss_mib()
+        marks = []
+        for i in range(args.memory_frames):
+            seg.segment_batch(frames, args.channel_order)
+            if (i + 1) % max(1, args.memory_frames // 4) == 0:
+                marks.append(round(_rss_mib(), 1))
+        results["rss_over_frames"] = {"frames": args.memory_frames, "start_mib": round(start, 1),
+                                      "quarters_mib": marks, "end_mib": round(_rss_mib(), 1)}
+    return results
+
+
+def _compare(args, weights, model_size) -> dict[str, Any]:
+    """Interleaved end-to-end timing (frame in, labels out) of the CPU variants at one size, fp32."""
+    from .backends.onnxruntime_backend import OnnxRuntimeBackend
+    from .backends.torch_backend import TorchBackend
+    from .checkpoint import load_model
+
+    model, info = load_model(weights)
+    input_size = tuple(model_size or info.train_resolution or (512, 1024))
+    frames = _frames(args, input_size)
+    tensor = torch.from_numpy(frames)
+    eager = FusedSegmentation(model, info.normalization, input_size, args.channel_order)
+
+    def eager_run():
+        with torch.inference_mode():
+            return eager(tensor).numpy()
+
+    variants: dict[str, Callable[[], np.ndarray]] = {"torch eager fp32": eager_run}
+    build_s: dict[str, float] = {}
+    modes = [args.compile] if args.compile else ["off", "script", "inductor"]
+    backends = {f"torch {m}": TorchBackend(model, info.normalization, input_size, "cpu", "fp32", compile=m) for m in modes}
+    backends["onnxruntime"] = OnnxRuntimeBackend(model, info.normalization, input_size, "cpu")
+    for name, backend in backends.items():
+        start = time.perf_counter()
+        backend.run(frames, args.channel_order)  # export / trace / compile happens on the first frame
+        build_s[name] = round(time.perf_counter() - start, 1)
+        variants[name] = (lambda b: lambda: b.run(frames, args.channel_order))(backend)
+    reference = eager_run()
+    agreement = {name: round(float((call() == reference).mean()), 5) for name, call in variants.items()}
+    for _ in range(args.warmup):
+        for call in variants.values():
+            call()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.iters):
+        for name, call in variants.items():
+            start = time.perf_counter()
+            call()
+            times[name].append((time.perf_counter() - start) * 1000.0)
+    stats = {name: _stats(t, args.batch) for name, t in times.items()}
+    base = stats["torch eager fp32"]["p50_ms"]
+    return {"mode": "compare (end to end, interleaved)", "model_input_hxw": list(input_size),
+            "frame_hxw": list(frames.shape[1:3]), "batch": args.batch, "iters": args.iters,
+            "variants": {name: {**stats[name], "speedup_vs_eager": round(base / stats[name]["p50_ms"], 2),
+                                "labels_equal_to_eager": agreement[name], "first_frame_s": build_s.get(name)}
+                         for name in variants},
+            "peak_rss_mib": round(_peak_rss_mib(), 1)}
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    print(f"weights: {result['weights']}")
+    print(f"machine: {result['machine']}")
+    if "variants" in result:
+        print(f"{result['mode']}: model {result['model_input_hxw']} (HxW), frame {result['frame_hxw']} (HxW), "
+              f"batch {result['batch']}, {result['iters']} iterations")
+        print(f"{'variant':<20}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'FPS':>8}{'x eager':>9}{'equal':>9}{'1st s':>8}")
+        for name, s in result["variants"].items():
+            print(f"{name:<20}{s['p50_ms']:>10.1f}{s['p90_ms']:>10.1f}{s['p99_ms']:>10.1f}{s['fps']:>8.2f}"
+                  f"{s['speedup_vs_eager']:>9.2f}{s['labels_equal_to_eager']:>9.4f}{s['first_frame_s'] or 0:>8.1f}")
+        print(f"peak RSS {result['peak_rss_mib']} MiB")
+        return
+    print(f"backend {result['backend']} on {result['device']}, {result['precision']}"
+          + (f", compile {result['compile']}" if "compile" in result else "")
+          + f"; model {result['model_input_hxw']} (HxW), frame {result['frame_hxw']} (HxW), batch {result['batch']}")
+    for part in ("model_only", "end_to_end"):
+        s = result[part]
+        if isinstance(s, dict):
+            print(f"  {part:<12} p50 {s['p50_ms']:8.1f} ms  p90 {s['p90_ms']:8.1f} ms  p99 {s['p99_ms']:8.1f} ms  "
+                  f"{s['fps']:7.2f} FPS")
+        else:
+            print(f"  {part:<12} {s}")
+    if "end_to_end_over_model_only" in result:
+        print(f"  end to end / model only: {result['end_to_end_over_model_only']:.3f}")
+    print(f"  RSS MiB: {result['rss_mib']}" + (f"; GPU peak {result['gpu_peak_allocated_mib']} MiB"
+                                               if "gpu_peak_allocated_mib" in result else ""))
+    if "rss_over_frames" in result:
+        print(f"  RSS over frames: {result['rss_over_frames']}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import logging
+
+    parser = argparse.ArgumentParser(prog="bisenetv2 benchmark", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

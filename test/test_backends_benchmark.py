@@ -1,0 +1,42 @@
+"""The benchmark command runs end to end on the tiny checkpoint and reports what it promises."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from bisenetv2_ros import benchmark
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    benchmark.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_benchmark_json_report(tiny_weights, capsys):
+    args = parse(["--weights", str(tiny_weights), "--backend", "onnxruntime", "--device", "cpu",
+                  "--source-size", "120x90", "--batch", "2", "--iters", "3", "--warmup", "1",
+                  "--memory-frames", "4", "--json"])
+    assert benchmark.run(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["backend"] == "onnxruntime" and report["batch"] == 2
+    assert report["frame_hxw"] == [90, 120] and report["model_input_hxw"] == [64, 96]
+    for part in ("model_only", "end_to_end"):
+        assert 0 < report[part]["p50_ms"] <= report[part]["p90_ms"] <= report[part]["p99_ms"]
+    assert report["rss_over_frames"]["frames"] == 4 and report["rss_mib"]["peak"] > 0
+
+
+def test_benchmark_compare_reports_ratios(tiny_weights, capsys):
+    args = parse(["--weights", str(tiny_weights), "--compare", "--compile", "off", "--iters", "2", "--warmup", "0"])
+    assert benchmark.run(args) == 0
+    out = capsys.readouterr().out
+    assert "torch eager fp32" in out and "torch off" in out and "onnxruntime" in out and "x eager" in out
+
+
+def test_source_size_is_width_by_height():
+    assert parse(["--source-size", "1280x720"]).source_size == (720, 1280)
+    with pytest.raises(SystemExit):
+        parse(["--source-size", "720"])
