@@ -137,7 +137,8 @@ def build_engine_cached(onnx_bytes: bytes, directory: Path, precision: str, fram
 def load_engine_cached(onnx_bytes: bytes, directory: Path, precision: str, frame_shape: tuple[int, int, int],
                        channel_order: str = "rgb", workspace_gib: float = 2.0,
                        calibration_images: str | os.PathLike | None = None, name: str = "bisenetv2",
-                       device: str = "cuda"):
+                       device: str = "cuda", runtime=None):
+    """(engine, cache file). Pass a long-lived ``runtime``: it must outlive the engines it deserializes."""
     trt = _import_tensorrt()
     import torch
 
@@ -154,7 +155,7 @@ def load_engine_cached(onnx_bytes: bytes, directory: Path, precision: str, frame
         "calibration": hashlib.sha256("\n".join(f"{p.name}:{p.stat().st_size}" for p in files).encode()).hexdigest()
         if files else None,
     }
-    runtime = trt.Runtime(_trt_logger(trt))
+    runtime = runtime or trt.Runtime(_trt_logger(trt))
 
     def build() -> bytes:
         calibrator = None
@@ -184,6 +185,7 @@ class TensorRTBackend(Backend):
         self.calibration_images = calibration_images
         self.engine_name = name or "bisenetv2"
         self._engines: dict[tuple, tuple] = {}
+        self.runtime = self.trt.Runtime(_trt_logger(self.trt))
         import torch
 
         self._torch = torch
@@ -198,7 +200,7 @@ class TensorRTBackend(Backend):
                                           channel_order, batch=frame_shape[0])
             engine, path = load_engine_cached(onnx_bytes, self.engine_cache_dir, self.precision, frame_shape,
                                               channel_order, self.workspace_gib, self.calibration_images,
-                                              self.engine_name, self.device)
+                                              self.engine_name, self.device, self.runtime)
             context = engine.create_execution_context()
             names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
             inputs = [n for n in names if engine.get_tensor_mode(n) == self.trt.TensorIOMode.INPUT]
