@@ -87,7 +87,9 @@ class TorchBackend(Backend):
         with torch.inference_mode():
             if self.compile_mode == "inductor":
                 with torch._inductor.config.patch(freezing=True):
-                    return module(frames)
+                    labels = module(frames)
+                # CUDA graphs reuse their output memory on the next replay: hand out a copy.
+                return labels.clone() if self.device != "cpu" else labels
             return module(frames)
 
     def _run(self, frames: np.ndarray, channel_order: str) -> np.ndarray:
