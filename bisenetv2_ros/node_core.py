@@ -210,9 +210,17 @@ def create_segmenter(settings: NodeSettings, segmenter_factory: Callable[..., An
                 raise ValueError(f"classes_file {settings.classes_file} lists {len(classes)} classes but the "
                                  f"model predicts {len(segmenter.classes)}")
             segmenter.classes = classes
+        warm_up(segmenter)
     except Exception as error:  # noqa: BLE001 - start-up must end with one clear line, not a traceback
         raise StartupError(f"cannot start the segmentation node: {one_line(error)}") from error
     return segmenter
+
+
+def warm_up(segmenter: Any) -> None:
+    """One frame at the network's input size, so the first camera frame is not slowed by lazy
+    initialisation (allocator, kernel selection) and device problems surface at start-up."""
+    height, width = getattr(segmenter, "input_size", (64, 64))
+    segmenter.segment(np.zeros((int(height), int(width), 3), np.uint8), channel_order="rgb")
 
 
 # --------------------------------------------------------------------------------------------

@@ -131,7 +131,8 @@ def test_create_segmenter_passes_settings_and_classes_file(tmp_path):
 
     def factory(**kwargs):
         seen.update(kwargs)
-        return SimpleNamespace(classes=CAMVID)
+        return SimpleNamespace(classes=CAMVID, input_size=(64, 96),
+                               segment=lambda frame, channel_order: seen.setdefault("warm_up", frame.shape))
 
     classes_file = tmp_path / "classes.txt"
     classes_file.write_text("\n".join(f"thing{i} {i} {i} {i}" for i in range(11)))
@@ -139,7 +140,7 @@ def test_create_segmenter_passes_settings_and_classes_file(tmp_path):
                             engine_cache_dir="", classes_file=str(classes_file))
     segmenter = node_core.create_segmenter(settings, segmenter_factory=factory)
     assert seen == dict(weights="w.pt", backend="torch", device="cpu", precision="fp32", input_size=(64, 96),
-                        engine_cache_dir=None)
+                        engine_cache_dir=None, warm_up=(64, 96, 3))
     assert segmenter.classes.names[3] == "thing3" and segmenter.classes.palette[3] == (3, 3, 3)
 
     classes_file.write_text("only\ntwo\n")
