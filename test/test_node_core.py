@@ -400,3 +400,18 @@ def test_classes_file_palette_is_used_for_color(types, segmenter, tmp_path):
     outputs = dict(published)
     labels = np.asarray(outputs["labels"].data).reshape(24, 32)
     assert np.array_equal(np.asarray(outputs["color"].data).reshape(24, 32, 3), classes.lookup_table()[labels])
+
+
+@pytest.mark.parametrize("encoding", ["bgra8", "yuv422"])
+def test_pipeline_overlay_from_padded_non_rgb_frames(types, segmenter, encoding):
+    pipeline, published, _, _ = make_pipeline(types, segmenter, publish_overlay=True, overlay_alpha=1.0)
+    msg = image(types, height=10, width=16, encoding=encoding)
+    info = messages.encoding_info(encoding)
+    rows = np.asarray(msg.data).reshape(10, 16 * info.bytes_per_pixel)
+    msg.data = np.concatenate([rows, np.zeros((10, 3), np.uint8)], axis=1).reshape(-1)  # padded rows
+    msg.step = 16 * info.bytes_per_pixel + 3
+    assert pipeline.process(FrameItem(msg, time.monotonic()))
+    outputs = dict(published)
+    labels = np.asarray(outputs["labels"].data).reshape(10, 16)
+    # alpha 1: the overlay is exactly the colour mask
+    assert np.array_equal(np.asarray(outputs["overlay"].data).reshape(10, 16, 3), CAMVID.lookup_table()[labels])
