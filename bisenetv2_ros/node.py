@@ -14,7 +14,6 @@ Topics (relative to the node's namespace, `segmentation` in the launch file):
 from __future__ import annotations
 
 import sys
-import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -97,6 +96,7 @@ class SegmentationNode(Node):
             self.segmenter, self.settings, self.stats, image_type=Image, info_type=SegmentationInfo,
             publish=self._publish, warn=lambda text: logger.warning(text, throttle_duration_sec=WARN_THROTTLE_S))
         self.slot = node_core.NewestFrameSlot()
+        self.intake = node_core.FrameIntake(self.slot, self.stats, self.settings, self._anyone_listening)
         self.worker = node_core.FrameWorker(
             self.slot, self.pipeline.process, on_error=self._on_worker_error,
             min_interval_s=lambda: node_core.min_interval_for_rate(self.settings.max_rate_hz))
@@ -122,19 +122,11 @@ class SegmentationNode(Node):
             f"input {self.segmenter.input_size[0]}x{self.segmenter.input_size[1]}")
 
     # -- callbacks: store and return ------------------------------------------------------------
-    def _store(self, msg, compressed: bool) -> None:
-        self.stats.record_received()
-        if self.settings.only_when_subscribed and not self._anyone_listening():
-            self.stats.record_skipped()
-            return
-        if self.slot.put(node_core.FrameItem(msg, time.monotonic(), compressed)):
-            self.stats.record_stale_drop()
-
     def _on_image(self, msg: Image) -> None:
-        self._store(msg, compressed=False)
+        self.intake.offer(msg, compressed=False)
 
     def _on_compressed(self, msg: CompressedImage) -> None:
-        self._store(msg, compressed=True)
+        self.intake.offer(msg, compressed=True)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self.pipeline.camera_info = msg

@@ -441,7 +441,9 @@ def diagnostics_report(snapshot: StatsSnapshot, *, backend: str, device: str, mo
         level, message = WARN, f"no images received on {input_topic}"
     elif snapshot.new_invalid:
         level, message = WARN, f"{snapshot.new_invalid} invalid frame(s) dropped"
-    elif snapshot.processed_rate_hz == 0 and snapshot.frames_skipped == 0:
+    elif snapshot.processed_rate_hz == 0 and snapshot.frames_skipped:
+        level, message = OK, "idle: no one subscribes to the outputs (only_when_subscribed)"
+    elif snapshot.processed_rate_hz == 0:
         level, message = WARN, "receiving images but none processed"
     else:
         level, message = OK, f"segmenting at {snapshot.processed_rate_hz:.1f} Hz"
@@ -478,6 +480,28 @@ class FrameItem:
     msg: Any
     arrival: float  # time.monotonic() at the callback
     compressed: bool = False
+
+
+class FrameIntake:
+    """What the subscription callback does, and all it does: count, maybe skip, store the newest."""
+
+    def __init__(self, slot: NewestFrameSlot, stats: NodeStats, settings: NodeSettings,
+                 anyone_listening: Callable[[], bool] = lambda: True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.slot, self.stats, self.settings = slot, stats, settings
+        self.anyone_listening = anyone_listening
+        self.clock = clock
+
+    def offer(self, msg: Any, compressed: bool = False) -> str:
+        """'stored', 'replaced' (an unprocessed frame was dropped as stale) or 'skipped' (no subscribers)."""
+        self.stats.record_received()
+        if self.settings.only_when_subscribed and not self.anyone_listening():
+            self.stats.record_skipped()
+            return "skipped"
+        if self.slot.put(FrameItem(msg, self.clock(), compressed)):
+            self.stats.record_stale_drop()
+            return "replaced"
+        return "stored"
 
 
 class SegmentationPipeline:

@@ -292,6 +292,11 @@ def test_diagnostics_values_and_levels():
     assert dict(idle.values)["latency p50 (ms)"] == "n/a"
     invalid = node_core.diagnostics_report(snapshot(new_invalid=3), backend="b", device="d", model="m")
     assert invalid.level == node_core.WARN and invalid.message == "3 invalid frame(s) dropped"
+    idle = node_core.diagnostics_report(snapshot(processed_rate_hz=0.0, frames_skipped=5), backend="b",
+                                        device="d", model="m")
+    assert idle.level == node_core.OK and idle.message.startswith("idle: no one subscribes")
+    stuck = node_core.diagnostics_report(snapshot(processed_rate_hz=0.0), backend="b", device="d", model="m")
+    assert stuck.level == node_core.WARN and stuck.message == "receiving images but none processed"
     failed = node_core.diagnostics_report(snapshot(new_failed=1), backend="b", device="d", model="m")
     assert failed.level == node_core.ERROR
 
@@ -415,3 +420,41 @@ def test_pipeline_overlay_from_padded_non_rgb_frames(types, segmenter, encoding)
     labels = np.asarray(outputs["labels"].data).reshape(10, 16)
     # alpha 1: the overlay is exactly the colour mask
     assert np.array_equal(np.asarray(outputs["overlay"].data).reshape(10, 16, 3), CAMVID.lookup_table()[labels])
+
+
+def test_intake_floods_slot_while_worker_is_slow_without_growth():
+    slot, stats = NewestFrameSlot(), NodeStats()
+    intake = node_core.FrameIntake(slot, stats, NodeSettings())
+    release, taken = threading.Event(), []
+
+    def slow_process(item):
+        taken.append(item.msg)
+        release.wait(5)
+
+    worker = FrameWorker(slot, slow_process).start()
+    assert intake.offer("first") == "stored"
+    deadline = time.monotonic() + 5
+    while not taken and time.monotonic() < deadline:
+        time.sleep(0.005)
+    outcomes = [intake.offer(index) for index in range(1000)]
+    assert outcomes[0] == "stored" and set(outcomes[1:]) == {"replaced"}
+    assert slot.take(timeout=0).msg == 999 and not slot.pending  # one slot, newest frame only
+    release.set()
+    assert worker.stop()
+    assert (stats.received, stats.dropped_stale, stats.processed) == (1001, 999, 0)
+
+
+def test_intake_skips_without_subscribers_when_asked():
+    slot, stats = NewestFrameSlot(), NodeStats()
+    listening = {"value": False}
+    settings = NodeSettings(only_when_subscribed=True)
+    intake = node_core.FrameIntake(slot, stats, settings, lambda: listening["value"], clock=lambda: 7.0)
+    assert intake.offer("a") == "skipped" and not slot.pending
+    listening["value"] = True
+    assert intake.offer("b", compressed=True) == "stored"
+    item = slot.take(timeout=0)
+    assert (item.msg, item.arrival, item.compressed) == ("b", 7.0, True)
+    settings.update("only_when_subscribed", False)
+    listening["value"] = False
+    assert intake.offer("c") == "stored"
+    assert (stats.received, stats.skipped, stats.dropped) == (3, 1, 0)
