@@ -82,7 +82,7 @@ class SegmentationNode(Node):
         self.stats = node_core.NodeStats()
         logger = self.get_logger()
 
-        self._publishers = {
+        self._outputs = {
             "labels": self.create_publisher(Image, "labels", OUTPUT_QOS),
             "color": self.create_publisher(Image, "color", OUTPUT_QOS),
             "overlay": self.create_publisher(Image, "overlay", OUTPUT_QOS),
@@ -132,16 +132,18 @@ class SegmentationNode(Node):
         self.pipeline.camera_info = msg
 
     def _anyone_listening(self) -> bool:
-        return any(self.count_subscribers(name) > 0 for name in self._publishers)
+        return any(self.count_subscribers(name) > 0 for name in self._outputs)
 
     def _qualified(self, name: str) -> str:
         return f"{self.get_namespace().rstrip('/')}/{name}"
 
     # -- worker side ----------------------------------------------------------------------------
     def _publish(self, name: str, msg) -> None:
-        self._publishers[name].publish(msg)
+        self._outputs[name].publish(msg)
 
     def _on_worker_error(self, error: BaseException) -> None:
+        if not rclpy.ok():
+            return  # shutting down: publishers are already invalid
         self.stats.record_failed()
         self.get_logger().error(f"frame failed: {type(error).__name__}: {node_core.one_line(error)}",
                                 throttle_duration_sec=WARN_THROTTLE_S)
