@@ -78,7 +78,7 @@ class SegmentationNode(Node):
             self.settings = node_core.NodeSettings.from_values(values)
         except node_core.SettingsError as error:
             raise node_core.StartupError(f"invalid parameters: {error}") from error
-        self.segmenter = node_core.create_segmenter(self.settings)
+        self.segmenter, self.classes = node_core.create_segmenter(self.settings)
         self.stats = node_core.NodeStats()
         logger = self.get_logger()
 
@@ -93,7 +93,7 @@ class SegmentationNode(Node):
         self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         self.pipeline = node_core.SegmentationPipeline(
-            self.segmenter, self.settings, self.stats, image_type=Image, info_type=SegmentationInfo,
+            self.segmenter, self.classes, self.settings, self.stats, image_type=Image, info_type=SegmentationInfo,
             publish=self._publish, warn=lambda text: logger.warning(text, throttle_duration_sec=WARN_THROTTLE_S))
         self.slot = node_core.NewestFrameSlot()
         self.intake = node_core.FrameIntake(self.slot, self.stats, self.settings, self._anyone_listening)
@@ -103,7 +103,7 @@ class SegmentationNode(Node):
 
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id="")
         self._label_info_publisher.publish(
-            messages.label_info_message(LabelInfo, VisionClass, self.segmenter.classes, header))
+            messages.label_info_message(LabelInfo, VisionClass, self.classes, header))
 
         qos = image_qos(self.settings.image_qos)
         if self.settings.input_transport == "compressed":
@@ -118,7 +118,7 @@ class SegmentationNode(Node):
         self.worker.start()
         logger.info(
             f"segmenting {self._qualified(self._input_topic)} with {self.settings.weights} "
-            f"({len(self.segmenter.classes)} classes) on {self.segmenter.backend_name}/{self.segmenter.device}, "
+            f"({len(self.classes)} classes) on {self.segmenter.backend_name}/{self.segmenter.device}, "
             f"input {self.segmenter.input_size[0]}x{self.segmenter.input_size[1]}")
 
     # -- callbacks: store and return ------------------------------------------------------------

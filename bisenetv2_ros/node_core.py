@@ -191,29 +191,31 @@ def one_line(error: BaseException) -> str:
     return text or type(error).__name__
 
 
-def create_segmenter(settings: NodeSettings, segmenter_factory: Callable[..., Any] | None = None) -> Any:
-    """Builds the Segmenter (and applies ``classes_file``); every failure becomes a one-line StartupError."""
+def create_segmenter(settings: NodeSettings, segmenter_factory: Callable[..., Any] | None = None) -> tuple[Any, Any]:
+    """Builds and warms up the Segmenter -> (segmenter, classes to publish).
+
+    The classes are the checkpoint's, or ``classes_file``'s (same count required). Every failure
+    becomes a one-line StartupError.
+    """
     if segmenter_factory is None:
         from .segmenter import Segmenter as segmenter_factory  # noqa: N813  (heavy import, only here)
     try:
-        classes = None
+        override = None
         if settings.classes_file:
             from .classes import ClassSet
 
-            classes = ClassSet.from_file(settings.classes_file)
+            override = ClassSet.from_file(settings.classes_file)
         segmenter = segmenter_factory(
             weights=settings.weights, backend=settings.backend, device=resolve_device(settings.device),
             precision=settings.precision, input_size=settings.input_size,
             engine_cache_dir=settings.engine_cache_dir or None)
-        if classes is not None:
-            if len(classes) != len(segmenter.classes):
-                raise ValueError(f"classes_file {settings.classes_file} lists {len(classes)} classes but the "
-                                 f"model predicts {len(segmenter.classes)}")
-            segmenter.classes = classes
+        if override is not None and len(override) != len(segmenter.classes):
+            raise ValueError(f"classes_file {settings.classes_file} lists {len(override)} classes but the "
+                             f"model predicts {len(segmenter.classes)}")
         warm_up(segmenter)
     except Exception as error:  # noqa: BLE001 - start-up must end with one clear line, not a traceback
         raise StartupError(f"cannot start the segmentation node: {one_line(error)}") from error
-    return segmenter
+    return segmenter, override if override is not None else segmenter.classes
 
 
 def warm_up(segmenter: Any) -> None:
@@ -511,7 +513,7 @@ class SegmentationPipeline:
     reported through ``warn(text)``; the node keeps running.
     """
 
-    def __init__(self, segmenter: Any, settings: NodeSettings, stats: NodeStats, *, image_type: Any,
+    def __init__(self, segmenter: Any, classes: Any, settings: NodeSettings, stats: NodeStats, *, image_type: Any,
                  info_type: Any, publish: Callable[[str, Any], None],
                  warn: Callable[[str], None] = lambda text: None, model_name: str | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -525,10 +527,7 @@ class SegmentationPipeline:
         self.model_name = model_name if model_name is not None else settings.weights
         self.clock = clock
         self.camera_info: Any = None  # the latest input CameraInfo, republished with each frame's header
-        self._lookup_table = segmenter.classes.lookup_table()
-
-    def set_classes(self, classes: Any) -> None:
-        self.segmenter.classes = classes
+        self.classes = classes  # names and palette: the checkpoint's or classes_file's
         self._lookup_table = classes.lookup_table()
 
     def decode(self, item: FrameItem) -> tuple[np.ndarray, str]:
@@ -568,5 +567,5 @@ class SegmentationPipeline:
             self.info_type, header, model=self.model_name, backend=getattr(self.segmenter, "backend_name", ""),
             device=str(getattr(self.segmenter, "device", "")), inference_ms=inference_ms, latency_ms=latency_ms,
             frames_received=stats.received, frames_processed=stats.processed, frames_dropped=stats.dropped,
-            fractions=messages.class_fractions(labels, len(self.segmenter.classes))))
+            fractions=messages.class_fractions(labels, len(self.classes))))
         return True

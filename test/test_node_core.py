@@ -138,10 +138,13 @@ def test_create_segmenter_passes_settings_and_classes_file(tmp_path):
     classes_file.write_text("\n".join(f"thing{i} {i} {i} {i}" for i in range(11)))
     settings = NodeSettings(weights="w.pt", backend="torch", device="cpu", input_height=64, input_width=96,
                             engine_cache_dir="", classes_file=str(classes_file))
-    segmenter = node_core.create_segmenter(settings, segmenter_factory=factory)
+    segmenter, classes = node_core.create_segmenter(settings, segmenter_factory=factory)
+    assert segmenter.classes is CAMVID, "the segmenter itself is left alone"
     assert seen == dict(weights="w.pt", backend="torch", device="cpu", precision="fp32", input_size=(64, 96),
                         engine_cache_dir=None, warm_up=(64, 96, 3))
-    assert segmenter.classes.names[3] == "thing3" and segmenter.classes.palette[3] == (3, 3, 3)
+    assert classes.names[3] == "thing3" and classes.palette[3] == (3, 3, 3)
+    no_file = NodeSettings(weights="w.pt")
+    assert node_core.create_segmenter(no_file, segmenter_factory=factory)[1] is CAMVID
 
     classes_file.write_text("only\ntwo\n")
     with pytest.raises(StartupError, match="lists 2 classes but the model predicts 11"):
@@ -307,15 +310,15 @@ def test_diagnostics_values_and_levels():
 
 @pytest.fixture(scope="module")
 def segmenter(tiny_weights):
-    return node_core.create_segmenter(NodeSettings(weights=str(tiny_weights), device="cpu"))
+    return node_core.create_segmenter(NodeSettings(weights=str(tiny_weights), device="cpu"))[0]
 
 
-def make_pipeline(types, segmenter, **settings):
+def make_pipeline(types, segmenter, classes=CAMVID, **settings):
     published = []
     warnings = []
     stats = NodeStats()
     pipeline = node_core.SegmentationPipeline(
-        segmenter, NodeSettings(weights="tiny", **settings), stats, image_type=types["sensor_msgs/msg/Image"],
+        segmenter, classes, NodeSettings(weights="tiny", **settings), stats, image_type=types["sensor_msgs/msg/Image"],
         info_type=types["bisenetv2_ros/msg/SegmentationInfo"], publish=lambda name, msg: published.append((name, msg)),
         warn=warnings.append)
     return pipeline, published, warnings, stats
@@ -393,15 +396,10 @@ def test_pipeline_compressed_input(types, segmenter):
     assert np.array_equal(np.asarray(labels.data).reshape(20, 30), segmenter.segment(bgr, channel_order="bgr"))
 
 
-def test_classes_file_palette_is_used_for_color(types, segmenter, tmp_path):
+def test_classes_file_palette_is_used_for_color(types, segmenter):
     classes = ClassSet(tuple(f"c{i}" for i in range(11)), tuple((i * 20, 0, 255 - i * 20) for i in range(11)))
-    pipeline, published, _, _ = make_pipeline(types, segmenter)
-    original = segmenter.classes
-    try:
-        pipeline.set_classes(classes)
-        pipeline.process(FrameItem(image(types), time.monotonic()))
-    finally:
-        segmenter.classes = original
+    pipeline, published, _, _ = make_pipeline(types, segmenter, classes=classes)
+    pipeline.process(FrameItem(image(types), time.monotonic()))
     outputs = dict(published)
     labels = np.asarray(outputs["labels"].data).reshape(24, 32)
     assert np.array_equal(np.asarray(outputs["color"].data).reshape(24, 32, 3), classes.lookup_table()[labels])
