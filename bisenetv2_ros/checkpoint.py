@@ -204,6 +204,9 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike, half: bool 
         }
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates the file 0600; give it the mode a plain open() would (0666 minus umask),
+        # so other users (a ROS node run as another user, an installed package) can read it.
+        os.chmod(tmp_name, 0o666 & ~_current_umask())
         with os.fdopen(handle, "wb") as stream:
             torch.save(data, stream)
             stream.flush()
@@ -213,6 +216,12 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike, half: bool 
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+def _current_umask() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 def _torch_load(path: Path) -> Any:
