@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 
 import pytest
 import torch
@@ -339,3 +340,13 @@ def test_known_weights_entries_are_consistent():
             assert entry.url.startswith("https://") and entry.url.endswith(entry.file_name)
             assert entry.sha256_prefix and entry.sha256_prefix in entry.file_name
         assert len(entry.info.classes) in (11, 19)
+
+
+def test_saved_file_gets_the_usual_permissions(tmp_path):
+    # Not the 0600 of a temporary file: other users (e.g. a node run as another user) must read it.
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(Checkpoint.from_model(_random_model(), INFO), tmp_path / "model.pt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
