@@ -8,6 +8,7 @@ and install the package, and that everything but the node imports without ROS.
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import re
 import subprocess
@@ -210,31 +211,36 @@ def test_blocker_really_blocks_ros():
     assert result.returncode != 0 and "blocked by the test" in result.stderr
 
 
-def test_core_imports_without_ros():
-    result = _run_python(
-        "import bisenetv2_ros.model, bisenetv2_ros.checkpoint, bisenetv2_ros.segmenter, "
-        "bisenetv2_ros.classes, bisenetv2_ros.report\n"
-        f"loaded = sorted(m for m in sys.modules if m.split('.')[0] in {ROS_MODULES!r})\n"
-        "heavy = sorted(m for m in ('tensorrt', 'onnxruntime', 'rosbags', 'torchvision') if m in sys.modules)\n"
-        "print('LOADED', loaded, heavy)\n"
-    )
-    assert result.returncode == 0, result.stderr
-    assert "LOADED [] []" in result.stdout
-
-
-def test_every_module_but_the_node_imports_without_ros():
-    # node.py is the only module that may import rclpy (thin ROS layer); everything else is ROS-free.
-    modules = sorted(
+@pytest.fixture(scope="module")
+def ros_free_imports() -> dict:
+    """Imports the core, then every other module but the node, in one subprocess with ROS blocked."""
+    others = sorted(
         f"{PACKAGE}.{p.stem}" for p in (ROOT / PACKAGE).glob("*.py") if p.stem not in ("node", "__init__")
     )
     result = _run_python(
-        "import importlib\n"
-        f"for name in {modules!r}:\n"
+        "import importlib, json\n"
+        "def loaded(names):\n"
+        "    return sorted(m for m in sys.modules if m.split('.')[0] in names)\n"
+        "import bisenetv2_ros.model, bisenetv2_ros.checkpoint, bisenetv2_ros.segmenter, "
+        "bisenetv2_ros.classes, bisenetv2_ros.report\n"
+        f"core = {{'ros': loaded({ROS_MODULES!r}), "
+        "'heavy': loaded(('tensorrt', 'onnxruntime', 'rosbags', 'torchvision'))}\n"
+        f"for name in {others!r}:\n"
         "    importlib.import_module(name)\n"
-        "print('OK', 'rclpy' in sys.modules)\n"
+        f"print(json.dumps({{'core': core, 'all': {{'ros': loaded({ROS_MODULES!r})}}, 'modules': {others!r}}}))\n"
     )
     assert result.returncode == 0, result.stderr
-    assert "OK False" in result.stdout
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_core_imports_without_ros(ros_free_imports):
+    assert ros_free_imports["core"] == {"ros": [], "heavy": []}
+
+
+def test_every_module_but_the_node_imports_without_ros(ros_free_imports):
+    # node.py is the only module that may import rclpy (thin ROS layer); everything else is ROS-free.
+    assert f"{PACKAGE}.report" in ros_free_imports["modules"]
+    assert ros_free_imports["all"]["ros"] == []
 
 
 def test_package_init_imports_nothing_heavy():
