@@ -230,6 +230,14 @@ def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds for a damaged file
+        if "Weights only load failed" in str(error):  # intact, but pickles arbitrary Python objects
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+            raise CheckpointError(
+                f"{path} stores Python objects beyond tensors and plain containers"
+                f"{f' ({found.group(1)})' if found else ''}; checkpoints are read with "
+                f"torch.load(weights_only=True), which never runs code from the file. If you trust the file, "
+                f"load it with weights_only=False yourself and torch.save() only its state dict"
+            ) from error
         raise CheckpointError(
             f"cannot read {path}: the file is truncated, damaged or not a PyTorch checkpoint "
             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
