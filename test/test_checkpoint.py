@@ -350,3 +350,15 @@ def test_saved_file_gets_the_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+class _Pickled:
+    """A class a checkpoint must not make us import and run."""
+
+
+def test_file_with_pickled_objects_is_refused_with_the_reason(tmp_path):
+    path = tmp_path / "pickled.pth"
+    torch.save({"meta": {"config": _Pickled()}, "state_dict": {}}, path)
+    with pytest.raises(CheckpointError, match=r"Python objects beyond tensors .*_Pickled.*weights_only=True") as error:
+        load_checkpoint(path)
+    assert "truncated" not in str(error.value)
