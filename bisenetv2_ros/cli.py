@@ -237,10 +237,11 @@ def _run_delegated(name: str, argv: list[str]) -> int:
 # segment
 
 
-def _progress_bar(total: int | None, quiet: bool, unit: str = "frame"):
+def _progress_bar(total: int | None, quiet: bool, unit: str = "frame", unit_scale: bool = False):
     from tqdm import tqdm
 
-    return tqdm(total=total or None, unit=unit, disable=quiet, dynamic_ncols=True, file=sys.stderr)
+    return tqdm(total=total or None, unit=unit, unit_scale=unit_scale, disable=quiet, dynamic_ncols=True,
+                file=sys.stderr)
 
 
 def _make_segmenter(args):
@@ -352,8 +353,7 @@ def cmd_download(args) -> int:
     def progress(done: int, total: int | None) -> None:
         nonlocal bar
         if bar is None:
-            bar = _progress_bar(total, args.quiet, "B")
-            bar.unit_scale = True
+            bar = _progress_bar(total, args.quiet, "B", unit_scale=True)
         bar.update(done - bar.n)
 
     try:
