@@ -263,7 +263,8 @@ def cmd_segment(args) -> int:
         return _segment_bag(args, output)
     outputs = args.outputs or (media.IMAGE_OUTPUTS if kind in ("image", "folder") else ("color", "overlay"))
     if kind == "folder":
-        images = media.list_images(args.input)
+        # an output folder inside the input folder (a previous run) is not input
+        images = [p for p in media.list_images(args.input) if not p.resolve().is_relative_to(output.resolve())]
         if not images:
             raise CliError(f"folder {args.input} holds no images ({', '.join(media.IMAGE_EXTENSIONS)})")
         root = args.input

@@ -122,6 +122,13 @@ def test_segment_folder_batches_mixed_sizes_and_keeps_tree(tmp_path, tiny_weight
         decoded = cv2.imread(str(folder / name))  # the JPEG as decoded, not as generated
         np.testing.assert_array_equal(written, segmenter.segment(decoded, channel_order="bgr"))
     assert not (out / "color").exists()
+    # an output inside the input folder is not read back as input on the next run
+    assert cli.main(segment_args(str(folder), "-o", str(folder / "seg"), "--outputs", "labels",
+                                 weights=tiny_weights)) == 0
+    assert cli.main(segment_args(str(folder), "-o", str(folder / "seg"), "--outputs", "labels", "--overwrite",
+                                 weights=tiny_weights)) == 0
+    assert sorted(p.relative_to(folder / "seg").as_posix() for p in (folder / "seg").rglob("*.png")) == [
+        "labels/a.png", "labels/b.png", "labels/d.png", "labels/sub/c.png"]
 
 
 @pytest.mark.parametrize("fourcc,suffix", [("mp4v", ".mp4"), ("MJPG", ".avi")])
