@@ -84,7 +84,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="a known name (see `bisenetv2 download --list`) or a checkpoint path "
                             "(default: the packaged 'camvid' model)")
     group.add_argument("--backend", default="auto", help="auto, torch, onnxruntime or tensorrt (default: auto)")
-    group.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    group.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda[:N] (default: auto)")
     group.add_argument("--precision", default="fp32", help="fp32 or fp16 (default: fp32)")
     group.add_argument("--input-size", type=_input_size, default=None, metavar="HxW",
                        help="network input size, e.g. 360x480 (default: the checkpoint's training resolution)")
@@ -154,17 +154,23 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(handler=cmd_import)
 
     export = add("export", "make a deployment checkpoint from a training one; optionally ONNX and TensorRT",
-                 "bisenetv2 export runs/camvid/best.pt --output camvid.pt --half --onnx camvid.onnx")
+                 "bisenetv2 export runs/camvid/best.pt --output camvid.pt --half --onnx camvid.onnx --engine ~/.cache/bisenetv2_ros/engines")
     export.add_argument("checkpoint", metavar="CHECKPOINT", help="a training or deploy checkpoint, or a known name")
     export.add_argument("--output", "-o", type=Path, default=None,
                         help="deploy checkpoint to write (no booster heads, no optimizer state)")
     export.add_argument("--half", action="store_true", help="store the deploy checkpoint's weights as fp16")
     export.add_argument("--onnx", type=Path, default=None, metavar="PATH", help="also export an ONNX model")
-    export.add_argument("--engine", type=Path, default=None, metavar="PATH",
-                        help="also build a TensorRT engine (needs a GPU and TensorRT)")
+    export.add_argument("--engine", type=Path, default=None, metavar="CACHE_DIR",
+                        help="also build a TensorRT engine into this engine cache folder (the node's "
+                             "engine_cache_dir); needs a GPU and TensorRT")
     export.add_argument("--input-size", type=_input_size, default=None, metavar="HxW",
-                        help="ONNX/engine input size (default: the checkpoint's training resolution)")
-    export.add_argument("--precision", default="fp16", help="TensorRT engine precision (default: fp16)")
+                        help="network input size of the ONNX model / engine (default: the checkpoint's training resolution)")
+    export.add_argument("--frame-size", type=_input_size, default=None, metavar="HxW",
+                        help="camera frame size the engine is built for (default: the input size); the ONNX "
+                             "model itself accepts any frame size")
+    export.add_argument("--batch", type=_positive_int, default=1, metavar="N", help="engine batch size (default: 1)")
+    export.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16",
+                        help="TensorRT engine precision (default: fp16)")
     export.set_defaults(handler=cmd_export)
 
     for name, (module, summary) in DELEGATED.items():
@@ -486,10 +492,8 @@ def cmd_export(args) -> int:
 
 
 def _export_graphs(args, deploy) -> None:
-    """--onnx / --engine through bisenetv2_ros.export (written by the inference backends)."""
+    """--onnx / --engine through bisenetv2_ros.export (the inference backends' exporter)."""
     import tempfile
-
-    from .checkpoint import save_checkpoint
 
     try:
         exporter = importlib.import_module("bisenetv2_ros.export")
@@ -497,16 +501,18 @@ def _export_graphs(args, deploy) -> None:
         if error.name != "bisenetv2_ros.export":
             raise
         raise CliError("ONNX / TensorRT export is not available in this build (bisenetv2_ros.export is missing)")
-    if args.engine and not args.onnx:
-        raise CliError("--engine is built from an ONNX model: give --onnx PATH too")
-    input_size = args.input_size or deploy.info.train_resolution
+    input_size = tuple(args.input_size or deploy.info.train_resolution or (512, 1024))
+    model = deploy.build_model(for_inference=True)
     with tempfile.TemporaryDirectory(prefix="bisenetv2_export_") as scratch:
-        deploy_path = args.output or save_checkpoint(deploy, Path(scratch) / "deploy.pt")
-        path = exporter.export_onnx(deploy_path, args.onnx, input_size=input_size)
-        print(f"ONNX model -> {path or args.onnx}")
-    if args.engine:
-        path = exporter.build_tensorrt_engine(args.onnx, args.engine, precision=args.precision)
-        print(f"TensorRT engine -> {path or args.engine}")
+        onnx_path = args.onnx or Path(scratch) / "model.onnx"  # an engine is built from ONNX
+        written = exporter.export_onnx(model, onnx_path, input_size=input_size, info=deploy.info)
+        if args.onnx:
+            print(f"ONNX model (uint8 frames in, uint8 labels out; network {input_size[0]}x{input_size[1]}) -> {written}")
+        if args.engine:
+            frame = args.frame_size or input_size
+            engine = exporter.build_tensorrt_engine(written, args.engine, precision=args.precision,
+                                                    frame_shape=(args.batch, frame[0], frame[1]))
+            print(f"TensorRT {args.precision} engine for {args.batch}x{frame[0]}x{frame[1]} frames -> {engine}")
 
 
 if __name__ == "__main__":

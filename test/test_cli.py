@@ -3,6 +3,7 @@ export, interruption. Bags and downloads have their own test files."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -39,11 +40,12 @@ def random_bgr(seed: int, height: int = 40, width: int = 56) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def segmenter(tiny_weights) -> Segmenter:
-    return Segmenter(weights=tiny_weights)
+    return Segmenter(weights=tiny_weights, backend="torch", device="cpu")
 
 
 def segment_args(*extra: str, weights: Path) -> list[str]:
-    return ["segment", *extra, "--weights", str(weights), "--quiet"]
+    # the eager torch backend: quickest to start, and the same backend as the `segmenter` fixture
+    return ["segment", *extra, "--weights", str(weights), "--backend", "torch", "--device", "cpu", "--quiet"]
 
 
 def test_help_lists_every_subcommand(capsys):
@@ -287,3 +289,23 @@ def test_import_converts_a_public_checkpoint(tmp_path, capsys):
     converted = load_checkpoint(out)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(converted.state_dict[key], value, msg=key)
+
+
+def test_export_onnx_reports_a_missing_exporter_in_one_line(tiny_weights, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "bisenetv2_ros.export", None)  # as in a build without the exporter
+    assert cli.main(["export", str(tiny_weights), "--onnx", str(tmp_path / "m.onnx")]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "bisenetv2 export: error: ONNX / TensorRT export is not available in this build "
+        "(bisenetv2_ros.export is missing)")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("bisenetv2_ros.export") is None,
+                    reason="bisenetv2_ros.export (the inference backends' exporter) is not in this build")
+def test_export_onnx_writes_a_checked_model(tiny_weights, tmp_path, capsys):
+    import onnx
+
+    out = tmp_path / "tiny.onnx"
+    assert cli.main(["export", str(tiny_weights), "--onnx", str(out), "--input-size", "32x64"]) == 0
+    assert "network 32x64" in capsys.readouterr().out
+    onnx.checker.check_model(onnx.load(str(out)))
