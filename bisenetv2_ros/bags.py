@@ -90,7 +90,9 @@ def array_to_image_message(typestore: Any, header: Any, array: np.ndarray, encod
 
 
 def storage_of(bag: Path) -> str:
-    """'mcap' or 'sqlite3', from the bag folder's storage files."""
+    """'mcap' or 'sqlite3', from the bag's storage file(s)."""
+    if bag.is_file():
+        return "mcap" if bag.suffix == ".mcap" else "sqlite3"
     if any(bag.glob("*.mcap")) or any(bag.glob("*.mcap.zstd")):
         return "mcap"
     return "sqlite3"

@@ -43,9 +43,8 @@ def input_kind(path: str | os.PathLike) -> str:
         return "image"
     if suffix in VIDEO_EXTENSIONS:
         return "video"
-    if suffix in (".mcap", ".db3"):
-        raise MediaError(f"{path} is a bare rosbag2 storage file: pass the bag folder that holds it and its "
-                         f"metadata.yaml ({path.parent})")
+    if suffix in (".mcap", ".db3"):  # a storage file without its metadata.yaml; rosbags reads it alone
+        return "bag"
     raise MediaError(f"cannot tell what {path} is: expected an image ({', '.join(IMAGE_EXTENSIONS)}), a video "
                      f"({', '.join(VIDEO_EXTENSIONS)}), a folder of images or a rosbag2 folder")
 

@@ -218,3 +218,13 @@ def test_malformed_and_unsupported_messages_name_the_problem():
     broken = CompressedImage(header=msg.header, format="jpeg", data=np.zeros(50, np.uint8))
     with pytest.raises(bags.UnsupportedImage, match="compressed 'jpeg' that OpenCV cannot decode"):
         bags.image_message_to_rgb(broken, CompressedImage.__msgtype__)
+
+
+def test_a_bare_storage_file_is_read_too(recording, tiny_weights, segmenter, tmp_path):
+    storage, bag, expected = recording
+    storage_file = next(bag.glob("*.mcap" if storage == "mcap" else "*.db3"))
+    out = tmp_path / "out"
+    assert cli.main(["segment", str(storage_file), "--topic", "/camera/image", *model_args(tiny_weights),
+                     "--output", str(out), "--quiet"]) == 0
+    assert bags.storage_of(out) == storage
+    check_output(out, expected["raw"], segmenter)
