@@ -85,7 +85,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                             "(default: the packaged 'camvid' model)")
     group.add_argument("--backend", default="auto", help="auto, torch, onnxruntime or tensorrt (default: auto)")
     group.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda[:N] (default: auto)")
-    group.add_argument("--precision", default="fp32", help="fp32 or fp16 (default: fp32)")
+    group.add_argument("--precision", default="fp32", help="fp32, fp16 or int8 (int8: tensorrt only) (default: fp32)")
     group.add_argument("--input-size", type=_input_size, default=None, metavar="HxW",
                        help="network input size, e.g. 360x480 (default: the checkpoint's training resolution)")
 
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment = add("segment", "segment an image, a folder of images, a video or a rosbag2 recording",
                   "bisenetv2 segment drive.mp4 --weights mmseg-cityscapes --input-size 512x1024 --batch 4")
     segment.add_argument("input", type=Path, metavar="INPUT",
-                         help="an image file, a folder of images, a video file, or a rosbag2 folder")
+                         help="an image file, a folder of images, a video file, or a rosbag2 folder (or its .mcap/.db3 file)")
     segment.add_argument("--output", "-o", type=Path, default=None,
                          help="output folder or bag (default: <input>_segmented beside the input)")
     segment.add_argument("--overwrite", action="store_true", help="replace an existing output")
