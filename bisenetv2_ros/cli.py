@@ -35,7 +35,7 @@ Run `bisenetv2 COMMAND --help` for the options of one command.
 # name -> (module, one-line description). Their modules provide add_arguments(parser) and run(args).
 DELEGATED = {
     "benchmark": ("bisenetv2_ros.benchmark", "measure segmentation speed of the backends (frames/s, latency)"),
-    "report": ("bisenetv2_ros.report", "evaluate weights on a labelled dataset and write an accuracy report"),
+    "report": ("bisenetv2_ros.report", "parameters and multiply-accumulates (GMACs) of a BiSeNetV2, by part"),
     "benchmark-messages": ("bisenetv2_ros.messages_benchmark",
                            "measure ROS message conversion costs (image decode, label/colour encode)"),
 }
