@@ -46,6 +46,9 @@ ENCODINGS: dict[str, EncodingInfo] = {
     "yuv422": EncodingInfo("uyvy", 2, "uyvy"),
     "yuyv": EncodingInfo("yuyv", 2, "yuyv"),
     "yuv422_yuy2": EncodingInfo("yuyv", 2, "yuyv"),
+    # Generic OpenCV types some drivers (and cv_bridge users) publish; 8UC3 is OpenCV's BGR layout.
+    "8UC1": EncodingInfo("8UC1", 1, "mono"),
+    "8UC3": EncodingInfo("8UC3", 3, "bgr"),
 }
 SUPPORTED_ENCODINGS = tuple(ENCODINGS)
 

@@ -61,12 +61,20 @@ def test_color_encodings_give_exact_rgb(types, encoding, pad):
     assert np.shares_memory(frame, msg.data), "rgb/bgr/rgba/bgra frames must be views of msg.data"
 
 
-def test_mono8(types):
+@pytest.mark.parametrize("encoding", ["mono8", "8UC1"])
+def test_mono8(types, encoding):
     gray = np.arange(48, dtype=np.uint8).reshape(6, 8) * 5
-    frame, order = messages.image_to_frame(make_image(types, gray, "mono8", pad=3))
+    frame, order = messages.image_to_frame(make_image(types, gray, encoding, pad=3))
     assert order == "rgb" and frame.shape == (6, 8, 3)
     for channel in range(3):
         assert np.array_equal(frame[..., channel], gray)
+
+
+def test_8uc3_is_opencv_bgr(types):
+    rgb = reference_rgb()
+    frame, order = messages.image_to_frame(make_image(types, np.ascontiguousarray(rgb[..., ::-1]), "8UC3", pad=2))
+    assert order == "bgr"
+    assert np.array_equal(messages.to_rgb(frame, order), rgb)
 
 
 @pytest.mark.parametrize("encoding,code", [
