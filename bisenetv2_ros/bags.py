@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import cv2
 import numpy as np
+
+from . import messages
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -39,50 +40,17 @@ def _rosbags():
 
 
 # --------------------------------------------------------------------------------------------
-# Message <-> array. Self-contained until bisenetv2_ros.messages (the node's converters, which also
-# accept rosbags messages) is merged; then these three functions become thin calls into it.
+# Message <-> array: the node's converters (bisenetv2_ros.messages), so bag and live input decode alike.
 
 
-class UnsupportedImage(ValueError):
-    """A frame this tool does not decode; ``reason`` is a short key for the skip count."""
+def decode_frame(msg: Any, msgtype: str) -> tuple[np.ndarray, str]:
+    """Image (any encoding of messages.ENCODINGS) or CompressedImage -> (HxWx3 uint8 frame, 'rgb'|'bgr').
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def image_message_to_rgb(msg: Any, msgtype: str) -> np.ndarray:
-    """sensor_msgs Image (rgb8, bgr8, rgba8, bgra8, mono8) or CompressedImage (jpeg, png) -> HxWx3 RGB."""
+    Raises messages.ImageConversionError naming the problem (encoding, size, data).
+    """
     if msgtype == COMPRESSED_TYPE:
-        frame = cv2.imdecode(np.asarray(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if frame is None:
-            raise UnsupportedImage(f"compressed '{msg.format}' that OpenCV cannot decode")
-        return frame[..., ::-1]
-    encoding = msg.encoding.lower()
-    channels = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8uc1": 1, "8uc3": 3}.get(encoding)
-    if channels is None:
-        raise UnsupportedImage(f"encoding '{msg.encoding}'")
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    data = np.asarray(msg.data, dtype=np.uint8)
-    if height == 0 or width == 0 or step < width * channels or data.size < step * height:
-        raise UnsupportedImage(f"malformed {msg.encoding} image ({width}x{height}, step {step}, {data.size} bytes)")
-    rows = data[: step * height].reshape(height, step)[:, : width * channels]  # drops row padding
-    pixels = rows.reshape(height, width, channels)
-    if channels == 1:
-        return np.repeat(pixels, 3, axis=2)
-    if encoding.startswith("bgr") or encoding == "8uc3":  # 8UC3 is OpenCV's (BGR) layout
-        return pixels[..., 2::-1]
-    return pixels[..., :3]
-
-
-def array_to_image_message(typestore: Any, header: Any, array: np.ndarray, encoding: str) -> Any:
-    """HxW (mono8) or HxWx3 (rgb8) uint8 -> sensor_msgs/msg/Image with the given header."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    height, width = array.shape[:2]
-    channels = 1 if array.ndim == 2 else array.shape[2]
-    image_class = typestore.types[IMAGE_TYPE]
-    return image_class(header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
-                       step=width * channels, data=array.reshape(-1))
+        return messages.compressed_to_frame(msg)
+    return messages.image_to_frame(msg)
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,51 +132,50 @@ def segment_bag(segmenter, bag: Path, output: Path, topic: str | None = None, ba
             copies = _copy_connections(writer, reader.connections, typestore, summary) if copy_input else {}
             camera_ids = {c.id for c in cameras}
             selected = list(reader.connections) if copy_input else cameras
+            image_type = typestore.types[IMAGE_TYPE]
+            lookup_table = segmenter.classes.lookup_table()
             # Pending messages in log-time order: ("copy", out conn, time, raw) and
-            # ("frame", None, time, (header, rgb)). Flushed once a batch of frames is complete.
+            # ("frame", None, time, header). Frames wait in `batch` (one size and channel order, which
+            # the segmenter takes as declared); everything is flushed once the batch is complete.
             pending: list[tuple[str, Any, int, Any]] = []
-            frames_pending = 0
+            batch: list[np.ndarray] = []
+            batch_order = "rgb"
 
             def flush() -> None:
-                nonlocal frames_pending
-                frames = [entry[3][1] for entry in pending if entry[0] == "frame"]
-                labels = iter(segmenter.segment_batch(np.stack(frames), channel_order="rgb") if frames else [])
+                labels = iter(segmenter.segment_batch(np.stack(batch), channel_order=batch_order) if batch else [])
                 for kind, out_conn, timestamp, payload in pending:
                     if kind == "copy":
                         writer.write(out_conn, timestamp, payload)
                         summary.copied += 1
                         continue
-                    header, _ = payload
                     label = next(labels)
-                    for conn, array, encoding in ((labels_conn, label, "mono8"),
-                                                  (color_conn, segmenter.colorize(label), "rgb8")):
-                        msg = array_to_image_message(typestore, header, array, encoding)
+                    colors = messages.colorize(label, lookup_table)
+                    for conn, msg in ((labels_conn, messages.labels_to_image(image_type, label, payload)),
+                                      (color_conn, messages.array_to_image(image_type, payload, colors, "rgb8"))):
                         writer.write(conn, timestamp, typestore.serialize_cdr(msg, IMAGE_TYPE))
                     summary.frames += 1
                     progress(1)
                 pending.clear()
-                frames_pending = 0
+                batch.clear()
 
-            first_shape = None
             for conn, timestamp, raw in reader.messages(connections=selected):
                 frame = None
                 if conn.id in camera_ids:
+                    msg = typestore.deserialize_cdr(raw, conn.msgtype)
                     try:
-                        msg = typestore.deserialize_cdr(raw, conn.msgtype)
-                        frame = (msg.header, image_message_to_rgb(msg, conn.msgtype))
-                    except UnsupportedImage as error:
-                        summary.skipped[error.reason] += 1
+                        frame, order = decode_frame(msg, conn.msgtype)
+                    except messages.ImageConversionError as error:
+                        summary.skipped[str(error)] += 1
                         progress(1)
-                    if frame is not None and frames_pending and (
-                            frames_pending >= batch_size or frame[1].shape != first_shape):
+                    if frame is not None and batch and (
+                            len(batch) >= batch_size or frame.shape != batch[0].shape or order != batch_order):
                         flush()
                 if conn.id in copies:
                     pending.append(("copy", copies[conn.id], timestamp, raw))
                 if frame is not None:
-                    if frames_pending == 0:
-                        first_shape = frame[1].shape
-                    pending.append(("frame", None, timestamp, frame))
-                    frames_pending += 1
+                    batch_order = order
+                    batch.append(frame)
+                    pending.append(("frame", None, timestamp, msg.header))
             flush()
     return summary
 

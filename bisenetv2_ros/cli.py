@@ -301,6 +301,11 @@ def cmd_segment(args) -> int:
     return 0
 
 
+def _reason_lines(skipped) -> str:
+    """One indented line 'N x reason' per skip reason, most frequent first (reasons hold ':' and ';')."""
+    return "".join(f"\n  {n} x {reason}" for reason, n in skipped.most_common())
+
+
 def _segment_bag(args, output: Path) -> int:
     from . import bags, media
 
@@ -318,15 +323,14 @@ def _segment_bag(args, output: Path) -> int:
             summary = bags.segment_bag(segmenter, args.input, staged.path, args.topic, args.batch,
                                        args.copy_input, args.storage, bar.update, on_topic)
         if summary.frames == 0:
-            reasons = ", ".join(f"{reason} ({n})" for reason, n in summary.skipped.items())
-            raise CliError(f"no frame of {summary.topic} could be decoded: {reasons}")
+            raise CliError(f"no frame of {summary.topic} could be decoded:{_reason_lines(summary.skipped)}")
         final = staged.commit()
     for warning in summary.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if summary.skipped:
         total = sum(summary.skipped.values())
-        reasons = ", ".join(f"{reason}: {n}" for reason, n in summary.skipped.most_common())
-        print(f"skipped {total} unsupported frame(s) of {summary.topic} ({reasons})", file=sys.stderr)
+        print(f"skipped {total} unsupported frame(s) of {summary.topic}:{_reason_lines(summary.skipped)}",
+              file=sys.stderr)
     copied = f", copied {summary.copied} input messages" if args.copy_input else ""
     print(f"segmented {summary.frames} frames of {summary.topic} with {segmenter.weights} "
           f"[{segmenter.backend_name}, {segmenter.device}]{copied} -> {final} "

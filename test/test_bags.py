@@ -12,7 +12,7 @@ import torch
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from bisenetv2_ros import bags, cli
+from bisenetv2_ros import bags, cli, messages
 from bisenetv2_ros.segmenter import Segmenter
 
 TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
@@ -128,7 +128,8 @@ def test_segment_raw_topic(recording, tiny_weights, segmenter, tmp_path, capsys)
                      "--batch", "3", "--output", str(out), "--quiet"])
     assert code == 0
     captured = capsys.readouterr()
-    assert "skipped 1 unsupported frame(s) of /camera/image (encoding '32FC1': 1)" in captured.err
+    assert ("skipped 1 unsupported frame(s) of /camera/image:\n  1 x unsupported image encoding '32FC1'; "
+            "supported: rgb8, bgr8") in captured.err
     assert "segmented 4 frames of /camera/image" in captured.out
     assert bags.storage_of(out) == storage
     check_output(out, expected["raw"], segmenter)
@@ -199,25 +200,105 @@ def test_interrupted_bag_run_leaves_no_output(recording, tiny_weights, tmp_path,
 
 
 @pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "mono8"])
-def test_image_message_to_rgb(encoding):
+def test_decode_frame_keeps_the_declared_channel_order(encoding):
     rgb = rgb_frame(3)
-    decoded = bags.image_message_to_rgb(raw_image(0, rgb, encoding, pad=3), Image.__msgtype__)
+    frame, order = bags.decode_frame(raw_image(0, rgb, encoding, pad=3), Image.__msgtype__)
+    assert order == ("bgr" if encoding == "bgr8" else "rgb")
     want = np.repeat(rgb[..., :1], 3, axis=2) if encoding == "mono8" else rgb
-    np.testing.assert_array_equal(decoded, want)
+    np.testing.assert_array_equal(frame if order == "rgb" else frame[..., ::-1], want)
 
 
 def test_malformed_and_unsupported_messages_name_the_problem():
     msg = raw_image(0, rgb_frame(1), "rgb8")
     short = Image(header=msg.header, height=H, width=W, encoding="rgb8", is_bigendian=0, step=3 * W,
                   data=msg.data[: 10])
-    with pytest.raises(bags.UnsupportedImage, match=r"malformed rgb8 image \(40x24, step 120, 10 bytes\)"):
-        bags.image_message_to_rgb(short, Image.__msgtype__)
-    with pytest.raises(bags.UnsupportedImage, match="encoding 'yuv422'"):
-        bags.image_message_to_rgb(Image(header=msg.header, height=H, width=W, encoding="yuv422", is_bigendian=0,
-                                        step=2 * W, data=msg.data[: 2 * W * H]), Image.__msgtype__)
+    with pytest.raises(messages.ImageConversionError, match=r"truncated image data: 10 bytes, 2880 needed for 40x24 rgb8"):
+        bags.decode_frame(short, Image.__msgtype__)
+    with pytest.raises(messages.ImageConversionError, match="unsupported image encoding 'bayer_rggb8'"):
+        bags.decode_frame(Image(header=msg.header, height=H, width=W, encoding="bayer_rggb8", is_bigendian=0,
+                                step=W, data=msg.data[: W * H]), Image.__msgtype__)
     broken = CompressedImage(header=msg.header, format="jpeg", data=np.zeros(50, np.uint8))
-    with pytest.raises(bags.UnsupportedImage, match="compressed 'jpeg' that OpenCV cannot decode"):
-        bags.image_message_to_rgb(broken, CompressedImage.__msgtype__)
+    with pytest.raises(messages.ImageConversionError, match="cannot decode compressed image of 50 bytes"):
+        bags.decode_frame(broken, CompressedImage.__msgtype__)
+
+
+def packed_image(i: int, pixels: np.ndarray, encoding: str, pad: int = 0) -> object:
+    """An Image of HxWxC bytes already in ``encoding``'s layout, rows padded by ``pad`` bytes."""
+    height, width, channels = pixels.shape
+    rows = np.full((height, width * channels + pad), 99, np.uint8)
+    rows[:, : width * channels] = pixels.reshape(height, -1)
+    return Image(header=header(i, "camera_optical"), height=height, width=width, encoding=encoding,
+                 is_bigendian=0, step=width * channels + pad, data=rows.reshape(-1))
+
+
+def test_every_node_encoding_is_segmented_in_its_own_channel_order(tmp_path, tiny_weights, segmenter, monkeypatch,
+                                                                   capsys):
+    """YUV 4:2:2 (both byte orders and the Humble aliases), padded bgr8/bgra8, 8UC3, a frame of another
+    size and an unsupported one: labels equal Segmenter.segment on the frame converted independently
+    here, and each batch holds frames of one size and channel order."""
+    rgb, big = rgb_frame(7), rgb_frame(8, 2 * H, 2 * W)
+    yuv = np.ascontiguousarray(rgb_frame(9)[..., :2])  # any bytes are valid packed YUV 4:2:2
+    alpha = np.full((H, W, 1), 200, np.uint8)
+    # (encoding, pixels in that layout, row padding, frame the segmenter must see, its channel order)
+    cases = [
+        ("yuyv", yuv, 0, cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_YUY2), "rgb"),
+        ("uyvy", yuv, 6, cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_UYVY), "rgb"),
+        ("yuv422_yuy2", yuv, 0, cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_YUY2), "rgb"),
+        ("bgr8", rgb[..., ::-1], 5, rgb[..., ::-1], "bgr"),
+        ("yuv422", yuv, 2, cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_UYVY), "rgb"),
+        ("bgra8", np.concatenate([rgb[..., ::-1], alpha], axis=2), 4, rgb[..., ::-1], "bgr"),
+        ("8UC3", rgb[..., ::-1], 0, rgb[..., ::-1], "bgr"),
+        ("rgba8", np.concatenate([big, np.full((2 * H, 2 * W, 1), 9, np.uint8)], axis=2), 0, big, "rgb"),
+        ("16UC1", yuv, 0, None, None),
+        ("8UC1", rgb[..., 1:2], 3, np.repeat(rgb[..., 1:2], 3, axis=2), "rgb"),
+    ]
+    bag = tmp_path / "encodings"
+    expected = []
+    with Writer(bag, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+        conn = writer.add_connection("/cam", Image.__msgtype__, typestore=TYPESTORE)
+        for i, (encoding, pixels, pad, frame, order) in enumerate(cases):
+            msg = packed_image(i, np.ascontiguousarray(pixels), encoding, pad)
+            writer.write(conn, 1000 + i, TYPESTORE.serialize_cdr(msg, Image.__msgtype__))
+            if frame is not None:
+                expected.append((1000 + i, msg.header, np.ascontiguousarray(frame), order))
+
+    batches = []
+    real = Segmenter.segment_batch
+
+    def record_batches(self, frames, channel_order="rgb"):
+        batches.append((len(frames), frames.shape[1:3], channel_order))
+        return real(self, frames, channel_order)
+
+    monkeypatch.setattr(Segmenter, "segment_batch", record_batches)
+    out = tmp_path / "out"
+    assert cli.main(["segment", str(bag), *model_args(tiny_weights), "--batch", "2", "--output", str(out),
+                     "--quiet"]) == 0
+    assert "skipped 1 unsupported frame(s) of /cam:\n  1 x unsupported image encoding '16UC1'" in capsys.readouterr().err
+    assert batches == [(2, (H, W), "rgb"), (1, (H, W), "rgb"), (1, (H, W), "bgr"), (1, (H, W), "rgb"),
+                       (2, (H, W), "bgr"), (1, (2 * H, 2 * W), "rgb"), (1, (H, W), "rgb")]
+    monkeypatch.undo()
+
+    labels, colors = read_topic(out, bags.LABELS_TOPIC), read_topic(out, bags.COLOR_TOPIC)
+    assert [t for t, _ in labels] == [t for t, _ in colors] == [t for t, _, _, _ in expected]
+    for (_, head, frame, order), (_, label_msg), (_, color_msg) in zip(expected, labels, colors):
+        assert label_msg.header.stamp == head.stamp and color_msg.header.frame_id == head.frame_id
+        want = segmenter.segment(frame, channel_order=order)
+        assert len(np.unique(want)) > 1
+        np.testing.assert_array_equal(image_array(label_msg), want)
+        np.testing.assert_array_equal(image_array(color_msg), segmenter.colorize(want))
+
+
+def test_a_bag_without_a_decodable_frame_is_an_error(tmp_path, tiny_weights, capsys):
+    bag = tmp_path / "depth"
+    with Writer(bag, version=8, storage_plugin=StoragePlugin.SQLITE3) as writer:
+        conn = writer.add_connection("/depth", Image.__msgtype__, typestore=TYPESTORE)
+        for i in range(3):
+            msg = raw_image(i, rgb_frame(i), "32FC1")
+            writer.write(conn, 10 + i, TYPESTORE.serialize_cdr(msg, Image.__msgtype__))
+    assert cli.main(["segment", str(bag), *model_args(tiny_weights), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "error: no frame of /depth could be decoded:\n  3 x unsupported image encoding '32FC1'" in err
+    assert not (tmp_path / "depth_segmented").exists()
 
 
 def test_a_bare_storage_file_is_read_too(recording, tiny_weights, segmenter, tmp_path):
