@@ -204,6 +204,9 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike, half: bool 
         }
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates the file 0600; give it the mode a plain open() would (0666 minus umask),
+        # so other users (a ROS node run as another user, an installed package) can read it.
+        os.chmod(tmp_name, 0o666 & ~_current_umask())
         with os.fdopen(handle, "wb") as stream:
             torch.save(data, stream)
             stream.flush()
@@ -215,12 +218,26 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike, half: bool 
     return path
 
 
+def _current_umask() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 def _torch_load(path: Path) -> Any:
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {path} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds for a damaged file
+        if "Weights only load failed" in str(error):  # intact, but pickles arbitrary Python objects
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+            raise CheckpointError(
+                f"{path} stores Python objects beyond tensors and plain containers"
+                f"{f' ({found.group(1)})' if found else ''}; checkpoints are read with "
+                f"torch.load(weights_only=True), which never runs code from the file. If you trust the file, "
+                f"load it with weights_only=False yourself and torch.save() only its state dict"
+            ) from error
         raise CheckpointError(
             f"cannot read {path}: the file is truncated, damaged or not a PyTorch checkpoint "
             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"

@@ -23,6 +23,11 @@ class ClassSet:
             raise ValueError("a class set needs at least one class")
         if len(self.names) > 255:
             raise ValueError(f"at most 255 classes fit uint8 labels with 255 = unlabelled, got {len(self.names)}")
+        if any(not isinstance(n, str) or not n.strip() for n in self.names):
+            raise ValueError(f"class names must be non-empty strings, got {list(self.names)}")
+        duplicates = sorted({n for n in self.names if self.names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"class names must be unique; repeated: {duplicates}")
         if len(self.palette) != len(self.names):
             raise ValueError(f"{len(self.names)} class names but {len(self.palette)} palette colours")
         for colour in self.palette:
@@ -58,10 +63,10 @@ class ClassSet:
             if not line or line.startswith("#"):
                 continue
             parts = [p for p in line.replace(",", " ").split()]
-            if len(parts) >= 4 and all(p.isdigit() for p in parts[-3:]):
+            if len(parts) >= 4 and all(_is_number(p) for p in parts[-3:]):
+                if not all(p.isdigit() and int(p) <= 255 for p in parts[-3:]):
+                    raise ValueError(f"{path}:{number}: colour {' '.join(parts[-3:])} is not three integers in 0..255")
                 rgb = tuple(int(p) for p in parts[-3:])
-                if not all(0 <= c <= 255 for c in rgb):
-                    raise ValueError(f"{path}:{number}: colour {rgb} is outside 0..255")
                 names.append(" ".join(parts[:-3]))
                 colours.append(rgb)  # type: ignore[arg-type]
             else:
@@ -71,7 +76,18 @@ class ClassSet:
             raise ValueError(f"class file {path} lists no classes")
         generated = default_palette(len(names))
         palette = tuple(c if c is not None else generated[i] for i, c in enumerate(colours))
-        return cls(tuple(names), palette)
+        try:
+            return cls(tuple(names), palette)
+        except ValueError as error:
+            raise ValueError(f"class file {path}: {error}") from error
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def default_palette(count: int) -> tuple[tuple[int, int, int], ...]:

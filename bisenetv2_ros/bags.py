@@ -1,0 +1,207 @@
+"""Segmenting rosbag2 recordings (MCAP or sqlite3) with the ``rosbags`` package: no ROS install needed.
+
+The output bag holds ``/segmentation/labels`` (sensor_msgs/Image mono8, class id per pixel) and
+``/segmentation/color`` (rgb8 palette image) for every input frame, with the input frame's header
+(stamp, frame_id) and the same log time, and optionally every input message too (``copy_input``).
+Messages are written in the input's log-time order.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import messages
+
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
+LABELS_TOPIC = "/segmentation/labels"
+COLOR_TOPIC = "/segmentation/color"
+STORAGES = ("mcap", "sqlite3")
+BAG_VERSION = 8  # the metadata version Jazzy's rosbag2 writes
+
+
+class BagError(ValueError):
+    """A bag that cannot be read or segmented as asked; the message says why."""
+
+
+def _rosbags():
+    try:
+        from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+        from rosbags.typesys import Stores, get_typestore
+    except ImportError as error:  # a dependency of the package, but keep the failure readable
+        raise BagError(f"reading rosbag2 files needs the 'rosbags' package ({error}); pip install rosbags") from error
+    return Reader, Writer, StoragePlugin, get_typestore(Stores.ROS2_JAZZY)
+
+
+# --------------------------------------------------------------------------------------------
+# Message <-> array: the node's converters (bisenetv2_ros.messages), so bag and live input decode alike.
+
+
+def decode_frame(msg: Any, msgtype: str) -> tuple[np.ndarray, str]:
+    """Image (any encoding of messages.ENCODINGS) or CompressedImage -> (HxWx3 uint8 frame, 'rgb'|'bgr').
+
+    Raises messages.ImageConversionError naming the problem (encoding, size, data).
+    """
+    if msgtype == COMPRESSED_TYPE:
+        return messages.compressed_to_frame(msg)
+    return messages.image_to_frame(msg)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def storage_of(bag: Path) -> str:
+    """'mcap' or 'sqlite3', from the bag's storage file(s)."""
+    if bag.is_file():
+        return "mcap" if bag.suffix == ".mcap" else "sqlite3"
+    if any(bag.glob("*.mcap")) or any(bag.glob("*.mcap.zstd")):
+        return "mcap"
+    return "sqlite3"
+
+
+def image_topics(bag: Path) -> dict[str, str]:
+    """Topic -> message type of every Image / CompressedImage topic of a bag."""
+    Reader, _, _, _ = _rosbags()
+    with _open_reader(Reader, bag) as reader:
+        return {c.topic: c.msgtype for c in reader.connections if c.msgtype in IMAGE_TYPES}
+
+
+def _open_reader(Reader, bag: Path):
+    try:
+        return Reader(bag)
+    except Exception as error:  # rosbags raises several kinds for a broken folder
+        raise BagError(f"cannot open rosbag2 {bag}: {error}") from error
+
+
+def choose_topic(topics: dict[str, str], requested: str | None, bag: Path) -> str:
+    listing = ", ".join(f"{t} ({m.split('/')[-1]})" for t, m in sorted(topics.items())) or "none"
+    if requested is not None:
+        if requested not in topics:
+            raise BagError(f"bag {bag} has no image topic {requested!r}; its image topics: {listing}")
+        return requested
+    if len(topics) == 1:
+        return next(iter(topics))
+    if not topics:
+        raise BagError(f"bag {bag} holds no sensor_msgs/Image or CompressedImage topic")
+    raise BagError(f"bag {bag} has {len(topics)} image topics; choose one with --topic: {listing}")
+
+
+# --------------------------------------------------------------------------------------------
+# Segmenting
+
+
+@dataclass
+class BagSummary:
+    frames: int = 0
+    skipped: Counter = field(default_factory=Counter)  # reason -> frames
+    copied: int = 0
+    topic: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+def segment_bag(segmenter, bag: Path, output: Path, topic: str | None = None, batch_size: int = 1,
+                copy_input: bool = False, storage: str | None = None,
+                progress: Callable[[int], None] = lambda n: None,
+                on_topic: Callable[[str, int], None] = lambda topic, count: None) -> BagSummary:
+    """Writes the segmented bag to ``output`` (which must not exist; the caller stages it).
+
+    ``on_topic(topic, frame_count)`` is called once the camera topic is known (for a progress bar).
+    """
+    Reader, Writer, StoragePlugin, typestore = _rosbags()
+    storage = storage or storage_of(bag)
+    if storage not in STORAGES:
+        raise BagError(f"storage must be one of {STORAGES}, got {storage!r}")
+    summary = BagSummary()
+    with _open_reader(Reader, bag) as reader:
+        topics = {c.topic: c.msgtype for c in reader.connections if c.msgtype in IMAGE_TYPES}
+        summary.topic = topic = choose_topic(topics, topic, bag)
+        cameras = [c for c in reader.connections if c.topic == topic]
+        on_topic(topic, sum(c.msgcount for c in cameras))
+        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        with Writer(output, version=BAG_VERSION, storage_plugin=plugin) as writer:
+            qos = cameras[0].ext.offered_qos_profiles if hasattr(cameras[0].ext, "offered_qos_profiles") else []
+            labels_conn = writer.add_connection(LABELS_TOPIC, IMAGE_TYPE, typestore=typestore, offered_qos_profiles=qos)
+            color_conn = writer.add_connection(COLOR_TOPIC, IMAGE_TYPE, typestore=typestore, offered_qos_profiles=qos)
+            copies = _copy_connections(writer, reader.connections, typestore, summary) if copy_input else {}
+            camera_ids = {c.id for c in cameras}
+            selected = list(reader.connections) if copy_input else cameras
+            image_type = typestore.types[IMAGE_TYPE]
+            lookup_table = segmenter.classes.lookup_table()
+            # Pending messages in log-time order: ("copy", out conn, time, raw) and
+            # ("frame", None, time, header). Frames wait in `batch` (one size and channel order, which
+            # the segmenter takes as declared); everything is flushed once the batch is complete.
+            pending: list[tuple[str, Any, int, Any]] = []
+            batch: list[np.ndarray] = []
+            batch_order = "rgb"
+
+            def flush() -> None:
+                labels = iter(segmenter.segment_batch(np.stack(batch), channel_order=batch_order) if batch else [])
+                for kind, out_conn, timestamp, payload in pending:
+                    if kind == "copy":
+                        writer.write(out_conn, timestamp, payload)
+                        summary.copied += 1
+                        continue
+                    label = next(labels)
+                    colors = messages.colorize(label, lookup_table)
+                    for conn, msg in ((labels_conn, messages.labels_to_image(image_type, label, payload)),
+                                      (color_conn, messages.array_to_image(image_type, payload, colors, "rgb8"))):
+                        writer.write(conn, timestamp, typestore.serialize_cdr(msg, IMAGE_TYPE))
+                    summary.frames += 1
+                    progress(1)
+                pending.clear()
+                batch.clear()
+
+            for conn, timestamp, raw in reader.messages(connections=selected):
+                frame = None
+                if conn.id in camera_ids:
+                    msg = typestore.deserialize_cdr(raw, conn.msgtype)
+                    try:
+                        frame, order = decode_frame(msg, conn.msgtype)
+                    except messages.ImageConversionError as error:
+                        summary.skipped[str(error)] += 1
+                        progress(1)
+                    if frame is not None and batch and (
+                            len(batch) >= batch_size or frame.shape != batch[0].shape or order != batch_order):
+                        flush()
+                if conn.id in copies:
+                    pending.append(("copy", copies[conn.id], timestamp, raw))
+                if frame is not None:
+                    batch_order = order
+                    batch.append(frame)
+                    pending.append(("frame", None, timestamp, msg.header))
+            flush()
+    return summary
+
+
+def _copy_connections(writer, connections, typestore, summary: BagSummary) -> dict[int, Any]:
+    """Input connection id -> output connection, for --copy-input. Types are described by the
+    input's own definition and hash when it has them, else by the Jazzy type store."""
+    mapping: dict[int, Any] = {}
+    added: dict[tuple, Any] = {}
+    for conn in connections:
+        key = (conn.topic, conn.msgtype)
+        if key in added:  # one topic recorded by several connections: one output connection
+            mapping[conn.id] = added[key]
+            continue
+        qos = getattr(conn.ext, "offered_qos_profiles", [])
+        fmt = getattr(conn.ext, "serialization_format", "cdr")
+        msgdef, digest = conn.msgdef.data, conn.digest
+        try:
+            if msgdef and digest:
+                out = writer.add_connection(conn.topic, conn.msgtype, msgdef=msgdef, rihs01=digest,
+                                            serialization_format=fmt, offered_qos_profiles=qos)
+            else:
+                out = writer.add_connection(conn.topic, conn.msgtype, typestore=typestore,
+                                            serialization_format=fmt, offered_qos_profiles=qos)
+        except Exception as error:  # a type neither the bag nor the Jazzy store describes
+            summary.warnings.append(f"not copying {conn.topic} ({conn.msgtype}): {error}")
+            continue
+        added[key] = mapping[conn.id] = out
+    return mapping

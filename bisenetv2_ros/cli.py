@@ -1,0 +1,523 @@
+"""The ``bisenetv2`` command line: segment images, videos and rosbag2 recordings without ROS, fetch
+and inspect weights, convert and export checkpoints, benchmark.
+
+Heavy modules (torch, cv2, rosbags, the subcommands' own modules) are imported inside the
+subcommands, so ``bisenetv2 --help`` is instant and a module missing from a build gives one clear line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+PROG = "bisenetv2"
+
+EPILOG = """\
+examples:
+  bisenetv2 download mmseg-cityscapes                  # fetch public Cityscapes weights
+  bisenetv2 segment street.jpg --weights mmseg-cityscapes --input-size 512x1024
+  bisenetv2 segment frames/ --output frames_seg/       # a folder of images, recursively
+  bisenetv2 segment drive.mp4 --batch 4                # colour and overlay videos
+  bisenetv2 segment my_bag/ --topic /camera/image_raw  # a rosbag2 folder (MCAP or sqlite3)
+  bisenetv2 info camvid --json
+  bisenetv2 import bisenetv2_cityscapes.pth cityscapes.pt
+  bisenetv2 export runs/camvid/last.pt --output camvid_deploy.pt --half --onnx camvid.onnx
+  bisenetv2 benchmark --help                           # speed of the backends on this machine
+
+Run `bisenetv2 COMMAND --help` for the options of one command.
+"""
+
+# Subcommands whose parser and code live in other modules of the package:
+# name -> (module, one-line description). Their modules provide add_arguments(parser) and run(args).
+DELEGATED = {
+    "benchmark": ("bisenetv2_ros.benchmark", "measure segmentation speed of the backends (frames/s, latency)"),
+    "report": ("bisenetv2_ros.report", "parameters and multiply-accumulates (GMACs) of a BiSeNetV2, by part"),
+    "benchmark-messages": ("bisenetv2_ros.messages_benchmark",
+                           "measure ROS message conversion costs (image decode, label/colour encode)"),
+}
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one ``bisenetv2 CMD: error: ...`` message, exit status 1."""
+
+
+# --------------------------------------------------------------------------------------------
+# Parser
+
+
+def _input_size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 512x1024, got {text!r}") from None
+    if height <= 0 or width <= 0:
+        raise argparse.ArgumentTypeError(f"input size must be positive, got {text!r}")
+    return height, width
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _outputs(text: str) -> tuple[str, ...]:
+    from_text = tuple(v.strip() for v in text.split(",") if v.strip())
+    allowed = ("labels", "color", "overlay")
+    bad = [v for v in from_text if v not in allowed]
+    if bad or not from_text:
+        raise argparse.ArgumentTypeError(f"outputs are a comma list of {', '.join(allowed)}; got {text!r}")
+    return from_text
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model (as the node's parameters)")
+    group.add_argument("--weights", default=None,
+                       help="a known name (see `bisenetv2 download --list`) or a checkpoint path "
+                            "(default: the packaged 'camvid' model)")
+    group.add_argument("--backend", default="auto", help="auto, torch, onnxruntime or tensorrt (default: auto)")
+    group.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda[:N] (default: auto)")
+    group.add_argument("--precision", default="fp32", help="fp32, fp16 or int8 (int8: tensorrt only) (default: fp32)")
+    group.add_argument("--input-size", type=_input_size, default=None, metavar="HxW",
+                       help="network input size, e.g. 360x480 (default: the checkpoint's training resolution)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="BiSeNetV2 real-time semantic segmentation: ROS-free tools of bisenetv2_ros.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+
+    def add(name: str, summary: str, example: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".",
+                                   epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    segment = add("segment", "segment an image, a folder of images, a video or a rosbag2 recording",
+                  "bisenetv2 segment drive.mp4 --weights mmseg-cityscapes --input-size 512x1024 --batch 4")
+    segment.add_argument("input", type=Path, metavar="INPUT",
+                         help="an image file, a folder of images, a video file, or a rosbag2 folder (or its .mcap/.db3 file)")
+    segment.add_argument("--output", "-o", type=Path, default=None,
+                         help="output folder or bag (default: <input>_segmented beside the input)")
+    segment.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _add_model_options(segment)
+    segment.add_argument("--batch", type=_positive_int, default=1, metavar="N",
+                         help="frames per network call (default: 1); larger batches raise throughput")
+    segment.add_argument("--outputs", type=_outputs, default=None, metavar="KINDS",
+                         help="comma list of labels,color,overlay (images default: all three; videos: "
+                              "color,overlay; labels writes one PNG per frame)")
+    segment.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the palette (default: 0.5)")
+    bag = segment.add_argument_group("rosbag2 input")
+    bag.add_argument("--topic", default=None,
+                     help="camera topic (sensor_msgs/Image or CompressedImage); default: the bag's only image topic")
+    bag.add_argument("--copy-input", action="store_true", help="also copy every input message into the output bag")
+    bag.add_argument("--storage", choices=("mcap", "sqlite3"), default=None,
+                     help="output bag storage (default: the input's)")
+    segment.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    segment.set_defaults(handler=cmd_segment)
+
+    download = add("download", "download public BiSeNetV2 weights into the cache and check their SHA-256",
+                   "bisenetv2 download mmseg-cityscapes   # then --weights mmseg-cityscapes")
+    download.add_argument("name", nargs="?", metavar="NAME", help="weights name (see --list)")
+    download.add_argument("--list", action="store_true", help="list the known weights with their metrics")
+    download.add_argument("--url", default=None,
+                          help="fetch from this URL instead of the published one (a mirror); the checksum "
+                               "is still checked. $BISENETV2_DOWNLOAD_BASE replaces the base URL likewise")
+    download.add_argument("--force", action="store_true", help="download again even if a verified copy is cached")
+    download.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    download.set_defaults(handler=cmd_download)
+
+    info = add("info", "show what a checkpoint or named weights hold: model, classes, normalisation, metrics",
+               "bisenetv2 info mmseg-cityscapes --json")
+    info.add_argument("weights", metavar="CHECKPOINT_OR_NAME", help="a checkpoint file or a known weights name")
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    info.set_defaults(handler=cmd_info)
+
+    imp = add("import", "convert a public checkpoint (mmsegmentation, CoinCheung) into this package's format",
+              "bisenetv2 import model_final_v2_city.pth coincheung_cityscapes.pt")
+    imp.add_argument("source", type=Path, metavar="SRC", help="the public checkpoint (.pth)")
+    imp.add_argument("output", type=Path, metavar="OUT", help="where to write the converted checkpoint (.pt)")
+    imp.add_argument("--family", choices=("mmsegmentation", "coincheung"), default=None,
+                     help="the checkpoint's layout (default: detected from its key names)")
+    imp.add_argument("--half", action="store_true", help="store the weights as fp16 (half the file size)")
+    imp.set_defaults(handler=cmd_import)
+
+    export = add("export", "make a deployment checkpoint from a training one; optionally ONNX and TensorRT",
+                 "bisenetv2 export runs/camvid/best.pt --output camvid.pt --half --onnx camvid.onnx --engine ~/.cache/bisenetv2_ros/engines")
+    export.add_argument("checkpoint", metavar="CHECKPOINT", help="a training or deploy checkpoint, or a known name")
+    export.add_argument("--output", "-o", type=Path, default=None,
+                        help="deploy checkpoint to write (no booster heads, no optimizer state)")
+    export.add_argument("--half", action="store_true", help="store the deploy checkpoint's weights as fp16")
+    export.add_argument("--onnx", type=Path, default=None, metavar="PATH", help="also export an ONNX model")
+    export.add_argument("--engine", type=Path, default=None, metavar="CACHE_DIR",
+                        help="also build a TensorRT engine into this engine cache folder (the node's "
+                             "engine_cache_dir); needs a GPU and TensorRT")
+    export.add_argument("--input-size", type=_input_size, default=None, metavar="HxW",
+                        help="network input size of the ONNX model / engine (default: the checkpoint's training resolution)")
+    export.add_argument("--frame-size", type=_input_size, default=None, metavar="HxW",
+                        help="camera frame size the engine is built for (default: the input size); the ONNX "
+                             "model itself accepts any frame size")
+    export.add_argument("--batch", type=_positive_int, default=1, metavar="N", help="engine batch size (default: 1)")
+    export.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16",
+                        help="TensorRT engine precision (default: fp16)")
+    export.set_defaults(handler=cmd_export)
+
+    for name, (module, summary) in DELEGATED.items():
+        delegated = commands.add_parser(name, help=summary, add_help=False)
+        delegated.add_argument("rest", nargs=argparse.REMAINDER)
+        delegated.set_defaults(handler=None, delegated=name)
+    return parser
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("bisenetv2_ros")
+    except Exception:  # running from a source checkout that is not pip-installed
+        return "(source checkout)"
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        return _run_delegated(argv[0], argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return _guarded(args.command, lambda: args.handler(args))
+
+
+def _guarded(command: str, action: Callable[[], int]) -> int:
+    """Runs a subcommand; known failures become one error message, Ctrl-C exit status 130."""
+    from .bags import BagError
+    from .download import DownloadError
+    from .media import MediaError
+
+    try:
+        return action()
+    except KeyboardInterrupt:
+        print(f"\n{PROG} {command}: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except (CliError, DownloadError, MediaError, BagError) as error:
+        print(f"{PROG} {command}: error: {error}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError, OSError) as error:  # CheckpointError is a ValueError
+        print(f"{PROG} {command}: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _run_delegated(name: str, argv: list[str]) -> int:
+    module_name, summary = DELEGATED[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name != module_name:  # the module exists but one of its own imports is missing
+            raise
+        print(f"{PROG} {name}: not available in this build ({module_name} is missing)", file=sys.stderr)
+        return 1
+    parser = argparse.ArgumentParser(prog=f"{PROG} {name}", description=summary[0].upper() + summary[1:] + ".")
+    module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    return _guarded(name, lambda: int(module.run(args) or 0))
+
+
+# --------------------------------------------------------------------------------------------
+# segment
+
+
+def _progress_bar(total: int | None, quiet: bool, unit: str = "frame", unit_scale: bool = False):
+    from tqdm import tqdm
+
+    return tqdm(total=total or None, unit=unit, unit_scale=unit_scale, disable=quiet, dynamic_ncols=True,
+                file=sys.stderr)
+
+
+def _make_segmenter(args):
+    from .checkpoint import DEFAULT_WEIGHTS
+    from .segmenter import Segmenter
+
+    return Segmenter(weights=args.weights or DEFAULT_WEIGHTS, backend=args.backend, device=args.device,
+                     precision=args.precision, input_size=args.input_size)
+
+
+def cmd_segment(args) -> int:
+    from . import media
+
+    kind = media.input_kind(args.input)
+    output = args.output if args.output is not None else media.default_output(args.input)
+    if output.resolve() == args.input.resolve():
+        raise CliError("--output must differ from the input")
+    if kind == "bag":
+        return _segment_bag(args, output)
+    outputs = args.outputs or (media.IMAGE_OUTPUTS if kind in ("image", "folder") else ("color", "overlay"))
+    if kind == "folder":
+        # an output folder inside the input folder (a previous run) is not input
+        images = [p for p in media.list_images(args.input) if not p.resolve().is_relative_to(output.resolve())]
+        if not images:
+            raise CliError(f"folder {args.input} holds no images ({', '.join(media.IMAGE_EXTENSIONS)})")
+        root = args.input
+    elif kind == "image":
+        media.read_image(args.input)  # fail before loading the model when the file is unreadable
+        images, root = [args.input], None
+    segmenter = _make_segmenter(args)
+    with media.StagedOutput(output, overwrite=args.overwrite) as staged:
+        if kind == "video":
+            capture, info = media.open_video(args.input)
+            capture.release()
+            with _progress_bar(info.frame_count, args.quiet) as bar:
+                summary = media.segment_video(segmenter, args.input, staged.path, outputs, args.batch,
+                                              args.alpha, bar.update)
+        else:
+            with _progress_bar(len(images), args.quiet, "image") as bar:
+                summary = media.segment_images(segmenter, images, root, staged.path, outputs, args.batch,
+                                               args.alpha, bar.update)
+            if summary.frames == 0:
+                raise CliError("no image could be read: " + "; ".join(summary.skipped[:3]))
+        final = staged.commit()
+    for line in summary.skipped:
+        print(f"skipped: {line}", file=sys.stderr)
+    noun = "frames" if kind == "video" else "images"
+    print(f"segmented {summary.frames} {noun} ({', '.join(outputs)}) with {segmenter.weights} "
+          f"[{segmenter.backend_name}, {segmenter.device}, {segmenter.input_size[0]}x{segmenter.input_size[1]}] "
+          f"-> {final}")
+    return 0
+
+
+def _reason_lines(skipped) -> str:
+    """One indented line 'N x reason' per skip reason, most frequent first (reasons hold ':' and ';')."""
+    return "".join(f"\n  {n} x {reason}" for reason, n in skipped.most_common())
+
+
+def _segment_bag(args, output: Path) -> int:
+    from . import bags, media
+
+    if args.outputs is not None:
+        raise CliError("--outputs applies to images and videos; a bag always gets "
+                       f"{bags.LABELS_TOPIC} and {bags.COLOR_TOPIC}")
+    bags.choose_topic(bags.image_topics(args.input), args.topic, args.input)  # fail before loading the model
+    segmenter = _make_segmenter(args)
+    with media.StagedOutput(output, overwrite=args.overwrite, create=False) as staged:
+        with _progress_bar(None, args.quiet) as bar:
+            def on_topic(topic: str, count: int) -> None:
+                bar.reset(total=count or None)
+                bar.set_description(topic)
+
+            summary = bags.segment_bag(segmenter, args.input, staged.path, args.topic, args.batch,
+                                       args.copy_input, args.storage, bar.update, on_topic)
+        if summary.frames == 0:
+            raise CliError(f"no frame of {summary.topic} could be decoded:{_reason_lines(summary.skipped)}")
+        final = staged.commit()
+    for warning in summary.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if summary.skipped:
+        total = sum(summary.skipped.values())
+        print(f"skipped {total} unsupported frame(s) of {summary.topic}:{_reason_lines(summary.skipped)}",
+              file=sys.stderr)
+    copied = f", copied {summary.copied} input messages" if args.copy_input else ""
+    print(f"segmented {summary.frames} frames of {summary.topic} with {segmenter.weights} "
+          f"[{segmenter.backend_name}, {segmenter.device}]{copied} -> {final} "
+          f"({bags.LABELS_TOPIC}, {bags.COLOR_TOPIC})")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# download / info / import / export
+
+
+def cmd_download(args) -> int:
+    from .checkpoint import KNOWN_WEIGHTS, cache_dir
+    from .download import download_weights
+
+    if args.list:
+        print(f"{'NAME':24} {'mIoU':>6} {'ms+flip':>8}  {'DATASET':11} DESCRIPTION")
+        for name, entry in KNOWN_WEIGHTS.items():
+            miou = entry.info.metrics.get("val_miou")
+            ms = entry.info.metrics.get("val_miou_ms_flip")
+            where = "packaged" if entry.embedded else (
+                "cached" if (cache_dir() / entry.file_name).is_file() else "not downloaded")
+            print(f"{name:24} {_metric(miou):>6} {_metric(ms):>8}  {entry.info.dataset:11} "
+                  f"{entry.description} [{where}]")
+        print(f"(mIoU: validation mean IoU in % as published; cache: {cache_dir()})")
+        return 0
+    if not args.name:
+        raise CliError("name the weights to download, or pass --list to see them")
+    bar = None
+
+    def progress(done: int, total: int | None) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = _progress_bar(total, args.quiet, "B", unit_scale=True)
+        bar.update(done - bar.n)
+
+    try:
+        path, downloaded = download_weights(args.name, url=args.url, force=args.force, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    state = "downloaded and verified" if downloaded else "already in the cache (checksum verified)"
+    print(f"{args.name}: {state}: {path}")
+    print(f"use it with `--weights {args.name}` or the node's parameter `weights:={args.name}`")
+    return 0
+
+
+def _metric(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _describe(weights: str) -> dict:
+    """Everything known of a checkpoint path or weights name, as plain data."""
+    from .checkpoint import KNOWN_WEIGHTS, CheckpointError, resolve_weights
+
+    entry = KNOWN_WEIGHTS.get(weights)
+    result: dict = {"weights": weights}
+    checkpoint = None
+    if entry is not None:
+        result["known_weights"] = {"description": entry.description, "family": entry.family,
+                                   "url": entry.url, "sha256_prefix": entry.sha256_prefix,
+                                   "file_name": entry.file_name}
+        try:
+            path = resolve_weights(weights)
+        except CheckpointError as error:
+            path = None
+            result["file"] = None
+            result["note"] = str(error)
+        if path is not None:
+            result["file"] = str(path)
+            checkpoint = _load_any(weights)
+        info = checkpoint.info if checkpoint is not None else entry.info
+    else:
+        result["file"] = str(resolve_weights(weights))
+        checkpoint = _load_any(weights)
+        info = checkpoint.info
+    if checkpoint is not None:
+        result["kind"] = checkpoint.kind
+        result["model_config"] = checkpoint.config.to_dict()
+        result["parameters"] = int(sum(v.numel() for k, v in checkpoint.state_dict.items()
+                                       if v.is_floating_point() and "running_" not in k))
+        if checkpoint.training_state:
+            result["training_state"] = sorted(checkpoint.training_state)
+    info_dict = info.to_dict()
+    result.update(dataset=info_dict["dataset"], classes=info_dict["classes"], palette=info_dict["palette"],
+                  normalization=info_dict["normalization"], train_resolution=info_dict["train_resolution"],
+                  metrics=info_dict["metrics"], provenance=info_dict["provenance"])
+    return result
+
+
+def _load_any(weights: str):
+    """A checkpoint of ours or a public one (converted in memory), by path or known name."""
+    from .checkpoint import KNOWN_WEIGHTS, import_checkpoint, resolve_weights
+
+    path = resolve_weights(weights)
+    entry = KNOWN_WEIGHTS.get(str(weights))
+    if entry is not None and entry.family != "bisenetv2_ros":
+        return import_checkpoint(path, family=entry.family, info=entry.info)
+    return import_checkpoint(path)  # our format is returned as is; a public layout is detected
+
+
+def cmd_info(args) -> int:
+    description = _describe(args.weights)
+    if args.json:
+        print(json.dumps(description, indent=2))
+        return 0
+    lines = [f"weights:          {description['weights']}"]
+    if "known_weights" in description:
+        known = description["known_weights"]
+        lines.append(f"description:      {known['description']}")
+        if known["url"]:
+            lines.append(f"url:              {known['url']} (sha256 {known['sha256_prefix']}...)")
+    lines.append(f"file:             {description.get('file') or 'not downloaded: ' + description.get('note', '')}")
+    if "kind" in description:
+        config = description["model_config"]
+        lines.append(f"kind:             {description['kind']} checkpoint, {description['parameters']:,} parameters")
+        lines.append("model:            " + ", ".join(f"{k}={v}" for k, v in config.items()))
+        if "training_state" in description:
+            lines.append(f"training state:   {', '.join(description['training_state'])}")
+    resolution = description["train_resolution"]
+    norm = description["normalization"]
+    lines += [
+        f"dataset:          {description['dataset']}",
+        f"train resolution: {f'{resolution[0]}x{resolution[1]} (HxW)' if resolution else 'unknown'}",
+        f"normalization:    mean {norm['mean']} std {norm['std']} (0..1 units, {norm['channel_order']} order)",
+        f"classes ({len(description['classes'])}):",
+    ]
+    lines += [f"  {i:3d} {name:20} rgb{tuple(color)}"
+              for i, (name, color) in enumerate(zip(description["classes"], description["palette"]))]
+    metrics = description["metrics"]
+    lines.append("metrics:          " + (", ".join(f"{k}={v:g}" for k, v in metrics.items()) or "none recorded"))
+    provenance = description["provenance"]
+    lines.append("provenance:       " + (", ".join(f"{k}={v}" for k, v in provenance.items()) or "none recorded"))
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_import(args) -> int:
+    from .checkpoint import import_checkpoint, save_checkpoint
+
+    if args.output.resolve() == args.source.resolve():
+        raise CliError("OUT must differ from SRC")
+    checkpoint = import_checkpoint(args.source, family=args.family)
+    path = save_checkpoint(checkpoint, args.output, half=args.half)
+    family = checkpoint.info.provenance.get("imported_from", "bisenetv2_ros")
+    print(f"imported {args.source} ({family}, {checkpoint.config.num_classes} classes) -> {path}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .checkpoint import Checkpoint, save_checkpoint
+
+    if not (args.output or args.onnx or args.engine):
+        raise CliError("nothing to do: give --output (deploy checkpoint), --onnx and/or --engine")
+    checkpoint = _load_any(args.checkpoint)
+    deploy = Checkpoint.from_model(checkpoint.build_model(for_inference=True), checkpoint.info, kind="deploy")
+    if args.output is not None:
+        deploy_path = save_checkpoint(deploy, args.output, half=args.half)
+        print(f"deploy checkpoint ({checkpoint.kind} -> deploy{', fp16' if args.half else ''}) -> {deploy_path}")
+    if args.onnx or args.engine:
+        _export_graphs(args, deploy)
+    return 0
+
+
+def _export_graphs(args, deploy) -> None:
+    """--onnx / --engine through bisenetv2_ros.export (the inference backends' exporter)."""
+    import tempfile
+
+    try:
+        exporter = importlib.import_module("bisenetv2_ros.export")
+    except ModuleNotFoundError as error:
+        if error.name != "bisenetv2_ros.export":
+            raise
+        raise CliError("ONNX / TensorRT export is not available in this build (bisenetv2_ros.export is missing)")
+    input_size = tuple(args.input_size or deploy.info.train_resolution or (512, 1024))
+    model = deploy.build_model(for_inference=True)
+    with tempfile.TemporaryDirectory(prefix="bisenetv2_export_") as scratch:
+        onnx_path = args.onnx or Path(scratch) / "model.onnx"  # an engine is built from ONNX
+        written = exporter.export_onnx(model, onnx_path, input_size=input_size, info=deploy.info)
+        if args.onnx:
+            print(f"ONNX model (uint8 frames in, uint8 labels out; network {input_size[0]}x{input_size[1]}) -> {written}")
+        if args.engine:
+            frame = args.frame_size or input_size
+            engine = exporter.build_tensorrt_engine(written, args.engine, precision=args.precision,
+                                                    frame_shape=(args.batch, frame[0], frame[1]))
+            print(f"TensorRT {args.precision} engine for {args.batch}x{frame[0]}x{frame[1]} frames -> {engine}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Downloading the public BiSeNetV2 checkpoints listed in ``checkpoint.KNOWN_WEIGHTS``.
+
+A file is streamed into a hidden temporary file in the cache folder, its SHA-256 is checked against
+the prefix its publisher put in the file name, it is test-converted with the importer (so a file
+that downloads fine but does not fit the model fails here, not on the robot), and only then renamed
+to its final name, where ``checkpoint.resolve_weights`` finds it by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+BASE_URL_ENV = "BISENETV2_DOWNLOAD_BASE"  # replaces everything before the file name (mirrors, tests)
+CHUNK_BYTES = 1 << 20
+TIMEOUT_S = 30.0
+
+
+class DownloadError(RuntimeError):
+    """A download that failed; the message is one line saying why and what to do."""
+
+
+def source_url(entry, url: str | None = None) -> str:
+    """The URL to fetch: an explicit ``url``, else ``$BISENETV2_DOWNLOAD_BASE/<file name>``, else
+    the published URL."""
+    if url:
+        return url
+    base = os.environ.get(BASE_URL_ENV)
+    if base:
+        return base.rstrip("/") + "/" + entry.file_name
+    return entry.url
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_weights(name: str, url: str | None = None, force: bool = False,
+                     progress: Callable[[int, int | None], None] = lambda done, total: None,
+                     timeout: float = TIMEOUT_S) -> tuple[Path, bool]:
+    """Fetches the known weights ``name`` into the cache; returns (path, downloaded). ``downloaded``
+    is False when a verified copy was already there. ``progress(bytes_done, total_or_None)``."""
+    from .checkpoint import KNOWN_WEIGHTS, CheckpointError, cache_dir, import_checkpoint
+
+    entry = KNOWN_WEIGHTS.get(name)
+    if entry is None:
+        raise DownloadError(f"unknown weights {name!r}; known: {', '.join(KNOWN_WEIGHTS)} (see `bisenetv2 download --list`)")
+    if entry.embedded:
+        raise DownloadError(f"weights {name!r} ship inside the package; there is nothing to download")
+    folder = cache_dir()
+    final = folder / entry.file_name
+    if final.is_file() and not force and _matches(sha256_of(final), entry.sha256_prefix):
+        return final, False
+    address = source_url(entry, url)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{entry.file_name}.", suffix=".part", dir=folder)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            digest = _fetch(address, out, progress, timeout, folder)
+            out.flush()
+            os.fsync(out.fileno())
+        if not _matches(digest, entry.sha256_prefix):
+            raise DownloadError(
+                f"checksum mismatch for {address}: SHA-256 {digest[:16]}... does not start with "
+                f"{entry.sha256_prefix} as published; the file was discarded (a damaged download or a changed file)"
+            )
+        try:
+            import_checkpoint(tmp, family=entry.family, info=entry.info)
+        except CheckpointError as error:
+            first_line = str(error).splitlines()[0]
+            raise DownloadError(f"{address} downloaded but is not a usable {entry.family} BiSeNetV2 checkpoint: "
+                                f"{first_line}; the file was discarded") from error
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return final, True
+
+
+def _matches(digest: str, prefix: str | None) -> bool:
+    return prefix is None or digest.lower().startswith(prefix.lower())
+
+
+def _fetch(address: str, out, progress: Callable[[int, int | None], None], timeout: float, folder: Path) -> str:
+    host = urllib.parse.urlsplit(address).netloc or address
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(address, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            done = 0
+            while True:
+                chunk = response.read(CHUNK_BYTES)
+                if not chunk:
+                    break
+                out.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
+                progress(done, total)
+            if total is not None and done != total:
+                raise DownloadError(f"download of {address} stopped after {done} of {total} bytes; try again")
+    except urllib.error.HTTPError as error:
+        raise DownloadError(f"{host} answered HTTP {error.code} {error.reason} for {address}") from error
+    except urllib.error.URLError as error:
+        raise DownloadError(f"cannot reach {host} ({_reason(error.reason)}): are you offline? "
+                            f"fetch {address} elsewhere and copy it into {folder}") from error
+    except (socket.timeout, TimeoutError, ConnectionError) as error:
+        raise DownloadError(f"connection to {host} failed ({_reason(error)}): are you offline?") from error
+    return digest.hexdigest()
+
+
+def _reason(reason: object) -> str:
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason) or type(reason).__name__

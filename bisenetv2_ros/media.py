@@ -1,0 +1,262 @@
+"""Images, image folders and video files in; label PNGs, colour PNGs, overlays and videos out.
+
+Everything written goes through :class:`StagedOutput`: results are built in a hidden folder beside
+the final output and renamed into place only when complete, so an interrupted run leaves nothing
+half-written. Frames are handled in OpenCV's BGR order end to end (the segmenter is told so).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
+IMAGE_OUTPUTS = ("labels", "color", "overlay")
+
+# (fourcc, extension) OpenCV's bundled FFmpeg can both write and read back without extra codecs.
+VIDEO_CODEC = ("mp4v", ".mp4")
+
+
+class MediaError(ValueError):
+    """An input that cannot be read or an output that cannot be written; the message says why."""
+
+
+def input_kind(path: str | os.PathLike) -> str:
+    """'image', 'folder', 'video' or 'bag' for an input path; a clear error for anything else."""
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"input {path} does not exist")
+    if path.is_dir():
+        if (path / "metadata.yaml").is_file():
+            return "bag"
+        return "folder"
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return "image"
+    if suffix in VIDEO_EXTENSIONS:
+        return "video"
+    if suffix in (".mcap", ".db3"):  # a storage file without its metadata.yaml; rosbags reads it alone
+        return "bag"
+    raise MediaError(f"cannot tell what {path} is: expected an image ({', '.join(IMAGE_EXTENSIONS)}), a video "
+                     f"({', '.join(VIDEO_EXTENSIONS)}), a folder of images or a rosbag2 folder")
+
+
+def default_output(path: str | os.PathLike) -> Path:
+    """``<input>_segmented`` beside the input (the suffix dropped: ``clip.mp4`` -> ``clip_segmented``)."""
+    path = Path(path).resolve()
+    stem = path.name if path.is_dir() else path.stem
+    return path.parent / f"{stem}_segmented"
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic outputs
+
+
+class StagedOutput:
+    """A hidden staging folder beside ``final``; ``commit()`` renames its content into place.
+
+    Use as a context manager: leaving it by an exception (KeyboardInterrupt included) or without
+    ``commit()`` removes everything staged. ``path`` is where to write: a folder (``is_dir``) or the
+    parent of a bag that the bag writer creates itself.
+    """
+
+    def __init__(self, final: str | os.PathLike, overwrite: bool = False, create: bool = True) -> None:
+        self.final = Path(final).absolute()
+        if self.final.exists() and not overwrite:
+            raise MediaError(f"output {self.final} exists already; remove it, choose another --output, or pass --overwrite")
+        self.overwrite = overwrite
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self._stage = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.partial-", dir=self.final.parent))
+        self.path = self._stage / self.final.name
+        if create:
+            self.path.mkdir()
+        self.committed = False
+
+    def commit(self) -> Path:
+        if self.final.exists():  # only reachable with overwrite=True
+            trash = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.old-", dir=self.final.parent))
+            os.replace(self.final, trash / self.final.name)
+            shutil.rmtree(trash, ignore_errors=True)
+        os.replace(self.path, self.final)
+        shutil.rmtree(self._stage, ignore_errors=True)
+        self.committed = True
+        return self.final
+
+    def discard(self) -> None:
+        shutil.rmtree(self._stage, ignore_errors=True)
+
+    def __enter__(self) -> "StagedOutput":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if not self.committed:
+            self.discard()
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """HxWx3 uint8 BGR (grey and 16-bit images are converted by OpenCV)."""
+    frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if frame is None:
+        raise MediaError(f"cannot read image {path}: not an image OpenCV can decode, or unreadable")
+    return frame
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Every image under ``folder`` (recursively), in sorted order; hidden files and folders skipped."""
+    folder = Path(folder)
+    found = [
+        p for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    ]
+    return sorted(found)
+
+
+@dataclass
+class VideoInfo:
+    fps: float
+    frame_count: int  # as the container states it; may be 0 or approximate
+    width: int
+    height: int
+
+
+def open_video(path: str | os.PathLike) -> tuple[cv2.VideoCapture, VideoInfo]:
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise MediaError(f"cannot open video {path}: OpenCV cannot decode this file")
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    info = VideoInfo(
+        fps=fps if fps and fps > 0 else 30.0,
+        frame_count=max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT))),
+        width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+        height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+    )
+    return capture, info
+
+
+def video_frames(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                return
+            yield frame
+    finally:
+        capture.release()
+
+
+def batches_of_equal_size(items: Iterable, frame_of: Callable, batch_size: int) -> Iterator[list]:
+    """Consecutive items grouped up to ``batch_size``, a group never mixing frame sizes
+    (``segment_batch`` needs one size)."""
+    group: list = []
+    for item in items:
+        if group and (len(group) >= batch_size or frame_of(item).shape != frame_of(group[0]).shape):
+            yield group
+            group = []
+        group.append(item)
+    if group:
+        yield group
+
+
+# --------------------------------------------------------------------------------------------
+# Segmenting
+
+
+@dataclass
+class Summary:
+    frames: int = 0
+    skipped: list[str] = field(default_factory=list)  # one line per skipped input
+    written: Path | None = None
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), image):
+        raise MediaError(f"cannot write {path}")
+
+
+def segment_images(segmenter, images: Sequence[Path], root: Path | None, output: Path,
+                   outputs: Sequence[str] = IMAGE_OUTPUTS, batch_size: int = 1, alpha: float = 0.5,
+                   progress: Callable[[int], None] = lambda n: None) -> Summary:
+    """Segments image files into ``output/<kind>/<path relative to root>.png`` for each kind in
+    ``outputs`` (labels: uint8 class ids; color: palette; overlay: palette blended over the image).
+    Unreadable images are skipped and listed in the summary."""
+    summary = Summary()
+
+    def readable() -> Iterator[tuple[Path, np.ndarray]]:
+        for path in images:
+            try:
+                yield path, read_image(path)
+            except MediaError as error:
+                summary.skipped.append(str(error))
+                progress(1)
+
+    for group in batches_of_equal_size(readable(), lambda item: item[1], batch_size):
+        labels = segmenter.segment_batch(np.stack([frame for _, frame in group]), channel_order="bgr")
+        for (path, frame), label in zip(group, labels):
+            relative = path.relative_to(root) if root is not None else Path(path.name)
+            for kind in outputs:
+                _write_png(output / kind / relative.with_suffix(".png"), render(segmenter, kind, frame, label, alpha))
+            summary.frames += 1
+            progress(1)
+    return summary
+
+
+def render(segmenter, kind: str, frame_bgr: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """One output image in BGR order (what cv2 writes): labels, color or overlay."""
+    if kind == "labels":
+        return labels
+    if kind == "color":
+        return np.ascontiguousarray(segmenter.colorize(labels)[..., ::-1])
+    if kind == "overlay":
+        return segmenter.overlay(frame_bgr, labels, alpha=alpha, channel_order="bgr")
+    raise ValueError(f"unknown output kind {kind!r}; choose from {IMAGE_OUTPUTS}")
+
+
+def segment_video(segmenter, path: Path, output: Path, outputs: Sequence[str] = ("color", "overlay"),
+                  batch_size: int = 1, alpha: float = 0.5,
+                  progress: Callable[[int], None] = lambda n: None) -> Summary:
+    """Segments a video into ``output/color.mp4`` and ``output/overlay.mp4`` (same frame rate and
+    size as the input) and, with ``labels`` in ``outputs``, ``output/labels/<frame index>.png``."""
+    capture, info = open_video(path)
+    fourcc, extension = VIDEO_CODEC
+    writers: dict[str, cv2.VideoWriter] = {}
+    summary = Summary()
+    try:
+        for kind in outputs:
+            if kind == "labels":
+                continue
+            target = output / f"{kind}{extension}"
+            writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*fourcc), info.fps, (info.width, info.height))
+            if not writer.isOpened():
+                raise MediaError(f"OpenCV cannot write {fourcc} video to {target}")
+            writers[kind] = writer
+        for group in batches_of_equal_size(video_frames(capture), lambda frame: frame, batch_size):
+            labels = segmenter.segment_batch(np.stack(group), channel_order="bgr")
+            for frame, label in zip(group, labels):
+                for kind, writer in writers.items():
+                    writer.write(render(segmenter, kind, frame, label, alpha))
+                if "labels" in outputs:
+                    _write_png(output / "labels" / f"{summary.frames:06d}.png", label)
+                summary.frames += 1
+                progress(1)
+    finally:
+        capture.release()
+        for writer in writers.values():
+            writer.release()
+    if summary.frames == 0:
+        raise MediaError(f"video {path} holds no frames OpenCV can decode")
+    return summary

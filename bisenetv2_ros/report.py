@@ -1,0 +1,145 @@
+"""Size of a BiSeNetV2: parameters and multiply-accumulates, counted exactly.
+
+What is counted: every multiply-accumulate of every ``nn.Conv2d`` and ``nn.Linear``, found by
+running one forward pass with hooks. A convolution costs
+``output elements x in_channels / groups x kH x kW`` MACs; a linear layer
+``output elements x in_features``. Biases, batch norm, ReLU, pooling, interpolation, sigmoid,
+the gating products and the residual sums are NOT counted (together they are well under 1% of the
+total). The paper's "FLOPs" (Tables 5-8) are multiply-accumulates in this sense; frameworks that
+report "FLOPs" as 2 x MACs would give twice these numbers.
+
+The deployed network has no booster heads, so sizes are always of the model without them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from typing import Any
+
+import torch
+from torch import nn
+
+from .model import BiSeNetV2, BiSeNetV2Config
+
+PARTS = ("detail", "semantic", "bga", "head")
+DEFAULT_HEIGHT, DEFAULT_WIDTH = 512, 1024  # the paper's Cityscapes speed resolution, 1024 x 512
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Every parameter element (batch-norm running statistics are buffers, not parameters)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _layer_macs(module: nn.Module, output: torch.Tensor) -> int:
+    if isinstance(module, nn.Conv2d):
+        kh, kw = module.kernel_size
+        return output.numel() * (module.in_channels // module.groups) * kh * kw
+    return output.numel() * module.in_features  # nn.Linear
+
+
+def count_macs(model: nn.Module, height: int, width: int, per_module: bool = False):
+    """Multiply-accumulates of one forward pass of a 1x3xHxW input (eval mode, batch 1).
+
+    The pass runs on a copy of the model on PyTorch's "meta" device: shapes are propagated but
+    nothing is computed, so counting a full-resolution BiSeNetV2-L takes milliseconds.
+    Returns the total, or with ``per_module`` a dict {module name: MACs} of every conv/linear layer.
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"input size must be positive, got {height}x{width}")
+    counts: dict[str, int] = {}
+    model = copy.deepcopy(model).to("meta").eval()
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            def hook(mod, _inputs, output, name=name):
+                counts[name] = counts.get(name, 0) + _layer_macs(mod, output)
+            module.register_forward_hook(hook)
+    with torch.inference_mode():
+        model(torch.zeros(1, 3, height, width, device="meta"))
+    return counts if per_module else sum(counts.values())
+
+
+def model_report(config: BiSeNetV2Config, height: int = DEFAULT_HEIGHT, width: int = DEFAULT_WIDTH) -> dict[str, Any]:
+    """Parameters and MACs of the deploy model (no booster heads) for one input size, by part."""
+    config = config.replace(aux_heads=False)
+    with torch.device("meta"):  # no weights needed to count
+        model = BiSeNetV2(config).eval()
+    per_module = count_macs(model, height, width, per_module=True)
+    parts = {}
+    for part in PARTS:
+        parts[part] = {
+            "params": count_parameters(getattr(model, part)),
+            "macs": sum(m for name, m in per_module.items() if name.split(".")[0] == part),
+        }
+    total_macs = sum(per_module.values())
+    if sum(p["macs"] for p in parts.values()) != total_macs:  # every conv belongs to one part
+        raise AssertionError("a convolution outside detail/semantic/bga/head was counted")
+    return {
+        "config": config.to_dict(),
+        "input": {"height": height, "width": width},
+        "params": count_parameters(model),
+        "macs": total_macs,
+        "parts": parts,
+        "counted": "multiply-accumulates of Conv2d/Linear layers; BN, ReLU, pooling, interpolation, "
+                   "sigmoid, products and sums not counted",
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A short human-readable table."""
+    cfg, size = report["config"], report["input"]
+    lines = [
+        f"BiSeNetV2 (alpha {cfg['width_multiplier']:g}, d {cfg['depth_multiplier']:g}, "
+        f"{cfg['num_classes']} classes, C_t {cfg['head_channels']}, no booster heads) "
+        f"at {size['width']}x{size['height']} (WxH)",
+        f"{'part':<10}{'parameters':>14}{'GMACs':>12}",
+    ]
+    for part, values in report["parts"].items():
+        lines.append(f"{part:<10}{values['params']:>14,}{values['macs'] / 1e9:>12.3f}")
+    lines.append(f"{'total':<10}{report['params']:>14,}{report['macs'] / 1e9:>12.3f}")
+    lines.append(f"= {report['params'] / 1e6:.2f} M parameters, {report['macs'] / 1e9:.2f} GMACs "
+                 f"({report['macs']:,} multiply-accumulates; the paper's 'FLOPs' count MACs).")
+    lines.append("Counted: Conv2d/Linear multiply-accumulates only; batch norm, ReLU, pooling, "
+                 "interpolation and sigmoid are not counted.")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `bisenetv2 report`."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--weights", help="checkpoint path or known weights name: report the network it holds")
+    source.add_argument("--variant", choices=("default", "large"), default="default",
+                        help="BiSeNetV2 (alpha 1, d 1) or BiSeNetV2-L (alpha 2, d 3) (default: default)")
+    parser.add_argument("--num-classes", type=int, default=None, help="classes (default: 19, or the checkpoint's)")
+    parser.add_argument("--head-channels", type=int, default=None,
+                        help="C_t of the segmentation head (default: 1024, or the checkpoint's)")
+    parser.add_argument("--height", type=int, default=None,
+                        help=f"input height (default: the checkpoint's training height, else {DEFAULT_HEIGHT})")
+    parser.add_argument("--width", type=int, default=None,
+                        help=f"input width (default: the checkpoint's training width, else {DEFAULT_WIDTH})")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`bisenetv2 report`: prints the report; returns the exit status."""
+    resolution = None
+    if args.weights:
+        from .checkpoint import load_model  # only needed with --weights
+
+        model, info = load_model(args.weights)
+        config, resolution = model.config, info.train_resolution
+    else:
+        config = BiSeNetV2Config.large() if args.variant == "large" else BiSeNetV2Config()
+    changes = {}
+    if args.num_classes is not None:
+        changes["num_classes"] = args.num_classes
+    if args.head_channels is not None:
+        changes["head_channels"] = args.head_channels
+    config = config.replace(**changes)
+    default_height, default_width = resolution or (DEFAULT_HEIGHT, DEFAULT_WIDTH)
+    height = args.height if args.height is not None else default_height
+    width = args.width if args.width is not None else default_width
+    report = model_report(config, height, width)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0

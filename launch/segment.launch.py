@@ -1,0 +1,107 @@
+"""Starts the BiSeNetV2 segmentation node on a camera topic (and optionally rviz2).
+
+    ros2 launch bisenetv2_ros segment.launch.py image:=/camera/image_raw
+    ros2 launch bisenetv2_ros segment.launch.py image:=/camera/image_raw weights:=/path/model.pt rviz:=true
+
+The node reads its parameters from `params_file` (default: the installed config/segmentation.yaml).
+The weights, backend, device and precision arguments override the file only when given: their
+default '' means "use the file". Outputs appear under `namespace` (default /segmentation).
+"""
+
+PACKAGE = 'bisenetv2_ros'
+
+# name, default, description; params_file's default (None) is the installed config/segmentation.yaml.
+ARGUMENTS = (
+    ('image', '/camera/image_raw', 'Input sensor_msgs/Image topic (with input_transport: compressed, '
+                                   'its /compressed sibling is used)'),
+    ('camera_info', '/camera/camera_info', 'Input sensor_msgs/CameraInfo topic, republished with every result'),
+    ('namespace', 'segmentation', 'Namespace of the node and its output topics'),
+    ('params_file', None, 'Parameter file of the node'),
+    ('weights', '', 'Checkpoint path or known weights name; empty: use params_file'),
+    ('backend', '', 'auto, tensorrt, torch or onnxruntime; empty: use params_file'),
+    ('device', '', 'auto, cpu, cuda or cuda:N; empty: use params_file'),
+    ('precision', '', 'fp32 or fp16; empty: use params_file'),
+    ('use_sim_time', 'false', 'Use /clock (bag playback)'),
+    ('log_level', 'info', 'Node log level: debug, info, warn, error or fatal'),
+    ('rviz', 'false', 'Start rviz2 showing the colour mask and the overlay (turns publish_overlay on)'),
+)
+OVERRIDES = ('weights', 'backend', 'device', 'precision')
+TRUE_WORDS = ('true', '1', 'yes', 'on')
+RVIZ_TOPICS = ('color', 'overlay', 'labels')
+
+
+def parameter_overrides(values):
+    """Launch argument values (strings) -> node parameters set on top of params_file.
+
+    Only the override arguments that were given (non-empty) are passed, so the file decides the rest.
+    """
+    overrides = {name: values[name].strip() for name in OVERRIDES if values.get(name, '').strip()}
+    overrides['use_sim_time'] = _is_true(values.get('use_sim_time', 'false'))
+    if _is_true(values.get('rviz', 'false')):
+        overrides['publish_overlay'] = True  # rviz shows the overlay
+    return overrides
+
+
+def _is_true(text):
+    return text.strip().lower() in TRUE_WORDS
+
+
+def _nodes(context):
+    """The node (and rviz2), built once the launch arguments are known."""
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+    from launch_ros.parameter_descriptions import ParameterValue
+    from launch_ros.substitutions import FindPackageShare
+
+    def value(name):
+        return LaunchConfiguration(name).perform(context)
+
+    values = {name: value(name) for name, _, _ in ARGUMENTS}
+    overrides = parameter_overrides(values)
+    # Typed values: a weights name like "2024" must stay a string, not be read as an int.
+    typed = {name: ParameterValue(v, value_type=type(v)) for name, v in overrides.items()}
+    image = values['image']
+    namespace = '/' + values['namespace'].strip('/')
+    nodes = [Node(
+        package=PACKAGE,
+        executable='segmentation_node',
+        name='segmentation_node',
+        namespace=namespace,
+        parameters=[values['params_file'], typed],
+        remappings=[
+            ('image', image),
+            ('image/compressed', image + '/compressed'),
+            ('input_camera_info', values['camera_info']),
+        ],
+        arguments=['--ros-args', '--log-level', values['log_level']],
+        output='screen',
+        emulate_tty=True,
+    )]
+    if _is_true(values['rviz']):
+        share = FindPackageShare(PACKAGE).perform(context)
+        nodes.append(Node(
+            package='rviz2',
+            executable='rviz2',
+            name='rviz2',
+            arguments=['-d', f'{share}/config/segmentation.rviz'],
+            parameters=[{'use_sim_time': overrides['use_sim_time']}],
+            # The rviz config names /segmentation/...; follow a different namespace.
+            remappings=[(f'/segmentation/{topic}', f'{namespace.rstrip("/")}/{topic}')
+                        for topic in RVIZ_TOPICS] if namespace != '/segmentation' else [],
+            output='screen',
+        ))
+    return nodes
+
+
+def generate_launch_description():
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.substitutions import PathJoinSubstitution
+    from launch_ros.substitutions import FindPackageShare
+
+    defaults = {'params_file': PathJoinSubstitution([FindPackageShare(PACKAGE), 'config', 'segmentation.yaml'])}
+    arguments = [
+        DeclareLaunchArgument(name, default_value=defaults.get(name, default), description=description)
+        for name, default, description in ARGUMENTS
+    ]
+    return LaunchDescription(arguments + [OpaqueFunction(function=_nodes)])

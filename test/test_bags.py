@@ -1,0 +1,311 @@
+"""`bisenetv2 segment BAG` on MCAP and sqlite3 rosbag2 recordings written here with rosbags:
+headers, log times, label values, topic choice, skipped encodings, --copy-input, interruption."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+from bisenetv2_ros import bags, cli, messages
+from bisenetv2_ros.segmenter import Segmenter
+
+TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
+Image = TYPESTORE.types["sensor_msgs/msg/Image"]
+CompressedImage = TYPESTORE.types["sensor_msgs/msg/CompressedImage"]
+Header = TYPESTORE.types["std_msgs/msg/Header"]
+Time = TYPESTORE.types["builtin_interfaces/msg/Time"]
+String = TYPESTORE.types["std_msgs/msg/String"]
+H, W = 24, 40
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The test box has 2 shared cores: one intra-op thread avoids spin-wait contention in tiny models."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def rgb_frame(seed: int, height: int = H, width: int = W) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (height // 6 + 1, width // 6 + 1, 3), dtype=np.uint8)
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def header(i: int, frame_id: str) -> object:
+    return Header(stamp=Time(sec=1_700_000_000 + i, nanosec=1000 * i + 7), frame_id=frame_id)
+
+
+def raw_image(i: int, rgb: np.ndarray, encoding: str, pad: int = 0) -> object:
+    pixels = {"rgb8": rgb, "bgr8": rgb[..., ::-1], "mono8": rgb[..., :1], "32FC1": rgb[..., :1]}[encoding]
+    height, width, channels = pixels.shape
+    rows = np.zeros((height, width * channels + pad), np.uint8)  # row padding exercises `step`
+    rows[:, : width * channels] = pixels.reshape(height, -1)
+    return Image(header=header(i, "camera_optical"), height=height, width=width, encoding=encoding,
+                 is_bigendian=0, step=width * channels + pad, data=rows.reshape(-1))
+
+
+def write_bag(path: Path, storage: StoragePlugin) -> dict:
+    """A bag with /camera/image (raw: rgb8, bgr8 padded, mono8, one unsupported 32FC1), /camera/compressed
+    (jpeg and png) and a /chatter String topic. Returns what the checks need."""
+    expected: dict = {"raw": [], "compressed": []}
+    with Writer(path, version=8, storage_plugin=storage) as writer:
+        raw_conn = writer.add_connection("/camera/image", Image.__msgtype__, typestore=TYPESTORE)
+        jpeg_conn = writer.add_connection("/camera/compressed", CompressedImage.__msgtype__, typestore=TYPESTORE)
+        text_conn = writer.add_connection("/chatter", String.__msgtype__, typestore=TYPESTORE)
+        for i, encoding in enumerate(("rgb8", "bgr8", "mono8", "32FC1", "rgb8")):
+            rgb = rgb_frame(i)
+            log_time = 5_000_000_000 + i * 100_000_000
+            msg = raw_image(i, rgb, encoding, pad=4 if encoding == "bgr8" else 0)
+            writer.write(raw_conn, log_time, TYPESTORE.serialize_cdr(msg, Image.__msgtype__))
+            if encoding != "32FC1":
+                seen = np.repeat(rgb[..., :1], 3, axis=2) if encoding == "mono8" else rgb
+                expected["raw"].append((log_time, msg.header, seen))
+            fmt = "jpeg" if i % 2 == 0 else "png"
+            ok, data = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", rgb[..., ::-1])
+            compressed = CompressedImage(header=header(i, "camera_compressed"), format=fmt, data=data.reshape(-1))
+            writer.write(jpeg_conn, log_time + 1, TYPESTORE.serialize_cdr(compressed, CompressedImage.__msgtype__))
+            expected["compressed"].append((log_time + 1, compressed.header, cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1]))
+            writer.write(text_conn, log_time + 2, TYPESTORE.serialize_cdr(String(data=f"hello {i}"), String.__msgtype__))
+    return expected
+
+
+def read_topic(bag: Path, topic: str) -> list[tuple[int, object]]:
+    with Reader(bag) as reader:
+        conns = [c for c in reader.connections if c.topic == topic]
+        return [(t, TYPESTORE.deserialize_cdr(raw, c.msgtype)) for c, t, raw in reader.messages(connections=conns)]
+
+
+def image_array(msg) -> np.ndarray:
+    channels = msg.step // msg.width
+    return np.asarray(msg.data).reshape(msg.height, msg.width, channels).squeeze(-1 if channels == 1 else None)
+
+
+def model_args(weights: Path) -> list[str]:
+    """The eager torch backend: quickest to start, and the same as the `segmenter` fixture's."""
+    return ["--weights", str(weights), "--backend", "torch", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def segmenter(tiny_weights) -> Segmenter:
+    return Segmenter(weights=tiny_weights, backend="torch", device="cpu")
+
+
+@pytest.fixture(scope="module", params=["mcap", "sqlite3"])
+def recording(request, tmp_path_factory):
+    storage = StoragePlugin.MCAP if request.param == "mcap" else StoragePlugin.SQLITE3
+    path = tmp_path_factory.mktemp(request.param) / "drive"
+    return request.param, path, write_bag(path, storage)
+
+
+def check_output(out: Path, expected: list, segmenter: Segmenter) -> None:
+    labels = read_topic(out, bags.LABELS_TOPIC)
+    colors = read_topic(out, bags.COLOR_TOPIC)
+    assert len(labels) == len(colors) == len(expected)
+    for (log_time, head, rgb), (label_time, label_msg), (color_time, color_msg) in zip(expected, labels, colors):
+        assert label_time == color_time == log_time
+        for msg in (label_msg, color_msg):
+            assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (head.stamp.sec, head.stamp.nanosec)
+            assert msg.header.frame_id == head.frame_id
+        assert (label_msg.encoding, label_msg.step, color_msg.encoding, color_msg.step) == ("mono8", W, "rgb8", 3 * W)
+        want = segmenter.segment(np.ascontiguousarray(rgb), channel_order="rgb")
+        assert len(np.unique(want)) > 1  # the comparisons below are not trivially all one class
+        np.testing.assert_array_equal(image_array(label_msg), want)
+        np.testing.assert_array_equal(image_array(color_msg), segmenter.colorize(want))
+
+
+def test_segment_raw_topic(recording, tiny_weights, segmenter, tmp_path, capsys):
+    storage, bag, expected = recording
+    out = tmp_path / "out"
+    code = cli.main(["segment", str(bag), "--topic", "/camera/image", *model_args(tiny_weights),
+                     "--batch", "3", "--output", str(out), "--quiet"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert ("skipped 1 unsupported frame(s) of /camera/image:\n  1 x unsupported image encoding '32FC1'; "
+            "supported: rgb8, bgr8") in captured.err
+    assert "segmented 4 frames of /camera/image" in captured.out
+    assert bags.storage_of(out) == storage
+    check_output(out, expected["raw"], segmenter)
+    with Reader(out) as reader:
+        assert sorted(c.topic for c in reader.connections) == [bags.COLOR_TOPIC, bags.LABELS_TOPIC]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_segment_compressed_topic_with_copy_input(recording, tiny_weights, segmenter, tmp_path, capsys):
+    storage, bag, expected = recording
+    other = "sqlite3" if storage == "mcap" else "mcap"
+    out = tmp_path / "out"
+    code = cli.main(["segment", str(bag), "--topic", "/camera/compressed", *model_args(tiny_weights),
+                     "--batch", "2", "--copy-input", "--storage", other, "--output", str(out), "--quiet"])
+    assert code == 0
+    assert "copied 15 input messages" in capsys.readouterr().out
+    assert bags.storage_of(out) == other
+    check_output(out, expected["compressed"], segmenter)
+    for topic in ("/camera/image", "/camera/compressed", "/chatter"):
+        original, copied = read_topic(bag, topic), read_topic(out, topic)
+        assert [t for t, _ in copied] == [t for t, _ in original]
+        assert [TYPESTORE.serialize_cdr(m, type(m).__msgtype__).tobytes() for _, m in copied] == \
+               [TYPESTORE.serialize_cdr(m, type(m).__msgtype__).tobytes() for _, m in original]
+    with Reader(out) as reader:  # written in log-time order
+        times = [t for _, t, _ in reader.messages()]
+    assert times == sorted(times)
+
+
+def test_default_output_and_topic_choice(recording, tiny_weights, capsys):
+    _, bag, _ = recording
+    assert cli.main(["segment", str(bag), *model_args(tiny_weights), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"bisenetv2 segment: error: bag {bag} has 2 image topics; choose one with --topic: "
+                   "/camera/compressed (CompressedImage), /camera/image (Image)")
+    assert cli.main(["segment", str(bag), "--topic", "/chatter", *model_args(tiny_weights)]) == 1
+    assert "has no image topic '/chatter'" in capsys.readouterr().err
+    assert not (bag.parent / "drive_segmented").exists()
+
+
+def test_only_image_topic_is_the_default(tmp_path, tiny_weights, segmenter):
+    bag = tmp_path / "single"
+    with Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conn = writer.add_connection("/cam", Image.__msgtype__, typestore=TYPESTORE)
+        msg = raw_image(0, rgb_frame(42), "rgb8")
+        writer.write(conn, 123, TYPESTORE.serialize_cdr(msg, Image.__msgtype__))
+    assert cli.main(["segment", str(bag), *model_args(tiny_weights), "--quiet"]) == 0
+    check_output(tmp_path / "single_segmented", [(123, msg.header, rgb_frame(42))], segmenter)
+
+
+def test_interrupted_bag_run_leaves_no_output(recording, tiny_weights, tmp_path, monkeypatch, capsys):
+    _, bag, _ = recording
+    real = Segmenter.segment_batch
+    frames_done = []
+
+    def interrupt_after_two_frames(self, frames, channel_order="rgb"):
+        if len(frames_done) >= 2:
+            raise KeyboardInterrupt
+        frames_done.extend(range(len(frames)))
+        return real(self, frames, channel_order)
+
+    monkeypatch.setattr(Segmenter, "segment_batch", interrupt_after_two_frames)
+    out = tmp_path / "out"
+    code = cli.main(["segment", str(bag), "--topic", "/camera/image", *model_args(tiny_weights),
+                     "--output", str(out), "--quiet"])
+    assert code == 130 and len(frames_done) == 2
+    assert "interrupted; nothing was written" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "mono8"])
+def test_decode_frame_keeps_the_declared_channel_order(encoding):
+    rgb = rgb_frame(3)
+    frame, order = bags.decode_frame(raw_image(0, rgb, encoding, pad=3), Image.__msgtype__)
+    assert order == ("bgr" if encoding == "bgr8" else "rgb")
+    want = np.repeat(rgb[..., :1], 3, axis=2) if encoding == "mono8" else rgb
+    np.testing.assert_array_equal(frame if order == "rgb" else frame[..., ::-1], want)
+
+
+def test_malformed_and_unsupported_messages_name_the_problem():
+    msg = raw_image(0, rgb_frame(1), "rgb8")
+    short = Image(header=msg.header, height=H, width=W, encoding="rgb8", is_bigendian=0, step=3 * W,
+                  data=msg.data[: 10])
+    with pytest.raises(messages.ImageConversionError, match=r"truncated image data: 10 bytes, 2880 needed for 40x24 rgb8"):
+        bags.decode_frame(short, Image.__msgtype__)
+    with pytest.raises(messages.ImageConversionError, match="unsupported image encoding 'bayer_rggb8'"):
+        bags.decode_frame(Image(header=msg.header, height=H, width=W, encoding="bayer_rggb8", is_bigendian=0,
+                                step=W, data=msg.data[: W * H]), Image.__msgtype__)
+    broken = CompressedImage(header=msg.header, format="jpeg", data=np.zeros(50, np.uint8))
+    with pytest.raises(messages.ImageConversionError, match="cannot decode compressed image of 50 bytes"):
+        bags.decode_frame(broken, CompressedImage.__msgtype__)
+
+
+def packed_image(i: int, pixels: np.ndarray, encoding: str, pad: int = 0) -> object:
+    """An Image of HxWxC bytes already in ``encoding``'s layout, rows padded by ``pad`` bytes."""
+    height, width, channels = pixels.shape
+    rows = np.full((height, width * channels + pad), 99, np.uint8)
+    rows[:, : width * channels] = pixels.reshape(height, -1)
+    return Image(header=header(i, "camera_optical"), height=height, width=width, encoding=encoding,
+                 is_bigendian=0, step=width * channels + pad, data=rows.reshape(-1))
+
+
+def test_every_node_encoding_is_segmented_in_its_own_channel_order(tmp_path, tiny_weights, segmenter, monkeypatch,
+                                                                   capsys):
+    """YUV 4:2:2 (both byte orders and the Humble aliases), padded bgr8/bgra8, 8UC3, a frame of another
+    size and an unsupported one: labels equal Segmenter.segment on the frame converted independently
+    here, and each batch holds frames of one size and channel order."""
+    rgb, big = rgb_frame(7), rgb_frame(8, 2 * H, 2 * W)
+    yuv = np.ascontiguousarray(rgb_frame(9)[..., :2])  # any bytes are valid packed YUV 4:2:2
+    alpha = np.full((H, W, 1), 200, np.uint8)
+    # (encoding, pixels in that layout, row padding, frame the segmenter must see, its channel order)
+    cases = [
+        ("yuyv", yuv, 0, cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_YUY2), "rgb"),
+        ("uyvy", yuv, 6, cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_UYVY), "rgb"),
+        ("yuv422_yuy2", yuv, 0, cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_YUY2), "rgb"),
+        ("bgr8", rgb[..., ::-1], 5, rgb[..., ::-1], "bgr"),
+        ("yuv422", yuv, 2, cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_UYVY), "rgb"),
+        ("bgra8", np.concatenate([rgb[..., ::-1], alpha], axis=2), 4, rgb[..., ::-1], "bgr"),
+        ("8UC3", rgb[..., ::-1], 0, rgb[..., ::-1], "bgr"),
+        ("rgba8", np.concatenate([big, np.full((2 * H, 2 * W, 1), 9, np.uint8)], axis=2), 0, big, "rgb"),
+        ("16UC1", yuv, 0, None, None),
+        ("8UC1", rgb[..., 1:2], 3, np.repeat(rgb[..., 1:2], 3, axis=2), "rgb"),
+    ]
+    bag = tmp_path / "encodings"
+    expected = []
+    with Writer(bag, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+        conn = writer.add_connection("/cam", Image.__msgtype__, typestore=TYPESTORE)
+        for i, (encoding, pixels, pad, frame, order) in enumerate(cases):
+            msg = packed_image(i, np.ascontiguousarray(pixels), encoding, pad)
+            writer.write(conn, 1000 + i, TYPESTORE.serialize_cdr(msg, Image.__msgtype__))
+            if frame is not None:
+                expected.append((1000 + i, msg.header, np.ascontiguousarray(frame), order))
+
+    batches = []
+    real = Segmenter.segment_batch
+
+    def record_batches(self, frames, channel_order="rgb"):
+        batches.append((len(frames), frames.shape[1:3], channel_order))
+        return real(self, frames, channel_order)
+
+    monkeypatch.setattr(Segmenter, "segment_batch", record_batches)
+    out = tmp_path / "out"
+    assert cli.main(["segment", str(bag), *model_args(tiny_weights), "--batch", "2", "--output", str(out),
+                     "--quiet"]) == 0
+    assert "skipped 1 unsupported frame(s) of /cam:\n  1 x unsupported image encoding '16UC1'" in capsys.readouterr().err
+    assert batches == [(2, (H, W), "rgb"), (1, (H, W), "rgb"), (1, (H, W), "bgr"), (1, (H, W), "rgb"),
+                       (2, (H, W), "bgr"), (1, (2 * H, 2 * W), "rgb"), (1, (H, W), "rgb")]
+    monkeypatch.undo()
+
+    labels, colors = read_topic(out, bags.LABELS_TOPIC), read_topic(out, bags.COLOR_TOPIC)
+    assert [t for t, _ in labels] == [t for t, _ in colors] == [t for t, _, _, _ in expected]
+    for (_, head, frame, order), (_, label_msg), (_, color_msg) in zip(expected, labels, colors):
+        assert label_msg.header.stamp == head.stamp and color_msg.header.frame_id == head.frame_id
+        want = segmenter.segment(frame, channel_order=order)
+        assert len(np.unique(want)) > 1
+        np.testing.assert_array_equal(image_array(label_msg), want)
+        np.testing.assert_array_equal(image_array(color_msg), segmenter.colorize(want))
+
+
+def test_a_bag_without_a_decodable_frame_is_an_error(tmp_path, tiny_weights, capsys):
+    bag = tmp_path / "depth"
+    with Writer(bag, version=8, storage_plugin=StoragePlugin.SQLITE3) as writer:
+        conn = writer.add_connection("/depth", Image.__msgtype__, typestore=TYPESTORE)
+        for i in range(3):
+            msg = raw_image(i, rgb_frame(i), "32FC1")
+            writer.write(conn, 10 + i, TYPESTORE.serialize_cdr(msg, Image.__msgtype__))
+    assert cli.main(["segment", str(bag), *model_args(tiny_weights), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "error: no frame of /depth could be decoded:\n  3 x unsupported image encoding '32FC1'" in err
+    assert not (tmp_path / "depth_segmented").exists()
+
+
+def test_a_bare_storage_file_is_read_too(recording, tiny_weights, segmenter, tmp_path):
+    storage, bag, expected = recording
+    storage_file = next(bag.glob("*.mcap" if storage == "mcap" else "*.db3"))
+    out = tmp_path / "out"
+    assert cli.main(["segment", str(storage_file), "--topic", "/camera/image", *model_args(tiny_weights),
+                     "--output", str(out), "--quiet"]) == 0
+    assert bags.storage_of(out) == storage
+    check_output(out, expected["raw"], segmenter)

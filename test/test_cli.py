@@ -1,0 +1,311 @@
+"""`bisenetv2` in-process (main([...])): help, segment on images / folders / videos, info, import,
+export, interruption. Bags and downloads have their own test files."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from bisenetv2_ros import cli
+from bisenetv2_ros.checkpoint import load_checkpoint
+from bisenetv2_ros.segmenter import Segmenter
+from conftest import make_tiny_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The test box has 2 shared cores: one intra-op thread avoids spin-wait contention in tiny models."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def random_bgr(seed: int, height: int = 40, width: int = 56) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    # smooth blobs rather than pure noise, so the tiny network predicts more than one class
+    small = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+@pytest.fixture(scope="module")
+def segmenter(tiny_weights) -> Segmenter:
+    return Segmenter(weights=tiny_weights, backend="torch", device="cpu")
+
+
+def segment_args(*extra: str, weights: Path) -> list[str]:
+    # the eager torch backend: quickest to start, and the same backend as the `segmenter` fixture
+    return ["segment", *extra, "--weights", str(weights), "--backend", "torch", "--device", "cpu", "--quiet"]
+
+
+def test_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for command in ("segment", "download", "info", "import", "export", "benchmark", "report", "benchmark-messages"):
+        assert f"    {command} " in text or f"    {command}\n" in text, command
+    assert "examples:" in text
+
+
+def test_console_entry_point_runs_as_a_module():
+    result = subprocess.run([sys.executable, "-m", "bisenetv2_ros.cli", "--help"], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: bisenetv2")
+    assert "segment" in result.stdout and "download" in result.stdout
+
+
+def test_missing_subcommand_module_gives_one_clear_line(monkeypatch, capsys):
+    monkeypatch.setitem(cli.DELEGATED, "benchmark", ("bisenetv2_ros.no_such_module", "x"))
+    assert cli.main(["benchmark", "--iterations", "3"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["bisenetv2 benchmark: not available in this build (bisenetv2_ros.no_such_module is missing)"]
+
+
+def test_delegated_subcommand_gets_its_own_arguments(monkeypatch, capsys, tmp_path):
+    module = tmp_path / "fake_bench_mod.py"
+    module.write_text("def add_arguments(p):\n    p.add_argument('--iterations', type=int)\n"
+                      "def run(args):\n    print('ran', args.iterations)\n    return 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(cli.DELEGATED, "benchmark", ("fake_bench_mod", "x"))
+    assert cli.main(["benchmark", "--iterations", "7"]) == 3
+    assert capsys.readouterr().out.strip() == "ran 7"
+
+
+def test_segment_one_image_writes_labels_color_overlay(tmp_path, tiny_weights, segmenter):
+    frame = random_bgr(1)
+    image = tmp_path / "street.png"
+    cv2.imwrite(str(image), frame)
+    assert cli.main(segment_args(str(image), weights=tiny_weights)) == 0
+    out = tmp_path / "street_segmented"
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
+        "color/street.png", "labels/street.png", "overlay/street.png"]
+    labels = cv2.imread(str(out / "labels" / "street.png"), cv2.IMREAD_UNCHANGED)
+    expected = segmenter.segment(frame[..., ::-1].copy(), channel_order="rgb")
+    assert labels.dtype == np.uint8 and labels.ndim == 2
+    np.testing.assert_array_equal(labels, expected)
+    assert len(np.unique(expected)) > 1  # the check above is not trivially all zeros
+    color = cv2.imread(str(out / "color" / "street.png"))[..., ::-1]
+    np.testing.assert_array_equal(color, segmenter.colorize(expected))
+    overlay = cv2.imread(str(out / "overlay" / "street.png"))
+    np.testing.assert_array_equal(overlay, segmenter.overlay(frame, expected, channel_order="bgr"))
+    # nothing staged is left beside the output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["street.png", "street_segmented"]
+
+
+def test_segment_folder_batches_mixed_sizes_and_keeps_tree(tmp_path, tiny_weights, segmenter, capsys):
+    folder = tmp_path / "frames"
+    (folder / "sub").mkdir(parents=True)
+    frames = {"a.png": random_bgr(2), "b.jpg": random_bgr(3), "sub/c.png": random_bgr(4, 32, 48),
+              "d.png": random_bgr(5)}
+    for name, frame in frames.items():
+        cv2.imwrite(str(folder / name), frame)
+    (folder / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "result"
+    code = cli.main(segment_args(str(folder), "--output", str(out), "--batch", "3", "--outputs", "labels",
+                                 weights=tiny_weights))
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "skipped: cannot read image" in captured.err and "broken.png" in captured.err
+    assert "segmented 4 images" in captured.out
+    for name in frames:
+        written = cv2.imread(str(out / "labels" / Path(name).with_suffix(".png")), cv2.IMREAD_UNCHANGED)
+        decoded = cv2.imread(str(folder / name))  # the JPEG as decoded, not as generated
+        np.testing.assert_array_equal(written, segmenter.segment(decoded, channel_order="bgr"))
+    assert not (out / "color").exists()
+    # an output inside the input folder is not read back as input on the next run
+    assert cli.main(segment_args(str(folder), "-o", str(folder / "seg"), "--outputs", "labels",
+                                 weights=tiny_weights)) == 0
+    assert cli.main(segment_args(str(folder), "-o", str(folder / "seg"), "--outputs", "labels", "--overwrite",
+                                 weights=tiny_weights)) == 0
+    assert sorted(p.relative_to(folder / "seg").as_posix() for p in (folder / "seg").rglob("*.png")) == [
+        "labels/a.png", "labels/b.png", "labels/d.png", "labels/sub/c.png"]
+
+
+@pytest.mark.parametrize("fourcc,suffix", [("mp4v", ".mp4"), ("MJPG", ".avi")])
+def test_segment_video(tmp_path, tiny_weights, segmenter, fourcc, suffix):
+    video = tmp_path / f"clip{suffix}"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*fourcc), 12.0, (56, 40))
+    assert writer.isOpened()
+    for i in range(5):
+        writer.write(random_bgr(10 + i))
+    writer.release()
+    capture = cv2.VideoCapture(str(video))
+    decoded = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        decoded.append(frame)
+    assert len(decoded) == 5
+
+    assert cli.main(segment_args(str(video), "--batch", "2", "--outputs", "labels,overlay",
+                                 weights=tiny_weights)) == 0
+    out = tmp_path / "clip_segmented"
+    labels = sorted((out / "labels").glob("*.png"))
+    assert [p.name for p in labels] == [f"{i:06d}.png" for i in range(5)]
+    for path, frame in zip(labels, decoded):
+        np.testing.assert_array_equal(cv2.imread(str(path), cv2.IMREAD_UNCHANGED),
+                                      segmenter.segment(frame, channel_order="bgr"))
+    result = cv2.VideoCapture(str(out / "overlay.mp4"))
+    assert result.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
+    count = 0
+    while True:
+        ok, frame = result.read()
+        if not ok:
+            break
+        assert frame.shape == (40, 56, 3)
+        count += 1
+    assert count == 5
+    assert not (out / "color.mp4").exists()
+
+
+def test_interrupted_segment_leaves_no_output(tmp_path, tiny_weights, monkeypatch, capsys):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(folder / f"{i}.png"), random_bgr(20 + i))
+    real = Segmenter.segment_batch
+    calls = []
+
+    def interrupt_after_two(self, frames, channel_order="rgb"):
+        calls.append(len(frames))
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return real(self, frames, channel_order)
+
+    monkeypatch.setattr(Segmenter, "segment_batch", interrupt_after_two)
+    assert cli.main(segment_args(str(folder), weights=tiny_weights)) == 130
+    assert len(calls) == 3
+    assert "interrupted; nothing was written" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]
+
+
+def test_existing_output_is_kept_unless_overwrite(tmp_path, tiny_weights, capsys):
+    image = tmp_path / "x.png"
+    cv2.imwrite(str(image), random_bgr(7))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert cli.main(segment_args(str(image), "-o", str(out), weights=tiny_weights)) == 1
+    assert "exists already" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "mine"
+    assert cli.main(segment_args(str(image), "-o", str(out), "--overwrite", weights=tiny_weights)) == 0
+    assert not (out / "keep.txt").exists() and (out / "labels" / "x.png").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "x.png"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["segment", "nothing_here.png"], "does not exist"),
+    (["segment", "{tmp}/notes.txt"], "cannot tell what"),
+    (["segment", "{tmp}/empty"], "holds no images"),
+    (["info", "no-such-weights"], "neither an existing file nor a known name"),
+    (["download"], "name the weights to download"),
+    (["download", "camvid"], "ship inside the package"),
+])
+def test_bad_input_gives_one_specific_error(tmp_path, capsys, argv, message):
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "empty").mkdir()
+    assert cli.main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_bad_option_values_are_rejected_by_the_parser(tmp_path, capsys):
+    for argv in (["segment", "x.png", "--input-size", "12"], ["segment", "x.png", "--batch", "0"],
+                 ["segment", "x.png", "--outputs", "labels,depth"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(argv)
+        assert exit_info.value.code == 2
+    assert "expected HEIGHTxWIDTH" in capsys.readouterr().err
+
+
+def test_info_text_and_json(tiny_weights, capsys):
+    assert cli.main(["info", str(tiny_weights)]) == 0
+    text = capsys.readouterr().out
+    assert "kind:             deploy checkpoint" in text
+    assert "train resolution: 64x96 (HxW)" in text
+    assert "classes (11):" in text and "sky" in text
+    assert "provenance:       source=test fixture" in text
+    assert cli.main(["info", str(tiny_weights), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["train_resolution"] == [64, 96]
+    assert data["model_config"]["num_classes"] == 11 and data["model_config"]["aux_heads"] is False
+    assert data["classes"][0] == "sky" and len(data["palette"]) == 11
+    assert data["normalization"]["channel_order"] == "rgb"
+    assert data["parameters"] == sum(v.numel() for k, v in load_checkpoint(tiny_weights).state_dict.items()
+                                     if v.is_floating_point() and "running_" not in k)
+
+
+def test_info_of_a_known_name_not_downloaded(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BISENETV2_CACHE", str(tmp_path))
+    assert cli.main(["info", "mmseg-cityscapes", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["file"] is None and "bisenetv2 download mmseg-cityscapes" in data["note"]
+    assert data["metrics"]["val_miou"] == pytest.approx(73.21)
+    assert len(data["classes"]) == 19 and data["train_resolution"] == [1024, 2048]
+    assert data["known_weights"]["sha256_prefix"] == "bcf10f09"
+
+
+def test_export_train_checkpoint_to_half_deploy(tmp_path, capsys):
+    train = make_tiny_checkpoint(tmp_path / "train.pt", kind="train")
+    assert any(k.startswith("aux_heads.") for k in load_checkpoint(train).state_dict)
+    out = tmp_path / "deploy.pt"
+    assert cli.main(["export", str(train), "--output", str(out), "--half"]) == 0
+    assert "train -> deploy, fp16" in capsys.readouterr().out
+    deploy = load_checkpoint(out)
+    assert deploy.kind == "deploy" and not deploy.config.aux_heads
+    assert not any(k.startswith("aux_heads.") for k in deploy.state_dict)
+    stored = torch.load(out, weights_only=True)["state_dict"]
+    assert stored["head.classifier.weight"].dtype == torch.float16
+    source = load_checkpoint(train).state_dict
+    torch.testing.assert_close(deploy.state_dict["head.classifier.weight"],
+                               source["head.classifier.weight"].half().float())
+
+
+def test_export_without_a_target_says_so(tiny_weights, capsys):
+    assert cli.main(["export", str(tiny_weights)]) == 1
+    assert "nothing to do" in capsys.readouterr().err
+
+
+def test_import_converts_a_public_checkpoint(tmp_path, capsys):
+    from test_download import make_mmseg_checkpoint
+
+    source, model = make_mmseg_checkpoint(tmp_path / "public.pth")
+    out = tmp_path / "ours.pt"
+    assert cli.main(["import", str(source), str(out)]) == 0
+    assert "(mmsegmentation, 19 classes)" in capsys.readouterr().out
+    converted = load_checkpoint(out)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(converted.state_dict[key], value, msg=key)
+
+
+def test_export_onnx_reports_a_missing_exporter_in_one_line(tiny_weights, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "bisenetv2_ros.export", None)  # as in a build without the exporter
+    assert cli.main(["export", str(tiny_weights), "--onnx", str(tmp_path / "m.onnx")]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "bisenetv2 export: error: ONNX / TensorRT export is not available in this build "
+        "(bisenetv2_ros.export is missing)")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("bisenetv2_ros.export") is None,
+                    reason="bisenetv2_ros.export (the inference backends' exporter) is not in this build")
+def test_export_onnx_writes_a_checked_model(tiny_weights, tmp_path, capsys):
+    import onnx
+
+    out = tmp_path / "tiny.onnx"
+    assert cli.main(["export", str(tiny_weights), "--onnx", str(out), "--input-size", "32x64"]) == 0
+    assert "network 32x64" in capsys.readouterr().out
+    onnx.checker.check_model(onnx.load(str(out)))

@@ -1,0 +1,458 @@
+"""The node's ROS-free logic: parameters, newest-frame slot and worker, pipeline, statistics, diagnostics."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from bisenetv2_ros import messages, node_core
+from bisenetv2_ros.classes import CAMVID, ClassSet
+from bisenetv2_ros.node_core import (FrameItem, FrameWorker, NewestFrameSlot, NodeSettings, NodeStats,
+                                     SettingsError, StartupError)
+
+rosbags_typesys = pytest.importorskip("rosbags.typesys", reason="rosbags is needed for ROS message definitions")
+
+
+@pytest.fixture(scope="module")
+def types():
+    store = rosbags_typesys.get_typestore(rosbags_typesys.Stores.ROS2_JAZZY)
+    return messages.register_rosbags_types(store).types
+
+
+def header(types, sec=3, nanosec=4, frame_id="cam"):
+    return types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
+                                        frame_id=frame_id)
+
+
+def image(types, height=24, width=32, encoding="bgr8", sec=3, frame_id="cam", seed=0):
+    info = messages.encoding_info(encoding)
+    data = np.random.default_rng(seed).integers(0, 256, height * width * info.bytes_per_pixel, dtype=np.uint8)
+    return types["sensor_msgs/msg/Image"](header=header(types, sec=sec, frame_id=frame_id), height=height,
+                                          width=width, encoding=encoding, is_bigendian=0,
+                                          step=width * info.bytes_per_pixel, data=data)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters
+
+
+def test_defaults_are_valid_and_match_specs():
+    settings = NodeSettings.from_values({})
+    assert settings == NodeSettings()
+    assert settings.input_size is None
+    assert set(node_core.RUNTIME_PARAMETERS) == {"publish_color", "publish_overlay", "overlay_alpha", "max_rate_hz",
+                                                 "only_when_subscribed"}
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"backend": "cuda"}, "parameter 'backend' must be one of auto, tensorrt, torch, onnxruntime; got 'cuda'"),
+    ({"overlay_alpha": 1.5}, "parameter 'overlay_alpha' must be within 0..1; got 1.5"),
+    ({"overlay_alpha": float("nan")}, "parameter 'overlay_alpha' must be within 0..1"),
+    ({"max_rate_hz": -1.0}, "parameter 'max_rate_hz' must be within 0..1000"),
+    ({"input_height": 512}, "input_height and input_width must both be 0"),
+    ({"input_width": -2}, "parameter 'input_width' must be within 0..8192"),
+    ({"publish_color": 1}, "parameter 'publish_color' must be a bool, got int 1"),
+    ({"input_height": True}, "parameter 'input_height' must be a int, got bool"),
+    ({"image_qos": "best_effort"}, "parameter 'image_qos' must be one of sensor_data, reliable"),
+    ({"input_transport": "theora"}, "parameter 'input_transport' must be one of raw, compressed"),
+    ({"weights": " "}, "parameter 'weights' is empty"),
+    ({"wieghts": "x"}, "unknown parameter(s) wieghts"),
+])
+def test_invalid_settings_are_named(values, message):
+    with pytest.raises(SettingsError) as caught:
+        NodeSettings.from_values(values)
+    assert message in str(caught.value)
+
+
+def test_valid_settings_are_converted():
+    settings = NodeSettings.from_values({"overlay_alpha": 1, "input_height": 480, "input_width": 640,
+                                         "backend": "onnxruntime", "max_rate_hz": 5})
+    assert settings.overlay_alpha == 1.0 and isinstance(settings.overlay_alpha, float)
+    assert settings.input_size == (480, 640) and settings.backend == "onnxruntime"
+
+
+@pytest.mark.parametrize("name,value,accepted,reason", [
+    ("publish_overlay", True, True, ""),
+    ("overlay_alpha", 0.2, True, ""),
+    ("max_rate_hz", 10, True, ""),
+    ("overlay_alpha", 2.0, False, "must be within 0..1"),
+    ("publish_color", "yes", False, "must be a bool"),
+    ("weights", "other.pt", False, "parameter 'weights' is read at start-up only; restart the node"),
+    ("backend", "torch", False, "read at start-up only"),
+    ("use_sim_time", True, True, ""),  # not ours: left to rclpy
+])
+def test_runtime_updates(name, value, accepted, reason):
+    ok, text = node_core.check_runtime_update(name, value)
+    assert ok is accepted
+    assert reason in text and (text == "") == accepted
+
+
+def test_settings_update_in_place():
+    settings = NodeSettings()
+    settings.update("max_rate_hz", 3)
+    settings.update("publish_overlay", True)
+    assert settings.max_rate_hz == 3.0 and isinstance(settings.max_rate_hz, float) and settings.publish_overlay
+
+
+def test_resolve_device():
+    assert node_core.resolve_device("cpu") == "cpu" and node_core.resolve_device("cuda:1") == "cuda:1"
+    import torch
+
+    assert node_core.resolve_device("auto") == ("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
+def test_startup_errors_are_one_line(tmp_path):
+    missing = NodeSettings(weights=str(tmp_path / "missing.pt"), device="cpu")
+    with pytest.raises(StartupError) as caught:
+        node_core.create_segmenter(missing)
+    assert "cannot start the segmentation node: weights" in str(caught.value)
+    assert "missing.pt" in str(caught.value) and "\n" not in str(caught.value)
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(StartupError) as caught:
+        node_core.create_segmenter(NodeSettings(weights=str(garbage), device="cpu"))
+    assert "\n" not in str(caught.value) and str(caught.value).startswith("cannot start the segmentation node:")
+
+    def no_gpu(**kwargs):
+        raise RuntimeError("the tensorrt backend needs a CUDA GPU\nand none is visible")
+
+    with pytest.raises(StartupError, match="needs a CUDA GPU and none is visible"):
+        node_core.create_segmenter(NodeSettings(backend="tensorrt", device="cuda:0"), segmenter_factory=no_gpu)
+
+
+def test_create_segmenter_passes_settings_and_classes_file(tmp_path):
+    seen = {}
+
+    def factory(**kwargs):
+        seen.update(kwargs)
+        return SimpleNamespace(classes=CAMVID, input_size=(64, 96),
+                               segment=lambda frame, channel_order: seen.setdefault("warm_up", frame.shape))
+
+    classes_file = tmp_path / "classes.txt"
+    classes_file.write_text("\n".join(f"thing{i} {i} {i} {i}" for i in range(11)))
+    settings = NodeSettings(weights="w.pt", backend="torch", device="cpu", input_height=64, input_width=96,
+                            engine_cache_dir="", classes_file=str(classes_file))
+    segmenter, classes = node_core.create_segmenter(settings, segmenter_factory=factory)
+    assert segmenter.classes is CAMVID, "the segmenter itself is left alone"
+    assert seen == dict(weights="w.pt", backend="torch", device="cpu", precision="fp32", input_size=(64, 96),
+                        engine_cache_dir=None, warm_up=(64, 96, 3))
+    assert classes.names[3] == "thing3" and classes.palette[3] == (3, 3, 3)
+    no_file = NodeSettings(weights="w.pt")
+    assert node_core.create_segmenter(no_file, segmenter_factory=factory)[1] is CAMVID
+
+    classes_file.write_text("only\ntwo\n")
+    with pytest.raises(StartupError, match="lists 2 classes but the model predicts 11"):
+        node_core.create_segmenter(settings, segmenter_factory=factory)
+
+
+# ---------------------------------------------------------------------------------------------
+# Newest-frame slot and worker
+
+
+def test_slot_keeps_only_the_newest():
+    slot = NewestFrameSlot()
+    assert slot.take(timeout=0) is None
+    assert slot.put(1) is False
+    assert slot.put(2) is True and slot.put(3) is True
+    assert slot.replaced == 2 and slot.pending
+    assert slot.take(timeout=0) == 3
+    assert slot.take(timeout=0) is None and not slot.pending
+    slot.close()
+    assert slot.take(timeout=5) is None  # closed: returns at once
+
+
+def test_slow_worker_drops_stale_frames_without_growing():
+    slot, stats = NewestFrameSlot(), NodeStats()
+    processed, started = [], threading.Event()
+    release = threading.Event()
+
+    def slow_process(item):
+        started.set()
+        release.wait(5)  # the model is busy while the camera floods the slot
+        processed.append(item)
+
+    worker = FrameWorker(slot, slow_process).start()
+    slot.put(-1)
+    assert started.wait(5)
+    for index in range(1000):
+        stats.record_received()
+        if slot.put(index):
+            stats.record_stale_drop()
+    release.set()
+    deadline = time.monotonic() + 5
+    while len(processed) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker.stop()
+    assert processed == [-1, 999], "the worker must skip straight to the newest frame"
+    assert stats.dropped_stale == 999 == slot.replaced
+    assert not slot.pending
+
+
+def test_worker_survives_errors_and_respects_rate():
+    slot = NewestFrameSlot()
+    errors, done = [], []
+    intervals = {"value": 0.0}
+
+    def process(item):
+        if item == "bad":
+            raise RuntimeError("boom")
+        done.append((item, time.monotonic()))
+
+    worker = FrameWorker(slot, process, on_error=errors.append, min_interval_s=lambda: intervals["value"]).start()
+    slot.put("bad")
+    deadline = time.monotonic() + 5
+    while not errors and time.monotonic() < deadline:
+        time.sleep(0.005)
+    slot.put("good")
+    while not done and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert [str(e) for e in errors] == ["boom"] and done[0][0] == "good"
+    intervals["value"] = 0.3
+    slot.put("a")
+    while len(done) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    slot.put("b")
+    while len(done) < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert worker.stop()
+    assert [d[0] for d in done] == ["good", "a", "b"]
+    assert done[2][1] - done[1][1] >= 0.3 - 0.01  # frame starts spaced by 1 / max_rate_hz
+
+
+def test_min_interval_for_rate():
+    assert node_core.min_interval_for_rate(0.0) == 0.0
+    assert node_core.min_interval_for_rate(4.0) == 0.25
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics and diagnostics
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_stats_snapshot_rates_and_percentiles():
+    clock = FakeClock()
+    stats = NodeStats(window=100, clock=clock)
+    for _ in range(30):
+        stats.record_received()
+    for latency in range(1, 101):
+        stats.record_processed(inference_ms=latency / 2, latency_ms=float(latency))
+    stats.record_stale_drop()
+    stats.record_invalid()
+    clock.now += 2.0
+    snap = stats.snapshot()
+    assert snap.input_rate_hz == pytest.approx(15.0) and snap.processed_rate_hz == pytest.approx(50.0)
+    assert snap.latency_p50_ms == pytest.approx(50.5) and snap.latency_p99_ms == pytest.approx(99.01)
+    assert snap.inference_p50_ms == pytest.approx(25.25)
+    assert snap.frames_dropped == 2 and snap.new_drops == 2 and snap.new_invalid == 1
+    clock.now += 1.0
+    stats.record_received()
+    snap = stats.snapshot()
+    assert snap.input_rate_hz == pytest.approx(1.0) and snap.processed_rate_hz == 0.0
+    assert snap.new_drops == 0 and snap.frames_received == 31
+
+
+def test_latency_window_is_bounded():
+    stats = NodeStats(window=10, clock=FakeClock())
+    for latency in range(1000):
+        stats.record_processed(1.0, float(latency))
+    assert stats.snapshot().latency_p50_ms == pytest.approx(994.5)
+
+
+def snapshot(**overrides):
+    values = dict(frames_received=10, frames_processed=8, frames_dropped_stale=1, frames_dropped_invalid=1,
+                  frames_failed=0, frames_skipped=0, input_rate_hz=10.0, processed_rate_hz=8.0,
+                  latency_p50_ms=40.0, latency_p99_ms=80.0, inference_p50_ms=30.0, interval_s=1.0, new_drops=0,
+                  new_invalid=0, new_failed=0)
+    values.update(overrides)
+    return node_core.StatsSnapshot(**values)
+
+
+def test_diagnostics_values_and_levels():
+    report = node_core.diagnostics_report(snapshot(), backend="torch", device="cpu", model="tiny.pt",
+                                          input_topic="/segmentation/image")
+    values = dict(report.values)
+    assert report.level == node_core.OK and report.message == "segmenting at 8.0 Hz"
+    assert values["input rate (Hz)"] == "10.00" and values["processed rate (Hz)"] == "8.00"
+    assert values["frames dropped"] == "2" and values["latency p50 (ms)"] == "40.0"
+    assert values["latency p99 (ms)"] == "80.0" and values["backend"] == "torch" and values["device"] == "cpu"
+
+    idle = node_core.diagnostics_report(snapshot(input_rate_hz=0.0, processed_rate_hz=0.0, latency_p50_ms=math.nan),
+                                        backend="torch", device="cpu", model="m", input_topic="/segmentation/image")
+    assert idle.level == node_core.WARN and idle.message == "no images received on /segmentation/image"
+    assert dict(idle.values)["latency p50 (ms)"] == "n/a"
+    invalid = node_core.diagnostics_report(snapshot(new_invalid=3), backend="b", device="d", model="m")
+    assert invalid.level == node_core.WARN and invalid.message == "3 invalid frame(s) dropped"
+    idle = node_core.diagnostics_report(snapshot(processed_rate_hz=0.0, frames_skipped=5), backend="b",
+                                        device="d", model="m")
+    assert idle.level == node_core.OK and idle.message.startswith("idle: no one subscribes")
+    stuck = node_core.diagnostics_report(snapshot(processed_rate_hz=0.0), backend="b", device="d", model="m")
+    assert stuck.level == node_core.WARN and stuck.message == "receiving images but none processed"
+    failed = node_core.diagnostics_report(snapshot(new_failed=1), backend="b", device="d", model="m")
+    assert failed.level == node_core.ERROR
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline with a real (tiny) Segmenter and real ROS message definitions
+
+
+@pytest.fixture(scope="module")
+def segmenter(tiny_weights):
+    return node_core.create_segmenter(NodeSettings(weights=str(tiny_weights), device="cpu"))[0]
+
+
+def make_pipeline(types, segmenter, classes=CAMVID, **settings):
+    published = []
+    warnings = []
+    stats = NodeStats()
+    pipeline = node_core.SegmentationPipeline(
+        segmenter, classes, NodeSettings(weights="tiny", **settings), stats, image_type=types["sensor_msgs/msg/Image"],
+        info_type=types["bisenetv2_ros/msg/SegmentationInfo"], publish=lambda name, msg: published.append((name, msg)),
+        warn=warnings.append)
+    return pipeline, published, warnings, stats
+
+
+def test_pipeline_outputs_keep_header_and_resolution(types, segmenter):
+    pipeline, published, warnings, stats = make_pipeline(types, segmenter, publish_overlay=True, overlay_alpha=0.5)
+    camera_info = types["sensor_msgs/msg/CameraInfo"]
+    pipeline.camera_info = camera_info(header=header(types, sec=0, frame_id="old"), height=24, width=32,
+                                       distortion_model="plumb_bob", d=np.zeros(5), k=np.eye(3).ravel(),
+                                       r=np.eye(3).ravel(), p=np.zeros(12), binning_x=0, binning_y=0,
+                                       roi=types["sensor_msgs/msg/RegionOfInterest"](0, 0, 0, 0, False))
+    msg = image(types, sec=42, frame_id="front")
+    stats.record_received()
+    assert pipeline.process(FrameItem(msg, time.monotonic() - 0.010)) is True
+    names = [name for name, _ in published]
+    assert names == ["labels", "color", "overlay", "camera_info", "info"]
+    outputs = dict(published)
+    for name, out in outputs.items():
+        assert out.header.stamp.sec == 42 and out.header.stamp.nanosec == 4 and out.header.frame_id == "front", name
+    frame_bgr = np.asarray(msg.data).reshape(24, 32, 3)
+    expected = segmenter.segment(frame_bgr, channel_order="bgr")
+    labels = outputs["labels"]
+    assert (labels.encoding, labels.height, labels.width, labels.step) == ("mono8", 24, 32, 32)
+    assert np.array_equal(np.asarray(labels.data).reshape(24, 32), expected)
+    color = outputs["color"]
+    assert color.encoding == "rgb8" and color.step == 96
+    assert np.array_equal(np.asarray(color.data).reshape(24, 32, 3), CAMVID.lookup_table()[expected])
+    overlay = np.asarray(outputs["overlay"].data).reshape(24, 32, 3).astype(int)
+    reference = frame_bgr[..., ::-1] * 0.5 + CAMVID.lookup_table()[expected] * 0.5
+    assert outputs["overlay"].encoding == "rgb8" and np.abs(overlay - reference).max() <= 1
+    info = outputs["info"]
+    assert (info.model, info.backend, info.frames_received, info.frames_processed, info.frames_dropped) == (
+        "tiny", segmenter.backend_name, 1, 1, 0)
+    assert info.latency_ms >= 10.0 and 0 < info.inference_ms <= info.latency_ms
+    assert len(info.class_fractions) == 11 and info.class_fractions.sum() == pytest.approx(1.0, abs=1e-5)
+    assert outputs["camera_info"].distortion_model == "plumb_bob"
+    assert warnings == []
+
+
+def test_pipeline_optional_outputs_follow_settings(types, segmenter):
+    pipeline, published, _, _ = make_pipeline(types, segmenter, publish_color=False)
+    pipeline.process(FrameItem(image(types, encoding="mono8"), time.monotonic()))
+    assert [name for name, _ in published] == ["labels", "info"]
+    pipeline.settings.update("publish_color", True)  # a runtime change takes effect on the next frame
+    published.clear()
+    pipeline.process(FrameItem(image(types, encoding="rgba8"), time.monotonic()))
+    assert [name for name, _ in published] == ["labels", "color", "info"]
+
+
+def test_pipeline_counts_and_warns_about_bad_frames(types, segmenter):
+    pipeline, published, warnings, stats = make_pipeline(types, segmenter)
+    bad = image(types, encoding="mono8", frame_id="cam7")
+    bad.encoding = "mono16"
+    assert pipeline.process(FrameItem(bad, time.monotonic())) is False
+    truncated = image(types)
+    truncated.data = truncated.data[:100]
+    assert pipeline.process(FrameItem(truncated, time.monotonic())) is False
+    assert published == [] and stats.dropped_invalid == 2 and stats.dropped == 2
+    assert "unsupported image encoding 'mono16'" in warnings[0] and "cam7" in warnings[0]
+    assert "truncated image data: 100 bytes" in warnings[1]
+    assert pipeline.process(FrameItem(image(types), time.monotonic())) is True  # keeps going
+
+
+def test_pipeline_compressed_input(types, segmenter):
+    import cv2
+
+    pipeline, published, _, _ = make_pipeline(types, segmenter)
+    bgr = np.random.default_rng(5).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    ok, png = cv2.imencode(".png", bgr)
+    msg = types["sensor_msgs/msg/CompressedImage"](header=header(types, sec=8), format="png", data=png.reshape(-1))
+    assert pipeline.process(FrameItem(msg, time.monotonic(), compressed=True))
+    labels = dict(published)["labels"]
+    assert (labels.height, labels.width, labels.header.stamp.sec) == (20, 30, 8)
+    assert np.array_equal(np.asarray(labels.data).reshape(20, 30), segmenter.segment(bgr, channel_order="bgr"))
+
+
+def test_classes_file_palette_is_used_for_color(types, segmenter):
+    classes = ClassSet(tuple(f"c{i}" for i in range(11)), tuple((i * 20, 0, 255 - i * 20) for i in range(11)))
+    pipeline, published, _, _ = make_pipeline(types, segmenter, classes=classes)
+    pipeline.process(FrameItem(image(types), time.monotonic()))
+    outputs = dict(published)
+    labels = np.asarray(outputs["labels"].data).reshape(24, 32)
+    assert np.array_equal(np.asarray(outputs["color"].data).reshape(24, 32, 3), classes.lookup_table()[labels])
+
+
+@pytest.mark.parametrize("encoding", ["bgra8", "yuv422"])
+def test_pipeline_overlay_from_padded_non_rgb_frames(types, segmenter, encoding):
+    pipeline, published, _, _ = make_pipeline(types, segmenter, publish_overlay=True, overlay_alpha=1.0)
+    msg = image(types, height=10, width=16, encoding=encoding)
+    info = messages.encoding_info(encoding)
+    rows = np.asarray(msg.data).reshape(10, 16 * info.bytes_per_pixel)
+    msg.data = np.concatenate([rows, np.zeros((10, 3), np.uint8)], axis=1).reshape(-1)  # padded rows
+    msg.step = 16 * info.bytes_per_pixel + 3
+    assert pipeline.process(FrameItem(msg, time.monotonic()))
+    outputs = dict(published)
+    labels = np.asarray(outputs["labels"].data).reshape(10, 16)
+    # alpha 1: the overlay is exactly the colour mask
+    assert np.array_equal(np.asarray(outputs["overlay"].data).reshape(10, 16, 3), CAMVID.lookup_table()[labels])
+
+
+def test_intake_floods_slot_while_worker_is_slow_without_growth():
+    slot, stats = NewestFrameSlot(), NodeStats()
+    intake = node_core.FrameIntake(slot, stats, NodeSettings())
+    release, taken = threading.Event(), []
+
+    def slow_process(item):
+        taken.append(item.msg)
+        release.wait(5)
+
+    worker = FrameWorker(slot, slow_process).start()
+    assert intake.offer("first") == "stored"
+    deadline = time.monotonic() + 5
+    while not taken and time.monotonic() < deadline:
+        time.sleep(0.005)
+    outcomes = [intake.offer(index) for index in range(1000)]
+    assert outcomes[0] == "stored" and set(outcomes[1:]) == {"replaced"}
+    assert slot.take(timeout=0).msg == 999 and not slot.pending  # one slot, newest frame only
+    release.set()
+    assert worker.stop()
+    assert (stats.received, stats.dropped_stale, stats.processed) == (1001, 999, 0)
+
+
+def test_intake_skips_without_subscribers_when_asked():
+    slot, stats = NewestFrameSlot(), NodeStats()
+    listening = {"value": False}
+    settings = NodeSettings(only_when_subscribed=True)
+    intake = node_core.FrameIntake(slot, stats, settings, lambda: listening["value"], clock=lambda: 7.0)
+    assert intake.offer("a") == "skipped" and not slot.pending
+    listening["value"] = True
+    assert intake.offer("b", compressed=True) == "stored"
+    item = slot.take(timeout=0)
+    assert (item.msg, item.arrival, item.compressed) == ("b", 7.0, True)
+    settings.update("only_when_subscribed", False)
+    listening["value"] = False
+    assert intake.offer("c") == "stored"
+    assert (stats.received, stats.skipped, stats.dropped) == (3, 1, 0)

@@ -1,0 +1,149 @@
+"""The rclpy node in-process (ROS 2 Humble or Jazzy with bisenetv2_ros built): parameter descriptors,
+runtime parameter changes, compressed input, bad frames, start-up errors. Skipped without rclpy.
+
+The launch file and the process as a whole are tested in test_launch_node.py.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed: source a ROS 2 Humble/Jazzy setup to run this")
+
+from ros_support import bgr_image, spin_until, use_installed_messages  # noqa: E402
+
+try:
+    use_installed_messages()
+except Exception as error:  # noqa: BLE001
+    pytest.skip(f"bisenetv2_ros messages are not built (colcon build): {error}", allow_module_level=True)
+
+from builtin_interfaces.msg import Time  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+from bisenetv2_ros import node_core  # noqa: E402
+from bisenetv2_ros.node import SegmentationNode  # noqa: E402
+
+RELIABLE = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=10)
+
+
+@pytest.fixture(scope="module")
+def ros():
+    rclpy.init()
+    yield
+    rclpy.try_shutdown()
+
+
+@pytest.fixture
+def make_node(ros, tiny_weights):
+    created = []
+
+    def make(namespace, **parameters):
+        values = {"weights": str(tiny_weights), "device": "cpu", "backend": "torch", **parameters}
+        node = SegmentationNode(namespace=namespace,
+                                parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+        created.append(node)
+        return node
+
+    yield make
+    for node in created:
+        node.close()
+        node.destroy_node()
+
+
+@pytest.fixture
+def probe(ros):
+    node = rclpy.create_node("segmentation_node_test_probe")
+    yield node
+    node.destroy_node()
+
+
+def spin_both(node, probe, condition, timeout=30.0, step=None):
+    from rclpy.executors import SingleThreadedExecutor
+
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    executor.add_node(probe)
+    try:
+        return spin_until(rclpy, executor, condition, timeout, step)
+    finally:
+        executor.remove_node(node)
+        executor.remove_node(probe)
+        executor.shutdown()
+
+
+def test_parameters_have_descriptors(make_node):
+    node = make_node("/descriptor_test")
+    weights = node.describe_parameter("weights")
+    assert weights.read_only and "Checkpoint" in weights.description
+    alpha = node.describe_parameter("overlay_alpha")
+    assert not alpha.read_only
+    assert (alpha.floating_point_range[0].from_value, alpha.floating_point_range[0].to_value) == (0.0, 1.0)
+    height = node.describe_parameter("input_height")
+    assert height.read_only and height.integer_range[0].to_value == node_core.MAX_INPUT_SIDE
+
+
+def test_runtime_parameter_changes(make_node):
+    node = make_node("/runtime_param_test")
+    (result,) = node.set_parameters([Parameter("overlay_alpha", value=0.3)])
+    assert result.successful and node.settings.overlay_alpha == pytest.approx(0.3)
+    (result,) = node.set_parameters([Parameter("publish_overlay", value=True)])
+    assert result.successful and node.settings.publish_overlay is True
+    (result,) = node.set_parameters([Parameter("max_rate_hz", value=-1.0)])
+    assert not result.successful and node.settings.max_rate_hz == 0.0
+    (result,) = node.set_parameters([Parameter("weights", value="/other.pt")])
+    assert not result.successful and result.reason
+
+
+def test_raw_frames_and_a_bad_one(make_node, probe):
+    node = make_node("/raw_test")
+    labels = []
+    probe.create_subscription(Image, "/raw_test/labels", labels.append, RELIABLE)
+    publisher = probe.create_publisher(Image, "/raw_test/image", RELIABLE)
+    bad = bgr_image(Image, Header, Time, sec=1, frame_id="cam", encoding="mono16")
+    # Published until the node has seen one: the first messages may go out before discovery matched.
+    assert spin_both(node, probe, lambda: node.stats.dropped_invalid >= 1, timeout=20,
+                     step=lambda: (publisher.publish(bad), time.sleep(0.05)))
+    invalid = node.stats.dropped_invalid
+    sent = []
+
+    def step():
+        if len(sent) < 50:
+            sent.append(bgr_image(Image, Header, Time, sec=10 + len(sent), frame_id="cam"))
+            publisher.publish(sent[-1])
+            time.sleep(0.02)
+
+    assert spin_both(node, probe, lambda: bool(labels), step=step)
+    assert labels[0].header.frame_id == "cam" and labels[0].header.stamp.sec >= 10
+    assert (labels[0].height, labels[0].width, labels[0].encoding) == (48, 64, "mono8")
+    assert node.worker.alive and node.stats.dropped_invalid == invalid and node.stats.processed >= 1
+
+
+def test_compressed_input(make_node, probe):
+    import cv2
+
+    node = make_node("/compressed_test", input_transport="compressed")
+    labels = []
+    probe.create_subscription(Image, "/compressed_test/labels", labels.append, RELIABLE)
+    publisher = probe.create_publisher(CompressedImage, "/compressed_test/image/compressed", RELIABLE)
+    ok, png = cv2.imencode(".png", np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    msg = CompressedImage(header=Header(stamp=Time(sec=7, nanosec=9), frame_id="cam_c"), format="png",
+                          data=png.tobytes())
+    assert spin_both(node, probe, lambda: bool(labels), step=lambda: publisher.publish(msg))
+    assert (labels[0].height, labels[0].width, labels[0].header.stamp.sec, labels[0].header.frame_id) == (
+        30, 40, 7, "cam_c")
+
+
+def test_startup_error_is_one_line(ros, tmp_path):
+    with pytest.raises(node_core.StartupError) as caught:
+        SegmentationNode(namespace="/startup_error_test",
+                         parameter_overrides=[Parameter("weights", value=str(tmp_path / "missing.pt"))])
+    assert "missing.pt" in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(node_core.StartupError, match="backend"):
+        SegmentationNode(namespace="/startup_error_test2",
+                         parameter_overrides=[Parameter("backend", value="cuda")])
