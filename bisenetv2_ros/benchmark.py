@@ -71,7 +71,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from .segmenter import Segmenter
 
-    torch.set_num_threads(max(1, _cores()))
     weights, note = _weights(args.weights)
     with tempfile.TemporaryDirectory() as scratch:
         if weights is None:
