@@ -192,3 +192,31 @@ def test_export_makes_a_small_deploy_checkpoint(stripes, tmp_path):
     assert info.train_resolution == (32, 48) and model(torch.zeros(1, 3, 32, 48)).shape == (1, 3, 32, 48)
     with pytest.raises(SystemExit, match="--tensorrt needs --onnx"):
         export_main([str(tmp_path / "run" / "best.pt"), str(tmp_path / "d2.pt"), "--tensorrt", "x.engine"])
+
+
+def test_bf16_autocast_runs_on_cpu(stripes, tmp_path):
+    result = Trainer(_tiny_config(stripes, tmp_path / "bf16", 2, amp="bf16"), progress=False).train()
+    assert result["iteration"] == 2 and all(math.isfinite(v) for v in _losses(tmp_path / "bf16"))
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, data_root: str, out_dir: str) -> None:
+    import os
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world_size),
+                       "RANK": str(rank), "LOCAL_RANK": str(rank)})
+    trainer = Trainer(_tiny_config(Path(data_root), Path(out_dir), 2, sync_bn=True), progress=False)
+    trainer.train()
+    torch.save({k: v for k, v in trainer.model.named_parameters()}, Path(out_dir) / f"params{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow  # two processes: ~25 s on a busy 2-core box
+def test_two_process_ddp_keeps_replicas_identical(stripes, tmp_path):
+    import socket
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(stripes), str(tmp_path / "ddp")), nprocs=2, join=True)
+    p0, p1 = (torch.load(tmp_path / "ddp" / f"params{r}.pt") for r in (0, 1))
+    assert p0.keys() == p1.keys() and all(torch.equal(p0[k], p1[k]) for k in p0)
+    assert load_checkpoint(tmp_path / "ddp" / "latest.pt").training_state["iteration"] == 2

@@ -192,8 +192,10 @@ class Trainer:
             pending_rng = self._load_latest()
         self.net: nn.Module = self.model
         if self.env.world_size > 1:
-            if run.sync_bn:
+            if run.sync_bn and self.env.device.type == "cuda":
                 self.net = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            elif run.sync_bn and self.env.main:
+                print("run.sync_bn ignored: SyncBatchNorm needs CUDA; batch norm stays per process", flush=True)
             self.net = nn.parallel.DistributedDataParallel(
                 self.net, device_ids=[self.env.local_rank] if self.env.device.type == "cuda" else None)
         sampler = ResumableSampler(len(self.train_set), self.local_batch, run.seed, self.iteration,
@@ -327,7 +329,7 @@ class Trainer:
                         last_summary = summary
                         record = {"iteration": self.iteration, "val_miou": summary["miou"],
                                   "val_pixel_accuracy": summary["pixel_accuracy"],
-                                  "val_frames": summary.get("pixels") and (self.config.data.val_limit or len(self.val_set))}
+                                  "val_frames": min(self.config.data.val_limit or len(self.val_set), len(self.val_set))}
                         self._log({**record, "per_class_iou": summary["per_class_iou"]})
                         self.history.append({"iteration": self.iteration, "val_miou": summary["miou"]})
                         message = f"iteration {self.iteration}: val mIoU {100 * summary['miou']:.2f}%"
