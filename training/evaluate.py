@@ -157,7 +157,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="auto", help="Segmenter backend for the plain protocol")
     parser.add_argument("--output", default=None, help="write the JSON result here")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from training.datasets import build_dataset
 
