@@ -1,0 +1,222 @@
+"""Training: config, weight-decay groups, poly schedule, OHEM, loss falls, exact resume, export."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bisenetv2_ros.checkpoint import load_checkpoint, load_model
+from bisenetv2_ros.classes import IGNORE_INDEX
+from bisenetv2_ros.model import BiSeNetV2, BiSeNetV2Config
+from training.config import TrainConfig, load_config
+from training.export import main as export_main
+from training.losses import BoosterLoss, OhemCrossEntropy, ohem_keep_mask
+from training.train import Trainer, param_groups, poly_lambda
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_paper_configs_load_with_the_paper_defaults():
+    for name in ("cityscapes", "camvid", "camvid_cpu"):
+        config = load_config(REPO / "training" / "configs" / f"{name}.yaml")
+        assert config.optim.momentum == 0.9 and config.optim.poly_power == 0.9
+        assert config.optim.weight_decay == 5e-4 and config.loss.ohem_threshold == 0.7
+        assert config.loss.ohem_min_kept_fraction == 1 / 16 and config.data.scales == [0.75, 1.0, 1.25, 1.5, 1.75, 2.0]
+    cityscapes = load_config(REPO / "training/configs/cityscapes.yaml")
+    assert (cityscapes.run.iterations, cityscapes.run.batch_size, cityscapes.optim.lr) == (150_000, 16, 0.05)
+    assert cityscapes.data.crop_size == [1024, 2048] and cityscapes.data.train_size == [512, 1024]
+    camvid = load_config(REPO / "training/configs/camvid.yaml")
+    assert camvid.run.iterations == 10_000 and camvid.data.crop_size == [720, 960]
+
+
+def test_overrides_and_unknown_keys():
+    config = load_config(REPO / "training/configs/camvid.yaml", ["optim.lr=0.01", "data.crop_size=[64, 96]",
+                                                                 "run.amp=none"])
+    assert config.optim.lr == 0.01 and config.data.crop_size == [64, 96] and config.run.amp == "none"
+    with pytest.raises(ValueError, match="unknown keys \\['lrr'\\] in config section 'optim'"):
+        load_config(None, ["optim.lrr=0.1"])
+    with pytest.raises(ValueError, match="section.key=value"):
+        load_config(None, ["lr=0.1"])
+    with pytest.raises(ValueError, match="run.amp must be"):
+        load_config(None, ["run.amp=fp8"])
+
+
+def test_weight_decay_applies_to_convolution_weights_only():
+    model = BiSeNetV2(BiSeNetV2Config(num_classes=3, width_multiplier=0.25, head_channels=8, aux_head_channels=8))
+    decay, no_decay = param_groups(model, 5e-4)
+    conv_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Conv2d)}
+    assert {id(p) for p in decay["params"]} == conv_weights and decay["weight_decay"] == 5e-4
+    assert no_decay["weight_decay"] == 0.0
+    bn_and_bias = {id(m.weight) for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
+    bn_and_bias |= {id(m.bias) for m in model.modules() if getattr(m, "bias", None) is not None}
+    assert {id(p) for p in no_decay["params"]} == bn_and_bias
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_poly_schedule_with_warmup():
+    factor = poly_lambda(100, 0.9, warmup_iters=10, warmup_ratio=0.1)
+    assert factor(0) == pytest.approx(0.1) and factor(5) == pytest.approx(0.55)
+    assert factor(10) == pytest.approx(0.9 ** 0.9) and factor(50) == pytest.approx(0.5 ** 0.9)
+    assert factor(100) == 0.0
+    assert poly_lambda(100, 0.9)(0) == 1.0
+
+
+def test_ohem_keeps_hard_pixels_or_at_least_the_minimum():
+    threshold_loss = -math.log(0.7)  # ~0.357
+    losses = torch.full((4, 40), 0.1)  # 160 pixels, 16 of them ignored below
+    valid = torch.ones(4, 40, dtype=torch.bool)
+    valid[0, :16] = False
+    losses[0, :16] = 9.0  # ignored pixels are never kept, however large their loss
+    losses[1, :3] = torch.tensor([1.0, 2.0, 3.0])  # 3 hard pixels < 144 / 16 = 9 -> keep the 9 largest
+    losses[2, :5] = torch.tensor([0.3, 0.29, 0.28, 0.27, 0.26])
+    losses[3, :4] = torch.tensor([0.25, 0.24, 0.23, 0.22])
+    keep = ohem_keep_mask(losses, valid, 0.7, 1 / 16)
+    assert int(keep.sum()) == 9
+    assert keep[1, :3].all() and keep[2, :5].all() and keep[3, 0] and not keep[3, 1]
+    assert not keep[0, :16].any()
+    losses[3, :20] = threshold_loss + 0.01  # 23 hard pixels >= 9: all hard ones, nothing else
+    keep = ohem_keep_mask(losses, valid, 0.7, 1 / 16)
+    assert int(keep.sum()) == 23 and keep[3, :20].all() and keep[1, :3].all()
+
+
+def test_ohem_loss_value_and_booster_sum():
+    logits = torch.zeros(1, 2, 1, 4)
+    logits[0, 0, 0, :2] = 5.0  # pixels 0, 1 confidently class 0
+    target = torch.tensor([[[0, 0, 1, IGNORE_INDEX]]])
+    criterion = OhemCrossEntropy(0.7, 1 / 16)
+    # Pixel 2 (true class 1, probability e^0/(e^0+e^0)... = 0.5 < 0.7) is the only hard one.
+    assert criterion(logits, target).item() == pytest.approx(math.log(2), rel=1e-5)
+    plain = OhemCrossEntropy(enabled=False)(logits, target).item()
+    assert plain == pytest.approx((2 * math.log(1 + math.exp(-5)) + math.log(2)) / 3, rel=1e-5)
+    total, parts = BoosterLoss(criterion, aux_weight=0.5)((logits, [logits, logits]), target)
+    assert total.item() == pytest.approx(2 * math.log(2), rel=1e-5) and set(parts) == {
+        "loss", "loss_main", "loss_aux0", "loss_aux1"}
+    all_ignored = torch.full_like(target, IGNORE_INDEX)
+    assert criterion(logits.requires_grad_(), all_ignored).item() == 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Short real training runs on a synthetic, learnable folder dataset
+
+
+def _synthetic_folder(root: Path, count: int = 6) -> Path:
+    """Stripes: class 0 dark, class 1 bright, class 2 mid-grey; learnable from colour alone."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("dark\nbright\nmid\n")
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        label = np.zeros((32, 48), dtype=np.uint8)
+        cuts = sorted(rng.integers(4, 44, size=2))
+        label[:, cuts[0]:cuts[1]] = 1
+        label[:, cuts[1]:] = 2
+        label[:2] = IGNORE_INDEX
+        image = np.choose(label.clip(0, 2), [20, 230, 120]).astype(np.uint8)
+        image = np.repeat(image[..., None], 3, axis=2) + rng.integers(0, 20, (32, 48, 3), dtype=np.uint8)
+        for split in ("train", "val"):
+            (root / split / "images").mkdir(parents=True, exist_ok=True)
+            (root / split / "labels").mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(root / split / "images" / f"{i:03d}.png"), image)
+            cv2.imwrite(str(root / split / "labels" / f"{i:03d}.png"), label)
+    return root
+
+
+def _tiny_config(data_root: Path, out_dir: Path, iterations: int, **run) -> TrainConfig:
+    overrides = {
+        "model": {"width_multiplier": 0.25, "head_channels": 16, "aux_head_channels": 8},
+        "data": {"dataset": "folder", "root": str(data_root), "scales": [1.0, 1.25], "crop_size": [32, 48],
+                 "eval_size": [32, 48], "workers": 0},
+        "optim": {"lr": 0.02, "warmup_iters": 2},
+        "run": {"iterations": iterations, "batch_size": 4, "device": "cpu", "threads": 1, "deterministic": True,
+                "out_dir": str(out_dir), "log_every": 1, "eval_every": 1000, "checkpoint_every": 3, **run},
+    }
+    return TrainConfig.from_dict(overrides)
+
+
+@pytest.fixture(scope="module")
+def stripes(tmp_path_factory) -> Path:
+    return _synthetic_folder(tmp_path_factory.mktemp("stripes"))
+
+
+def _losses(out_dir: Path) -> list[float]:
+    import json
+    return [r["loss"] for r in map(json.loads, (out_dir / "log.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+def test_a_few_iterations_make_the_loss_fall(stripes, tmp_path):
+    result = Trainer(_tiny_config(stripes, tmp_path / "run", 12), progress=False).train()
+    losses = _losses(tmp_path / "run")
+    assert len(losses) == 12 and result["iteration"] == 12
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+    assert 0.0 <= result["best_miou"] <= 1.0 and (tmp_path / "run" / "best.pt").is_file()
+    checkpoint = load_checkpoint(tmp_path / "run" / "latest.pt")
+    assert checkpoint.kind == "train" and checkpoint.training_state["iteration"] == 12
+    assert checkpoint.info.classes.names[:3] == ("dark", "bright", "mid")
+    assert checkpoint.info.train_resolution == (32, 48)
+
+
+def test_killed_and_resumed_run_ends_with_identical_weights(stripes, tmp_path):
+    Trainer(_tiny_config(stripes, tmp_path / "full", 6), progress=False).train()
+    # "Kill" after 3 iterations: a run configured for 6 that stops at its iteration-3 checkpoint.
+    first = Trainer(_tiny_config(stripes, tmp_path / "split", 6), progress=False)
+    first.config.run.iterations = 3  # stop early, but the poly schedule stays the 6-iteration one
+    first.train()
+    assert load_checkpoint(tmp_path / "split" / "latest.pt").training_state["iteration"] == 3
+    Trainer(_tiny_config(stripes, tmp_path / "split", 6), resume=True, progress=False).train()
+    full = load_checkpoint(tmp_path / "full" / "latest.pt")
+    resumed = load_checkpoint(tmp_path / "split" / "latest.pt")
+    assert full.state_dict.keys() == resumed.state_dict.keys()
+    for key, value in full.state_dict.items():
+        assert torch.equal(value, resumed.state_dict[key]), key
+    momentum = lambda c: [s["momentum_buffer"] for s in c.training_state["optimizer"]["state"].values()]
+    assert all(torch.equal(a, b) for a, b in zip(momentum(full), momentum(resumed)))
+    assert _losses(tmp_path / "full") == _losses(tmp_path / "split")
+
+
+def test_export_makes_a_small_deploy_checkpoint(stripes, tmp_path):
+    Trainer(_tiny_config(stripes, tmp_path / "run", 3, eval_every=3), progress=False).train()
+    out = export_main([str(tmp_path / "run" / "best.pt"), str(tmp_path / "deploy.pt"), "--half",
+                       "--metric", "test_miou=0.5"])
+    deploy = load_checkpoint(out)
+    assert deploy.kind == "deploy" and deploy.training_state is None
+    assert not any(k.startswith("aux_heads.") for k in deploy.state_dict) and not deploy.config.aux_heads
+    assert deploy.info.metrics["test_miou"] == 0.5 and "val_miou" in deploy.info.metrics
+    assert "config" not in deploy.info.provenance and deploy.info.provenance["source"] == "training/train.py"
+    assert out.stat().st_size < 0.5 * (tmp_path / "run" / "best.pt").stat().st_size
+    model, info = load_model(out)
+    assert info.train_resolution == (32, 48) and model(torch.zeros(1, 3, 32, 48)).shape == (1, 3, 32, 48)
+    with pytest.raises(SystemExit, match="--tensorrt needs --onnx"):
+        export_main([str(tmp_path / "run" / "best.pt"), str(tmp_path / "d2.pt"), "--tensorrt", "x.engine"])
+
+
+def test_bf16_autocast_runs_on_cpu(stripes, tmp_path):
+    result = Trainer(_tiny_config(stripes, tmp_path / "bf16", 2, amp="bf16"), progress=False).train()
+    assert result["iteration"] == 2 and all(math.isfinite(v) for v in _losses(tmp_path / "bf16"))
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, data_root: str, out_dir: str) -> None:
+    import os
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world_size),
+                       "RANK": str(rank), "LOCAL_RANK": str(rank)})
+    trainer = Trainer(_tiny_config(Path(data_root), Path(out_dir), 2, sync_bn=True), progress=False)
+    trainer.train()
+    torch.save({k: v for k, v in trainer.model.named_parameters()}, Path(out_dir) / f"params{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow  # two processes: ~25 s on a busy 2-core box
+def test_two_process_ddp_keeps_replicas_identical(stripes, tmp_path):
+    import socket
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(stripes), str(tmp_path / "ddp")), nprocs=2, join=True)
+    p0, p1 = (torch.load(tmp_path / "ddp" / f"params{r}.pt") for r in (0, 1))
+    assert p0.keys() == p1.keys() and all(torch.equal(p0[k], p1[k]) for k in p0)
+    assert load_checkpoint(tmp_path / "ddp" / "latest.pt").training_state["iteration"] == 2

@@ -1,0 +1,152 @@
+"""Typed training configuration: YAML file + ``--set section.key=value`` overrides.
+
+Defaults follow the paper (Yu et al., IJCV 2021, Sec. 5): SGD momentum 0.9, lr 5e-2, poly power
+0.9, weight decay 5e-4 on convolution weights only, batch 16, OHEM cross-entropy (Table 4, last row),
+booster heads, random flip / scale {0.75..2.0} / crop, Kaiming init from scratch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+
+@dataclass
+class ModelSection:
+    width_multiplier: float = 1.0
+    depth_multiplier: float = 1.0
+    head_channels: int = 1024  # C_t of the main head (Fig. 7)
+    aux_head_channels: int = 128
+    aux_heads: bool = True
+    ge_depthwise_relu: bool = False
+
+
+@dataclass
+class DataSection:
+    dataset: str = "cityscapes"  # cityscapes | camvid | folder
+    root: str = "data/cityscapes"
+    train_split: str = "train"
+    val_split: str = "val"
+    classes_file: str | None = None  # folder datasets: one class per line (ClassSet.from_file)
+    # Every training image is first resized to base_size (h, w) (null: keep its size), then scaled by
+    # a random factor from `scales`, then randomly cropped to crop_size (padded with ignore if small).
+    base_size: list[int] | None = None
+    scales: list[float] = field(default_factory=lambda: [0.75, 1.0, 1.25, 1.5, 1.75, 2.0])
+    crop_size: list[int] = field(default_factory=lambda: [1024, 2048])
+    # The crop is resized to this (h, w) before the network (Cityscapes: 2048x1024 crop -> 1024x512).
+    train_size: list[int] | None = None
+    hflip: bool = True
+    # Resolution the network runs at for evaluation and deployment (= CheckpointInfo.train_resolution).
+    eval_size: list[int] = field(default_factory=lambda: [1024, 2048])
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    workers: int = 4
+    val_limit: int | None = None  # validate on the first N frames during training (null: all)
+
+
+@dataclass
+class OptimSection:
+    lr: float = 5e-2
+    momentum: float = 0.9
+    weight_decay: float = 5e-4  # convolution weights only
+    poly_power: float = 0.9
+    warmup_iters: int = 0
+    warmup_ratio: float = 0.1  # lr at iteration 0 = lr * warmup_ratio
+
+
+@dataclass
+class LossSection:
+    ohem: bool = True
+    ohem_threshold: float = 0.7  # keep pixels whose true-class probability is below this
+    ohem_min_kept_fraction: float = 1 / 16  # ... and at least this fraction of the valid pixels
+    aux_weight: float = 1.0  # weight of each booster head (alpha in Sec. 4.4)
+
+
+@dataclass
+class RunSection:
+    iterations: int = 150_000
+    batch_size: int = 16  # total over all processes
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: str = "none"  # none | bf16 | fp16
+    sync_bn: bool = False
+    threads: int | None = None  # torch.set_num_threads on CPU
+    deterministic: bool = False
+    out_dir: str = "runs/cityscapes"
+    log_every: int = 20
+    eval_every: int = 5000
+    checkpoint_every: int = 1000
+
+
+@dataclass
+class TrainConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    loss: LossSection = field(default_factory=LossSection)
+    run: RunSection = field(default_factory=RunSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
+        sections = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(sections))
+        if unknown:
+            raise ValueError(f"unknown config sections {unknown}; known: {sorted(sections)}")
+        built = {}
+        for name, f in sections.items():
+            section_cls = f.default_factory  # type: ignore[misc]
+            given = values.get(name) or {}
+            known = {g.name for g in dataclasses.fields(section_cls)}
+            bad = sorted(set(given) - known)
+            if bad:
+                raise ValueError(f"unknown keys {bad} in config section '{name}'; known: {sorted(known)}")
+            built[name] = section_cls(**given)
+        config = cls(**built)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if self.data.dataset not in ("cityscapes", "camvid", "folder"):
+            raise ValueError(f"data.dataset must be cityscapes, camvid or folder, got {self.data.dataset!r}")
+        if self.run.amp not in ("none", "bf16", "fp16"):
+            raise ValueError(f"run.amp must be none, bf16 or fp16, got {self.run.amp!r}")
+        for name in ("crop_size", "eval_size", "base_size", "train_size"):
+            value = getattr(self.data, name)
+            if value is not None and (len(value) != 2 or min(value) < 1):
+                raise ValueError(f"data.{name} must be [height, width], got {value}")
+        if self.run.iterations < 1 or self.run.batch_size < 1:
+            raise ValueError("run.iterations and run.batch_size must be positive")
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ValueError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: a config must be a mapping of sections")
+    for text in overrides or []:
+        keys, value = _parse_override(text)
+        if len(keys) != 2:
+            raise ValueError(f"override {text!r}: use section.key=value (e.g. optim.lr=0.01)")
+        values.setdefault(keys[0], {})
+        if not isinstance(values[keys[0]], dict):
+            raise ValueError(f"override {text!r}: {keys[0]} is not a section")
+        values[keys[0]][keys[1]] = value
+    return TrainConfig.from_dict(values)

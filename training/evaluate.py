@@ -1,0 +1,197 @@
+"""Exact mIoU evaluation: confusion matrix (np.bincount), per-class IoU, pixel accuracy.
+
+Protocol (paper, Sec. 5): each full-resolution frame is resized to the model resolution and the
+logits are upsampled straight back to the full resolution -- exactly what
+``bisenetv2_ros.segmenter.Segmenter`` does, which the plain evaluation goes through. Flip and
+multi-scale testing need logits, so they run the network through ``predict_logits`` with the same
+pre-processing.
+
+    python training/evaluate.py --weights camvid --dataset camvid --root ../shared/data/camvid --split val
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `training` and `bisenetv2_ros` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import json
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bisenetv2_ros.checkpoint import Normalization
+from bisenetv2_ros.classes import IGNORE_INDEX
+
+
+class ConfusionMatrix:
+    """rows = ground truth, columns = prediction; pixels labelled IGNORE_INDEX are skipped."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+
+    def update(self, prediction: np.ndarray, target: np.ndarray) -> None:
+        prediction = np.asarray(prediction).astype(np.int64).ravel()
+        target = np.asarray(target).astype(np.int64).ravel()
+        if prediction.shape != target.shape:
+            raise ValueError(f"prediction and target differ in size: {prediction.size} vs {target.size}")
+        valid = target != IGNORE_INDEX
+        bad = valid & ((target < 0) | (target >= self.num_classes))
+        if bad.any():
+            raise ValueError(f"target holds class ids {sorted(set(target[bad].tolist()))[:10]} outside 0..{self.num_classes - 1}")
+        n = self.num_classes
+        self.matrix += np.bincount(n * target[valid] + prediction[valid], minlength=n * n)[: n * n].reshape(n, n)
+
+    def iou(self) -> np.ndarray:
+        """Per-class IoU; NaN for a class absent from both ground truth and prediction."""
+        tp = np.diag(self.matrix).astype(np.float64)
+        union = self.matrix.sum(0) + self.matrix.sum(1) - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+
+    def miou(self) -> float:
+        iou = self.iou()
+        return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+
+    def pixel_accuracy(self) -> float:
+        total = self.matrix.sum()
+        return float(np.diag(self.matrix).sum() / total) if total else float("nan")
+
+    def summary(self, class_names: Sequence[str]) -> dict:
+        return {
+            "miou": self.miou(),
+            "pixel_accuracy": self.pixel_accuracy(),
+            "per_class_iou": {name: (None if np.isnan(v) else float(v)) for name, v in zip(class_names, self.iou())},
+            "pixels": int(self.matrix.sum()),
+        }
+
+
+def format_table(summary: dict) -> str:
+    lines = [f"{'class':<16} {'IoU':>7}"]
+    for name, value in summary["per_class_iou"].items():
+        lines.append(f"{name:<16} {'   n/a' if value is None else f'{100 * value:6.2f}%'}")
+    lines.append(f"{'mIoU':<16} {100 * summary['miou']:6.2f}%")
+    lines.append(f"{'pixel accuracy':<16} {100 * summary['pixel_accuracy']:6.2f}%")
+    return "\n".join(lines)
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, frames: np.ndarray, input_size: Sequence[int],
+                   normalization: Normalization, flip: bool = False, scales: Sequence[float] = (1.0,),
+                   device: str | torch.device = "cpu") -> torch.Tensor:
+    """NxHxWx3 uint8 RGB frames -> N x C x H x W softmax-averaged scores at the frame resolution.
+
+    Same pre-processing as Segmenter: resize (bilinear) to the model resolution (times each scale),
+    normalise, run, upsample logits to the frame size; flip averages with the mirrored frame.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().to(device)
+    if normalization.channel_order == "bgr":
+        x = x.flip(1)
+    mean = torch.tensor(normalization.mean, device=device).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(normalization.std, device=device).view(1, 3, 1, 1) * 255.0
+    out_size = tuple(frames.shape[1:3])
+    total = None
+    for scale in scales:
+        size = (max(1, int(round(input_size[0] * scale))), max(1, int(round(input_size[1] * scale))))
+        resized = (F.interpolate(x, size=size, mode="bilinear", align_corners=False) - mean) / std
+        variants = [resized, resized.flip(3)] if flip else [resized]
+        for i, inp in enumerate(variants):
+            logits = model(inp, output_size=out_size)
+            if i == 1:
+                logits = logits.flip(3)
+            probs = logits.float().softmax(1) if (flip or len(scales) > 1) else logits.float()
+            total = probs if total is None else total + probs
+    return total
+
+
+def evaluate_model(model: torch.nn.Module, dataset, input_size: Sequence[int], normalization: Normalization,
+                   flip: bool = False, scales: Sequence[float] = (1.0,), limit: int | None = None,
+                   device: str | torch.device = "cpu", progress: bool = False) -> dict:
+    """Confusion-matrix metrics of ``model`` (eval mode) on a dataset yielding (image, label) arrays."""
+    was_training = model.training
+    model.eval()
+    matrix = ConfusionMatrix(len(dataset.classes))
+    indices = range(len(dataset) if limit is None else min(limit, len(dataset)))
+    if progress:
+        from tqdm import tqdm
+        indices = tqdm(indices, desc="evaluate", dynamic_ncols=True)
+    for i in indices:
+        image, label = dataset[i]
+        scores = predict_logits(model, image[None], input_size, normalization, flip, scales, device)
+        matrix.update(scores.argmax(1)[0].cpu().numpy(), label)
+    model.train(was_training)
+    return matrix.summary(dataset.classes.names)
+
+
+def evaluate_segmenter(segmenter, dataset, limit: int | None = None, progress: bool = False) -> dict:
+    """The plain protocol through the deployed pipeline (any backend)."""
+    matrix = ConfusionMatrix(len(dataset.classes))
+    indices = range(len(dataset) if limit is None else min(limit, len(dataset)))
+    if progress:
+        from tqdm import tqdm
+        indices = tqdm(indices, desc="evaluate", dynamic_ncols=True)
+    for i in indices:
+        image, label = dataset[i]
+        matrix.update(segmenter.segment(image, channel_order="rgb"), label)
+    return matrix.summary(dataset.classes.names)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description="Exact mIoU of a checkpoint on a dataset split.")
+    parser.add_argument("--weights", required=True, help="checkpoint path or known weights name")
+    parser.add_argument("--dataset", choices=("cityscapes", "camvid", "folder"), required=True)
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--classes-file", default=None)
+    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                        help="model resolution (default: the checkpoint's training resolution)")
+    parser.add_argument("--flip", action="store_true", help="average with the mirrored frame")
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multi-scale factors")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N frames")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backend", default="auto", help="Segmenter backend for the plain protocol")
+    parser.add_argument("--output", default=None, help="write the JSON result here")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from training.datasets import build_dataset
+
+    dataset = build_dataset(args.dataset, args.root, args.split, args.classes_file)
+    if args.flip or args.scales != [1.0]:
+        from bisenetv2_ros.checkpoint import load_model
+        model, info = load_model(args.weights)
+        model.to(args.device)
+        size = tuple(args.input_size or info.train_resolution or (512, 1024))
+        result = evaluate_model(model, dataset, size, info.normalization, args.flip, args.scales, args.limit,
+                                args.device, progress=True)
+    else:
+        from bisenetv2_ros.segmenter import Segmenter
+        segmenter = Segmenter(args.weights, backend=args.backend, device=args.device,
+                              input_size=tuple(args.input_size) if args.input_size else None)
+        info, size = segmenter.info, segmenter.input_size
+        result = evaluate_segmenter(segmenter, dataset, args.limit, progress=True)
+    if list(info.classes.names) != list(dataset.classes.names):
+        print(f"warning: checkpoint classes {list(info.classes.names)} differ from dataset classes "
+              f"{list(dataset.classes.names)}", file=sys.stderr)
+    result.update({"weights": str(args.weights), "dataset": args.dataset, "split": args.split,
+                   "input_size": list(size), "flip": args.flip, "scales": args.scales,
+                   "frames": len(dataset) if args.limit is None else min(args.limit, len(dataset))})
+    print(format_table(result))
+    text = json.dumps(result, indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    else:
+        print(text)
+    return result
+
+
+if __name__ == "__main__":
+    main()
