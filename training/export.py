@@ -1,7 +1,7 @@
 """Training checkpoint -> deployment checkpoint (no booster heads, optional fp16), ONNX, TensorRT.
 
     python training/export.py /work/runs/camvid_cpu/best.pt bisenetv2_ros/weights/bisenetv2_camvid.pt --half
-    python training/export.py best.pt model.pt --onnx model.onnx [--tensorrt model.engine]
+    python training/export.py best.pt model.pt --onnx model.onnx [--tensorrt ENGINE_CACHE_DIR --frame-size 720x1280]
 
 The deployment checkpoint keeps the classes, normalisation and training resolution of the training
 checkpoint, and its metrics (val mIoU, ...); ``--metrics result.json`` (from training/evaluate.py)
@@ -51,14 +51,14 @@ def export_onnx_file(deploy_path: Path, onnx_path: Path, input_size: Sequence[in
     export_onnx(str(deploy_path), str(onnx_path), **kwargs)
 
 
-def build_engine(onnx_path: Path, engine_path: Path, fp16: bool) -> None:
+def build_engine(onnx_path: Path, cache_dir: Path, precision: str, frame_size: Sequence[int]) -> Path:
     try:
         from bisenetv2_ros import export as package_export
         build = package_export.build_tensorrt_engine
     except (ImportError, AttributeError) as error:
         raise SystemExit(f"TensorRT export needs bisenetv2_ros.export.build_tensorrt_engine, which is not "
                          f"available in this build ({error}).")
-    build(str(onnx_path), str(engine_path), fp16=fp16)
+    return build(str(onnx_path), str(cache_dir), precision=precision, frame_shape=(1, *frame_size))
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
@@ -71,7 +71,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--note", action="append", default=[], metavar="KEY=VALUE", help="add a provenance entry")
     parser.add_argument("--onnx", default=None, help="also export ONNX here")
     parser.add_argument("--onnx-input-size", type=int, nargs=2, default=None, metavar=("H", "W"))
-    parser.add_argument("--tensorrt", default=None, help="also build a TensorRT engine here (needs --onnx)")
+    parser.add_argument("--tensorrt", default=None, metavar="CACHE_DIR",
+                        help="also build a TensorRT engine into this engine cache folder (needs --onnx and a GPU)")
+    parser.add_argument("--engine-precision", default="fp16", choices=("fp32", "fp16"),
+                        help="TensorRT engine precision (int8 calibration: bisenetv2_ros.export)")
+    parser.add_argument("--frame-size", default="720x1280", help="camera frame HxW the engine is built for")
     args = parser.parse_args(argv)
 
     checkpoint = load_checkpoint(args.checkpoint)
@@ -99,8 +103,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
         export_onnx_file(path, Path(args.onnx), args.onnx_input_size)
         print(f"wrote {args.onnx}")
     if args.tensorrt:
-        build_engine(Path(args.onnx), Path(args.tensorrt), fp16=args.half)
-        print(f"wrote {args.tensorrt}")
+        height, width = (int(v) for v in args.frame_size.lower().split("x"))
+        engine = build_engine(Path(args.onnx), Path(args.tensorrt), args.engine_precision, (height, width))
+        print(f"wrote {engine}")
     return path
 
 
