@@ -15,13 +15,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
+from .fileio import atomic_open
 from .classes import CAMVID, CITYSCAPES, ClassSet, default_palette
 from .model import BiSeNetV2, BiSeNetV2Config
 
@@ -202,26 +202,9 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike, half: bool 
             k: (v.half() if v.is_floating_point() and not k.endswith(("running_mean", "running_var")) else v)
             for k, v in data["state_dict"].items()
         }
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp creates the file 0600; give it the mode a plain open() would (0666 minus umask),
-        # so other users (a ROS node run as another user, an installed package) can read it.
-        os.chmod(tmp_name, 0o666 & ~_current_umask())
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(data, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as stream:
+        torch.save(data, stream)
     return path
-
-
-def _current_umask() -> int:
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return umask
 
 
 def _torch_load(path: Path) -> Any:

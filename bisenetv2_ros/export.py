@@ -23,6 +23,7 @@ import torch
 
 from .checkpoint import DEFAULT_WEIGHTS, CheckpointInfo, Normalization, load_model
 from .backends.fused import FusedSegmentation, fold_batchnorm
+from .fileio import write_atomic
 from .model import BiSeNetV2
 
 LOGGER = logging.getLogger("bisenetv2_ros")
@@ -107,7 +108,7 @@ def export_onnx(weights: str | os.PathLike | BiSeNetV2 = DEFAULT_WEIGHTS, out_pa
         model, info = load_model(weights)
     size = tuple(input_size or info.train_resolution or (512, 1024))
     data = fused_onnx_bytes(model.eval(), info.normalization, size, frame_size, channel_order, batch, opset, exporter)
-    return _write_atomic(Path(out_path), data)
+    return write_atomic(Path(out_path), data)
 
 
 def build_tensorrt_engine(onnx_path: str | os.PathLike, cache_dir: str | os.PathLike, precision: str = "fp16",
@@ -123,21 +124,6 @@ def build_tensorrt_engine(onnx_path: str | os.PathLike, cache_dir: str | os.Path
     return build_engine_cached(Path(onnx_path).read_bytes(), Path(cache_dir), precision, tuple(frame_shape),
                                workspace_gib=workspace_gib, calibration_images=calibration_images,
                                name=name or Path(onnx_path).stem)
-
-
-def _write_atomic(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _size(text: str) -> tuple[int, int] | str:

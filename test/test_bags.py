@@ -8,7 +8,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
@@ -23,14 +22,6 @@ Time = TYPESTORE.types["builtin_interfaces/msg/Time"]
 String = TYPESTORE.types["std_msgs/msg/String"]
 H, W = 24, 40
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The test box has 2 shared cores: one intra-op thread avoids spin-wait contention in tiny models."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def rgb_frame(seed: int, height: int = H, width: int = W) -> np.ndarray:

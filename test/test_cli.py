@@ -22,14 +22,6 @@ from conftest import make_tiny_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The test box has 2 shared cores: one intra-op thread avoids spin-wait contention in tiny models."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def random_bgr(seed: int, height: int = 40, width: int = 56) -> np.ndarray:
     rng = np.random.default_rng(seed)

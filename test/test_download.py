@@ -21,14 +21,6 @@ from bisenetv2_ros.model import BiSeNetV2, BiSeNetV2Config
 NAME = "mmseg-cityscapes"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The test box has 2 shared cores: one intra-op thread avoids spin-wait contention in tiny models."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def make_mmseg_checkpoint(path: Path, seed: int = 0) -> tuple[Path, BiSeNetV2]:
     """A random full-width BiSeNetV2 saved in mmsegmentation's layout ({meta, state_dict} with its key

@@ -16,9 +16,10 @@ import logging
 import os
 import re
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
+
+from ..fileio import write_atomic
 
 LOGGER = logging.getLogger("bisenetv2_ros")
 MAGIC = b"BSV2ENGINE\x01"
@@ -58,20 +59,6 @@ def decode_entry(data: bytes) -> tuple[dict[str, Any], bytes]:
     if hashlib.sha256(payload).hexdigest() != digest:
         raise CacheEntryError("payload checksum mismatch")
     return key, payload
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class EngineCache:
