@@ -116,21 +116,24 @@ def evaluate_model(model: torch.nn.Module, dataset, input_size: Sequence[int], n
     """Confusion-matrix metrics of ``model`` (eval mode) on a dataset yielding (image, label) arrays."""
     was_training = model.training
     model.eval()
-    matrix = ConfusionMatrix(len(dataset.classes))
-    indices = range(len(dataset) if limit is None else min(limit, len(dataset)))
-    if progress:
-        from tqdm import tqdm
-        indices = tqdm(indices, desc="evaluate", dynamic_ncols=True)
-    for i in indices:
-        image, label = dataset[i]
+
+    def predict(image):
         scores = predict_logits(model, image[None], input_size, normalization, flip, scales, device)
-        matrix.update(scores.argmax(1)[0].cpu().numpy(), label)
-    model.train(was_training)
-    return matrix.summary(dataset.classes.names)
+        return scores.argmax(1)[0].cpu().numpy()
+
+    try:
+        return _evaluate(dataset, predict, limit, progress)
+    finally:
+        model.train(was_training)
 
 
 def evaluate_segmenter(segmenter, dataset, limit: int | None = None, progress: bool = False) -> dict:
     """The plain protocol through the deployed pipeline (any backend)."""
+    return _evaluate(dataset, lambda image: segmenter.segment(image, channel_order="rgb"), limit, progress)
+
+
+def _evaluate(dataset, predict, limit: int | None, progress: bool) -> dict:
+    """Accumulates one confusion matrix over the dataset; ``predict(image) -> labels``."""
     matrix = ConfusionMatrix(len(dataset.classes))
     indices = range(len(dataset) if limit is None else min(limit, len(dataset)))
     if progress:
@@ -138,7 +141,7 @@ def evaluate_segmenter(segmenter, dataset, limit: int | None = None, progress: b
         indices = tqdm(indices, desc="evaluate", dynamic_ncols=True)
     for i in indices:
         image, label = dataset[i]
-        matrix.update(segmenter.segment(image, channel_order="rgb"), label)
+        matrix.update(predict(image), label)
     return matrix.summary(dataset.classes.names)
 
 
