@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import messages
+from .classes import colorize
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -149,7 +150,7 @@ def segment_bag(segmenter, bag: Path, output: Path, topic: str | None = None, ba
                         summary.copied += 1
                         continue
                     label = next(labels)
-                    colors = messages.colorize(label, lookup_table)
+                    colors = colorize(label, lookup_table)
                     for conn, msg in ((labels_conn, messages.labels_to_image(image_type, label, payload)),
                                       (color_conn, messages.array_to_image(image_type, payload, colors, "rgb8"))):
                         writer.write(conn, timestamp, typestore.serialize_cdr(msg, IMAGE_TYPE))

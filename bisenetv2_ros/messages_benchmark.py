@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from . import messages
-from .classes import CAMVID
+from .classes import CAMVID, colorize
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,12 +62,12 @@ def run(args: argparse.Namespace) -> int:
     table = CAMVID.lookup_table()
     labels = rng.integers(0, len(CAMVID), (height, width)).astype(np.uint8)
     frame, order = messages.image_to_frame(msg)
-    colors = messages.colorize(labels, table)
+    colors = colorize(labels, table)
     repeats = args.repeats
 
     steps: dict[str, Callable[[], object]] = {
         "decode (Image -> frame)": lambda: messages.image_to_frame(msg),
-        "colorize (palette lookup)": lambda: messages.colorize(labels, table),
+        "colorize (palette lookup)": lambda: colorize(labels, table),
         "class fractions + info message": lambda: messages.info_message(
             Info, header, model="m", backend="b", device="d", inference_ms=0, latency_ms=0, frames_received=1,
             frames_processed=1, frames_dropped=0, fractions=messages.class_fractions(labels, len(CAMVID))),
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
     def whole_frame(msg_type):
         frame_, order_ = messages.image_to_frame(msg)
-        colors_ = messages.colorize(labels, table)
+        colors_ = colorize(labels, table)
         out = [messages.labels_to_image(msg_type, labels, header),
                messages.array_to_image(msg_type, header, colors_, "rgb8")]
         if not args.no_overlay:

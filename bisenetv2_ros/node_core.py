@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from . import messages
+from .classes import colorize
 from .checkpoint import DEFAULT_WEIGHTS
 
 # --------------------------------------------------------------------------------------------
@@ -551,7 +552,7 @@ class SegmentationPipeline:
         settings = self.settings
         colors = None
         if settings.publish_color or settings.publish_overlay:
-            colors = messages.colorize(labels, self._lookup_table)
+            colors = colorize(labels, self._lookup_table)
         if settings.publish_color:
             self.publish("color", messages.array_to_image(self.image_type, header, colors, "rgb8"))
         if settings.publish_overlay:

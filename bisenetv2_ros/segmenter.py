@@ -19,7 +19,7 @@ import numpy as np
 
 from .backends import CHANNEL_ORDERS, Backend, create_backend
 from .checkpoint import DEFAULT_WEIGHTS, load_model
-from .classes import ClassSet
+from .classes import ClassSet, colorize
 
 
 class Segmenter:
@@ -74,7 +74,7 @@ class Segmenter:
             if not np.issubdtype(labels.dtype, np.integer) or (labels.size and (labels.min() < 0 or labels.max() > 255)):
                 raise ValueError(f"labels must be integer class ids in 0..255, got {labels.dtype}")
             labels = labels.astype(np.uint8)
-        return self._lut[labels]
+        return colorize(labels, self._lut)
 
     def overlay(self, frame: np.ndarray, labels: np.ndarray, alpha: float = 0.5, channel_order: str = "rgb") -> np.ndarray:
         """Alpha blend of the palette over the frame, in the frame's channel order."""

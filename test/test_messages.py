@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bisenetv2_ros import messages
-from bisenetv2_ros.classes import CAMVID
+from bisenetv2_ros.classes import CAMVID, colorize
 
 rosbags_typesys = pytest.importorskip("rosbags.typesys", reason="rosbags is needed for ROS message definitions")
 
@@ -216,7 +216,7 @@ def test_colorize_matches_palette_indexing():
     table = CAMVID.lookup_table()
     labels = np.random.default_rng(2).integers(0, 11, (37, 53)).astype(np.uint8)
     labels[0, :5] = 255
-    colors = messages.colorize(labels[:, 3:], table)  # non-contiguous input
+    colors = colorize(labels[:, 3:], table)  # non-contiguous input
     assert np.array_equal(colors, table[labels[:, 3:]])
     assert np.array_equal(colors[0, 0], [0, 0, 0]) and np.array_equal(colors[1, 0], table[labels[1, 3]])
 
@@ -224,7 +224,7 @@ def test_colorize_matches_palette_indexing():
 def test_color_and_overlay_messages(types):
     Image = types["sensor_msgs/msg/Image"]
     labels = np.array([[0, 3], [8, 255]], np.uint8)
-    colors = messages.colorize(labels, CAMVID.lookup_table())
+    colors = colorize(labels, CAMVID.lookup_table())
     header = make_header(types)
     color_msg = messages.array_to_image(Image, header, colors, "rgb8")
     assert (color_msg.encoding, color_msg.step, color_msg.height, color_msg.width) == ("rgb8", 6, 2, 2)
