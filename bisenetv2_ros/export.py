@@ -35,13 +35,14 @@ EXPORTERS = ("legacy", "dynamo")
 def fused_onnx_bytes(model: BiSeNetV2, normalization: Normalization, input_size: tuple[int, int],
                      frame_size: tuple[int, int] | str | None = "dynamic", channel_order: str = "rgb",
                      batch: int | None = None, opset: int = MIN_OPSET, exporter: str = "legacy",
-                     fold_bn: bool = True) -> bytes:
+                     fold_bn: bool = True, channels_last_tail: bool = False) -> bytes:
     """The fused pipeline as a serialized ONNX model.
 
     Input ``frames`` uint8 (N, H, W, 3), output ``labels`` uint8 (N, H, W). frame_size: (H, W) for a
     fixed frame size, or "dynamic" (or None) for any size. batch: a fixed N, or None for a dynamic N.
     exporter: "legacy" (TorchScript-based; about 40x quicker to export here, same graph speed) or
-    "dynamo" (torch.export-based).
+    "dynamo" (torch.export-based). channels_last_tail: rewrite the logits upsampling and argmax to
+    run channels-last (see ``channels_last_tail_onnx``); faster on ONNX Runtime's CPU provider.
     """
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET} (the fused graph uses opset-17 operators), got {opset}")
@@ -76,8 +77,56 @@ def fused_onnx_bytes(model: BiSeNetV2, normalization: Normalization, input_size:
                 path = Path(folder) / "model.onnx"
                 program.save(str(path))
                 data = path.read_bytes()
+    if channels_last_tail:
+        data = channels_last_tail_onnx(data)
     check_onnx(data)
     return data
+
+
+def channels_last_tail_onnx(data: bytes) -> bytes:
+    """Rewrites ``Resize(logits) -> ArgMax(axis=1)`` to ``Transpose -> Resize -> ArgMax(axis=3)``.
+
+    Same labels, computed channels-last: only the small 1/8 logits are transposed, and ONNX Runtime's
+    CPU Resize and ArgMax are both faster with the classes innermost (about 16 ms instead of 32 ms
+    for 19 classes at 1024x512 on a 2-core x86 box). The Resize keeps its attributes; its target
+    sizes are permuted to NHWC by a Gather, so dynamic frame sizes keep working. TensorRT gets the
+    plain graph: this is a CPU layout choice.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    import numpy as np
+
+    model = onnx.load_from_string(data)
+    graph = model.graph
+    producers = {output: node for node in graph.node for output in node.output}
+    consumers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    argmaxes = [node for node in graph.node if node.op_type == "ArgMax"]
+    argmax = argmaxes[0] if len(argmaxes) == 1 else None
+    resize = producers.get(argmax.input[0]) if argmax is not None else None
+    attributes = {a.name: helper.get_attribute_value(a) for a in argmax.attribute} if argmax is not None else {}
+    if (resize is None or resize.op_type != "Resize" or consumers.get(resize.output[0]) != 1
+            or attributes.get("axis") != 1 or len(resize.input) != 4 or not resize.input[3]):
+        raise ValueError("channels_last_tail_onnx: the graph does not end in Resize(sizes) -> ArgMax(axis=1)")
+    nodes = list(graph.node)
+    position = nodes.index(resize)
+    logits, sizes = resize.input[0], resize.input[3]
+    permutation = "channels_last_tail_permutation"
+    graph.initializer.append(numpy_helper.from_array(np.array([0, 2, 3, 1], dtype=np.int64), permutation))
+    transpose = helper.make_node("Transpose", [logits], [logits + "_nhwc"], perm=[0, 2, 3, 1],
+                                 name="channels_last_tail/Transpose")
+    gather = helper.make_node("Gather", [sizes, permutation], [sizes + "_nhwc"], axis=0,
+                              name="channels_last_tail/Gather")
+    resize.input[0], resize.input[3] = logits + "_nhwc", sizes + "_nhwc"
+    for attribute in argmax.attribute:
+        if attribute.name == "axis":
+            attribute.i = 3
+    del graph.node[:]
+    graph.node.extend(nodes[:position] + [transpose, gather] + nodes[position:])
+    return model.SerializeToString()
 
 
 def check_onnx(data: bytes | os.PathLike | str) -> None:
@@ -94,10 +143,11 @@ def check_onnx(data: bytes | os.PathLike | str) -> None:
 def export_onnx(weights: str | os.PathLike | BiSeNetV2 = DEFAULT_WEIGHTS, out_path: str | os.PathLike = "bisenetv2.onnx",
                 input_size: tuple[int, int] | None = None, frame_size: tuple[int, int] | str | None = "dynamic",
                 opset: int = MIN_OPSET, channel_order: str = "rgb", batch: int | None = None,
-                exporter: str = "legacy", info: CheckpointInfo | None = None) -> Path:
+                exporter: str = "legacy", info: CheckpointInfo | None = None, channels_last_tail: bool = False) -> Path:
     """Writes the fused pipeline of a checkpoint (path or known name; or a model plus ``info``) as ONNX.
 
     input_size: the network resolution (default: the checkpoint's training resolution, else 512x1024).
+    channels_last_tail: faster on ONNX Runtime's CPU provider (see ``channels_last_tail_onnx``).
     Returns the path. The file is written atomically and passes ``onnx.checker``.
     """
     if isinstance(weights, BiSeNetV2):
@@ -107,7 +157,8 @@ def export_onnx(weights: str | os.PathLike | BiSeNetV2 = DEFAULT_WEIGHTS, out_pa
     else:
         model, info = load_model(weights)
     size = tuple(input_size or info.train_resolution or (512, 1024))
-    data = fused_onnx_bytes(model.eval(), info.normalization, size, frame_size, channel_order, batch, opset, exporter)
+    data = fused_onnx_bytes(model.eval(), info.normalization, size, frame_size, channel_order, batch, opset, exporter,
+                            channels_last_tail=channels_last_tail)
     return write_atomic(Path(out_path), data)
 
 
@@ -146,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="fixed batch size (default: dynamic)")
     parser.add_argument("--opset", type=int, default=MIN_OPSET)
     parser.add_argument("--exporter", choices=EXPORTERS, default="legacy")
+    parser.add_argument("--channels-last-tail", action="store_true",
+                        help="upsample and argmax channels-last: faster on ONNX Runtime CPU (leave off for TensorRT)")
     parser.add_argument("--tensorrt", choices=("fp32", "fp16", "int8"), default=None,
                         help="also prebuild a TensorRT engine of this precision (build only, nothing is run)")
     parser.add_argument("--engine-cache", default="engines", help="engine cache folder for --tensorrt")
@@ -153,9 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     path = export_onnx(args.weights, args.out, args.input_size, args.frame_size, args.opset, args.channel_order,
-                       args.batch, args.exporter)
+                       args.batch, args.exporter, channels_last_tail=args.channels_last_tail)
     print(f"wrote {path}")
     if args.tensorrt:
+        if args.channels_last_tail:
+            parser.error("--channels-last-tail is a CPU layout; build TensorRT engines from the plain graph")
         if args.frame_size == "dynamic":
             parser.error("--tensorrt needs a fixed --frame-size HxW (engines are built for one shape)")
         engine = build_tensorrt_engine(path, args.engine_cache, args.tensorrt, (args.batch or 1, *args.frame_size),

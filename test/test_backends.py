@@ -189,3 +189,25 @@ def test_tensorrt_parity_and_engine_cache(tiny_weights, segmenters, tmp_path, pr
     assert len(list(tmp_path.glob("*.engine"))) == 1
     again = Segmenter(tiny_weights, backend="tensorrt", device="cuda", precision=precision, engine_cache_dir=tmp_path)
     assert np.array_equal(again.segment_batch(frames), seg.segment_batch(frames))
+
+
+def test_onnxruntime_frames_at_the_model_size_get_a_graph_without_resize(tiny_weights, tiny):
+    seg = Segmenter(tiny_weights, backend="onnxruntime", device="cpu")
+    backend = seg.backend
+    height, width = seg.input_size
+    assert backend.graph_shape((2, height, width)) == (None, height, width)
+    assert backend.graph_shape((1, height + 1, width)) is None
+    at_size = random_frames((2, height, width), seed=3)
+    other = random_frames((1, 75, 130), seed=4)
+    for frames in (at_size, other, at_size[:1]):
+        expected = reference_labels(*tiny, seg.input_size, frames)
+        assert (seg.segment_batch(frames) == expected).mean() >= 0.995
+    graphs = {key[1] for key in backend._sessions}
+    assert graphs == {None, (None, height, width)}  # one dynamic graph, one fixed-size graph for any batch
+    fixed = backend._sessions[("rgb", (None, height, width))]
+    import onnx  # the fixed graph resizes nothing but the logits
+    resizes = [n for n in onnx.load_from_string(backend.onnx_bytes("rgb", (None, height, width))).graph.node
+               if n.op_type == "Resize"]
+    dynamic_resizes = [n for n in onnx.load_from_string(backend.onnx_bytes("rgb", None)).graph.node if n.op_type == "Resize"]
+    assert len(dynamic_resizes) == len(resizes) + 1
+    assert fixed.get_inputs()[0].shape[1:] == [height, width, 3]

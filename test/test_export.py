@@ -70,3 +70,51 @@ def test_export_command_line(tiny_weights, tmp_path, capsys):
     assert f"wrote {out}" in capsys.readouterr().out
     dims = [d.dim_value for d in onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim]
     assert dims[1:] == [64, 80, 3]
+
+
+@pytest.mark.parametrize("frame_size", ["dynamic", (90, 120)])
+def test_channels_last_tail_gives_the_same_labels(tiny_weights, tmp_path, frame_size):
+    from bisenetv2_ros.export import channels_last_tail_onnx, fused_onnx_bytes
+
+    model, info = load_model(tiny_weights)
+    plain = fused_onnx_bytes(model, info.normalization, (64, 96), frame_size)
+    rewritten = channels_last_tail_onnx(plain)
+    check_onnx(rewritten)
+    graph = onnx.load_from_string(rewritten).graph
+    (argmax,) = [n for n in graph.node if n.op_type == "ArgMax"]
+    assert onnx.helper.get_attribute_value(next(a for a in argmax.attribute if a.name == "axis")) == 3
+    transposes = [n for n in graph.node if n.name == "channels_last_tail/Transpose"]
+    assert len(transposes) == 1 and list(transposes[0].attribute[0].ints) == [0, 2, 3, 1]
+    shapes = [(1, 90, 120, 3)] if frame_size != "dynamic" else [(1, 90, 120, 3), (2, 61, 203, 3)]
+    for shape in shapes:
+        frames = frames_of(shape, seed=shape[2])
+        expected = make_session(plain).run(None, {"frames": frames})[0]
+        got = make_session(rewritten).run(None, {"frames": frames})[0]
+        assert got.shape == shape[:3] and len(np.unique(expected)) >= 2
+        assert np.array_equal(got, expected)
+
+
+def test_channels_last_tail_rejects_a_graph_without_the_pattern(tiny_weights):
+    from bisenetv2_ros.export import channels_last_tail_onnx, fused_onnx_bytes
+
+    model, info = load_model(tiny_weights)
+    once = channels_last_tail_onnx(fused_onnx_bytes(model, info.normalization, (64, 96)))
+    with pytest.raises(ValueError, match=r"Resize\(sizes\) -> ArgMax\(axis=1\)"):
+        channels_last_tail_onnx(once)  # already rewritten: the ArgMax is on axis 3
+
+
+def test_export_command_line_channels_last_tail(tiny_weights, tmp_path):
+    out = tmp_path / "cpu.onnx"
+    assert main([str(tiny_weights), str(out), "--channels-last-tail"]) == 0
+    assert any(n.name == "channels_last_tail/Transpose" for n in onnx.load(str(out)).graph.node)
+    with pytest.raises(SystemExit):
+        main([str(tiny_weights), str(tmp_path / "trt.onnx"), "--channels-last-tail", "--frame-size", "64x80",
+              "--tensorrt", "fp16"])
+
+
+def test_sessions_do_not_spin_by_default(tiny_weights, tmp_path):
+    path = export_onnx(tiny_weights, tmp_path / "tiny.onnx")
+    spin_option = "session.intra_op.allow_spinning"
+    assert make_session(str(path)).get_session_options().get_session_config_entry(spin_option) == "0"
+    with pytest.raises(Exception, match="does not have configuration"):  # spinning allowed: entry left unset (ONNX Runtime's default)
+        make_session(str(path), spin=True).get_session_options().get_session_config_entry(spin_option)

@@ -1,8 +1,11 @@
 """ONNX Runtime backend: the fused pipeline exported to ONNX, run by a tuned InferenceSession.
 
 By default one graph with dynamic batch and frame size serves every frame (one export, about a
-second for the default model); ``dynamic=False`` exports one fixed-shape graph per frame shape.
-CUDAExecutionProvider is used when the device is CUDA and the provider is present.
+second for the default model), except frames already at the model size: they get their own graph
+without the resize (an identity Resize still costs a pass over the frame). ``dynamic=False`` exports
+one fixed-shape graph per frame shape. On the CPU the graph's tail runs channels-last
+(``export.channels_last_tail_onnx``). CUDAExecutionProvider is used when the device is CUDA and the
+provider is present.
 """
 
 from __future__ import annotations
@@ -25,11 +28,18 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
-def make_session(onnx_model: bytes | str, device: str = "cpu", threads: int | None = None):
-    """InferenceSession with all graph optimisations, one intra-op thread per core, sequential execution."""
+def make_session(onnx_model: bytes | str, device: str = "cpu", threads: int | None = None, spin: bool = False):
+    """InferenceSession with all graph optimisations, one intra-op thread per core, sequential execution.
+
+    spin=False stops the worker threads from busy-waiting between runs. Measured on a 2-core box it
+    costs a single session nothing, while spinning workers of one session slowed another session (or
+    any other thread of the process, such as a ROS executor) by about 40 %.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = threads or cpu_cores()
@@ -50,7 +60,7 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, model, normalization: Normalization, input_size: tuple[int, int], device: str = "cpu",
                  precision: str = "fp32", dynamic: bool = True, exporter: str = "legacy", threads: int | None = None,
-                 opset: int = 17) -> None:
+                 opset: int = 17, spin: bool = False) -> None:
         if precision != "fp32":
             raise BackendError(f"precision {precision!r} is not available with onnxruntime; use 'fp32' "
                                "(fp16 and int8 run with the tensorrt backend)")
@@ -63,6 +73,7 @@ class OnnxRuntimeBackend(Backend):
         self.exporter = exporter
         self.threads = threads
         self.opset = opset
+        self.spin = spin
         self._sessions: dict[tuple, object] = {}
         self._model_only = None
 
@@ -71,15 +82,23 @@ class OnnxRuntimeBackend(Backend):
 
         batch, frame_size = (None, "dynamic") if frame_shape is None else (frame_shape[0], frame_shape[1:])
         return fused_onnx_bytes(self.model, self.normalization, self.input_size, frame_size, channel_order,
-                                batch, self.opset, self.exporter)
+                                batch, self.opset, self.exporter, channels_last_tail=self.device == "cpu")
+
+    def graph_shape(self, frame_shape: tuple[int, int, int]) -> tuple | None:
+        """The fixed (batch, height, width) of the graph that serves these frames, or None (dynamic)."""
+        if not self.dynamic:
+            return tuple(frame_shape)
+        if tuple(frame_shape[1:]) == self.input_size:
+            return (None, *self.input_size)  # no resize; any batch
+        return None
 
     def session(self, channel_order: str = "rgb", frame_shape: tuple[int, int, int] | None = None):
-        key = (channel_order, None if self.dynamic else frame_shape)
+        key = (channel_order, None if frame_shape is None else self.graph_shape(frame_shape))
         session = self._sessions.get(key)
         if session is None:
             LOGGER.info("onnxruntime backend: exporting the fused pipeline (%s, frames %s)", channel_order,
-                        "any size" if self.dynamic else frame_shape)
-            session = make_session(self.onnx_bytes(channel_order, key[1]), self.device, self.threads)
+                        "of any size" if key[1] is None else "x".join("N" if v is None else str(v) for v in key[1]))
+            session = make_session(self.onnx_bytes(channel_order, key[1]), self.device, self.threads, self.spin)
             self._sessions[key] = session
         return session
 
@@ -91,7 +110,7 @@ class OnnxRuntimeBackend(Backend):
         """Network only (for benchmarks): normalised float32 NCHW at the model size -> logits at that size."""
         if self._model_only is None:
             self._model_only = make_session(_network_onnx_bytes(self.model, self.input_size, self.opset),
-                                            self.device, self.threads)
+                                            self.device, self.threads, self.spin)
         return self._model_only.run(None, {"input": np.ascontiguousarray(x, dtype=np.float32)})[0]
 
 
