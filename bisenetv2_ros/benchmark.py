@@ -42,8 +42,9 @@ def _frame_size(text: str) -> tuple[int, int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None,
-                        help="checkpoint path or known name (default: the embedded default weights if present, "
-                             "else a randomly initialised default-config model: same speed, meaningless labels)")
+                        help="checkpoint path, known name, or 'random': a randomly initialised default-config model "
+                             "(C_t 1024, 19 classes; the paper's speed protocol: same speed, meaningless labels). "
+                             "Default: the embedded default weights if present, else 'random'")
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
@@ -126,7 +127,12 @@ def _machine() -> dict[str, Any]:
     return info
 
 
+RANDOM_NOTE = "random default-config model (C_t=1024), timing only"
+
+
 def _weights(requested: str | None) -> tuple[str | None, str]:
+    if requested == "random":
+        return None, RANDOM_NOTE
     if requested:
         return requested, ""
     from .checkpoint import DEFAULT_WEIGHTS, KNOWN_WEIGHTS, PACKAGE_WEIGHTS_DIR
@@ -134,7 +140,7 @@ def _weights(requested: str | None) -> tuple[str | None, str]:
     entry = KNOWN_WEIGHTS.get(DEFAULT_WEIGHTS)
     if entry is not None and entry.embedded and (PACKAGE_WEIGHTS_DIR / entry.file_name).is_file():
         return DEFAULT_WEIGHTS, ""
-    return None, "embedded default weights not present: random default-config model (C_t=1024), timing only"
+    return None, "embedded default weights not present: " + RANDOM_NOTE
 
 
 def _random_default_checkpoint(folder: Path) -> Path:

@@ -205,14 +205,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _guarded(args.command, lambda: args.handler(args))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``docker stop``, a launch system shutting down) unwinds like Ctrl-C."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
 def _guarded(command: str, action: Callable[[], int]) -> int:
-    """Runs a subcommand; known failures become one error message, Ctrl-C exit status 130."""
+    """Runs a subcommand; known failures become one error message, Ctrl-C exit status 130, SIGTERM 143.
+
+    Both signals unwind through the staged outputs' cleanup, so an interrupted run leaves no partial file.
+    """
+    import signal
+
     from .bags import BagError
     from .download import DownloadError
     from .media import MediaError
 
     try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: leave signal handling to the caller
+        previous = None
+    try:
         return action()
+    except Terminated:
+        print(f"\n{PROG} {command}: terminated; nothing was written", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"\n{PROG} {command}: interrupted; nothing was written", file=sys.stderr)
         return 130
@@ -222,6 +242,9 @@ def _guarded(command: str, action: Callable[[], int]) -> int:
     except (ValueError, FileNotFoundError, OSError) as error:  # CheckpointError is a ValueError
         print(f"{PROG} {command}: error: {error}", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _run_delegated(name: str, argv: list[str]) -> int:

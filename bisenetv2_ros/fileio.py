@@ -12,7 +12,8 @@ from typing import BinaryIO, Iterator
 @contextmanager
 def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """Opens a temporary file beside ``path`` for binary writing; on success it is flushed, fsynced
-    and renamed over ``path``; on any error (Ctrl-C included) it is removed and ``path`` is untouched."""
+    and renamed over ``path``, and the folder is fsynced so that the rename itself survives a power
+    cut; on any error (Ctrl-C included) it is removed and ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -28,6 +29,20 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:  # platforms without directory handles (Windows): the rename is all we can do
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass  # some filesystems refuse fsync on a folder; the file itself is already synced
+    finally:
+        os.close(descriptor)
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> Path:

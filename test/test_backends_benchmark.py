@@ -40,3 +40,12 @@ def test_source_size_is_width_by_height():
     assert parse(["--source-size", "1280x720"]).source_size == (720, 1280)
     with pytest.raises(SystemExit):
         parse(["--source-size", "720"])
+
+
+def test_benchmark_random_weights_is_the_default_config(capsys):
+    args = parse(["--weights", "random", "--backend", "torch", "--device", "cpu", "--height", "64", "--width", "128",
+                  "--iters", "1", "--warmup", "0", "--json"])
+    assert benchmark.run(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "random default-config model (C_t=1024)" in report["weights"]
+    assert report["model_input_hxw"] == [64, 128] and report["end_to_end"]["p50_ms"] > 0

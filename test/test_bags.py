@@ -300,3 +300,29 @@ def test_a_bare_storage_file_is_read_too(recording, tiny_weights, segmenter, tmp
                      "--output", str(out), "--quiet"]) == 0
     assert bags.storage_of(out) == storage
     check_output(out, expected["raw"], segmenter)
+
+
+def test_sigterm_during_a_bag_run_leaves_no_output(recording, tiny_weights, tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+    import time
+
+    _, bag, _ = recording
+    real = Segmenter.segment_batch
+    frames_done = []
+
+    def terminate_after_two_frames(self, frames, channel_order="rgb"):
+        if len(frames_done) >= 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` or a launch system's shutdown would
+            time.sleep(5)  # the handler interrupts this sleep
+        frames_done.extend(range(len(frames)))
+        return real(self, frames, channel_order)
+
+    monkeypatch.setattr(Segmenter, "segment_batch", terminate_after_two_frames)
+    handler_before = signal.getsignal(signal.SIGTERM)
+    code = cli.main(["segment", str(bag), "--topic", "/camera/image", *model_args(tiny_weights),
+                     "--output", str(tmp_path / "out"), "--quiet"])
+    assert code == 143 and len(frames_done) == 2
+    assert "terminated; nothing was written" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) == handler_before  # the CLI's handler is removed again

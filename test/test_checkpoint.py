@@ -362,3 +362,16 @@ def test_file_with_pickled_objects_is_refused_with_the_reason(tmp_path):
     with pytest.raises(CheckpointError, match=r"Python objects beyond tensors .*_Pickled.*weights_only=True") as error:
         load_checkpoint(path)
     assert "truncated" not in str(error.value)
+
+
+def test_save_fsyncs_the_file_and_its_folder(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+
+    def recording_fsync(descriptor):
+        synced.append(stat.S_ISDIR(os.fstat(descriptor).st_mode))
+        return real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    save_checkpoint(Checkpoint.from_model(_random_model(), INFO), tmp_path / "model.pt")
+    assert synced == [False, True]  # the file's data, then the folder entry that names it
