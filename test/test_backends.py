@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bisenetv2_ros.backends import BackendError, choose_backend, create_backend
+from bisenetv2_ros.backends import choose_backend
 from bisenetv2_ros.backends.fused import FusedSegmentation, fold_batchnorm
 from bisenetv2_ros.checkpoint import load_model
 from bisenetv2_ros.segmenter import Segmenter

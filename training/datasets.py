@@ -8,7 +8,6 @@ resumed exactly from an iteration number (see ``ResumableSampler``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence

@@ -21,7 +21,7 @@ import dataclasses
 import json
 from typing import Sequence
 
-from bisenetv2_ros.checkpoint import Checkpoint, CheckpointInfo, load_checkpoint, save_checkpoint
+from bisenetv2_ros.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
 # Provenance fields worth keeping in a deployed file (the full config stays in the training run).
 KEPT_PROVENANCE = ("source", "command", "date", "iterations")
