@@ -170,24 +170,43 @@ def test_only_image_topic_is_the_default(tmp_path, tiny_weights, segmenter):
     check_output(tmp_path / "single_segmented", [(123, msg.header, rgb_frame(42))], segmenter)
 
 
-def test_interrupted_bag_run_leaves_no_output(recording, tiny_weights, tmp_path, monkeypatch, capsys):
+def _send_sigterm() -> None:
+    import os
+    import signal
+    import time
+
+    os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` or a launch system's shutdown would
+    time.sleep(5)  # the CLI's handler interrupts this sleep
+
+
+def _press_ctrl_c() -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("stop, code, message", [(_press_ctrl_c, 130, "interrupted"), (_send_sigterm, 143, "terminated")],
+                         ids=["ctrl-c", "sigterm"])
+def test_stopped_bag_run_leaves_no_output(recording, tiny_weights, tmp_path, monkeypatch, capsys, stop, code, message):
+    import signal
+
     _, bag, _ = recording
     real = Segmenter.segment_batch
     frames_done = []
 
-    def interrupt_after_two_frames(self, frames, channel_order="rgb"):
+    def stop_after_two_frames(self, frames, channel_order="rgb"):
         if len(frames_done) >= 2:
-            raise KeyboardInterrupt
+            stop()
         frames_done.extend(range(len(frames)))
         return real(self, frames, channel_order)
 
-    monkeypatch.setattr(Segmenter, "segment_batch", interrupt_after_two_frames)
+    monkeypatch.setattr(Segmenter, "segment_batch", stop_after_two_frames)
+    handler_before = signal.getsignal(signal.SIGTERM)
     out = tmp_path / "out"
-    code = cli.main(["segment", str(bag), "--topic", "/camera/image", *model_args(tiny_weights),
-                     "--output", str(out), "--quiet"])
-    assert code == 130 and len(frames_done) == 2
-    assert "interrupted; nothing was written" in capsys.readouterr().err
+    result = cli.main(["segment", str(bag), "--topic", "/camera/image", *model_args(tiny_weights),
+                       "--output", str(out), "--quiet"])
+    assert result == code and len(frames_done) == 2
+    assert f"{message}; nothing was written" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) == handler_before  # the CLI's handler is removed again
 
 
 @pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "mono8"])
@@ -300,29 +319,3 @@ def test_a_bare_storage_file_is_read_too(recording, tiny_weights, segmenter, tmp
                      "--output", str(out), "--quiet"]) == 0
     assert bags.storage_of(out) == storage
     check_output(out, expected["raw"], segmenter)
-
-
-def test_sigterm_during_a_bag_run_leaves_no_output(recording, tiny_weights, tmp_path, monkeypatch, capsys):
-    import os
-    import signal
-    import time
-
-    _, bag, _ = recording
-    real = Segmenter.segment_batch
-    frames_done = []
-
-    def terminate_after_two_frames(self, frames, channel_order="rgb"):
-        if len(frames_done) >= 2:
-            os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` or a launch system's shutdown would
-            time.sleep(5)  # the handler interrupts this sleep
-        frames_done.extend(range(len(frames)))
-        return real(self, frames, channel_order)
-
-    monkeypatch.setattr(Segmenter, "segment_batch", terminate_after_two_frames)
-    handler_before = signal.getsignal(signal.SIGTERM)
-    code = cli.main(["segment", str(bag), "--topic", "/camera/image", *model_args(tiny_weights),
-                     "--output", str(tmp_path / "out"), "--quiet"])
-    assert code == 143 and len(frames_done) == 2
-    assert "terminated; nothing was written" in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []
-    assert signal.getsignal(signal.SIGTERM) == handler_before  # the CLI's handler is removed again
