@@ -92,18 +92,16 @@ def channels_last_tail_onnx(data: bytes) -> bytes:
     sizes are permuted to NHWC by a Gather, so dynamic frame sizes keep working. TensorRT gets the
     plain graph: this is a CPU layout choice.
     """
-    import onnx
-    from onnx import helper, numpy_helper
+    from collections import Counter
 
     import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
 
     model = onnx.load_from_string(data)
     graph = model.graph
     producers = {output: node for node in graph.node for output in node.output}
-    consumers: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers[name] = consumers.get(name, 0) + 1
+    consumers = Counter(name for node in graph.node for name in node.input)
     argmaxes = [node for node in graph.node if node.op_type == "ArgMax"]
     argmax = argmaxes[0] if len(argmaxes) == 1 else None
     resize = producers.get(argmax.input[0]) if argmax is not None else None
