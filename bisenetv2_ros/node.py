@@ -13,8 +13,6 @@ Topics (relative to the node's namespace, `segmentation` in the launch file):
 
 from __future__ import annotations
 
-import sys
-
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
@@ -28,7 +26,7 @@ from vision_msgs.msg import LabelInfo, VisionClass
 
 from bisenetv2_ros import messages, node_core
 from bisenetv2_ros.msg import SegmentationInfo
-from bisenetv2_ros.stop_signals import StopSignals
+from bisenetv2_ros.stop_signals import StopSignals, exit_without_finalizing
 
 NODE_NAME = "segmentation_node"
 WARN_THROTTLE_S = 5.0
@@ -194,5 +192,10 @@ def main(args=None) -> int:
     return 0
 
 
+def run() -> None:
+    """The process entry point: ``main()``, then a prompt exit (see ``exit_without_finalizing``)."""
+    exit_without_finalizing(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -9,10 +9,12 @@ only sets a flag: the main loop polls it, ends, and cleans up uninterrupted; rep
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from types import FrameType
-from typing import Any, Iterable
+from typing import Any, Iterable, NoReturn
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -59,3 +61,18 @@ class StopSignals:
 
     def __exit__(self, *exc_info: object) -> None:
         self.restore()
+
+
+def exit_without_finalizing(status: int) -> NoReturn:
+    """Ends the process with ``status`` once its own cleanup is done, skipping Python's finalization.
+
+    Unloading torch at interpreter exit alone took 2.5 s on a loaded 2-core machine (``python -c
+    "import torch"``), longer than a stopping node should take; everything the node owns is already
+    closed by then, so only the standard streams are flushed.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken pipe: nothing left to save
+            pass
+    os._exit(status)

@@ -77,3 +77,13 @@ def test_repeated_signals_end_the_process_cleanly(signals):
     assert process.returncode == 0, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert out.strip() == f"stopped {len(signals)}"
+
+
+def test_exit_without_finalizing_keeps_status_and_output():
+    code = ("import sys; from bisenetv2_ros.stop_signals import exit_without_finalizing\n"
+            "print('stdout line'); print('stderr line', file=sys.stderr)\n"
+            "import atexit; atexit.register(print, 'finalized')\n"
+            "exit_without_finalizing(3)\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3
+    assert result.stdout == "stdout line\n" and result.stderr == "stderr line\n"  # flushed; no atexit
