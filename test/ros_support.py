@@ -97,17 +97,20 @@ def stamp_ns(stamp) -> int:
 
 
 class NodeProcess:
-    """``python -m bisenetv2_ros.node`` with ``--ros-args``; output (stdout and stderr) goes to a file."""
+    """``python -m MODULE --ros-args ...`` (the segmentation node by default); stdout and stderr go to
+    ``log_path``. ``parameters`` become ``-p name:=value``, ``remappings`` ``-r from:=to``."""
 
     def __init__(self, log_path: Path, *, namespace: str = "/segmentation", parameters: dict | None = None,
-                 remappings: dict | None = None, env: dict | None = None) -> None:
-        args = [sys.executable, "-m", "bisenetv2_ros.node", "--ros-args", "-r", f"__ns:={namespace}"]
+                 remappings: dict | None = None, env: dict | None = None, module: str = "bisenetv2_ros.node",
+                 extra_ros_args: list[str] | None = None) -> None:
+        self.namespace = namespace
+        args = [sys.executable, "-m", module, "--ros-args", "-r", f"__ns:={namespace}"]
         for key, value in (remappings or {}).items():
             args += ["-r", f"{key}:={value}"]
         for key, value in (parameters or {}).items():
             text = str(value).lower() if isinstance(value, bool) else str(value)
             args += ["-p", f"{key}:={text}"]
-        self.args = args
+        self.args = args + list(extra_ros_args or [])
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in wait()
         self.process = subprocess.Popen(args, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,

@@ -204,7 +204,7 @@ def test_signals_end_the_node_cleanly(tmp_path, tiny_weights, probe, signals):
     try:
         assert process.wait_for_output("segmenting ", START_TIMEOUT_S), process.output
         # Frames flowing, so the worker is busy when the signal lands.
-        images = probe.publisher(Image, f"{process.args[5][len('__ns:='):]}/image", SENSOR)
+        images = probe.publisher(Image, f"{process.namespace}/image", SENSOR)
         assert probe.wait_for_subscribers(images, 1)
         frame = bgr_image(Image, Header, Time, sec=5, frame_id="cam")
         for _ in range(10):
