@@ -13,28 +13,24 @@ Topics (relative to the node's namespace, `segmentation` in the launch file):
 
 from __future__ import annotations
 
-import sys
-
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import LabelInfo, VisionClass
 
 from bisenetv2_ros import messages, node_core
 from bisenetv2_ros.msg import SegmentationInfo
-
-try:  # rclpy >= Galactic; kept optional so an older rclpy still shuts down on Ctrl-C
-    from rclpy.executors import ExternalShutdownException
-except ImportError:  # pragma: no cover
-    class ExternalShutdownException(Exception):  # type: ignore[no-redef]
-        pass
+from bisenetv2_ros.stop_signals import StopSignals, exit_without_finalizing
 
 NODE_NAME = "segmentation_node"
 WARN_THROTTLE_S = 5.0
+STOP_POLL_S = 0.1  # how often the spin loop looks at the stop flag set by SIGINT/SIGTERM
 
 
 def image_qos(name: str) -> QoSProfile:
@@ -107,17 +103,16 @@ class SegmentationNode(Node):
 
         qos = image_qos(self.settings.image_qos)
         if self.settings.input_transport == "compressed":
-            self._input_topic = "image/compressed"
-            self.create_subscription(CompressedImage, "image/compressed", self._on_compressed, qos)
+            subscription = self.create_subscription(CompressedImage, "image/compressed", self._on_compressed, qos)
         else:
-            self._input_topic = "image"
-            self.create_subscription(Image, "image", self._on_image, qos)
+            subscription = self.create_subscription(Image, "image", self._on_image, qos)
+        self.input_topic = subscription.topic_name  # resolved: namespace and remapping applied
         self.create_subscription(CameraInfo, "input_camera_info", self._on_camera_info, qos)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_timer(1.0, self._publish_diagnostics)
         self.worker.start()
         logger.info(
-            f"segmenting {self._qualified(self._input_topic)} with {self.settings.weights} "
+            f"segmenting {self.input_topic} with {self.settings.weights} "
             f"({len(self.classes)} classes) on {self.segmenter.backend_name}/{self.segmenter.device}, "
             f"input {self.segmenter.input_size[0]}x{self.segmenter.input_size[1]}")
 
@@ -133,9 +128,6 @@ class SegmentationNode(Node):
 
     def _anyone_listening(self) -> bool:
         return any(self.count_subscribers(name) > 0 for name in self._outputs)
-
-    def _qualified(self, name: str) -> str:
-        return f"{self.get_namespace().rstrip('/')}/{name}"
 
     # -- worker side ----------------------------------------------------------------------------
     def _publish(self, name: str, msg) -> None:
@@ -163,9 +155,9 @@ class SegmentationNode(Node):
     def _publish_diagnostics(self) -> None:
         report = node_core.diagnostics_report(
             self.stats.snapshot(), backend=self.segmenter.backend_name, device=str(self.segmenter.device),
-            model=self.settings.weights, input_topic=self._qualified(self._input_topic))
+            model=self.settings.weights, input_topic=self.input_topic)
         status = DiagnosticStatus(
-            level=bytes([report.level]), name=f"{self._qualified(self.get_name())}: segmentation",
+            level=bytes([report.level]), name=f"{self.get_namespace().rstrip('/')}/{self.get_name()}: segmentation",
             message=report.message, hardware_id=str(self.segmenter.device),
             values=[KeyValue(key=key, value=value) for key, value in report.values])
         self._diagnostics_publisher.publish(
@@ -176,16 +168,22 @@ class SegmentationNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    # SIGINT/SIGTERM only set a flag (StopSignals) instead of rclpy's handlers, whose chained
+    # KeyboardInterrupt could land inside the cleanup below when Ctrl-C arrives twice.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = StopSignals().install()
     node = None
     try:
         node = SegmentationNode()
-        rclpy.spin(node)
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while not stop.requested and rclpy.ok():
+            executor.spin_once(timeout_sec=STOP_POLL_S)
     except node_core.StartupError as error:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(error))
         return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    except ExternalShutdownException:
+        pass  # the context was shut down from elsewhere
     finally:
         if node is not None:
             node.close()
@@ -194,5 +192,10 @@ def main(args=None) -> int:
     return 0
 
 
+def run() -> None:
+    """The process entry point: ``main()``, then a prompt exit (see ``exit_without_finalizing``)."""
+    exit_without_finalizing(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
