@@ -66,7 +66,8 @@ def test_segmenter_auto_follows_the_flags(tiny_weights, tmp_path, monkeypatch, c
 
     fake(SAPPHIRE_RAPIDS)
     with caplog.at_level(logging.INFO, logger="bisenetv2_ros"):
-        seg = Segmenter(tiny_weights, device="cpu")
+        # calibration_images (the node passes it when set) is dropped when auto picks another path
+        seg = Segmenter(tiny_weights, device="cpu", backend_options={"calibration_images": str(tmp_path)})
     assert (seg.backend_name, seg.precision) == ("torch", "bf16")
     assert "precision auto -> bf16 with the torch backend" in caplog.text and "amx_bf16" in caplog.text
     fake(AVX2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import platform
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -31,6 +32,7 @@ SUPPORTED_PRECISIONS = {
     ("tensorrt", "cuda"): ("fp32", "fp16", "int8"),
 }
 CHANNEL_ORDERS = ("rgb", "bgr")
+CALIBRATION_OPTIONS = ("calibration_images", "calibration_frames", "calibration_limit")
 
 
 class BackendError(ValueError):
@@ -125,8 +127,6 @@ def resolve_auto_precision(backend: str, device: str | None, calibration_availab
     if device != "cpu":
         LOGGER.info("precision auto -> fp32 on %s (a GPU: fp32 as before; fp16 is one parameter away)", device)
         return "fp32", backend, device
-    import platform
-
     info = cpu_info()
     precision, chosen, reason = auto_precision(info.flags, backend, calibration_available, platform.machine())
     if chosen == "onnxruntime" and not onnxruntime_importable():
@@ -179,7 +179,7 @@ def create_backend(name: str, model, info, device: str | None = "auto", precisio
     if precision not in PRECISIONS:
         raise BackendError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     if precision == "auto":
-        calibration = any(options.get(k) is not None for k in ("calibration_images", "calibration_frames"))
+        calibration = any(options.get(k) is not None for k in CALIBRATION_OPTIONS)
         if not calibration:
             from .int8 import default_calibration_folder
 
@@ -192,6 +192,11 @@ def create_backend(name: str, model, info, device: str | None = "auto", precisio
     else:
         check_precision(name, "cpu" if device in (None, "auto") and name == "onnxruntime" else resolve_device(device),
                         precision)
+    if precision != "int8" and name != "tensorrt":
+        # Calibration settings matter to int8 only; auto may have chosen another path (node and CLI
+        # pass them whenever the user gave them).
+        for key in CALIBRATION_OPTIONS:
+            options.pop(key, None)
     if name == "onnxruntime" and precision == "int8":
         options.setdefault("dataset", getattr(info, "dataset", "unknown"))
         if engine_cache_dir is not None:
