@@ -3,8 +3,10 @@
 Two timings per run: *model-only* (the network on a normalised float tensor at the model size,
 logits out) and *end-to-end* (uint8 camera frame in, uint8 labels at the frame size out: everything
 the node pays per frame). GPU work is timed with CUDA events. ``--compare`` runs eager PyTorch fp32,
-the optimised torch CPU backend and ONNX Runtime side by side, interleaved frame by frame so that
-load from other processes hits all of them alike, and prints the speed-up ratios.
+the optimised torch CPU backend, ONNX Runtime fp32 and every reduced-precision path this CPU runs
+(ONNX Runtime int8 everywhere, torch bf16 with native bf16) side by side, interleaved frame by frame
+so that load from other processes hits all of them alike, and prints the speed-up ratios. The
+output names the CPU model and its instruction-set flags, since the reduced paths depend on them.
 
     python -m bisenetv2_ros.benchmark --backend onnxruntime --height 512 --width 1024 --source-size 1024x512
     python -m bisenetv2_ros.benchmark --compare --height 256 --width 512
@@ -25,7 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .backends import BACKENDS, PRECISIONS
+from .backends import BACKENDS, DEFAULT_PRECISION, PRECISIONS
 from .backends.fused import FusedSegmentation
 
 
@@ -47,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "Default: the embedded default weights if present, else 'random'")
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                        help="auto (default: what the Segmenter picks on this machine, logged), fp32, fp16, bf16, int8")
     parser.add_argument("--height", type=int, default=None, help="model input height (default: checkpoint's, else 512)")
     parser.add_argument("--width", type=int, default=None, help="model input width (default: checkpoint's, else 1024)")
     parser.add_argument("--source-size", type=_frame_size, default=None, metavar="WxH",
@@ -60,10 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="backend option, repeatable, e.g. --option dynamic=false (onnxruntime fixed-shape graphs)")
     parser.add_argument("--channel-order", choices=("rgb", "bgr"), default="rgb")
-    parser.add_argument("--engine-cache", default=None, help="TensorRT engine cache folder")
+    parser.add_argument("--engine-cache", default=None, help="cache folder of TensorRT engines and int8 graphs")
     parser.add_argument("--calibration-images", default=None, help="folder of images for int8 calibration")
     parser.add_argument("--compare", action="store_true",
-                        help="eager torch fp32 vs optimised torch CPU vs onnxruntime, interleaved, with ratios")
+                        help="eager torch fp32 vs optimised torch CPU vs onnxruntime fp32 vs the reduced-precision "
+                             "paths this CPU runs (onnxruntime int8, torch bf16), interleaved, with ratios")
     parser.add_argument("--memory-frames", type=int, default=0, metavar="N",
                         help="also run N frames end to end and report RSS at the start and the end")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -115,7 +119,10 @@ def _cores() -> int:
 
 
 def _machine() -> dict[str, Any]:
-    info = {"cpu_cores": _cores(), "torch": torch.__version__, "load_average_1min": os.getloadavg()[0]}
+    from .backends.cpu import cpu_info
+
+    info = {"cpu": cpu_info().to_dict(), "cpu_cores": _cores(), "torch": torch.__version__,
+            "load_average_1min": os.getloadavg()[0]}
     try:
         import onnxruntime
 
@@ -209,7 +216,7 @@ def _single(args, seg) -> dict[str, Any]:
     }
     if hasattr(backend, "compile_mode"):
         results["compile"] = backend.compile_mode
-    run_model = getattr(backend, "run_model", None)
+    run_model = getattr(backend, "run_model", None) if seg.precision != "int8" else None
     model_call = None
     if run_model is not None:
         x = torch.randn(args.batch, 3, *seg.input_size)
@@ -229,7 +236,7 @@ def _single(args, seg) -> dict[str, Any]:
         seg.segment_batch(frames, args.channel_order)
         e2e.append((time.perf_counter() - start) * 1000.0)
     results["model_only"] = (_stats(model_times, args.batch) if model_call else
-                             "not measured for this backend (its engine holds the whole pipeline)")
+                             "not measured for this backend (its engine or quantised graph holds the whole pipeline)")
     results["end_to_end"] = _stats(e2e, args.batch)
     if isinstance(results["model_only"], dict):
         results["end_to_end_over_model_only"] = round(results["end_to_end"]["p50_ms"] / results["model_only"]["p50_ms"], 3)
@@ -250,7 +257,9 @@ def _single(args, seg) -> dict[str, Any]:
 
 
 def _compare(args, weights, model_size) -> dict[str, Any]:
-    """Interleaved end-to-end timing (frame in, labels out) of the CPU variants at one size, fp32."""
+    """Interleaved end-to-end timing (frame in, labels out) of the CPU variants at one size: fp32 ones
+    and the reduced-precision paths this CPU runs."""
+    from .backends.cpu import cpu_info, native_bf16
     from .backends.onnxruntime_backend import OnnxRuntimeBackend
     from .backends.torch_backend import TorchBackend
     from .checkpoint import load_model
@@ -270,9 +279,18 @@ def _compare(args, weights, model_size) -> dict[str, Any]:
     modes = [args.compile] if args.compile else ["off", "script", "inductor"]
     backends = {f"torch {m}": TorchBackend(model, info.normalization, input_size, "cpu", "fp32", compile=m) for m in modes}
     backends["onnxruntime"] = OnnxRuntimeBackend(model, info.normalization, input_size, "cpu")
+    calibration, calibration_note = _calibration_options(args, info, input_size)
+    backends["onnxruntime int8"] = OnnxRuntimeBackend(model, info.normalization, input_size, "cpu", "int8",
+                                                      cache_dir=args.engine_cache, **calibration)
+    skipped = {}
+    if native_bf16(cpu_info().flags):
+        backends["torch bf16"] = TorchBackend(model, info.normalization, input_size, "cpu", "bf16",
+                                              compile=args.compile or "off")
+    else:
+        skipped["torch bf16"] = "no native bf16 on this CPU (amx_bf16 / avx512_bf16)"
     for name, backend in backends.items():
         start = time.perf_counter()
-        backend.run(frames, args.channel_order)  # export / trace / compile happens on the first frame
+        backend.run(frames, args.channel_order)  # export / quantise / trace / compile happens on the first frame
         build_s[name] = round(time.perf_counter() - start, 1)
         variants[name] = (lambda b: lambda: b.run(frames, args.channel_order))(backend)
     reference = eager_run()
@@ -287,25 +305,49 @@ def _compare(args, weights, model_size) -> dict[str, Any]:
             call()
             times[name].append((time.perf_counter() - start) * 1000.0)
     stats = {name: _stats(t, args.batch) for name, t in times.items()}
-    base = stats["torch eager fp32"]["p50_ms"]
+    base, ort = stats["torch eager fp32"]["p50_ms"], stats["onnxruntime"]["p50_ms"]
     return {"mode": "compare (end to end, interleaved)", "model_input_hxw": list(input_size),
             "frame_hxw": list(frames.shape[1:3]), "batch": args.batch, "iters": args.iters,
+            "threads": {"torch": torch.get_num_threads(), "onnxruntime": backends["onnxruntime"].threads or _cores()},
+            "int8_calibration": calibration_note, "not_run": skipped,
             "variants": {name: {**stats[name], "speedup_vs_eager": round(base / stats[name]["p50_ms"], 2),
+                                "speedup_vs_onnxruntime_fp32": round(ort / stats[name]["p50_ms"], 2),
                                 "labels_equal_to_eager": agreement[name], "first_frame_s": build_s.get(name)}
                          for name in variants},
             "peak_rss_mib": round(_peak_rss_mib(), 1)}
 
 
+def _calibration_options(args, info, input_size) -> tuple[dict[str, Any], str]:
+    """int8 calibration for --compare: the given folder, else the checkpoint's training frames, else
+    random frames (said so in the output: fine for timing, not for labels)."""
+    from .backends.int8 import default_calibration_folder
+
+    folder = args.calibration_images or default_calibration_folder(info.dataset)
+    if folder is not None:
+        return {"calibration_images": str(folder)}, f"images from {folder}"
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (4, *input_size, 3), dtype=np.uint8)
+    return {"calibration_frames": frames}, "4 random frames (no calibration folder known: timing only)"
+
+
 def _print_table(result: dict[str, Any]) -> None:
     print(f"weights: {result['weights']}")
+    cpu = result["machine"]["cpu"]
+    print(f"CPU: {cpu['model']}; instruction sets: {' '.join(cpu['isa_flags']) or 'none reported'}; "
+          f"torch kernels: {cpu['torch_capability']}")
     print(f"machine: {result['machine']}")
     if "variants" in result:
         print(f"{result['mode']}: model {result['model_input_hxw']} (HxW), frame {result['frame_hxw']} (HxW), "
-              f"batch {result['batch']}, {result['iters']} iterations")
-        print(f"{'variant':<20}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'FPS':>8}{'x eager':>9}{'equal':>9}{'1st s':>8}")
+              f"batch {result['batch']}, {result['iters']} iterations, threads {result['threads']}")
+        print(f"{'variant':<20}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'FPS':>8}{'x eager':>9}{'x ORT':>7}"
+              f"{'equal':>9}{'1st s':>8}")
         for name, s in result["variants"].items():
             print(f"{name:<20}{s['p50_ms']:>10.1f}{s['p90_ms']:>10.1f}{s['p99_ms']:>10.1f}{s['fps']:>8.2f}"
-                  f"{s['speedup_vs_eager']:>9.2f}{s['labels_equal_to_eager']:>9.4f}{s['first_frame_s'] or 0:>8.1f}")
+                  f"{s['speedup_vs_eager']:>9.2f}{s['speedup_vs_onnxruntime_fp32']:>7.2f}"
+                  f"{s['labels_equal_to_eager']:>9.4f}{s['first_frame_s'] or 0:>8.1f}")
+        print(f"int8 calibration: {result['int8_calibration']}")
+        for name, why in result["not_run"].items():
+            print(f"not run: {name} ({why})")
         print(f"peak RSS {result['peak_rss_mib']} MiB")
         return
     print(f"backend {result['backend']} on {result['device']}, {result['precision']}"

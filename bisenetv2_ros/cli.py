@@ -85,7 +85,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                             "(default: the packaged 'camvid' model)")
     group.add_argument("--backend", default="auto", help="auto, torch, onnxruntime or tensorrt (default: auto)")
     group.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda[:N] (default: auto)")
-    group.add_argument("--precision", default="fp32", help="fp32, fp16 or int8 (int8: tensorrt only) (default: fp32)")
+    group.add_argument("--precision", default="auto",
+                       help="auto, fp32, fp16 (GPU), bf16 (CPU with native bf16) or int8 (default: auto: on a CPU "
+                            "the fastest path its instruction set runs natively, on a GPU fp32; the choice is logged)")
+    group.add_argument("--calibration-images", default=None, metavar="FOLDER",
+                       help="int8: folder of representative frames to calibrate on (default: the frames the "
+                            "checkpoint was trained on, when known)")
     group.add_argument("--input-size", type=_input_size, default=None, metavar="HxW",
                        help="network input size, e.g. 360x480 (default: the checkpoint's training resolution)")
 
@@ -278,7 +283,8 @@ def _make_segmenter(args):
     from .segmenter import Segmenter
 
     return Segmenter(weights=args.weights or DEFAULT_WEIGHTS, backend=args.backend, device=args.device,
-                     precision=args.precision, input_size=args.input_size)
+                     precision=args.precision, input_size=args.input_size,
+                     backend_options={"calibration_images": args.calibration_images} if args.calibration_images else None)
 
 
 def cmd_segment(args) -> int:

@@ -17,13 +17,12 @@ import numpy as np
 
 from . import messages
 from .classes import colorize
+from .backends import BACKENDS, DEFAULT_PRECISION, PRECISIONS
 from .checkpoint import DEFAULT_WEIGHTS
 
 # --------------------------------------------------------------------------------------------
 # Parameters
 
-BACKENDS = ("auto", "tensorrt", "torch", "onnxruntime")
-PRECISIONS = ("fp32", "fp16")
 IMAGE_QOS = ("sensor_data", "reliable")
 INPUT_TRANSPORTS = ("raw", "compressed")
 MAX_INPUT_SIDE = 8192
@@ -56,12 +55,17 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec("weights", DEFAULT_WEIGHTS, "Checkpoint file path or known weights name (names: `bisenetv2 download --list`)."),
     ParameterSpec("backend", "auto", "Inference backend; auto picks the fastest available.", choices=BACKENDS),
     ParameterSpec("device", "auto", "Device: auto (cuda:0 when a GPU is visible, else cpu), cpu, cuda, cuda:N."),
-    ParameterSpec("precision", "fp32", "Inference precision (fp16 needs a GPU backend).", choices=PRECISIONS),
+    ParameterSpec("precision", DEFAULT_PRECISION, "Inference precision: auto (CPU: the fastest its instruction set "
+                  "runs natively, logged; GPU: fp32), fp32, fp16 (GPU), bf16 (CPU with native bf16), int8.",
+                  choices=PRECISIONS),
     ParameterSpec("input_height", 0, "Network input height in pixels; 0 = the checkpoint's training resolution.",
                   range=(0, MAX_INPUT_SIDE)),
     ParameterSpec("input_width", 0, "Network input width in pixels; 0 = the checkpoint's training resolution.",
                   range=(0, MAX_INPUT_SIDE)),
-    ParameterSpec("engine_cache_dir", "", "Folder for built TensorRT engines; empty = the default cache."),
+    ParameterSpec("engine_cache_dir", "", "Folder for built TensorRT engines and int8 ONNX Runtime graphs; "
+                  "empty = the default cache."),
+    ParameterSpec("calibration_images", "", "int8: folder of representative frames to calibrate on; empty = the "
+                  "frames the checkpoint was trained on, when known."),
     ParameterSpec("image_qos", "sensor_data", "Input subscription reliability (depth 1 either way).",
                   choices=IMAGE_QOS),
     ParameterSpec("input_transport", "raw", "raw: subscribe `image`; compressed: `image/compressed` (JPEG/PNG).",
@@ -125,10 +129,11 @@ class NodeSettings:
     weights: str = DEFAULT_WEIGHTS
     backend: str = "auto"
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = DEFAULT_PRECISION
     input_height: int = 0
     input_width: int = 0
     engine_cache_dir: str = ""
+    calibration_images: str = ""
     image_qos: str = "sensor_data"
     input_transport: str = "raw"
     publish_color: bool = True
@@ -209,7 +214,8 @@ def create_segmenter(settings: NodeSettings, segmenter_factory: Callable[..., An
         segmenter = segmenter_factory(
             weights=settings.weights, backend=settings.backend, device=resolve_device(settings.device),
             precision=settings.precision, input_size=settings.input_size,
-            engine_cache_dir=settings.engine_cache_dir or None)
+            engine_cache_dir=settings.engine_cache_dir or None,
+            backend_options={"calibration_images": settings.calibration_images} if settings.calibration_images else None)
         if override is not None and len(override) != len(segmenter.classes):
             raise ValueError(f"classes_file {settings.classes_file} lists {len(override)} classes but the "
                              f"model predicts {len(segmenter.classes)}")

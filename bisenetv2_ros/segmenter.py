@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import cv2
 import numpy as np
 
-from .backends import CHANNEL_ORDERS, Backend, create_backend
+from .backends import CHANNEL_ORDERS, DEFAULT_PRECISION, Backend, create_backend
 from .checkpoint import DEFAULT_WEIGHTS, load_model
 from .classes import ClassSet, colorize
 
@@ -29,15 +29,20 @@ class Segmenter:
     backend: "auto" (TensorRT with a GPU, else torch CUDA, else ONNX Runtime CPU, else torch CPU),
         "torch", "onnxruntime" or "tensorrt".
     device: "auto" (a GPU when visible), "cpu", "cuda" or "cuda:N"; the attribute holds the resolved one.
-    precision: "fp32", "fp16" (GPU) or "int8" (tensorrt, needs
-        ``backend_options={"calibration_images": folder}``).
+    precision: "auto" (default: on a CPU the fastest path its instruction set runs natively --
+        torch bf16 with AMX / AVX512-BF16, else ONNX Runtime int8 when calibration frames are known,
+        else fp32; on a GPU fp32; the choice and the reason are logged), "fp32", "fp16" (GPU),
+        "bf16" (torch on a CPU with native bf16) or "int8" (onnxruntime on CPU, tensorrt on GPU;
+        calibrated on ``backend_options={"calibration_images": folder}``, by default on the frames
+        the checkpoint was trained on when they are known).
     input_size: (height, width) the network runs at; default: the checkpoint's training resolution.
     engine_cache_dir: where TensorRT engines are cached (default: ``$BISENETV2_CACHE/engines``).
-    backend_options: backend-specific settings, e.g. ``{"compile": "inductor"}`` for torch.
+    backend_options: backend-specific settings, e.g. ``{"compile": "inductor"}`` for torch,
+        ``{"calibration_images": folder}`` for int8.
     """
 
     def __init__(self, weights: str | os.PathLike = DEFAULT_WEIGHTS, backend: str = "auto", device: str = "auto",
-                 precision: str = "fp32", input_size: tuple[int, int] | None = None,
+                 precision: str = DEFAULT_PRECISION, input_size: tuple[int, int] | None = None,
                  engine_cache_dir: str | os.PathLike | None = None,
                  backend_options: Mapping[str, Any] | None = None) -> None:
         model, self.info = load_model(weights)

@@ -20,7 +20,7 @@ ARGUMENTS = (
     ('weights', '', 'Checkpoint path or known weights name; empty: use params_file'),
     ('backend', '', 'auto, tensorrt, torch or onnxruntime; empty: use params_file'),
     ('device', '', 'auto, cpu, cuda or cuda:N; empty: use params_file'),
-    ('precision', '', 'fp32 or fp16; empty: use params_file'),
+    ('precision', '', 'auto, fp32, fp16, bf16 or int8; empty: use params_file'),
     ('use_sim_time', 'false', 'Use /clock (bag playback)'),
     ('log_level', 'info', 'Node log level: debug, info, warn, error or fatal'),
     ('rviz', 'false', 'Start rviz2 showing the colour mask and the overlay (turns publish_overlay on)'),

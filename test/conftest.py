@@ -22,7 +22,10 @@ torch.set_num_threads(1)
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 101))
 
-CAMVID_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
+# ../shared/data/camvid beside the repository; $BISENETV2_TEST_CAMVID points elsewhere (e.g. from a
+# git worktree that has no shared/ beside it).
+CAMVID_DIR = Path(os.environ.get("BISENETV2_TEST_CAMVID")
+                  or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid")
 
 TINY_CONFIG = dict(width_multiplier=0.25, head_channels=16, aux_head_channels=8)
 
@@ -42,6 +45,15 @@ def make_tiny_checkpoint(path: Path, num_classes: int = 11, seed: int = 0,
     info = CheckpointInfo(classes, train_resolution=train_resolution, dataset="synthetic",
                           provenance={"source": "test fixture"})
     return save_checkpoint(Checkpoint.from_model(model.eval(), info, kind=kind), path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Engines and int8 graphs built by tests go to a temporary cache, never the user's."""
+    folder = tmp_path_factory.mktemp("bisenetv2_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BISENETV2_CACHE", str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="session")

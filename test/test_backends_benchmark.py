@@ -8,6 +8,7 @@ import json
 import pytest
 
 from bisenetv2_ros import benchmark
+from bisenetv2_ros.backends.cpu import cpu_info, native_bf16
 
 
 def parse(argv):
@@ -27,13 +28,22 @@ def test_benchmark_json_report(tiny_weights, capsys):
     for part in ("model_only", "end_to_end"):
         assert 0 < report[part]["p50_ms"] <= report[part]["p90_ms"] <= report[part]["p99_ms"]
     assert report["rss_over_frames"]["frames"] == 4 and report["rss_mib"]["peak"] > 0
+    cpu = report["machine"]["cpu"]
+    assert cpu["model"] == cpu_info().model and cpu["isa_flags"] == cpu_info().reported_flags
+    assert cpu["torch_capability"] == cpu_info().torch_capability
 
 
-def test_benchmark_compare_reports_ratios(tiny_weights, capsys):
-    args = parse(["--weights", str(tiny_weights), "--compare", "--compile", "off", "--iters", "2", "--warmup", "0"])
+def test_benchmark_compare_reports_ratios(tiny_weights, capsys, tmp_path):
+    args = parse(["--weights", str(tiny_weights), "--compare", "--compile", "off", "--iters", "2", "--warmup", "0",
+                  "--engine-cache", str(tmp_path)])
     assert benchmark.run(args) == 0
     out = capsys.readouterr().out
     assert "torch eager fp32" in out and "torch off" in out and "onnxruntime" in out and "x eager" in out
+    assert "onnxruntime int8" in out and "x ORT" in out  # int8 runs on every CPU
+    assert "int8 calibration: 4 random frames (no calibration folder known: timing only)" in out
+    assert ("torch bf16" in out) and (("not run: torch bf16" in out) != native_bf16(cpu_info().flags))
+    info = cpu_info()
+    assert f"CPU: {info.model}; instruction sets: {' '.join(info.reported_flags)}" in out
 
 
 def test_source_size_is_width_by_height():

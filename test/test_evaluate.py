@@ -60,7 +60,7 @@ def frames_dataset(tmp_path):
 
 
 def test_logits_path_matches_the_segmenter(tiny_weights, frames_dataset):
-    segmenter = Segmenter(tiny_weights)
+    segmenter = Segmenter(tiny_weights, precision="fp32")
     model, info = load_model(tiny_weights)
     via_segmenter = evaluate_segmenter(segmenter, frames_dataset)
     via_logits = evaluate_model(model, frames_dataset, info.train_resolution, info.normalization)
@@ -96,3 +96,16 @@ def test_cli_writes_json(tiny_weights, frames_dataset, tmp_path):
     flip = main(["--weights", str(tiny_weights), "--dataset", "folder", "--root", str(root), "--flip",
                  "--output", str(tmp_path / "flip.json")])
     assert flip["flip"] is True and flip["frames"] == 3
+
+
+def test_cli_reduced_precision_against_a_reference(tiny_weights, frames_dataset, tmp_path):
+    root = Path(frames_dataset.samples[0].image).parents[1]
+    result = main(["--weights", str(tiny_weights), "--dataset", "folder", "--root", str(root), "--backend",
+                   "onnxruntime", "--precision", "int8", "--calibration-images", str(root / "images"),
+                   "--reference-precision", "fp32", "--output", str(tmp_path / "int8.json")])
+    assert (result["backend"], result["precision"]) == ("onnxruntime", "int8")
+    assert result["reference"]["precision"] == "fp32" and result["reference"]["pixels"] == result["pixels"]
+    assert 0.5 < result["agreement_with_reference"] <= 1.0
+    fp32 = main(["--weights", str(tiny_weights), "--dataset", "folder", "--root", str(root), "--backend", "onnxruntime",
+                 "--precision", "fp32", "--reference-precision", "fp32", "--output", str(tmp_path / "fp32.json")])
+    assert fp32["agreement_with_reference"] == 1.0 and fp32["miou"] == fp32["reference"]["miou"]

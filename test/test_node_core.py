@@ -50,7 +50,7 @@ def test_defaults_are_valid_and_match_specs():
 
 
 @pytest.mark.parametrize("values,message", [
-    ({"backend": "cuda"}, "parameter 'backend' must be one of auto, tensorrt, torch, onnxruntime; got 'cuda'"),
+    ({"backend": "cuda"}, "parameter 'backend' must be one of auto, torch, onnxruntime, tensorrt; got 'cuda'"),
     ({"overlay_alpha": 1.5}, "parameter 'overlay_alpha' must be within 0..1; got 1.5"),
     ({"overlay_alpha": float("nan")}, "parameter 'overlay_alpha' must be within 0..1"),
     ({"max_rate_hz": -1.0}, "parameter 'max_rate_hz' must be within 0..1000"),
@@ -140,8 +140,8 @@ def test_create_segmenter_passes_settings_and_classes_file(tmp_path):
                             engine_cache_dir="", classes_file=str(classes_file))
     segmenter, classes = node_core.create_segmenter(settings, segmenter_factory=factory)
     assert segmenter.classes is CAMVID, "the segmenter itself is left alone"
-    assert seen == dict(weights="w.pt", backend="torch", device="cpu", precision="fp32", input_size=(64, 96),
-                        engine_cache_dir=None, warm_up=(64, 96, 3))
+    assert seen == dict(weights="w.pt", backend="torch", device="cpu", precision="auto", input_size=(64, 96),
+                        engine_cache_dir=None, backend_options=None, warm_up=(64, 96, 3))
     assert classes.names[3] == "thing3" and classes.palette[3] == (3, 3, 3)
     no_file = NodeSettings(weights="w.pt")
     assert node_core.create_segmenter(no_file, segmenter_factory=factory)[1] is CAMVID

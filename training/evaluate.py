@@ -127,13 +127,37 @@ def evaluate_model(model: torch.nn.Module, dataset, input_size: Sequence[int], n
         model.train(was_training)
 
 
-def evaluate_segmenter(segmenter, dataset, limit: int | None = None, progress: bool = False) -> dict:
-    """The plain protocol through the deployed pipeline (any backend)."""
-    return _evaluate(dataset, lambda image: segmenter.segment(image, channel_order="rgb"), limit, progress)
+def evaluate_segmenter(segmenter, dataset, limit: int | None = None, progress: bool = False,
+                       reference=None) -> dict:
+    """The plain protocol through the deployed pipeline (any backend).
+
+    reference: a second Segmenter (e.g. fp32 beside an int8 one); the result then also holds
+    ``agreement_with_reference``, the fraction of all pixels whose labels are identical, and the
+    reference's own metrics under ``reference``.
+    """
+    if reference is None:
+        return _evaluate(dataset, lambda image: segmenter.segment(image, channel_order="rgb"), limit, progress)
+    counts = {"equal": 0, "total": 0}
+    reference_matrix = ConfusionMatrix(len(dataset.classes))
+
+    def predict(image, label):
+        labels = segmenter.segment(image, channel_order="rgb")
+        expected = reference.segment(image, channel_order="rgb")
+        counts["equal"] += int((labels == expected).sum())
+        counts["total"] += labels.size
+        reference_matrix.update(expected, label)
+        return labels
+
+    result = _evaluate(dataset, predict, limit, progress, with_label=True)
+    result["agreement_with_reference"] = counts["equal"] / max(1, counts["total"])
+    result["reference"] = {"precision": reference.precision, "backend": reference.backend_name,
+                           **reference_matrix.summary(dataset.classes.names)}
+    return result
 
 
-def _evaluate(dataset, predict, limit: int | None, progress: bool) -> dict:
-    """Accumulates one confusion matrix over the dataset; ``predict(image) -> labels``."""
+def _evaluate(dataset, predict, limit: int | None, progress: bool, with_label: bool = False) -> dict:
+    """Accumulates one confusion matrix over the dataset; ``predict(image) -> labels``
+    (``predict(image, label)`` with ``with_label``)."""
     matrix = ConfusionMatrix(len(dataset.classes))
     indices = range(len(dataset) if limit is None else min(limit, len(dataset)))
     if progress:
@@ -141,7 +165,7 @@ def _evaluate(dataset, predict, limit: int | None, progress: bool) -> dict:
         indices = tqdm(indices, desc="evaluate", dynamic_ncols=True)
     for i in indices:
         image, label = dataset[i]
-        matrix.update(predict(image), label)
+        matrix.update(predict(image, label) if with_label else predict(image), label)
     return matrix.summary(dataset.classes.names)
 
 
@@ -159,6 +183,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--limit", type=int, default=None, help="only the first N frames")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="auto", help="Segmenter backend for the plain protocol")
+    parser.add_argument("--precision", default="fp32",
+                        help="Segmenter precision for the plain protocol: auto, fp32, fp16, bf16, int8 (default: fp32)")
+    parser.add_argument("--calibration-images", default=None,
+                        help="int8: folder of calibration frames (default: the checkpoint's training frames, if known)")
+    parser.add_argument("--reference-precision", default=None, metavar="PRECISION",
+                        help="also run this precision (e.g. fp32) on the same frames and report the fraction "
+                             "of pixels whose labels agree with it")
     parser.add_argument("--output", default=None, help="write the JSON result here")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
@@ -177,10 +208,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                 args.device, progress=True)
     else:
         from bisenetv2_ros.segmenter import Segmenter
-        segmenter = Segmenter(args.weights, backend=args.backend, device=args.device,
-                              input_size=tuple(args.input_size) if args.input_size else None)
+        options = {"calibration_images": args.calibration_images} if args.calibration_images else None
+        make = lambda precision: Segmenter(args.weights, backend=args.backend, device=args.device,  # noqa: E731
+                                           precision=precision, backend_options=options,
+                                           input_size=tuple(args.input_size) if args.input_size else None)
+        segmenter = make(args.precision)
         info, size = segmenter.info, segmenter.input_size
-        result = evaluate_segmenter(segmenter, dataset, args.limit, progress=True)
+        reference = make(args.reference_precision) if args.reference_precision else None
+        result = evaluate_segmenter(segmenter, dataset, args.limit, progress=True, reference=reference)
+        result.update({"backend": segmenter.backend_name, "precision": segmenter.precision})
     if list(info.classes.names) != list(dataset.classes.names):
         print(f"warning: checkpoint classes {list(info.classes.names)} differ from dataset classes "
               f"{list(dataset.classes.names)}", file=sys.stderr)
@@ -188,6 +224,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
                    "input_size": list(size), "flip": args.flip, "scales": args.scales,
                    "frames": len(dataset) if args.limit is None else min(args.limit, len(dataset))})
     print(format_table(result))
+    if "agreement_with_reference" in result:
+        reference = result["reference"]
+        print(f"{args.precision} ({result['backend']}) vs {reference['precision']} ({reference['backend']}): labels "
+              f"agree on {100 * result['agreement_with_reference']:.2f} % of pixels; mIoU "
+              f"{100 * result['miou']:.2f} vs {100 * reference['miou']:.2f} "
+              f"({100 * (result['miou'] - reference['miou']):+.2f} points)")
     text = json.dumps(result, indent=2)
     if args.output:
         Path(args.output).write_text(text + "\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import platform
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,8 +19,20 @@ import numpy as np
 LOGGER = logging.getLogger("bisenetv2_ros")
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
+# "auto": on a CPU, the fastest path its instruction set runs natively (``cpu.auto_precision``);
+# on a GPU, fp32 (as before auto existed).
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
+DEFAULT_PRECISION = "auto"
+# Which precision each backend runs, by device kind; everything else is a BackendError naming these.
+SUPPORTED_PRECISIONS = {
+    ("torch", "cpu"): ("fp32", "bf16"),
+    ("torch", "cuda"): ("fp32", "fp16"),
+    ("onnxruntime", "cpu"): ("fp32", "int8"),
+    ("onnxruntime", "cuda"): ("fp32",),
+    ("tensorrt", "cuda"): ("fp32", "fp16", "int8"),
+}
 CHANNEL_ORDERS = ("rgb", "bgr")
+CALIBRATION_OPTIONS = ("calibration_images", "calibration_frames", "calibration_limit")
 
 
 class BackendError(ValueError):
@@ -87,6 +100,42 @@ def resolve_device(device: str | None) -> str:
     raise BackendError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:<index>'")
 
 
+def check_precision(backend: str, device: str, precision: str) -> None:
+    """A clear BackendError when ``backend`` cannot run ``precision`` on ``device``."""
+    kind = "cpu" if device == "cpu" else "cuda"
+    supported = SUPPORTED_PRECISIONS.get((backend, kind), ())
+    if precision in supported:
+        return
+    where = [f"{b} on {d}" for (b, d), p in SUPPORTED_PRECISIONS.items() if precision in p]
+    hint = f"{precision} runs with " + (", ".join(where) if where else "no backend")
+    if precision == "fp16" and kind == "cpu":
+        hint = ("no CPU backend runs fp16 faster than fp32 (x86 CPUs have no fp16 arithmetic for these "
+                "convolutions); on a CPU use 'auto', 'fp32', 'int8' (onnxruntime) or 'bf16' (torch, native bf16)")
+    raise BackendError(f"precision {precision!r} is not available with the {backend} backend on {kind} "
+                       f"(it runs {', '.join(supported) or 'nothing there'}); {hint}")
+
+
+def resolve_auto_precision(backend: str, device: str | None, calibration_available: bool) -> tuple[str, str, str]:
+    """``precision: auto`` -> (precision, backend, resolved device), logged once with the reason."""
+    from .cpu import auto_precision, cpu_info
+
+    if backend not in ("auto", "torch", "onnxruntime"):  # tensorrt: GPU only
+        device = resolve_device(device if device not in (None, "auto") else "cuda")
+        LOGGER.info("precision auto -> fp32 (the %s backend on %s)", backend, device)
+        return "fp32", backend, device
+    device = resolve_device(device)
+    if device != "cpu":
+        LOGGER.info("precision auto -> fp32 on %s (a GPU: fp32 as before; fp16 is one parameter away)", device)
+        return "fp32", backend, device
+    info = cpu_info()
+    precision, chosen, reason = auto_precision(info.flags, backend, calibration_available, platform.machine())
+    if chosen == "onnxruntime" and not onnxruntime_importable():
+        precision, chosen, reason = "fp32", "torch", "ONNX Runtime is not importable"
+    LOGGER.info("precision auto -> %s with the %s backend on %s (%s; CPU %s, flags %s)", precision,
+                chosen, device, reason, info.model, " ".join(info.reported_flags) or "none")
+    return precision, chosen, device
+
+
 def choose_backend(device: str | None = "auto", precision: str = "fp32") -> tuple[str, str]:
     """The ``auto`` rule: (backend name, resolved device). Logs the choice and why."""
     if precision not in PRECISIONS:
@@ -100,9 +149,15 @@ def choose_backend(device: str | None = "auto", precision: str = "fp32") -> tupl
         else:
             choice, reason = "torch", "a CUDA GPU is visible but TensorRT is not importable"
     else:
-        if precision != "fp32":
-            raise BackendError(f"precision {precision!r} needs a GPU (tensorrt, or torch on CUDA); on CPU use 'fp32'")
-        if onnxruntime_importable():
+        if precision == "bf16":
+            choice, reason = "torch", "bf16 runs with torch on the CPU"
+        elif precision == "int8":
+            if not onnxruntime_importable():
+                raise BackendError("precision 'int8' on a CPU needs ONNX Runtime, which is not importable")
+            choice, reason = "onnxruntime", "int8 runs with ONNX Runtime on the CPU"
+        elif precision == "fp16":
+            check_precision("onnxruntime", "cpu", precision)  # raises: no CPU backend runs fp16
+        elif onnxruntime_importable():
             choice, reason = "onnxruntime", "no CUDA GPU; ONNX Runtime is the fastest CPU path"
         else:
             choice, reason = "torch", "no CUDA GPU and ONNX Runtime is not importable"
@@ -123,10 +178,29 @@ def create_backend(name: str, model, info, device: str | None = "auto", precisio
         raise BackendError(f"unknown backend {name!r}; choose one of {BACKENDS}")
     if precision not in PRECISIONS:
         raise BackendError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    if precision == "auto":
+        calibration = any(options.get(k) is not None for k in CALIBRATION_OPTIONS)
+        if not calibration:
+            from .int8 import default_calibration_folder
+
+            calibration = default_calibration_folder(getattr(info, "dataset", "unknown")) is not None
+        precision, name, device = resolve_auto_precision(name, device, calibration)
     if name == "auto":
         name, device = choose_backend(device, precision)
-    if precision == "int8" and name != "tensorrt":
-        raise BackendError(f"precision 'int8' is only available with the tensorrt backend, not {name!r}")
+    if name == "tensorrt":
+        check_precision(name, "cuda", precision)  # the device itself is checked below
+    else:
+        check_precision(name, "cpu" if device in (None, "auto") and name == "onnxruntime" else resolve_device(device),
+                        precision)
+    if precision != "int8" and name != "tensorrt":
+        # Calibration settings matter to int8 only; auto may have chosen another path (node and CLI
+        # pass them whenever the user gave them).
+        for key in CALIBRATION_OPTIONS:
+            options.pop(key, None)
+    if name == "onnxruntime" and precision == "int8":
+        options.setdefault("dataset", getattr(info, "dataset", "unknown"))
+        if engine_cache_dir is not None:
+            options.setdefault("cache_dir", engine_cache_dir)
     if name == "torch":
         from .torch_backend import TorchBackend
 

@@ -45,6 +45,9 @@ class FusedSegmentation(nn.Module):
         self.swap_channels = swap
         # Set for exports with a dynamic frame size: the resize must then always be in the graph.
         self.always_resize = False
+        # Set (e.g. torch.bfloat16) when the network's weights are in a reduced precision while the
+        # pre-processing and the labels tail stay float32 (see forward).
+        self.network_dtype: torch.dtype | None = None
         self.register_buffer("scale", scale.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("shift", shift.view(1, 3, 1, 1), persistent=False)
         self.eval()
@@ -61,7 +64,13 @@ class FusedSegmentation(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         x = self.preprocess(frames)
-        logits = self.model(x, output_size=frames.shape[1:3])
+        if self.network_dtype is not None:
+            # The 1/8 logits go back to float32 before the upsampling and the argmax: bf16 keeps only
+            # 8 bits of mantissa, so close class scores would tie and flip labels.
+            logits = self.model.forward_logits(x.to(self.network_dtype))[0].float()
+            logits = F.interpolate(logits, size=tuple(frames.shape[1:3]), mode="bilinear", align_corners=False)
+        else:
+            logits = self.model(x, output_size=frames.shape[1:3])
         return logits.argmax(dim=1).to(torch.uint8)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -60,13 +61,31 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, model, normalization: Normalization, input_size: tuple[int, int], device: str = "cpu",
                  precision: str = "fp32", dynamic: bool = True, exporter: str = "legacy", threads: int | None = None,
-                 opset: int = 17, spin: bool = False) -> None:
-        if precision != "fp32":
-            raise BackendError(f"precision {precision!r} is not available with onnxruntime; use 'fp32' "
-                               "(fp16 and int8 run with the tensorrt backend)")
+                 opset: int = 17, spin: bool = False, calibration_images: str | os.PathLike | None = None,
+                 calibration_frames: np.ndarray | None = None, calibration_limit: int | None = None,
+                 dataset: str = "unknown", cache_dir: str | os.PathLike | None = None,
+                 quant_format: str = "QDQ") -> None:
         if device not in ("auto", None, "cpu") and not str(device).startswith("cuda"):
             raise BackendError(f"unknown device {device!r}; use 'cpu' or 'cuda[:n]'")
-        super().__init__("cpu" if device in ("auto", None) else device, precision, input_size)
+        device = "cpu" if device in ("auto", None) else device
+        if precision not in ("fp32", "int8") or (precision == "int8" and device != "cpu"):
+            from . import check_precision
+
+            check_precision(self.name, device, precision)
+        super().__init__(device, precision, input_size)
+        self.calibration = None
+        if precision == "int8":
+            from .int8 import DEFAULT_CALIBRATION_FRAMES, CalibrationSet, QUANT_FORMATS
+
+            if quant_format not in QUANT_FORMATS:
+                raise BackendError(f"unknown quant_format {quant_format!r}; choose one of {QUANT_FORMATS}")
+            # Resolved now, so that a missing folder fails at start-up, not at the first frame.
+            self.calibration = CalibrationSet(calibration_frames, calibration_images, dataset,
+                                              int(calibration_limit or DEFAULT_CALIBRATION_FRAMES))
+            from ..checkpoint import cache_dir as default_cache_dir
+
+            self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir() / "engines"
+        self.quant_format = quant_format
         self.model = model.eval()
         self.normalization = normalization
         self.dynamic = dynamic
@@ -98,8 +117,44 @@ class OnnxRuntimeBackend(Backend):
         if session is None:
             LOGGER.info("onnxruntime backend: exporting the fused pipeline (%s, frames %s)", channel_order,
                         "of any size" if key[1] is None else "x".join("N" if v is None else str(v) for v in key[1]))
-            session = make_session(self.onnx_bytes(channel_order, key[1]), self.device, self.threads, self.spin)
+            onnx_bytes = self.onnx_bytes(channel_order, key[1])
+            if self.precision == "int8":
+                session = self._int8_session(onnx_bytes, channel_order, key[1])
+            else:
+                session = make_session(onnx_bytes, self.device, self.threads, self.spin)
             self._sessions[key] = session
+        return session
+
+    def _int8_session(self, onnx_bytes: bytes, channel_order: str, graph_shape: tuple | None):
+        """The quantised graph from the cache, or quantised now (and cached) from calibration frames."""
+        import hashlib
+
+        import onnxruntime as ort
+
+        from .engine_cache import EngineCache
+        from .cpu import cpu_info
+        from .int8 import QUANTIZER_VERSION, quantize_fused_onnx, quantizer_settings
+
+        settings = quantizer_settings(cpu_info().flags)
+        source_hash = hashlib.sha256(onnx_bytes).hexdigest()
+        shape = "dynamic" if graph_shape is None else "x".join("N" if v is None else str(v) for v in graph_shape)
+        slot = {"name": f"onnxruntime-{source_hash[:12]}", "precision": "int8", "shape": shape, "order": channel_order}
+        key = {"onnx_sha256": source_hash, "onnxruntime": ort.__version__, "precision": "int8",
+               "quantizer": {"version": QUANTIZER_VERSION, "format": self.quant_format, **settings},
+               "calibration": self.calibration.fingerprint(),
+               "calibration_size": list(self.input_size)}
+
+        def build() -> bytes:
+            LOGGER.info("onnxruntime int8: calibrating on %s (one-off; the result is cached)", self.calibration.source)
+            # Frames at the graph's fixed size when it has one, else at the model size (no resize needed).
+            fixed = graph_shape is not None and graph_shape[1] is not None
+            frames = self.calibration.frames_at(tuple(graph_shape[1:]) if fixed else self.input_size, channel_order)
+            batch = graph_shape[0] if graph_shape is not None and graph_shape[0] else 1
+            return quantize_fused_onnx(onnx_bytes, frames, batch=batch, quant_format=self.quant_format, **settings)
+
+        session, path = EngineCache(self.cache_dir).load_or_build(
+            slot, key, build, lambda payload: make_session(payload, self.device, self.threads, self.spin))
+        self.int8_cache_files = getattr(self, "int8_cache_files", []) + [path]
         return session
 
     def _run(self, frames: np.ndarray, channel_order: str) -> np.ndarray:

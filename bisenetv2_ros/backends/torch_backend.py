@@ -8,6 +8,11 @@ compile modes (``compile=``):
               small CPU (under 20 s once torch's compile cache is warm), so it is opt-in.
   "script"    TorchScript trace + freeze + optimize_for_inference (a few seconds per shape).
 Compiled pipelines are cached per (channel order, frame shape).
+
+precision "bf16" (CPU): bf16 weights, channels_last, BN folded; the uint8 pre-processing and the
+labels tail (logits upsampling, argmax) stay float32 (``FusedSegmentation.network_dtype``). Only on
+CPUs with native bf16 (AMX or AVX512-BF16); elsewhere a BackendError, unless ``emulate_bf16=True``
+(runs, slower than fp32: for checking labels).
 """
 
 from __future__ import annotations
@@ -28,24 +33,42 @@ COMPILE_MODES = ("off", "inductor", "script")
 DEFAULT_COMPILE_ENV = "BISENETV2_TORCH_COMPILE"
 
 
+def require_native_bf16(emulate: bool = False) -> None:
+    """A BackendError unless this CPU has native bf16 arithmetic (AMX or AVX512-BF16).
+
+    emulate=True lets bf16 run anyway: PyTorch then converts to and from float32 around each
+    operation, which is slower than fp32 (useful for checking labels, never for speed).
+    """
+    from .cpu import BF16_FLAGS, cpu_info, native_bf16
+
+    info = cpu_info()
+    if native_bf16(info.flags):
+        return
+    if emulate:
+        LOGGER.warning("torch bf16 on a CPU without native bf16 (%s): emulated, slower than fp32", info.model)
+        return
+    raise BackendError(f"precision 'bf16' needs a CPU with native bf16 ({' or '.join(BF16_FLAGS)}); this CPU "
+                       f"({info.model}, torch capability {info.torch_capability}) has neither. Use precision "
+                       "'auto' or 'fp32' (or backend_options={'emulate_bf16': True} to check labels, slowly)")
+
+
 class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, model: torch.nn.Module, normalization: Normalization, input_size: tuple[int, int],
                  device: str = "cpu", precision: str = "fp32", compile: str | None = None,
-                 fold_bn: bool = True, channels_last: bool = True) -> None:
+                 fold_bn: bool = True, channels_last: bool = True, emulate_bf16: bool = False) -> None:
         super().__init__(device, precision, input_size)
         compile = compile or os.environ.get(DEFAULT_COMPILE_ENV, "off")
         if compile not in COMPILE_MODES:
             raise BackendError(f"unknown torch compile mode {compile!r}; choose one of {COMPILE_MODES}")
-        if precision == "int8":
-            raise BackendError("precision 'int8' is only available with the tensorrt backend")
-        if precision == "fp16" and device == "cpu":
-            raise BackendError("precision 'fp16' needs CUDA with the torch backend; on CPU use 'fp32'")
-        if precision not in ("fp32", "fp16"):
-            raise BackendError(f"unknown precision {precision!r} for the torch backend; use 'fp32' or 'fp16'")
+        from . import check_precision
+
+        check_precision(self.name, "cpu" if device == "cpu" else "cuda", precision)
+        if precision == "bf16":
+            require_native_bf16(emulate_bf16)
         self.compile_mode = compile
-        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
         network = fold_batchnorm(model) if fold_bn else model.eval()
         network = network.to(device=device, dtype=self.dtype)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -58,7 +81,11 @@ class TorchBackend(Backend):
         """The eager fused module for this channel order (shares the network's weights)."""
         if channel_order not in self._fused:
             fused = FusedSegmentation(self.network, self.normalization, self.input_size, channel_order)
-            self._fused[channel_order] = fused.to(device=self.device, dtype=self.dtype)
+            if self.dtype == torch.bfloat16:  # bf16 network, float32 pre-processing and labels tail
+                fused.network_dtype = self.dtype
+                self._fused[channel_order] = fused.to(device=self.device)
+            else:
+                self._fused[channel_order] = fused.to(device=self.device, dtype=self.dtype)
         return self._fused[channel_order]
 
     def _pipeline_for(self, frames: torch.Tensor, channel_order: str) -> torch.nn.Module:
