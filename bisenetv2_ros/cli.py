@@ -432,6 +432,7 @@ def _describe(weights: str) -> dict:
         info = checkpoint.info
     if checkpoint is not None:
         result["kind"] = checkpoint.kind
+        result["architecture"] = checkpoint.architecture
         result["model_config"] = checkpoint.config.to_dict()
         result["parameters"] = int(sum(v.numel() for k, v in checkpoint.state_dict.items()
                                        if v.is_floating_point() and "running_" not in k))
@@ -470,7 +471,7 @@ def cmd_info(args) -> int:
     if "kind" in description:
         config = description["model_config"]
         lines.append(f"kind:             {description['kind']} checkpoint, {description['parameters']:,} parameters")
-        lines.append("model:            " + ", ".join(f"{k}={v}" for k, v in config.items()))
+        lines.append(f"model:            {description['architecture']}: " + ", ".join(f"{k}={v}" for k, v in config.items()))
         if "training_state" in description:
             lines.append(f"training state:   {', '.join(description['training_state'])}")
     resolution = description["train_resolution"]

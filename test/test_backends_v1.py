@@ -1,0 +1,49 @@
+"""BiSeNetV1 through the unchanged backends: torch and ONNX Runtime agree with a plain reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_tiny_v1_checkpoint
+from test_backends import random_frames, reference_labels
+
+from bisenetv2_ros.checkpoint import load_model
+from bisenetv2_ros.model_v1 import BiSeNetV1
+from bisenetv2_ros.segmenter import Segmenter
+
+pytest.importorskip("onnxruntime", reason="onnxruntime is needed for the ONNX Runtime backend")
+
+
+@pytest.fixture(scope="module")
+def segmenters(tiny_v1_weights):
+    return {name: Segmenter(tiny_v1_weights, backend=name, device="cpu") for name in ("torch", "onnxruntime")}
+
+
+@pytest.mark.parametrize("frame_size", [(64, 96), (75, 131)])
+def test_backends_match_the_torch_fp32_reference(segmenters, tiny_v1_weights, frame_size):
+    model, info = load_model(tiny_v1_weights)
+    assert isinstance(model, BiSeNetV1)
+    frames = random_frames((2, *frame_size), seed=3)
+    reference = reference_labels(model, info, (64, 96), frames)
+    assert len(np.unique(reference)) >= 3  # a non-degenerate label map
+    for name, segmenter in segmenters.items():
+        labels = segmenter.segment_batch(frames)
+        assert labels.shape == (2, *frame_size) and labels.dtype == np.uint8
+        agreement = float((labels == reference).mean())
+        assert agreement >= 0.995, f"{name}: {agreement:.4f} of the labels agree with the torch fp32 reference"
+
+
+def test_pixel_shuffle_head_exports_and_agrees(tmp_path):
+    path = make_tiny_v1_checkpoint(tmp_path / "ps.pt", seed=2, head_upsample="pixel_shuffle")
+    model, info = load_model(path)
+    frames = random_frames((1, 80, 120), seed=4)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(64, 96), mode="bilinear", align_corners=False)
+    mean = torch.tensor(info.normalization.mean).view(1, 3, 1, 1) * 255
+    std = torch.tensor(info.normalization.std).view(1, 3, 1, 1) * 255
+    with torch.inference_mode():
+        reference = model((x - mean) / std, output_size=(80, 120)).argmax(1).to(torch.uint8).numpy()
+    labels = Segmenter(path, backend="onnxruntime", device="cpu").segment_batch(frames)
+    assert float((labels == reference).mean()) >= 0.995
