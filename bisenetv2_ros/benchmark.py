@@ -4,10 +4,12 @@ Two timings per run: *model-only* (the network on a normalised float tensor at t
 logits out) and *end-to-end* (uint8 camera frame in, uint8 labels at the frame size out: everything
 the node pays per frame). GPU work is timed with CUDA events. ``--compare`` runs eager PyTorch fp32,
 the optimised torch CPU backend and ONNX Runtime side by side, interleaved frame by frame so that
-load from other processes hits all of them alike, and prints the speed-up ratios.
+load from other processes hits all of them alike, and prints the speed-up ratios; with
+``--weights random --architectures bisenetv1,bisenetv2`` it does so for both networks in one run.
 
     python -m bisenetv2_ros.benchmark --backend onnxruntime --height 512 --width 1024 --source-size 1024x512
     python -m bisenetv2_ros.benchmark --compare --height 256 --width 512
+    python -m bisenetv2_ros.benchmark --compare --compile off --weights random --architectures bisenetv1,bisenetv2
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from .architectures import ARCHITECTURES
 from .backends import BACKENDS, PRECISIONS
 from .backends.fused import FusedSegmentation
 
@@ -40,11 +43,22 @@ def _frame_size(text: str) -> tuple[int, int]:
     return height, width
 
 
+def _architectures(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ARCHITECTURES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(ARCHITECTURES)}, got {text!r}")
+    return list(dict.fromkeys(names))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None,
                         help="checkpoint path, known name, or 'random': a randomly initialised default-config model "
                              "(C_t 1024, 19 classes; the paper's speed protocol: same speed, meaningless labels). "
                              "Default: the embedded default weights if present, else 'random'")
+    parser.add_argument("--architectures", type=_architectures, default=None, metavar="LIST",
+                        help="with --weights random: the networks to build, comma-separated from "
+                             f"{','.join(ARCHITECTURES)} (default: bisenetv2); several need --compare")
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
@@ -73,16 +87,26 @@ def run(args: argparse.Namespace) -> int:
     from .segmenter import Segmenter
 
     weights, note = _weights(args.weights)
+    architectures = args.architectures or ["bisenetv2"]
+    if args.architectures and weights is not None:
+        raise SystemExit("--architectures builds random models: use it with --weights random "
+                         "(a checkpoint names its own architecture)")
+    if len(architectures) > 1 and not args.compare:
+        raise SystemExit("several --architectures are compared side by side: add --compare")
+    if weights is None and architectures != ["bisenetv2"]:
+        note = f"random default-config {', '.join(architectures)}, timing only"
     with tempfile.TemporaryDirectory() as scratch:
         if weights is None:
-            weights = _random_default_checkpoint(Path(scratch))
+            checkpoints = {name: _random_default_checkpoint(Path(scratch), name) for name in architectures}
+        else:
+            checkpoints = {"": weights}
         model_size = None
         if args.height or args.width:
             if not (args.height and args.width):
                 raise SystemExit("give both --height and --width (the model input size)")
             model_size = (args.height, args.width)
         if args.compare:
-            result = _compare(args, weights, model_size)
+            result = _compare(args, checkpoints, model_size)
         else:
             options: dict[str, Any] = {}
             if args.compile:
@@ -92,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
                 options[key] = {"true": True, "false": False}.get(value.lower(), value)
             if args.calibration_images:
                 options["calibration_images"] = args.calibration_images
-            seg = Segmenter(weights, backend=args.backend, device=args.device, precision=args.precision,
+            seg = Segmenter(next(iter(checkpoints.values())), backend=args.backend, device=args.device, precision=args.precision,
                             input_size=model_size, engine_cache_dir=args.engine_cache, backend_options=options)
             result = _single(args, seg)
     result["weights"] = str(args.weights or "default") + (f" ({note})" if note else "")
@@ -143,15 +167,15 @@ def _weights(requested: str | None) -> tuple[str | None, str]:
     return None, "embedded default weights not present: " + RANDOM_NOTE
 
 
-def _random_default_checkpoint(folder: Path) -> Path:
+def _random_default_checkpoint(folder: Path, architecture: str = "bisenetv2") -> Path:
+    from .architectures import build_model, default_config
     from .checkpoint import Checkpoint, CheckpointInfo, save_checkpoint
     from .classes import CITYSCAPES
-    from .model import BiSeNetV2, BiSeNetV2Config
 
     torch.manual_seed(0)
-    model = BiSeNetV2(BiSeNetV2Config(num_classes=len(CITYSCAPES), aux_heads=False)).eval()
+    model = build_model(default_config(architecture, num_classes=len(CITYSCAPES), aux_heads=False)).eval()
     info = CheckpointInfo(CITYSCAPES, train_resolution=(512, 1024), dataset="random (benchmark)")
-    return save_checkpoint(Checkpoint.from_model(model, info), folder / "random_default.pt")
+    return save_checkpoint(Checkpoint.from_model(model, info), folder / f"random_{architecture}.pt")
 
 
 def _rss_mib() -> float:
@@ -249,34 +273,49 @@ def _single(args, seg) -> dict[str, Any]:
     return results
 
 
-def _compare(args, weights, model_size) -> dict[str, Any]:
-    """Interleaved end-to-end timing (frame in, labels out) of the CPU variants at one size, fp32."""
+def _compare(args, checkpoints: dict[str, Any], model_size) -> dict[str, Any]:
+    """Interleaved end-to-end timing (frame in, labels out) of the CPU variants at one size, fp32.
+
+    ``checkpoints``: {label: weights}; with several (e.g. one per architecture) every variant of every
+    model joins the same interleaved loop and is named "<label> <variant>".
+    """
     from .backends.onnxruntime_backend import OnnxRuntimeBackend
     from .backends.torch_backend import TorchBackend
     from .checkpoint import load_model
 
-    model, info = load_model(weights)
-    input_size = tuple(model_size or info.train_resolution or (512, 1024))
-    frames = _frames(args, input_size)
-    tensor = torch.from_numpy(frames)
-    eager = FusedSegmentation(model, info.normalization, input_size, args.channel_order)
-
-    def eager_run():
-        with torch.inference_mode():
-            return eager(tensor).numpy()
-
-    variants: dict[str, Callable[[], np.ndarray]] = {"torch eager fp32": eager_run}
+    variants: dict[str, Callable[[], np.ndarray]] = {}
+    eager_of: dict[str, str] = {}  # variant -> the eager variant of the same model
     build_s: dict[str, float] = {}
-    modes = [args.compile] if args.compile else ["off", "script", "inductor"]
-    backends = {f"torch {m}": TorchBackend(model, info.normalization, input_size, "cpu", "fp32", compile=m) for m in modes}
-    backends["onnxruntime"] = OnnxRuntimeBackend(model, info.normalization, input_size, "cpu")
-    for name, backend in backends.items():
-        start = time.perf_counter()
-        backend.run(frames, args.channel_order)  # export / trace / compile happens on the first frame
-        build_s[name] = round(time.perf_counter() - start, 1)
-        variants[name] = (lambda b: lambda: b.run(frames, args.channel_order))(backend)
-    reference = eager_run()
-    agreement = {name: round(float((call() == reference).mean()), 5) for name, call in variants.items()}
+    agreement: dict[str, float] = {}
+    input_size = frames = None
+    for label, weights in checkpoints.items():
+        prefix = f"{label} " if label else ""
+        model, info = load_model(weights)
+        if input_size is None:
+            input_size = tuple(model_size or info.train_resolution or (512, 1024))
+            frames = _frames(args, input_size)
+        tensor = torch.from_numpy(frames)
+        eager = FusedSegmentation(model, info.normalization, input_size, args.channel_order)
+
+        def eager_run(eager=eager, tensor=tensor):
+            with torch.inference_mode():
+                return eager(tensor).numpy()
+
+        calls: dict[str, Callable[[], np.ndarray]] = {prefix + "torch eager fp32": eager_run}
+        modes = [args.compile] if args.compile else ["off", "script", "inductor"]
+        backends = {f"torch {m}": TorchBackend(model, info.normalization, input_size, "cpu", "fp32", compile=m)
+                    for m in modes}
+        backends["onnxruntime"] = OnnxRuntimeBackend(model, info.normalization, input_size, "cpu")
+        for name, backend in backends.items():
+            start = time.perf_counter()
+            backend.run(frames, args.channel_order)  # export / trace / compile happens on the first frame
+            build_s[prefix + name] = round(time.perf_counter() - start, 1)
+            calls[prefix + name] = (lambda b: lambda: b.run(frames, args.channel_order))(backend)
+        reference = eager_run()
+        for name, call in calls.items():
+            agreement[name] = round(float((call() == reference).mean()), 5)
+            eager_of[name] = prefix + "torch eager fp32"
+        variants.update(calls)
     for _ in range(args.warmup):
         for call in variants.values():
             call()
@@ -287,10 +326,11 @@ def _compare(args, weights, model_size) -> dict[str, Any]:
             call()
             times[name].append((time.perf_counter() - start) * 1000.0)
     stats = {name: _stats(t, args.batch) for name, t in times.items()}
-    base = stats["torch eager fp32"]["p50_ms"]
     return {"mode": "compare (end to end, interleaved)", "model_input_hxw": list(input_size),
             "frame_hxw": list(frames.shape[1:3]), "batch": args.batch, "iters": args.iters,
-            "variants": {name: {**stats[name], "speedup_vs_eager": round(base / stats[name]["p50_ms"], 2),
+            "models": [label for label in checkpoints if label],
+            "variants": {name: {**stats[name],
+                                "speedup_vs_eager": round(stats[eager_of[name]]["p50_ms"] / stats[name]["p50_ms"], 2),
                                 "labels_equal_to_eager": agreement[name], "first_frame_s": build_s.get(name)}
                          for name in variants},
             "peak_rss_mib": round(_peak_rss_mib(), 1)}
@@ -302,9 +342,9 @@ def _print_table(result: dict[str, Any]) -> None:
     if "variants" in result:
         print(f"{result['mode']}: model {result['model_input_hxw']} (HxW), frame {result['frame_hxw']} (HxW), "
               f"batch {result['batch']}, {result['iters']} iterations")
-        print(f"{'variant':<20}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'FPS':>8}{'x eager':>9}{'equal':>9}{'1st s':>8}")
+        print(f"{'variant':<30}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'FPS':>8}{'x eager':>9}{'equal':>9}{'1st s':>8}")
         for name, s in result["variants"].items():
-            print(f"{name:<20}{s['p50_ms']:>10.1f}{s['p90_ms']:>10.1f}{s['p99_ms']:>10.1f}{s['fps']:>8.2f}"
+            print(f"{name:<30}{s['p50_ms']:>10.1f}{s['p90_ms']:>10.1f}{s['p99_ms']:>10.1f}{s['fps']:>8.2f}"
                   f"{s['speedup_vs_eager']:>9.2f}{s['labels_equal_to_eager']:>9.4f}{s['first_frame_s'] or 0:>8.1f}")
         print(f"peak RSS {result['peak_rss_mib']} MiB")
         return
