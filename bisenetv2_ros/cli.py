@@ -144,11 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(handler=cmd_info)
 
-    imp = add("import", "convert a public checkpoint (mmsegmentation, CoinCheung) into this package's format",
-              "bisenetv2 import model_final_v2_city.pth coincheung_cityscapes.pt")
+    imp = add("import", "convert a public BiSeNetV2 or BiSeNetV1 checkpoint (mmsegmentation, CoinCheung) into this "
+                        "package's format", "bisenetv2 import model_final_v2_city.pth coincheung_cityscapes.pt")
     imp.add_argument("source", type=Path, metavar="SRC", help="the public checkpoint (.pth)")
     imp.add_argument("output", type=Path, metavar="OUT", help="where to write the converted checkpoint (.pt)")
-    imp.add_argument("--family", choices=("mmsegmentation", "coincheung"), default=None,
+    imp.add_argument("--family", choices=("mmsegmentation", "coincheung", "mmsegmentation-bisenetv1",
+                                          "coincheung-bisenetv1"), default=None,
                      help="the checkpoint's layout (default: detected from its key names)")
     imp.add_argument("--half", action="store_true", help="store the weights as fp16 (half the file size)")
     imp.set_defaults(handler=cmd_import)

@@ -341,3 +341,15 @@ def test_pixel_shuffle_head_with_odd_channel_count_is_refused(foreign):
     state["conv_out.conv_out.weight"] = torch.zeros(19 * 64 + 1, 256, 1, 1)
     with pytest.raises(CheckpointError, match="PixelShuffle head has 1217 outputs"):
         import_state_dict(state, COINCHEUNG_V1)
+
+
+def test_cli_import_and_info_of_a_v1_file(foreign, tmp_path, capsys):
+    from bisenetv2_ros.cli import main
+
+    state, _ = foreign[COINCHEUNG_V1]
+    torch.save(state, tmp_path / "model_final_v1_city_new.pth")
+    assert main(["import", str(tmp_path / "model_final_v1_city_new.pth"), str(tmp_path / "v1.pt")]) == 0
+    assert "coincheung-bisenetv1, 19 classes" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "v1.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "model:            bisenetv1: num_classes=19" in out and "head_upsample=pixel_shuffle" in out
