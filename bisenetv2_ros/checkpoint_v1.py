@@ -9,8 +9,9 @@ Two layouts, read off the publishers' model code:
   ``ContextPath`` ``arm16/arm32`` (``conv_layer``, ``atten_conv_layer.1``), ``gap_conv.1``,
   ``conv_head32/16``, ``ffm.conv1`` and ``ffm.conv_atten.0`` (one 1x1 ConvModule with BN and ReLU),
   an ``FCNHead`` decode head (``convs.0``, ``conv_seg``) and two ``FCNHead`` auxiliary heads.
-  The ResNet block names (``layerN.M.conv1/bn1/conv2/bn2/downsample.0/.1``) are mmseg's
-  ``BasicBlock``/``ResLayer``; that the stem's BN is called ``bn1`` is mmseg's ``norm1_name``
+  The ResNet names (stem ``conv1`` 7x7/2 + ``norm1`` with postfix 1, max pool; blocks
+  ``layerN.M.conv1/bn1/conv2/bn2``, ``downsample.0/.1``) are read off mmseg's ``resnet.py``. That a
+  (Sync)BN norm is named with the prefix ``bn`` (so ``bn1``, ``.bn``) is mmcv's ``build_norm_layer``
   convention, recalled rather than re-read here: a file that differs fails the strict import by name.
 * ``coincheung-bisenetv1``: CoinCheung/BiSeNet ``lib/models/bisenetv1.py`` and ``lib/models/resnet.py``:
   ``cp.resnet.*`` (torchvision-style ResNet-18), ``cp.arm16/arm32`` (``conv``, ``conv_atten``,

@@ -47,3 +47,16 @@ def test_pixel_shuffle_head_exports_and_agrees(tmp_path):
         reference = model((x - mean) / std, output_size=(80, 120)).argmax(1).to(torch.uint8).numpy()
     labels = Segmenter(path, backend="onnxruntime", device="cpu").segment_batch(frames)
     assert float((labels == reference).mean()) >= 0.995
+
+
+def test_every_batch_norm_of_bisenetv1_folds(tiny_v1_weights):
+    from bisenetv2_ros.backends.fused import fold_batchnorm
+
+    model, _ = load_model(tiny_v1_weights)
+    folded = fold_batchnorm(model)
+    # spatial 4, ResNet-18 20, ARMs 4, global context 1, refine 2, FFM 1, head 1
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 33
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())  # all follow a conv
+    x = torch.randn(1, 3, 64, 96)
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-3, rtol=1e-3)
