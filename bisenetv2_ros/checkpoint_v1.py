@@ -19,7 +19,9 @@ Two layouts, read off the publishers' model code:
   ``ffm.conv1/conv2`` (the paper's two 1x1 convs), output head ``conv_out``, auxiliary heads
   ``conv_out16/conv_out32``. Its current head predicts ``classes x 8 x 8`` channels (with a bias) that a
   PixelShuffle(8) spreads to full resolution; its earlier head predicted ``classes`` channels (no bias),
-  upsampled bilinearly with ``align_corners=True``. Both are recognised, by the head's bias.
+  upsampled bilinearly with ``align_corners=True``. Both are recognised, by the head's bias. Their
+  current Context Path upsamples by a fixed factor 2 (``nn.Upsample(scale_factor=2.)``), ours to the
+  next feature's size: identical for inputs that are multiples of 32, and ours also runs at other sizes.
 
 Auxiliary heads are dropped by name; every other foreign tensor must be used exactly once.
 """

@@ -60,3 +60,19 @@ def test_every_batch_norm_of_bisenetv1_folds(tiny_v1_weights):
     x = torch.randn(1, 3, 64, 96)
     with torch.inference_mode():
         torch.testing.assert_close(folded(x), model(x), atol=1e-3, rtol=1e-3)
+
+
+def test_bisenetv1_onnx_export_cli_with_dynamic_frames(tiny_v1_weights, tmp_path):
+    from bisenetv2_ros.backends.fused import FusedSegmentation
+    from bisenetv2_ros.backends.onnxruntime_backend import make_session
+    from bisenetv2_ros.export import main
+
+    assert main([str(tiny_v1_weights), str(tmp_path / "v1.onnx")]) == 0  # python -m bisenetv2_ros.export
+    session = make_session(str(tmp_path / "v1.onnx"))
+    model, info = load_model(tiny_v1_weights)
+    for shape in ((1, 90, 120), (2, 57, 77)):
+        frames = random_frames(shape, seed=shape[1])
+        labels = session.run(None, {"frames": frames})[0]
+        with torch.inference_mode():
+            expected = FusedSegmentation(model, info.normalization, (64, 96))(torch.from_numpy(frames)).numpy()
+        assert labels.shape == shape and float((labels == expected).mean()) >= 0.995
