@@ -5,11 +5,13 @@ logits out) and *end-to-end* (uint8 camera frame in, uint8 labels at the frame s
 the node pays per frame). GPU work is timed with CUDA events. ``--compare`` runs eager PyTorch fp32,
 the optimised torch CPU backend, ONNX Runtime fp32 and every reduced-precision path this CPU runs
 (ONNX Runtime int8 everywhere, torch bf16 with native bf16) side by side, interleaved frame by frame
-so that load from other processes hits all of them alike, and prints the speed-up ratios. The
-output names the CPU model and its instruction-set flags, since the reduced paths depend on them.
+so that load from other processes hits all of them alike, and prints the speed-up ratios; with
+``--weights random --architectures bisenetv1,bisenetv2`` it does so for both networks in one run.
+The output names the CPU model and its instruction-set flags, since the reduced paths depend on them.
 
     python -m bisenetv2_ros.benchmark --backend onnxruntime --height 512 --width 1024 --source-size 1024x512
     python -m bisenetv2_ros.benchmark --compare --height 256 --width 512
+    python -m bisenetv2_ros.benchmark --compare --compile off --weights random --architectures bisenetv1,bisenetv2
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from .architectures import ARCHITECTURES
 from .backends import BACKENDS, DEFAULT_PRECISION, PRECISIONS
 from .backends.fused import FusedSegmentation
 
@@ -42,11 +45,22 @@ def _frame_size(text: str) -> tuple[int, int]:
     return height, width
 
 
+def _architectures(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ARCHITECTURES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(ARCHITECTURES)}, got {text!r}")
+    return list(dict.fromkeys(names))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None,
                         help="checkpoint path, known name, or 'random': a randomly initialised default-config model "
                              "(C_t 1024, 19 classes; the paper's speed protocol: same speed, meaningless labels). "
                              "Default: the embedded default weights if present, else 'random'")
+    parser.add_argument("--architectures", type=_architectures, default=None, metavar="LIST",
+                        help="with --weights random: the networks to build, comma-separated from "
+                             f"{','.join(ARCHITECTURES)} (default: bisenetv2); several need --compare")
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
@@ -77,16 +91,26 @@ def run(args: argparse.Namespace) -> int:
     from .segmenter import Segmenter
 
     weights, note = _weights(args.weights)
+    architectures = args.architectures or ["bisenetv2"]
+    if args.architectures and weights is not None:
+        raise SystemExit("--architectures builds random models: use it with --weights random "
+                         "(a checkpoint names its own architecture)")
+    if len(architectures) > 1 and not args.compare:
+        raise SystemExit("several --architectures are compared side by side: add --compare")
+    if weights is None and architectures != ["bisenetv2"]:
+        note = f"random default-config {', '.join(architectures)}, timing only"
     with tempfile.TemporaryDirectory() as scratch:
         if weights is None:
-            weights = _random_default_checkpoint(Path(scratch))
+            checkpoints = {name: _random_default_checkpoint(Path(scratch), name) for name in architectures}
+        else:
+            checkpoints = {"": weights}
         model_size = None
         if args.height or args.width:
             if not (args.height and args.width):
                 raise SystemExit("give both --height and --width (the model input size)")
             model_size = (args.height, args.width)
         if args.compare:
-            result = _compare(args, weights, model_size)
+            result = _compare(args, checkpoints, model_size)
         else:
             options: dict[str, Any] = {}
             if args.compile:
@@ -96,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
                 options[key] = {"true": True, "false": False}.get(value.lower(), value)
             if args.calibration_images:
                 options["calibration_images"] = args.calibration_images
-            seg = Segmenter(weights, backend=args.backend, device=args.device, precision=args.precision,
+            seg = Segmenter(next(iter(checkpoints.values())), backend=args.backend, device=args.device, precision=args.precision,
                             input_size=model_size, engine_cache_dir=args.engine_cache, backend_options=options)
             result = _single(args, seg)
     result["weights"] = str(args.weights or "default") + (f" ({note})" if note else "")
@@ -150,15 +174,15 @@ def _weights(requested: str | None) -> tuple[str | None, str]:
     return None, "embedded default weights not present: " + RANDOM_NOTE
 
 
-def _random_default_checkpoint(folder: Path) -> Path:
+def _random_default_checkpoint(folder: Path, architecture: str = "bisenetv2") -> Path:
+    from .architectures import build_model, default_config
     from .checkpoint import Checkpoint, CheckpointInfo, save_checkpoint
     from .classes import CITYSCAPES
-    from .model import BiSeNetV2, BiSeNetV2Config
 
     torch.manual_seed(0)
-    model = BiSeNetV2(BiSeNetV2Config(num_classes=len(CITYSCAPES), aux_heads=False)).eval()
+    model = build_model(default_config(architecture, num_classes=len(CITYSCAPES), aux_heads=False)).eval()
     info = CheckpointInfo(CITYSCAPES, train_resolution=(512, 1024), dataset="random (benchmark)")
-    return save_checkpoint(Checkpoint.from_model(model, info), folder / "random_default.pt")
+    return save_checkpoint(Checkpoint.from_model(model, info), folder / f"random_{architecture}.pt")
 
 
 def _rss_mib() -> float:
@@ -256,45 +280,65 @@ def _single(args, seg) -> dict[str, Any]:
     return results
 
 
-def _compare(args, weights, model_size) -> dict[str, Any]:
+def _compare(args, checkpoints: dict[str, Any], model_size) -> dict[str, Any]:
     """Interleaved end-to-end timing (frame in, labels out) of the CPU variants at one size: fp32 ones
-    and the reduced-precision paths this CPU runs."""
+    and the reduced-precision paths this CPU runs.
+
+    ``checkpoints``: {label: weights}; with several (e.g. one per architecture) every variant of every
+    model joins the same interleaved loop and is named "<label> <variant>".
+    """
     from .backends.cpu import cpu_info, native_bf16
     from .backends.onnxruntime_backend import OnnxRuntimeBackend
     from .backends.torch_backend import TorchBackend
     from .checkpoint import load_model
 
-    model, info = load_model(weights)
-    input_size = tuple(model_size or info.train_resolution or (512, 1024))
-    frames = _frames(args, input_size)
-    tensor = torch.from_numpy(frames)
-    eager = FusedSegmentation(model, info.normalization, input_size, args.channel_order)
-
-    def eager_run():
-        with torch.inference_mode():
-            return eager(tensor).numpy()
-
-    variants: dict[str, Callable[[], np.ndarray]] = {"torch eager fp32": eager_run}
+    variants: dict[str, Callable[[], np.ndarray]] = {}
+    eager_of: dict[str, str] = {}  # variant -> the eager variant of the same model
+    ort_of: dict[str, str] = {}    # variant -> the ONNX Runtime fp32 variant of the same model
     build_s: dict[str, float] = {}
-    modes = [args.compile] if args.compile else ["off", "script", "inductor"]
-    backends = {f"torch {m}": TorchBackend(model, info.normalization, input_size, "cpu", "fp32", compile=m) for m in modes}
-    backends["onnxruntime"] = OnnxRuntimeBackend(model, info.normalization, input_size, "cpu")
-    calibration, calibration_note = _calibration_options(args, info, input_size)
-    backends["onnxruntime int8"] = OnnxRuntimeBackend(model, info.normalization, input_size, "cpu", "int8",
-                                                      cache_dir=args.engine_cache, **calibration)
-    skipped = {}
-    if native_bf16(cpu_info().flags):
-        backends["torch bf16"] = TorchBackend(model, info.normalization, input_size, "cpu", "bf16",
-                                              compile=args.compile or "off")
-    else:
-        skipped["torch bf16"] = "no native bf16 on this CPU (amx_bf16 / avx512_bf16)"
-    for name, backend in backends.items():
-        start = time.perf_counter()
-        backend.run(frames, args.channel_order)  # export / quantise / trace / compile happens on the first frame
-        build_s[name] = round(time.perf_counter() - start, 1)
-        variants[name] = (lambda b: lambda: b.run(frames, args.channel_order))(backend)
-    reference = eager_run()
-    agreement = {name: round(float((call() == reference).mean()), 5) for name, call in variants.items()}
+    agreement: dict[str, float] = {}
+    calibration_notes: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    threads: dict[str, int] = {"torch": torch.get_num_threads()}
+    bf16 = native_bf16(cpu_info().flags)
+    input_size = frames = None
+    for label, weights in checkpoints.items():
+        prefix = f"{label} " if label else ""
+        model, info = load_model(weights)
+        if input_size is None:
+            input_size = tuple(model_size or info.train_resolution or (512, 1024))
+            frames = _frames(args, input_size)
+        tensor = torch.from_numpy(frames)
+        eager = FusedSegmentation(model, info.normalization, input_size, args.channel_order)
+
+        def eager_run(eager=eager, tensor=tensor):
+            with torch.inference_mode():
+                return eager(tensor).numpy()
+
+        calls: dict[str, Callable[[], np.ndarray]] = {prefix + "torch eager fp32": eager_run}
+        modes = [args.compile] if args.compile else ["off", "script", "inductor"]
+        backends = {f"torch {m}": TorchBackend(model, info.normalization, input_size, "cpu", "fp32", compile=m)
+                    for m in modes}
+        backends["onnxruntime"] = OnnxRuntimeBackend(model, info.normalization, input_size, "cpu")
+        calibration, calibration_notes[prefix + "onnxruntime int8"] = _calibration_options(args, info, input_size)
+        backends["onnxruntime int8"] = OnnxRuntimeBackend(model, info.normalization, input_size, "cpu", "int8",
+                                                          cache_dir=args.engine_cache, **calibration)
+        if bf16:
+            backends["torch bf16"] = TorchBackend(model, info.normalization, input_size, "cpu", "bf16",
+                                                  compile=args.compile or "off")
+        else:
+            skipped[prefix + "torch bf16"] = "no native bf16 on this CPU (amx_bf16 / avx512_bf16)"
+        threads["onnxruntime"] = backends["onnxruntime"].threads or _cores()
+        for name, backend in backends.items():
+            start = time.perf_counter()
+            backend.run(frames, args.channel_order)  # export / quantise / trace / compile happens on the first frame
+            build_s[prefix + name] = round(time.perf_counter() - start, 1)
+            calls[prefix + name] = (lambda b: lambda: b.run(frames, args.channel_order))(backend)
+        reference = eager_run()
+        for name, call in calls.items():
+            agreement[name] = round(float((call() == reference).mean()), 5)
+            eager_of[name], ort_of[name] = prefix + "torch eager fp32", prefix + "onnxruntime"
+        variants.update(calls)
     for _ in range(args.warmup):
         for call in variants.values():
             call()
@@ -305,17 +349,19 @@ def _compare(args, weights, model_size) -> dict[str, Any]:
             call()
             times[name].append((time.perf_counter() - start) * 1000.0)
     stats = {name: _stats(t, args.batch) for name, t in times.items()}
-    base, ort = stats["torch eager fp32"]["p50_ms"], stats["onnxruntime"]["p50_ms"]
+
+    def ratio(reference: str, name: str) -> float:
+        return round(stats[reference]["p50_ms"] / stats[name]["p50_ms"], 2)
+
     return {"mode": "compare (end to end, interleaved)", "model_input_hxw": list(input_size),
             "frame_hxw": list(frames.shape[1:3]), "batch": args.batch, "iters": args.iters,
-            "threads": {"torch": torch.get_num_threads(), "onnxruntime": backends["onnxruntime"].threads or _cores()},
-            "int8_calibration": calibration_note, "not_run": skipped,
-            "variants": {name: {**stats[name], "speedup_vs_eager": round(base / stats[name]["p50_ms"], 2),
-                                "speedup_vs_onnxruntime_fp32": round(ort / stats[name]["p50_ms"], 2),
+            "threads": threads, "models": [label for label in checkpoints if label],
+            "int8_calibration": calibration_notes, "not_run": skipped,
+            "variants": {name: {**stats[name], "speedup_vs_eager": ratio(eager_of[name], name),
+                                "speedup_vs_onnxruntime_fp32": ratio(ort_of[name], name),
                                 "labels_equal_to_eager": agreement[name], "first_frame_s": build_s.get(name)}
                          for name in variants},
             "peak_rss_mib": round(_peak_rss_mib(), 1)}
-
 
 def _calibration_options(args, info, input_size) -> tuple[dict[str, Any], str]:
     """int8 calibration for --compare: the given folder, else the checkpoint's training frames, else
@@ -339,13 +385,14 @@ def _print_table(result: dict[str, Any]) -> None:
     if "variants" in result:
         print(f"{result['mode']}: model {result['model_input_hxw']} (HxW), frame {result['frame_hxw']} (HxW), "
               f"batch {result['batch']}, {result['iters']} iterations, threads {result['threads']}")
-        print(f"{'variant':<20}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'FPS':>8}{'x eager':>9}{'x ORT':>7}"
+        print(f"{'variant':<30}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'FPS':>8}{'x eager':>9}{'x ORT':>7}"
               f"{'equal':>9}{'1st s':>8}")
         for name, s in result["variants"].items():
-            print(f"{name:<20}{s['p50_ms']:>10.1f}{s['p90_ms']:>10.1f}{s['p99_ms']:>10.1f}{s['fps']:>8.2f}"
+            print(f"{name:<30}{s['p50_ms']:>10.1f}{s['p90_ms']:>10.1f}{s['p99_ms']:>10.1f}{s['fps']:>8.2f}"
                   f"{s['speedup_vs_eager']:>9.2f}{s['speedup_vs_onnxruntime_fp32']:>7.2f}"
                   f"{s['labels_equal_to_eager']:>9.4f}{s['first_frame_s'] or 0:>8.1f}")
-        print(f"int8 calibration: {result['int8_calibration']}")
+        for name, note in result["int8_calibration"].items():
+            print(f"{name} calibration: {note}")
         for name, why in result["not_run"].items():
             print(f"not run: {name} ({why})")
         print(f"peak RSS {result['peak_rss_mib']} MiB")

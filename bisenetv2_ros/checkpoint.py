@@ -3,7 +3,8 @@
 A checkpoint is a ``torch.save``'d dict of plain containers (loadable with ``weights_only=True``)::
 
     {"format": "bisenetv2_ros", "version": 1, "kind": "deploy" | "train",
-     "model_config": {...BiSeNetV2Config...}, "info": {...CheckpointInfo...},
+     "architecture": "bisenetv2" | "bisenetv1",  # absent in files written before BiSeNetV1: bisenetv2
+     "model_config": {...BiSeNetV2Config or BiSeNetV1Config...}, "info": {...CheckpointInfo...},
      "state_dict": {...}, "training_state": {...}  # train checkpoints only, optional}
 
 "deploy" checkpoints hold no booster-head weights; "train" checkpoints may, and may carry the
@@ -23,6 +24,8 @@ import torch
 
 from .fileio import atomic_open
 from .classes import CAMVID, CITYSCAPES, ClassSet, default_palette
+from .architectures import (ARCHITECTURES, DEFAULT_ARCHITECTURE, ModelConfig, SegmentationModel, architecture_of,
+                            build_model, config_from_dict)
 from .model import BiSeNetV2, BiSeNetV2Config
 
 FORMAT_NAME = "bisenetv2_ros"
@@ -103,7 +106,7 @@ class CheckpointInfo:
 
 @dataclass
 class Checkpoint:
-    config: BiSeNetV2Config
+    config: ModelConfig  # its type says the architecture
     info: CheckpointInfo
     state_dict: dict[str, torch.Tensor]
     kind: str = "deploy"
@@ -118,8 +121,12 @@ class Checkpoint:
                 f"{self.config.num_classes} classes"
             )
 
+    @property
+    def architecture(self) -> str:
+        return architecture_of(self.config)
+
     @classmethod
-    def from_model(cls, model: BiSeNetV2, info: CheckpointInfo, kind: str = "deploy",
+    def from_model(cls, model: SegmentationModel, info: CheckpointInfo, kind: str = "deploy",
                    training_state: dict[str, Any] | None = None) -> "Checkpoint":
         """Snapshot a model. A deploy checkpoint never stores booster heads."""
         config = model.config
@@ -134,6 +141,7 @@ class Checkpoint:
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
             "kind": self.kind,
+            "architecture": self.architecture,
             "model_config": self.config.to_dict(),
             "info": self.info.to_dict(),
             "state_dict": self.state_dict,
@@ -142,7 +150,7 @@ class Checkpoint:
             data["training_state"] = self.training_state
         return data
 
-    def build_model(self, for_inference: bool = True) -> BiSeNetV2:
+    def build_model(self, for_inference: bool = True) -> SegmentationModel:
         """Rebuilds the network and loads the weights strictly.
 
         ``for_inference`` drops the booster heads explicitly: their keys are removed by name before
@@ -152,8 +160,8 @@ class Checkpoint:
         state = self.state_dict
         if for_inference:
             state = {k: v for k, v in state.items() if not k.startswith("aux_heads.")}
-        model = BiSeNetV2(config)
-        load_state_dict_strict(model, state, source=f"{self.kind} checkpoint")
+        model = build_model(config)
+        load_state_dict_strict(model, state, source=f"{self.kind} {self.architecture} checkpoint")
         return model.eval() if for_inference else model
 
 
@@ -242,8 +250,11 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{path} is not a bisenetv2_ros checkpoint (no '{FORMAT_NAME}' format tag).{hint}")
     if int(data.get("version", 0)) > FORMAT_VERSION:
         raise CheckpointError(f"{path} has format version {data['version']}; this package reads up to {FORMAT_VERSION}")
+    architecture = data.get("architecture", DEFAULT_ARCHITECTURE)
+    if architecture not in ARCHITECTURES:
+        raise CheckpointError(f"{path} holds architecture {architecture!r}; this package knows {', '.join(ARCHITECTURES)}")
     try:
-        config = BiSeNetV2Config.from_dict(data["model_config"])
+        config = config_from_dict(architecture, data["model_config"])
         info = CheckpointInfo.from_dict(data["info"])
         state = data["state_dict"]
     except (KeyError, TypeError, ValueError) as error:
@@ -252,7 +263,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     return Checkpoint(config, info, state, data.get("kind", "deploy"), data.get("training_state"))
 
 
-def load_model(weights: str | os.PathLike, for_inference: bool = True) -> tuple[BiSeNetV2, CheckpointInfo]:
+def load_model(weights: str | os.PathLike, for_inference: bool = True) -> tuple[SegmentationModel, CheckpointInfo]:
     """A known weights name or a checkpoint path -> (model, info). Public checkpoints are imported."""
     path = resolve_weights(weights)
     entry = KNOWN_WEIGHTS.get(str(weights))
@@ -422,13 +433,18 @@ FAMILIES = {
 
 
 def detect_family(data: Mapping[str, Any]) -> str | None:
-    """'mmsegmentation', 'coincheung', 'bisenetv2_ros' or None, from the key names alone."""
+    """'mmsegmentation', 'coincheung', their '-bisenetv1' variants, 'bisenetv2_ros' or None, from the key names."""
     if data.get("format") == FORMAT_NAME:
         return FORMAT_NAME
     state = data.get("state_dict", data)
     if not isinstance(state, Mapping):
         return None
     keys = [_strip_module(k) for k in state]
+    from .checkpoint_v1 import detect_v1_family  # imports this module
+
+    v1 = detect_v1_family(keys)
+    if v1 is not None:
+        return v1
     if any(k.startswith("backbone.detail.detail_branch.") for k in keys):
         return "mmsegmentation"
     if any(k.startswith("detail.S1.") for k in keys) and any(k.startswith("segment.S1S2.") for k in keys):
@@ -444,8 +460,12 @@ def import_state_dict(state: Mapping[str, torch.Tensor], family: str,
                       info: CheckpointInfo | None = None) -> Checkpoint:
     """Converts a foreign state dict to a deploy checkpoint, exactly: every foreign main-path tensor
     is used once, booster heads are dropped by name, anything else is an error."""
+    from .checkpoint_v1 import V1_FAMILIES, import_v1_state_dict  # imports this module
+
+    if family in V1_FAMILIES:
+        return import_v1_state_dict(state, family, info)
     if family not in FAMILIES:
-        raise CheckpointError(f"unknown checkpoint family {family!r}; known: {sorted(FAMILIES)}")
+        raise CheckpointError(f"unknown checkpoint family {family!r}; known: {sorted([*FAMILIES, *V1_FAMILIES])}")
     fam = FAMILIES[family]
     state = {_strip_module(k): v for k, v in state.items()}
     for key in (fam.classifier_key, fam.head_conv_key):
@@ -460,7 +480,24 @@ def import_state_dict(state: Mapping[str, torch.Tensor], family: str,
         ge_depthwise_relu=True,
     )
     template = BiSeNetV2(config).state_dict()
-    pairs = _key_pairs(fam.units(config), set(template))
+    converted = convert_state_dict(state, _key_pairs(fam.units(config), set(template)), template, family,
+                                   fam.optional, fam.is_aux_key)
+    return Checkpoint(config, imported_info(info or fam.default_info, num_classes, family), converted, "deploy")
+
+
+def imported_info(info: CheckpointInfo, num_classes: int, family: str) -> CheckpointInfo:
+    """The info of an imported checkpoint: its source family noted, classes numbered if they do not fit."""
+    if len(info.classes) != num_classes:  # e.g. a model fine-tuned on other data: name classes by id
+        names = tuple(f"class_{i}" for i in range(num_classes))
+        info = dataclasses.replace(info, classes=ClassSet(names, default_palette(num_classes)))
+    return dataclasses.replace(info, provenance={**info.provenance, "imported_from": family})
+
+
+def convert_state_dict(state: Mapping[str, torch.Tensor], pairs: list[tuple[str, str]],
+                       template: Mapping[str, torch.Tensor], family: str, optional: Callable[[str], bool],
+                       is_aux_key: Callable[[str], bool]) -> dict[str, torch.Tensor]:
+    """Our state dict from a foreign one by (our key, foreign key) pairs; every foreign tensor outside
+    the auxiliary heads must be used exactly once, and every problem is listed by name."""
     ours_covered = {ours for ours, _ in pairs}
     if ours_covered != set(template):  # a bug in the unit maps, never the user's fault
         raise AssertionError(f"importer map incomplete: {sorted(set(template) ^ ours_covered)[:5]}")
@@ -475,11 +512,11 @@ def import_state_dict(state: Mapping[str, torch.Tensor], family: str,
                 mismatched.append(f"{theirs}: {tuple(tensor.shape)} vs expected {tuple(template[ours].shape)}")
                 continue
             converted[ours] = tensor.detach().clone().to(template[ours].dtype)
-        elif fam.optional(theirs):
+        elif optional(theirs):
             converted[ours] = torch.zeros_like(template[ours])
         else:
             missing.append(theirs)
-    unexpected = [k for k in state if k not in used and not fam.is_aux_key(k)]
+    unexpected = [k for k in state if k not in used and not is_aux_key(k)]
     if missing or unexpected or mismatched:
         lines = [f"cannot import this {family} state dict:"]
         if missing:
@@ -489,12 +526,7 @@ def import_state_dict(state: Mapping[str, torch.Tensor], family: str,
         if mismatched:
             lines.append(f"  shape mismatches ({len(mismatched)}): {_preview(mismatched)}")
         raise CheckpointError("\n".join(lines))
-    info = info or fam.default_info
-    if len(info.classes) != num_classes:  # e.g. a model fine-tuned on other data: name classes by id
-        names = tuple(f"class_{i}" for i in range(num_classes))
-        info = dataclasses.replace(info, classes=ClassSet(names, default_palette(num_classes)))
-    info = dataclasses.replace(info, provenance={**info.provenance, "imported_from": family})
-    return Checkpoint(config, info, converted, "deploy")
+    return converted
 
 
 def import_checkpoint(path: str | os.PathLike, family: str | None = None,
@@ -510,9 +542,11 @@ def import_checkpoint(path: str | os.PathLike, family: str | None = None,
         return load_checkpoint(path)
     family = family or detected
     if family is None:
+        from .checkpoint_v1 import V1_FAMILIES
+
         raise CheckpointError(
             f"{path}: unknown checkpoint layout (first keys: {_preview(list(data)[:5])}); "
-            f"known families: {sorted(FAMILIES)}"
+            f"known families: {sorted([*FAMILIES, *V1_FAMILIES])}"
         )
     state = data.get("state_dict", data)  # mmsegmentation nests it; CoinCheung saves it bare
     checkpoint = import_state_dict(state, family, info)
@@ -541,22 +575,25 @@ class KnownWeights:
         return self.url is None
 
 
-_MMSEG_BASE = "https://download.openmmlab.com/mmsegmentation/v0.5/bisenetv2"
+_MMSEG_BASE = "https://download.openmmlab.com/mmsegmentation/v0.5"
 
 
-def _mmseg(name: str, run: str, stamp: str, sha: str, miou: float, miou_ms_flip: float, note: str) -> KnownWeights:
+def _mmseg(name: str, run: str, stamp: str, sha: str, miou: float, miou_ms_flip: float, note: str,
+           architecture: str = "bisenetv2") -> KnownWeights:
+    """An mmsegmentation model-zoo file; names, numbers and hashes as its configs/<arch>/README.md lists them."""
     file_name = f"{run}_{stamp}-{sha}.pth"
+    network = {"bisenetv2": "BiSeNetV2", "bisenetv1": "BiSeNetV1 (ResNet-18)"}[architecture]
     return KnownWeights(
         name=name,
-        description=f"mmsegmentation BiSeNetV2 on Cityscapes, {note}",
-        family="mmsegmentation",
+        description=f"mmsegmentation {network} on Cityscapes, {note}",
+        family="mmsegmentation" if architecture == "bisenetv2" else f"mmsegmentation-{architecture}",
         file_name=file_name,
-        url=f"{_MMSEG_BASE}/{run}/{file_name}",
+        url=f"{_MMSEG_BASE}/{architecture}/{run}/{file_name}",
         sha256_prefix=sha,
         info=CheckpointInfo(
             CITYSCAPES, IMAGENET_NORMALIZATION, (1024, 2048), "cityscapes",
             metrics={"val_miou": miou, "val_miou_ms_flip": miou_ms_flip},
-            provenance={"source": "mmsegmentation configs/bisenetv2 README", "license": "Apache-2.0"},
+            provenance={"source": f"mmsegmentation configs/{architecture} README", "license": "Apache-2.0"},
         ),
     )
 
@@ -582,6 +619,11 @@ KNOWN_WEIGHTS: dict[str, KnownWeights] = {
                "e1a2eed6", 75.76, 77.79, "4 GPUs x 8 images, 160k iterations"),
         _mmseg("mmseg-cityscapes-fp16", "bisenetv2_fcn_fp16_4x4_1024x1024_160k_cityscapes", "20210902_045942",
                "b979777b", 73.07, 75.13, "trained in mixed precision, 4 GPUs x 4 images, 160k iterations"),
+        # Read from mmsegmentation's configs/bisenetv1/README.md (ImageNet-initialised R-18-D32 row); the
+        # download itself is not exercised here (no network): `bisenetv2 download` checks the hash.
+        _mmseg("mmseg-v1-cityscapes", "bisenetv1_r18-d32_in1k-pre_4x4_1024x1024_160k_cityscapes", "20210905_220251",
+               "8ba80eff", 74.37, 76.91, "ImageNet-initialised backbone, 4 GPUs x 4 images, 160k iterations",
+               architecture="bisenetv1"),
     )
 }
 

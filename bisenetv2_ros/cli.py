@@ -149,11 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(handler=cmd_info)
 
-    imp = add("import", "convert a public checkpoint (mmsegmentation, CoinCheung) into this package's format",
-              "bisenetv2 import model_final_v2_city.pth coincheung_cityscapes.pt")
+    imp = add("import", "convert a public BiSeNetV2 or BiSeNetV1 checkpoint (mmsegmentation, CoinCheung) into this "
+                        "package's format", "bisenetv2 import model_final_v2_city.pth coincheung_cityscapes.pt")
     imp.add_argument("source", type=Path, metavar="SRC", help="the public checkpoint (.pth)")
     imp.add_argument("output", type=Path, metavar="OUT", help="where to write the converted checkpoint (.pt)")
-    imp.add_argument("--family", choices=("mmsegmentation", "coincheung"), default=None,
+    imp.add_argument("--family", choices=("mmsegmentation", "coincheung", "mmsegmentation-bisenetv1",
+                                          "coincheung-bisenetv1"), default=None,
                      help="the checkpoint's layout (default: detected from its key names)")
     imp.add_argument("--half", action="store_true", help="store the weights as fp16 (half the file size)")
     imp.set_defaults(handler=cmd_import)
@@ -438,6 +439,7 @@ def _describe(weights: str) -> dict:
         info = checkpoint.info
     if checkpoint is not None:
         result["kind"] = checkpoint.kind
+        result["architecture"] = checkpoint.architecture
         result["model_config"] = checkpoint.config.to_dict()
         result["parameters"] = int(sum(v.numel() for k, v in checkpoint.state_dict.items()
                                        if v.is_floating_point() and "running_" not in k))
@@ -476,7 +478,7 @@ def cmd_info(args) -> int:
     if "kind" in description:
         config = description["model_config"]
         lines.append(f"kind:             {description['kind']} checkpoint, {description['parameters']:,} parameters")
-        lines.append("model:            " + ", ".join(f"{k}={v}" for k, v in config.items()))
+        lines.append(f"model:            {description['architecture']}: " + ", ".join(f"{k}={v}" for k, v in config.items()))
         if "training_state" in description:
             lines.append(f"training state:   {', '.join(description['training_state'])}")
     resolution = description["train_resolution"]

@@ -80,7 +80,7 @@ def download_weights(name: str, url: str | None = None, force: bool = False,
             import_checkpoint(tmp, family=entry.family, info=entry.info)
         except CheckpointError as error:
             first_line = str(error).splitlines()[0]
-            raise DownloadError(f"{address} downloaded but is not a usable {entry.family} BiSeNetV2 checkpoint: "
+            raise DownloadError(f"{address} downloaded but is not a usable {entry.family} checkpoint: "
                                 f"{first_line}; the file was discarded") from error
         os.replace(tmp, final)
     except BaseException:

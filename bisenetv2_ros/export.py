@@ -24,7 +24,7 @@ import torch
 from .checkpoint import DEFAULT_WEIGHTS, CheckpointInfo, Normalization, load_model
 from .backends.fused import FusedSegmentation, fold_batchnorm
 from .fileio import write_atomic
-from .model import BiSeNetV2
+from .architectures import SegmentationModel
 
 LOGGER = logging.getLogger("bisenetv2_ros")
 MIN_OPSET = 17
@@ -32,7 +32,7 @@ INPUT_NAME, OUTPUT_NAME = "frames", "labels"
 EXPORTERS = ("legacy", "dynamo")
 
 
-def fused_onnx_bytes(model: BiSeNetV2, normalization: Normalization, input_size: tuple[int, int],
+def fused_onnx_bytes(model: SegmentationModel, normalization: Normalization, input_size: tuple[int, int],
                      frame_size: tuple[int, int] | str | None = "dynamic", channel_order: str = "rgb",
                      batch: int | None = None, opset: int = MIN_OPSET, exporter: str = "legacy",
                      fold_bn: bool = True, channels_last_tail: bool = False) -> bytes:
@@ -138,7 +138,7 @@ def check_onnx(data: bytes | os.PathLike | str) -> None:
         raise ValueError(f"ONNX model has opset {opset}, need >= {MIN_OPSET}")
 
 
-def export_onnx(weights: str | os.PathLike | BiSeNetV2 = DEFAULT_WEIGHTS, out_path: str | os.PathLike = "bisenetv2.onnx",
+def export_onnx(weights: str | os.PathLike | torch.nn.Module = DEFAULT_WEIGHTS, out_path: str | os.PathLike = "bisenetv2.onnx",
                 input_size: tuple[int, int] | None = None, frame_size: tuple[int, int] | str | None = "dynamic",
                 opset: int = MIN_OPSET, channel_order: str = "rgb", batch: int | None = None,
                 exporter: str = "legacy", info: CheckpointInfo | None = None, channels_last_tail: bool = False) -> Path:
@@ -148,7 +148,7 @@ def export_onnx(weights: str | os.PathLike | BiSeNetV2 = DEFAULT_WEIGHTS, out_pa
     channels_last_tail: faster on ONNX Runtime's CPU provider (see ``channels_last_tail_onnx``).
     Returns the path. The file is written atomically and passes ``onnx.checker``.
     """
-    if isinstance(weights, BiSeNetV2):
+    if isinstance(weights, torch.nn.Module):
         if info is None:
             raise ValueError("export_onnx(model, ...) needs info= (normalization and classes) with a bare model")
         model = weights

@@ -1,4 +1,4 @@
-"""Size of a BiSeNetV2: parameters and multiply-accumulates, counted exactly.
+"""Size of a BiSeNetV2 or BiSeNetV1: parameters and multiply-accumulates, counted exactly.
 
 What is counted: every multiply-accumulate of every ``nn.Conv2d`` and ``nn.Linear``, found by
 running one forward pass with hooks. A convolution costs
@@ -8,7 +8,7 @@ the gating products and the residual sums are NOT counted (together they are wel
 total). The paper's "FLOPs" (Tables 5-8) are multiply-accumulates in this sense; frameworks that
 report "FLOPs" as 2 x MACs would give twice these numbers.
 
-The deployed network has no booster heads, so sizes are always of the model without them.
+The deployed network has no booster / auxiliary heads, so sizes are always of the model without them.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .model import BiSeNetV2, BiSeNetV2Config
+from .architectures import ARCHITECTURES, REPORT_PARTS, ModelConfig, architecture_of, build_model, default_config
+from .model import BiSeNetV2Config
 
-PARTS = ("detail", "semantic", "bga", "head")
+PARTS = tuple(REPORT_PARTS["bisenetv2"])
 DEFAULT_HEIGHT, DEFAULT_WIDTH = 512, 1024  # the paper's Cityscapes speed resolution, 1024 x 512
 
 
@@ -60,22 +61,30 @@ def count_macs(model: nn.Module, height: int, width: int, per_module: bool = Fal
     return counts if per_module else sum(counts.values())
 
 
-def model_report(config: BiSeNetV2Config, height: int = DEFAULT_HEIGHT, width: int = DEFAULT_WIDTH) -> dict[str, Any]:
-    """Parameters and MACs of the deploy model (no booster heads) for one input size, by part."""
+def _in_part(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def model_report(config: ModelConfig, height: int = DEFAULT_HEIGHT, width: int = DEFAULT_WIDTH) -> dict[str, Any]:
+    """Parameters and MACs of the deploy model (no auxiliary heads) for one input size, by part
+    (``architectures.REPORT_PARTS``)."""
     config = config.replace(aux_heads=False)
+    architecture = architecture_of(config)
     with torch.device("meta"):  # no weights needed to count
-        model = BiSeNetV2(config).eval()
+        model = build_model(config).eval()
     per_module = count_macs(model, height, width, per_module=True)
     parts = {}
-    for part in PARTS:
+    for part, prefixes in REPORT_PARTS[architecture].items():
         parts[part] = {
-            "params": count_parameters(getattr(model, part)),
-            "macs": sum(m for name, m in per_module.items() if name.split(".")[0] == part),
+            "params": sum(p.numel() for name, p in model.named_parameters() if _in_part(name, prefixes)),
+            "macs": sum(m for name, m in per_module.items() if _in_part(name, prefixes)),
         }
     total_macs = sum(per_module.values())
-    if sum(p["macs"] for p in parts.values()) != total_macs:  # every conv belongs to one part
-        raise AssertionError("a convolution outside detail/semantic/bga/head was counted")
+    if (sum(p["macs"] for p in parts.values()) != total_macs  # every conv and parameter belongs to one part
+            or sum(p["params"] for p in parts.values()) != count_parameters(model)):
+        raise AssertionError(f"a layer outside the parts {list(parts)} was counted")
     return {
+        "architecture": architecture,
         "config": config.to_dict(),
         "input": {"height": height, "width": width},
         "params": count_parameters(model),
@@ -89,10 +98,14 @@ def model_report(config: BiSeNetV2Config, height: int = DEFAULT_HEIGHT, width: i
 def format_report(report: dict[str, Any]) -> str:
     """A short human-readable table."""
     cfg, size = report["config"], report["input"]
+    if report.get("architecture", "bisenetv2") == "bisenetv2":
+        title = (f"BiSeNetV2 (alpha {cfg['width_multiplier']:g}, d {cfg['depth_multiplier']:g}, "
+                 f"{cfg['num_classes']} classes, C_t {cfg['head_channels']}, no booster heads)")
+    else:
+        title = (f"BiSeNetV1 (ResNet-18, {cfg['num_classes']} classes, head {cfg['head_channels']}, "
+                 f"no auxiliary heads; context = ResNet-18, arms = ARMs + global context + refine convs)")
     lines = [
-        f"BiSeNetV2 (alpha {cfg['width_multiplier']:g}, d {cfg['depth_multiplier']:g}, "
-        f"{cfg['num_classes']} classes, C_t {cfg['head_channels']}, no booster heads) "
-        f"at {size['width']}x{size['height']} (WxH)",
+        f"{title} at {size['width']}x{size['height']} (WxH)",
         f"{'part':<10}{'parameters':>14}{'GMACs':>12}",
     ]
     for part, values in report["parts"].items():
@@ -111,6 +124,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--weights", help="checkpoint path or known weights name: report the network it holds")
     source.add_argument("--variant", choices=("default", "large"), default="default",
                         help="BiSeNetV2 (alpha 1, d 1) or BiSeNetV2-L (alpha 2, d 3) (default: default)")
+    parser.add_argument("--model", choices=tuple(ARCHITECTURES), default="bisenetv2",
+                        help="network without --weights: bisenetv2 (default) or bisenetv1 (ResNet-18)")
     parser.add_argument("--num-classes", type=int, default=None, help="classes (default: 19, or the checkpoint's)")
     parser.add_argument("--head-channels", type=int, default=None,
                         help="C_t of the segmentation head (default: 1024, or the checkpoint's)")
@@ -130,7 +145,9 @@ def run(args: argparse.Namespace) -> int:
         model, info = load_model(args.weights)
         config, resolution = model.config, info.train_resolution
     else:
-        config = BiSeNetV2Config.large() if args.variant == "large" else BiSeNetV2Config()
+        if args.model != "bisenetv2" and args.variant != "default":
+            raise SystemExit("--variant applies to bisenetv2 only")
+        config = BiSeNetV2Config.large() if args.variant == "large" else default_config(args.model)
     changes = {}
     if args.num_classes is not None:
         changes["num_classes"] = args.num_classes

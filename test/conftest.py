@@ -12,6 +12,7 @@ import torch
 from bisenetv2_ros.checkpoint import Checkpoint, CheckpointInfo, save_checkpoint
 from bisenetv2_ros.classes import CAMVID, ClassSet, default_palette
 from bisenetv2_ros.model import BiSeNetV2, BiSeNetV2Config
+from bisenetv2_ros.model_v1 import BiSeNetV1, BiSeNetV1Config
 
 # One intra-op thread: the tests run tiny models, for which a second thread only adds
 # synchronisation cost (measured 3-5x slower on a loaded 2-core machine).
@@ -56,10 +57,31 @@ def private_cache(tmp_path_factory):
         yield folder
 
 
+def make_tiny_v1_checkpoint(path: Path, seed: int = 0, train_resolution: tuple[int, int] = (64, 96),
+                            **config) -> Path:
+    """A random BiSeNetV1 (the ResNet-18 keeps its 11 M parameters; the rest is narrow), CamVid classes."""
+    torch.manual_seed(seed)
+    model = BiSeNetV1(BiSeNetV1Config(num_classes=len(CAMVID), context_channels=32, fused_channels=64,
+                                      head_channels=32, aux_heads=False, **config))
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    info = CheckpointInfo(CAMVID, train_resolution=train_resolution, dataset="synthetic",
+                          provenance={"source": "test fixture"})
+    return save_checkpoint(Checkpoint.from_model(model.eval(), info), path, half=True)
+
+
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """Path of a tiny 11-class deploy checkpoint (CamVid class names)."""
     return make_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_v1_weights(tmp_path_factory) -> Path:
+    """Path of a small 11-class BiSeNetV1 deploy checkpoint (CamVid class names)."""
+    return make_tiny_v1_checkpoint(tmp_path_factory.mktemp("weights") / "tiny_v1.pt")
 
 
 @pytest.fixture(scope="session")

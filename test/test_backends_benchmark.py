@@ -59,3 +59,26 @@ def test_benchmark_random_weights_is_the_default_config(capsys):
     report = json.loads(capsys.readouterr().out)
     assert "random default-config model (C_t=1024)" in report["weights"]
     assert report["model_input_hxw"] == [64, 128] and report["end_to_end"]["p50_ms"] > 0
+
+
+def test_compare_puts_both_architectures_side_by_side(capsys):
+    args = parse(["--weights", "random", "--architectures", "bisenetv1,bisenetv2", "--compare", "--compile", "off",
+                  "--height", "64", "--width", "96", "--iters", "2", "--warmup", "0", "--json"])
+    assert benchmark.run(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["models"] == ["bisenetv1", "bisenetv2"]
+    assert set(report["variants"]) == {f"{a} {v}" for a in ("bisenetv1", "bisenetv2")
+                                       for v in ("torch eager fp32", "torch off", "onnxruntime")}
+    for name, values in report["variants"].items():
+        assert values["p50_ms"] > 0 and values["labels_equal_to_eager"] >= 0.995, name
+    assert report["variants"]["bisenetv1 torch eager fp32"]["speedup_vs_eager"] == 1.0
+    assert "random default-config bisenetv1, bisenetv2" in report["weights"]
+
+
+def test_architectures_option_errors():
+    with pytest.raises(SystemExit):
+        parse(["--architectures", "bisenetv3"])
+    with pytest.raises(SystemExit, match="add --compare"):
+        benchmark.run(parse(["--weights", "random", "--architectures", "bisenetv1,bisenetv2"]))
+    with pytest.raises(SystemExit, match="use it with --weights random"):
+        benchmark.run(parse(["--weights", "x.pt", "--architectures", "bisenetv1"]))

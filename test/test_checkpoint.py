@@ -334,7 +334,7 @@ def test_a_path_resolves_to_itself(tiny_weights):
 def test_known_weights_entries_are_consistent():
     for name, entry in KNOWN_WEIGHTS.items():
         assert entry.name == name
-        assert entry.family in ("bisenetv2_ros", "mmsegmentation", "coincheung")
+        assert entry.family in ("bisenetv2_ros", "mmsegmentation", "coincheung", "mmsegmentation-bisenetv1")
         assert entry.embedded == (entry.url is None)
         if entry.url:
             assert entry.url.startswith("https://") and entry.url.endswith(entry.file_name)

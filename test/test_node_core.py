@@ -468,3 +468,16 @@ def test_parameter_descriptions_name_commands_that_exist():
     mentioned = [m for spec in node_core.PARAMETER_SPECS for m in re.findall(r"`bisenetv2 ([\w-]+)", spec.description)]
     assert "download" in mentioned  # the weights parameter points at `bisenetv2 download --list`
     assert set(mentioned) <= commands, f"descriptions name unknown commands: {set(mentioned) - commands}"
+
+
+def test_pipeline_runs_a_bisenetv1_checkpoint(types, tiny_v1_weights):
+    settings = NodeSettings(weights=str(tiny_v1_weights), device="cpu", backend="onnxruntime")
+    v1, classes = node_core.create_segmenter(settings)
+    assert type(v1.backend.model).__name__ == "BiSeNetV1"
+    pipeline, published, warnings, _ = make_pipeline(types, v1, classes=classes)
+    msg = image(types, sec=7, frame_id="front", seed=5)
+    assert pipeline.process(FrameItem(msg, time.monotonic())) is True
+    outputs = dict(published)
+    expected = v1.segment(np.asarray(msg.data).reshape(24, 32, 3), channel_order="bgr")
+    assert np.array_equal(np.asarray(outputs["labels"].data).reshape(24, 32), expected)
+    assert outputs["labels"].header.frame_id == "front" and warnings == []

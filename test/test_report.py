@@ -140,3 +140,35 @@ def test_cli_rejects_weights_and_variant_together(tiny_weights):
 def test_bad_size_is_rejected():
     with pytest.raises(ValueError, match="positive"):
         count_macs(nn.Conv2d(3, 3, 1), 0, 10)
+
+
+# --------------------------------------------------------------------------------------------
+# BiSeNetV1
+
+
+def test_bisenetv1_report_at_1024x512_by_part(capsys):
+    assert run(_parse(["--model", "bisenetv1", "--json"])) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["architecture"] == "bisenetv1" and report["input"] == {"height": H, "width": W}
+    # Measured: 13.24 M parameters, 29.58 GMACs (README, next to BiSeNetV2's 3.36 M / 24.60 GMACs).
+    assert report["params"] == 13_242_259
+    assert report["macs"] == 29_584_654_336
+    parts = report["parts"]
+    assert list(parts) == ["spatial", "context", "arms", "ffm", "head"]
+    # Spatial Path by hand: 7x7 3->64 at 1/2, 3x3 64->64 at 1/4 and 1/8, 1x1 64->128 at 1/8.
+    px = lambda s: (H // s) * (W // s)  # noqa: E731
+    assert parts["spatial"]["macs"] == px(2) * 64 * 3 * 49 + px(4) * 64 * 64 * 9 + px(8) * 64 * 64 * 9 + px(8) * 128 * 64
+    # ResNet-18 without its classifier: 11,689,512 - 513,000 (fc) parameters.
+    assert parts["context"]["params"] == 11_689_512 - 513_000
+    # Head by hand: 3x3 256->256 (+BN), 1x1 256->19 with bias.
+    assert parts["head"]["params"] == 256 * 256 * 9 + 2 * 256 + 256 * 19 + 19
+    assert parts["head"]["macs"] == px(8) * (256 * 256 * 9 + 256 * 19)
+    assert sum(p["params"] for p in parts.values()) == report["params"]
+
+
+def test_bisenetv1_text_report_and_variant_refusal(capsys):
+    assert run(_parse(["--model", "bisenetv1", "--height", "64", "--width", "96"])) == 0
+    text = capsys.readouterr().out
+    assert "BiSeNetV1 (ResNet-18" in text and "spatial" in text and "ffm" in text
+    with pytest.raises(SystemExit, match="--variant applies to bisenetv2 only"):
+        run(_parse(["--model", "bisenetv1", "--variant", "large"]))

@@ -220,3 +220,42 @@ def test_two_process_ddp_keeps_replicas_identical(stripes, tmp_path):
     p0, p1 = (torch.load(tmp_path / "ddp" / f"params{r}.pt") for r in (0, 1))
     assert p0.keys() == p1.keys() and all(torch.equal(p0[k], p1[k]) for k in p0)
     assert load_checkpoint(tmp_path / "ddp" / "latest.pt").training_state["iteration"] == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# BiSeNetV1
+
+
+def test_bisenetv1_trains_with_principal_and_two_auxiliary_losses(stripes, tmp_path):
+    import json
+
+    import yaml
+
+    from training.train import main
+
+    config = _tiny_config(stripes, tmp_path / "v1", 10).to_dict()
+    config["model"] = {"head_channels": 32, "aux_head_channels": 16}  # V2's width options left at default
+    config["loss"]["ohem"] = False  # the paper's plain softmax losses
+    (tmp_path / "v1.yaml").write_text(yaml.safe_dump(config))
+    result = main(["--config", str(tmp_path / "v1.yaml"), "--model", "bisenetv1", "--no-progress"])
+    assert result["iteration"] == 10
+    records = [json.loads(line) for line in (tmp_path / "v1" / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert len(steps) == 10
+    for record in steps:  # Eq. 3 with alpha = 1: principal + two auxiliary losses
+        assert set(record) >= {"loss_main", "loss_aux0", "loss_aux1"} and "loss_aux2" not in record
+        assert record["loss"] == pytest.approx(record["loss_main"] + record["loss_aux0"] + record["loss_aux1"], rel=1e-5)
+    losses = [r["loss"] for r in steps]
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+    checkpoint = load_checkpoint(tmp_path / "v1" / "latest.pt")
+    assert checkpoint.architecture == "bisenetv1" and checkpoint.config.head_channels == 32
+    assert any(k.startswith("aux_heads.1.") for k in checkpoint.state_dict)  # train checkpoints keep them
+    model = checkpoint.build_model(for_inference=True)
+    assert model.aux_heads is None and model(torch.zeros(1, 3, 32, 48)).shape == (1, 3, 32, 48)
+
+
+def test_bisenetv1_refuses_bisenetv2_only_options(tmp_path):
+    with pytest.raises(ValueError, match="model.width_multiplier applies to bisenetv2 only"):
+        load_config(None, ["model.architecture=bisenetv1", "model.width_multiplier=0.5"])
+    with pytest.raises(ValueError, match="model.architecture must be bisenetv2 or bisenetv1"):
+        load_config(None, ["model.architecture=bisenetv3"])

@@ -17,12 +17,13 @@ import yaml
 
 @dataclass
 class ModelSection:
-    width_multiplier: float = 1.0
-    depth_multiplier: float = 1.0
-    head_channels: int = 1024  # C_t of the main head (Fig. 7)
-    aux_head_channels: int = 128
+    architecture: str = "bisenetv2"  # bisenetv2 | bisenetv1 (ResNet-18; train.py --model)
+    width_multiplier: float = 1.0  # bisenetv2 only
+    depth_multiplier: float = 1.0  # bisenetv2 only
+    head_channels: int | None = None  # main head width; null: 1024 (V2, C_t of Fig. 7) or 256 (V1)
+    aux_head_channels: int | None = None  # null: 128 (V2 booster heads) or 64 (V1 auxiliary heads)
     aux_heads: bool = True
-    ge_depthwise_relu: bool = False
+    ge_depthwise_relu: bool = False  # bisenetv2 only
 
 
 @dataclass
@@ -113,6 +114,14 @@ class TrainConfig:
         return config
 
     def validate(self) -> None:
+        if self.model.architecture not in ("bisenetv2", "bisenetv1"):
+            raise ValueError(f"model.architecture must be bisenetv2 or bisenetv1, got {self.model.architecture!r}")
+        if self.model.architecture == "bisenetv1":
+            v2_only = [name for name, default in (("width_multiplier", 1.0), ("depth_multiplier", 1.0),
+                                                  ("ge_depthwise_relu", False))
+                       if getattr(self.model, name) != default]
+            if v2_only:
+                raise ValueError(f"model.{v2_only[0]} applies to bisenetv2 only (BiSeNetV1 has a fixed ResNet-18)")
         if self.data.dataset not in ("cityscapes", "camvid", "folder"):
             raise ValueError(f"data.dataset must be cityscapes, camvid or folder, got {self.data.dataset!r}")
         if self.run.amp not in ("none", "bf16", "fp16"):

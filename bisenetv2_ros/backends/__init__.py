@@ -168,7 +168,7 @@ def choose_backend(device: str | None = "auto", precision: str = "fp32") -> tupl
 def create_backend(name: str, model, info, device: str | None = "auto", precision: str = "fp32",
                    input_size: tuple[int, int] = (512, 1024), engine_cache_dir: str | os.PathLike | None = None,
                    options: Mapping[str, Any] | None = None) -> Backend:
-    """Builds backend ``name`` ('auto', 'torch', 'onnxruntime', 'tensorrt') for an eval-mode BiSeNetV2.
+    """Builds backend ``name`` ('auto', 'torch', 'onnxruntime', 'tensorrt') for an eval-mode BiSeNetV2 or BiSeNetV1.
 
     ``options`` are backend-specific keyword arguments (e.g. ``{"compile": "inductor"}`` for torch,
     ``{"dynamic": False}`` for onnxruntime, ``{"calibration_images": DIR}`` for tensorrt int8).

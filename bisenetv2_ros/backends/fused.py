@@ -1,7 +1,7 @@
 """The whole frame-to-labels pipeline as one ``nn.Module``, so every exported form carries it.
 
 uint8 NHWC frames -> float -> resize to the model resolution -> normalise (and swap channels if the
-frames are not in the checkpoint's order) -> BiSeNetV2 -> upsample the 1/8 logits once, straight to
+frames are not in the checkpoint's order) -> BiSeNetV2 or BiSeNetV1 -> upsample the 1/8 logits once, straight to
 the frame size -> argmax -> uint8 NHW labels. Nothing per pixel happens outside this graph.
 """
 
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import Normalization
-from ..model import BiSeNetV2
+from ..architectures import SegmentationModel
 
 CHANNEL_ORDERS = ("rgb", "bgr")
 
@@ -27,7 +27,7 @@ class FusedSegmentation(nn.Module):
     constants (a gather of three channels), so it costs nothing extra.
     """
 
-    def __init__(self, model: BiSeNetV2, normalization: Normalization, input_size: tuple[int, int],
+    def __init__(self, model: SegmentationModel, normalization: Normalization, input_size: tuple[int, int],
                  channel_order: str = "rgb") -> None:
         super().__init__()
         if channel_order not in CHANNEL_ORDERS:

@@ -1,0 +1,179 @@
+"""Importers of public BiSeNetV1 (ResNet-18) checkpoints into our format.
+
+Two layouts, read off the publishers' model code:
+
+* ``mmsegmentation-bisenetv1``: open-mmlab/mmsegmentation ``mmseg/models/backbones/bisenetv1.py`` with
+  ``configs/_base_/models/bisenetv1_r18-d32.py``: backbone ``type='ResNet', depth=18`` (the plain 7x7
+  stem, keys ``conv1``/``bn1``; the ``in1k-pre`` configs only *initialise* it from ``resnet18_v1c``,
+  whose deep-stem keys do not fit and so are not in the saved model), ``SpatialPath`` ``layer1..4``,
+  ``ContextPath`` ``arm16/arm32`` (``conv_layer``, ``atten_conv_layer.1``), ``gap_conv.1``,
+  ``conv_head32/16``, ``ffm.conv1`` and ``ffm.conv_atten.0`` (one 1x1 ConvModule with BN and ReLU),
+  an ``FCNHead`` decode head (``convs.0``, ``conv_seg``) and two ``FCNHead`` auxiliary heads.
+  The ResNet names (stem ``conv1`` 7x7/2 + ``norm1`` with postfix 1, max pool; blocks
+  ``layerN.M.conv1/bn1/conv2/bn2``, ``downsample.0/.1``) are read off mmseg's ``resnet.py``. That a
+  (Sync)BN norm is named with the prefix ``bn`` (so ``bn1``, ``.bn``) is mmcv's ``build_norm_layer``
+  convention, recalled rather than re-read here: a file that differs fails the strict import by name.
+* ``coincheung-bisenetv1``: CoinCheung/BiSeNet ``lib/models/bisenetv1.py`` and ``lib/models/resnet.py``:
+  ``cp.resnet.*`` (torchvision-style ResNet-18), ``cp.arm16/arm32`` (``conv``, ``conv_atten``,
+  ``bn_atten``), ``cp.conv_avg``, ``cp.conv_head32/16``, ``sp.conv1..3/conv_out``, ``ffm.convblk``,
+  ``ffm.conv1/conv2`` (the paper's two 1x1 convs), output head ``conv_out``, auxiliary heads
+  ``conv_out16/conv_out32``. Its current head predicts ``classes x 8 x 8`` channels (with a bias) that a
+  PixelShuffle(8) spreads to full resolution; its earlier head predicted ``classes`` channels (no bias),
+  upsampled bilinearly with ``align_corners=True``. Both are recognised, by the head's bias. Their
+  current Context Path upsamples by a fixed factor 2 (``nn.Upsample(scale_factor=2.)``), ours to the
+  next feature's size: identical for inputs that are multiples of 32, and ours also runs at other sizes.
+
+Auxiliary heads are dropped by name; every other foreign tensor must be used exactly once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+
+from .checkpoint import (CITYSCAPES_NORMALIZATION, IMAGENET_NORMALIZATION, Checkpoint, CheckpointError,
+                         CheckpointInfo, UnitMap, _key_pairs, _strip_module, convert_state_dict, imported_info)
+from .classes import CITYSCAPES
+from .model_v1 import OUTPUT_STRIDE, BiSeNetV1, BiSeNetV1Config
+
+MMSEG_V1 = "mmsegmentation-bisenetv1"
+COINCHEUNG_V1 = "coincheung-bisenetv1"
+
+
+def _resnet_units(ours: str, theirs: str) -> UnitMap:
+    """Our ResNet-18 (ConvBNReLU units) against a torchvision-named one (conv1/bn1, layerN.M.*)."""
+    units: UnitMap = [(f"{ours}.stem", f"{theirs}.conv1", f"{theirs}.bn1")]
+    for stage in range(1, 5):
+        for block in range(2):
+            o, t = f"{ours}.layer{stage}.{block}", f"{theirs}.layer{stage}.{block}"
+            units += [(f"{o}.conv1", f"{t}.conv1", f"{t}.bn1"), (f"{o}.conv2", f"{t}.conv2", f"{t}.bn2")]
+            if stage > 1 and block == 0:
+                units.append((f"{o}.downsample", f"{t}.downsample.0", f"{t}.downsample.1"))
+    return units
+
+
+def _mmseg_units(config: BiSeNetV1Config) -> UnitMap:
+    cm = lambda p: (p + ".conv", p + ".bn")  # mmcv ConvModule  # noqa: E731
+    cp = "backbone.context_path"
+    units = [(f"spatial.{ours}", *cm(f"backbone.spatial_path.layer{i}"))
+             for i, ours in enumerate(("conv1", "conv2", "conv3", "conv_out"), start=1)]
+    units += _resnet_units("context.backbone", f"{cp}.backbone")
+    for arm in ("arm16", "arm32"):
+        units += [(f"context.{arm}.conv", *cm(f"{cp}.{arm}.conv_layer")),
+                  (f"context.{arm}.attention", *cm(f"{cp}.{arm}.atten_conv_layer.1"))]
+    units += [("context.global_context", *cm(f"{cp}.gap_conv.1")),
+              ("context.refine32", *cm(f"{cp}.conv_head32")),
+              ("context.refine16", *cm(f"{cp}.conv_head16")),
+              ("ffm.fuse", *cm("backbone.ffm.conv1")),
+              ("ffm.attention", *cm("backbone.ffm.conv_atten.0")),
+              ("head.conv", *cm("decode_head.convs.0")),
+              ("head.classifier", "decode_head.conv_seg", None)]
+    return units
+
+
+def _coincheung_units(config: BiSeNetV1Config) -> UnitMap:
+    cbr = lambda p: (p + ".conv", p + ".bn")  # their ConvBNReLU  # noqa: E731
+    units = [(f"spatial.{name}", *cbr(f"sp.{name}")) for name in ("conv1", "conv2", "conv3", "conv_out")]
+    units += _resnet_units("context.backbone", "cp.resnet")
+    for arm in ("arm16", "arm32"):
+        units += [(f"context.{arm}.conv", *cbr(f"cp.{arm}.conv")),
+                  (f"context.{arm}.attention", f"cp.{arm}.conv_atten", f"cp.{arm}.bn_atten")]
+    units += [("context.global_context", *cbr("cp.conv_avg")),
+              ("context.refine32", *cbr("cp.conv_head32")),
+              ("context.refine16", *cbr("cp.conv_head16")),
+              ("ffm.fuse", *cbr("ffm.convblk")),
+              ("ffm.attention.0", "ffm.conv1", None),
+              ("ffm.attention.2", "ffm.conv2", None),
+              ("head.conv", *cbr("conv_out.conv")),
+              ("head.classifier", "conv_out.conv_out", None)]
+    return units
+
+
+def _mmseg_config(state: Mapping[str, torch.Tensor]) -> BiSeNetV1Config:
+    return BiSeNetV1Config(
+        num_classes=int(state["decode_head.conv_seg.weight"].shape[0]),
+        context_channels=int(state["backbone.context_path.arm16.conv_layer.conv.weight"].shape[0]),
+        fused_channels=int(state["backbone.ffm.conv1.conv.weight"].shape[0]),
+        head_channels=int(state["decode_head.convs.0.conv.weight"].shape[0]),
+        aux_heads=False, ffm_attention="conv_bn_relu", head_upsample="bilinear", align_corners=False)
+
+
+def _coincheung_config(state: Mapping[str, torch.Tensor]) -> BiSeNetV1Config:
+    outputs = int(state["conv_out.conv_out.weight"].shape[0])
+    pixel_shuffle = "conv_out.conv_out.bias" in state  # the current head has a bias, the earlier one none
+    factor = OUTPUT_STRIDE * OUTPUT_STRIDE
+    if pixel_shuffle and outputs % factor:
+        raise CheckpointError(f"not a {COINCHEUNG_V1} state dict: its PixelShuffle head has {outputs} outputs, "
+                              f"not a multiple of {factor}")
+    fused = int(state["ffm.convblk.conv.weight"].shape[0])
+    return BiSeNetV1Config(
+        num_classes=outputs // factor if pixel_shuffle else outputs,
+        context_channels=int(state["cp.arm16.conv.conv.weight"].shape[0]),
+        fused_channels=fused,
+        head_channels=int(state["conv_out.conv.conv.weight"].shape[0]),
+        aux_heads=False, ffm_attention="paper",
+        ffm_reduction=max(1, fused // int(state["ffm.conv1.weight"].shape[0])) if "ffm.conv1.weight" in state else 4,
+        head_upsample="pixel_shuffle" if pixel_shuffle else "bilinear", align_corners=not pixel_shuffle)
+
+
+@dataclass(frozen=True)
+class _V1Family:
+    name: str
+    required: tuple[str, ...]  # keys read to size the model; their absence means another network
+    config: Callable[[Mapping[str, torch.Tensor]], BiSeNetV1Config]
+    units: Callable[[BiSeNetV1Config], UnitMap]
+    is_aux_key: Callable[[str], bool]
+    optional: Callable[[str], bool]  # foreign tensors that may be absent and are then zero
+    default_info: CheckpointInfo
+
+
+V1_FAMILIES: dict[str, _V1Family] = {
+    MMSEG_V1: _V1Family(
+        name=MMSEG_V1,
+        required=("decode_head.conv_seg.weight", "decode_head.convs.0.conv.weight",
+                  "backbone.context_path.arm16.conv_layer.conv.weight", "backbone.ffm.conv1.conv.weight"),
+        config=_mmseg_config,
+        units=_mmseg_units,
+        is_aux_key=lambda k: k.startswith("auxiliary_head."),
+        optional=lambda k: k.endswith("num_batches_tracked"),
+        default_info=CheckpointInfo(CITYSCAPES, IMAGENET_NORMALIZATION, (1024, 2048), "cityscapes"),
+    ),
+    COINCHEUNG_V1: _V1Family(
+        name=COINCHEUNG_V1,
+        required=("conv_out.conv_out.weight", "conv_out.conv.conv.weight", "cp.arm16.conv.conv.weight",
+                  "ffm.convblk.conv.weight"),
+        config=_coincheung_config,
+        units=_coincheung_units,
+        is_aux_key=lambda k: k.startswith(("conv_out16.", "conv_out32.")),
+        # The earlier head had no bias: ours is then zero, which is the same function.
+        optional=lambda k: k.endswith("num_batches_tracked") or k == "conv_out.conv_out.bias",
+        # Their training code normalises with its own Cityscapes statistics, as for their BiSeNetV2.
+        default_info=CheckpointInfo(CITYSCAPES, CITYSCAPES_NORMALIZATION, (1024, 2048), "cityscapes"),
+    ),
+}
+
+
+def detect_v1_family(keys: Iterable[str]) -> str | None:
+    """A BiSeNetV1 family from key names (already without a 'module.' prefix), or None."""
+    keys = list(keys)
+    if any(k.startswith("backbone.context_path.") for k in keys):
+        return MMSEG_V1
+    if any(k.startswith("cp.resnet.") for k in keys) and any(k.startswith("sp.") for k in keys):
+        return COINCHEUNG_V1
+    return None
+
+
+def import_v1_state_dict(state: Mapping[str, Any], family: str, info: CheckpointInfo | None = None) -> Checkpoint:
+    """A foreign BiSeNetV1 state dict -> our deploy checkpoint (exact: see the module docstring)."""
+    fam = V1_FAMILIES[family]
+    state = {_strip_module(k): v for k, v in state.items()}
+    for key in fam.required:
+        if key not in state:
+            raise CheckpointError(f"not a {family} BiSeNetV1 state dict: key {key!r} is missing")
+    config = fam.config(state)
+    template = BiSeNetV1(config).state_dict()
+    pairs = _key_pairs(fam.units(config), set(template))
+    converted = convert_state_dict(state, pairs, template, family, fam.optional, fam.is_aux_key)
+    return Checkpoint(config, imported_info(info or fam.default_info, config.num_classes, family), converted, "deploy")
