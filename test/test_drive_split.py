@@ -150,3 +150,52 @@ def test_class_weighted_loss_is_the_weighted_mean():
     per_pixel = torch.nn.functional.cross_entropy(logits, target, reduction="none").flatten()
     expected = (1.0 * per_pixel[0] + 3.0 * per_pixel[1]) / 4.0
     assert torch.isclose(weighted(logits, target), expected)
+
+
+def _tiny_camvid_checkpoint(path: Path, seed: int) -> Path:
+    from bisenetv2_ros.checkpoint import IMAGENET_NORMALIZATION, Checkpoint, CheckpointInfo, save_checkpoint
+    from bisenetv2_ros.classes import CAMVID
+    from bisenetv2_ros.model import BiSeNetV2, BiSeNetV2Config
+
+    torch.manual_seed(seed)
+    model = BiSeNetV2(BiSeNetV2Config(num_classes=11, width_multiplier=0.25, head_channels=8, aux_head_channels=8))
+    info = CheckpointInfo(CAMVID, IMAGENET_NORMALIZATION, (32, 32), "camvid:drive_train",
+                          metrics={"val_miou": 0.1}, provenance={"source": "training/train.py"})
+    return save_checkpoint(Checkpoint.from_model(model, info, kind="train", training_state={"iteration": 1}), path)
+
+
+def test_promote_refuses_a_model_that_does_not_beat_the_baseline_and_stores_both_splits(tmp_path, capsys):
+    from bisenetv2_ros.checkpoint import load_checkpoint
+    from training.promote import main as promote
+
+    root = _fake_camvid(tmp_path / "camvid")
+    candidate = _tiny_camvid_checkpoint(tmp_path / "best.pt", seed=0)
+    baseline = tmp_path / "baseline.pt"
+    assert promote([str(candidate), "--root", str(root), "--output", str(baseline), "--baseline", str(candidate),
+                    "--force"]) == 0  # the first write: a deploy copy of the candidate
+    output = tmp_path / "weights" / "default.pt"
+    # The same weights do not beat themselves: refused, nothing written.
+    assert promote([str(candidate), "--root", str(root), "--output", str(output), "--baseline", str(baseline)]) == 1
+    assert not output.exists()
+    assert "not promoted" in capsys.readouterr().err
+    assert promote([str(candidate), "--root", str(root), "--output", str(output), "--baseline", str(baseline),
+                    "--force"]) == 0
+    shipped = load_checkpoint(output)
+    assert shipped.kind == "deploy" and shipped.info.train_resolution == (32, 32)
+    metrics = shipped.info.metrics
+    assert {"drive_val_miou", "val_miou", "drive_val_iou/pole", "val_pixel_accuracy"} <= set(metrics)
+    assert 0.0 <= metrics["drive_val_miou"] <= 1.0
+    assert "drive_val" in shipped.info.provenance["selected_by"]
+    out = capsys.readouterr().out
+    assert "KNOWN_WEIGHTS['camvid']: info=CheckpointInfo(CAMVID, IMAGENET_NORMALIZATION, (32, 32)" in out
+
+
+def test_embedded_default_matches_its_named_entry():
+    from bisenetv2_ros.checkpoint import DEFAULT_WEIGHTS, KNOWN_WEIGHTS, load_checkpoint, resolve_weights
+
+    entry = KNOWN_WEIGHTS[DEFAULT_WEIGHTS]
+    shipped = load_checkpoint(resolve_weights(DEFAULT_WEIGHTS))
+    # A promotion that forgets checkpoint.py would leave the listed resolution wrong.
+    assert shipped.info.train_resolution == entry.info.train_resolution
+    assert shipped.info.classes.names == entry.info.classes.names
+    assert shipped.kind == "deploy"

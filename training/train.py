@@ -154,11 +154,15 @@ SCHEDULE_KEYS = (("run", "iterations"), ("run", "batch_size"), ("run", "seed"), 
                  ("optim", "poly_power"), ("optim", "warmup_iters"), ("optim", "warmup_ratio"))
 
 
-def schedule_changes(saved: dict[str, Any], current: TrainConfig) -> list[str]:
+def schedule_of(config: TrainConfig) -> dict[str, Any]:
+    """{'section.key': value} of the schedule settings (what the lr lambda and the sampler were built from)."""
+    values = config.to_dict()
+    return {f"{section}.{key}": values[section][key] for section, key in SCHEDULE_KEYS}
+
+
+def schedule_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """'section.key: saved -> current' for every schedule setting a resume would change."""
-    now = current.to_dict()
-    return [f"{section}.{key}: {saved[section][key]} -> {now[section][key]}" for section, key in SCHEDULE_KEYS
-            if section in saved and key in saved[section] and saved[section][key] != now[section][key]]
+    return [f"{key}: {saved[key]} -> {value}" for key, value in current.items() if key in saved and saved[key] != value]
 
 
 def dataset_normalization(config: TrainConfig) -> Normalization:
@@ -211,6 +215,7 @@ class Trainer:
         self.model = self.model.to(memory_format=self.memory_format)
         self.optimizer = torch.optim.SGD(param_groups(self.model, config.optim.weight_decay), lr=config.optim.lr,
                                          momentum=config.optim.momentum)
+        self.schedule = schedule_of(config)  # the schedule as built; a resume must find the same one
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, poly_lambda(run.iterations, config.optim.poly_power, config.optim.warmup_iters,
                                         config.optim.warmup_ratio))
@@ -273,7 +278,8 @@ class Trainer:
         return {"iteration": self.iteration, "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": rng_state(), "sampler": {"seed": self.config.run.seed, "next_iteration": self.iteration},
-                "best_miou": self.best_miou, "history": self.history, "config": self.config.to_dict()}
+                "best_miou": self.best_miou, "history": self.history, "config": self.config.to_dict(),
+                "schedule": self.schedule}
 
     def save(self, name: str, metrics: dict[str, float]) -> Path:
         checkpoint = Checkpoint.from_model(self.model, self._info(metrics), kind="train",
@@ -293,7 +299,11 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        changes = schedule_changes(state.get("config", {}), self.config)
+        saved = state.get("schedule")
+        if saved is None and "config" in state:  # checkpoints written before the schedule was stored
+            saved = {f"{section}.{key}": state["config"][section][key] for section, key in SCHEDULE_KEYS
+                     if key in state["config"].get(section, {})}
+        changes = schedule_changes(saved or {}, self.schedule)
         if changes:
             raise ValueError(f"--resume would change the schedule of the run in {path} ({'; '.join(changes)}); "
                              f"a continuation keeps the original schedule: drop the changed settings, or start "
