@@ -265,3 +265,13 @@ def test_recipe_options_are_validated_and_used(stripes, tmp_path):
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert not conv.weight.is_contiguous()
     assert trainer.train()["iteration"] == 2
+
+
+def test_camvid_configs_select_models_on_an_unseen_drive():
+    for name in ("camvid", "camvid_drive"):
+        config = load_config(REPO / "training" / "configs" / f"{name}.yaml")
+        assert (config.data.train_split, config.data.val_split) == ("drive_train", "drive_val"), name
+    drive = load_config(REPO / "training/configs/camvid_drive.yaml")
+    assert drive.data.root == "../shared/data/camvid" and not Path(drive.run.out_dir).is_absolute()
+    assert drive.data.scale_range == [0.5, 2.0] and drive.data.photometric is not None
+    assert drive.loss.ohem and drive.loss.class_weighting == "median_frequency" and drive.model.aux_heads
