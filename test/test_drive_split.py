@@ -125,6 +125,11 @@ def test_photometric_jitter_changes_pixels_never_labels():
     dark = PhotometricJitter(brightness=(0.5, 0.5), contrast=(1, 1), saturation=(1, 1), hue=0, gamma=(1, 1))
     out = dark(image, np.random.default_rng(0))
     assert out.dtype == np.uint8 and np.abs(out.astype(int) - image // 2).max() <= 1
+    cast = PhotometricJitter(brightness=(1, 1), contrast=(1, 1), saturation=(1, 1), hue=0, gamma=(1, 1),
+                             channel_gain=0.2)
+    grey = np.full((4, 4, 3), 100, np.uint8)
+    tinted = cast(grey, np.random.default_rng(0)).astype(int)
+    assert len({int(v) for v in tinted[0, 0]}) > 1 and np.abs(tinted - 100).max() <= 20
     identity = PhotometricJitter(brightness=(1, 1), contrast=(1, 1), saturation=(1, 1), hue=0, gamma=(1, 1))
     assert np.abs(identity(image, np.random.default_rng(0)).astype(int) - image).max() <= 1
 

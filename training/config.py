@@ -43,7 +43,8 @@ class DataSection:
     # Draw the scale uniformly from [lo, hi] instead of from `scales` (null: use `scales`).
     scale_range: list[float] | None = None
     # Photometric jitter (PhotometricJitter): null = off, else ranges for brightness, contrast, saturation,
-    # gamma ([lo, hi] factors) and hue (max shift, fraction of the circle). Labels are never touched.
+    # gamma ([lo, hi] factors), hue (max shift, fraction of the circle) and channel_gain (max per-channel
+    # gain change, a colour cast). Labels are never touched.
     photometric: dict[str, Any] | None = None
     # Resolution the network runs at for evaluation and deployment (= CheckpointInfo.train_resolution).
     eval_size: list[int] = field(default_factory=lambda: [1024, 2048])
@@ -136,7 +137,7 @@ class TrainConfig:
                                                   or not 0 < self.data.scale_range[0] <= self.data.scale_range[1]):
             raise ValueError(f"data.scale_range must be [lo, hi] with 0 < lo <= hi, got {self.data.scale_range}")
         if self.data.photometric is not None:
-            known = {"brightness", "contrast", "saturation", "hue", "gamma"}
+            known = {"brightness", "contrast", "saturation", "hue", "gamma", "channel_gain"}
             bad = sorted(set(self.data.photometric) - known)
             if bad:
                 raise ValueError(f"unknown keys {bad} in data.photometric; known: {sorted(known)}")

@@ -228,7 +228,8 @@ def build_dataset(kind: str, root: str | Path, split: str, classes_file: str | N
 
 
 class PhotometricJitter:
-    """Random brightness, contrast, saturation, hue and gamma on a uint8 RGB image (labels untouched).
+    """Random brightness, contrast, saturation, hue, gamma and per-channel gain (white balance) on a
+    uint8 RGB image (labels untouched).
 
     Each factor is drawn uniformly from its range; a range of (1, 1) (or 0 for hue) switches it off.
     Why: the drives differ in lighting (0001TP is filmed at dusk), and a model trained on two drives
@@ -237,18 +238,20 @@ class PhotometricJitter:
 
     def __init__(self, brightness: Sequence[float] = (0.6, 1.4), contrast: Sequence[float] = (0.7, 1.3),
                  saturation: Sequence[float] = (0.7, 1.3), hue: float = 0.05,
-                 gamma: Sequence[float] = (0.7, 1.5)) -> None:
+                 gamma: Sequence[float] = (0.7, 1.5), channel_gain: float = 0.0) -> None:
         self.brightness = tuple(float(v) for v in brightness)
         self.contrast = tuple(float(v) for v in contrast)
         self.saturation = tuple(float(v) for v in saturation)
         self.hue = float(hue)  # max shift as a fraction of the hue circle
         self.gamma = tuple(float(v) for v in gamma)
+        self.channel_gain = float(channel_gain)  # each of R, G, B scaled by 1 +- up to this (colour cast)
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         b, c, s = (rng.uniform(*r) for r in (self.brightness, self.contrast, self.saturation))
         h, g = rng.uniform(-self.hue, self.hue), rng.uniform(*self.gamma)
+        gains = 1.0 + rng.uniform(-self.channel_gain, self.channel_gain, 3) if self.channel_gain else np.ones(3)
         x = image.astype(np.float32)
-        x *= b
+        x *= (b * gains).astype(np.float32)
         x = (x - x.mean()) * c + x.mean()
         gray = x @ np.float32([0.299, 0.587, 0.114])
         x = (x - gray[..., None]) * s + gray[..., None]
