@@ -259,3 +259,58 @@ def test_bisenetv1_refuses_bisenetv2_only_options(tmp_path):
         load_config(None, ["model.architecture=bisenetv1", "model.width_multiplier=0.5"])
     with pytest.raises(ValueError, match="model.architecture must be bisenetv2 or bisenetv1"):
         load_config(None, ["model.architecture=bisenetv3"])
+
+
+def test_resume_refuses_to_change_the_schedule(stripes, tmp_path):
+    Trainer(_tiny_config(stripes, tmp_path / "run", 3), progress=False).train()
+    with pytest.raises(ValueError, match=r"--resume would change the schedule .*run\.iterations: 3 -> 6"):
+        Trainer(_tiny_config(stripes, tmp_path / "run", 6), resume=True, progress=False)
+    changed_lr = _tiny_config(stripes, tmp_path / "run", 3)
+    changed_lr.optim.lr = 0.1
+    with pytest.raises(ValueError, match=r"optim\.lr: 0\.02 -> 0\.1"):
+        Trainer(changed_lr, resume=True, progress=False)
+    # The same schedule resumes, and the learning rate continues the 3-iteration poly curve.
+    resumed = Trainer(_tiny_config(stripes, tmp_path / "run", 3), resume=True, progress=False)
+    assert resumed.iteration == 3 and resumed.optimizer.param_groups[0]["lr"] == 0.0
+
+
+def test_amp_auto_uses_bf16_only_on_cpus_with_native_bf16(monkeypatch):
+    import training.train as train_module
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: True)
+    assert train_module.resolve_amp("auto", torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: False)
+    assert train_module.resolve_amp("auto", torch.device("cpu")) == "none"
+    assert train_module.resolve_amp("fp16", torch.device("cpu")) == "fp16"
+
+
+def test_recipe_options_are_validated_and_used(stripes, tmp_path):
+    with pytest.raises(ValueError, match=r"unknown keys \['blur'\] in data\.photometric"):
+        TrainConfig.from_dict({"data": {"photometric": {"blur": 1}}})
+    with pytest.raises(ValueError, match="loss.class_weighting must be none or median_frequency"):
+        TrainConfig.from_dict({"loss": {"class_weighting": "inverse"}})
+    with pytest.raises(ValueError, match=r"data.scale_range must be \[lo, hi\]"):
+        TrainConfig.from_dict({"data": {"scale_range": [2.0, 0.5]}})
+    config = _tiny_config(stripes, tmp_path / "run", 2)
+    config.data.scale_range = [0.5, 2.0]
+    config.data.photometric = {"brightness": [0.5, 1.2], "hue": 0.0}
+    config.loss.class_weighting = "median_frequency"
+    config.run.channels_last = True
+    trainer = Trainer(config, progress=False)
+    assert trainer.train_set.transform.photometric.brightness == (0.5, 1.2)
+    assert trainer.train_set.transform.scale_range == (0.5, 2.0)
+    weights = trainer.criterion.criterion.class_weights
+    assert weights.shape == (3,) and weights.max() > weights.min()
+    conv = next(m for m in trainer.model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()
+    assert trainer.train()["iteration"] == 2
+
+
+def test_camvid_configs_select_models_on_an_unseen_drive():
+    for name in ("camvid", "camvid_drive"):
+        config = load_config(REPO / "training" / "configs" / f"{name}.yaml")
+        assert (config.data.train_split, config.data.val_split) == ("drive_train", "drive_val"), name
+    drive = load_config(REPO / "training/configs/camvid_drive.yaml")
+    assert drive.data.root == "../shared/data/camvid" and not Path(drive.run.out_dir).is_absolute()
+    assert drive.data.scale_range == [0.5, 2.0] and drive.data.photometric is not None
+    assert drive.loss.ohem and drive.loss.class_weighting == "median_frequency" and drive.model.aux_heads

@@ -41,6 +41,12 @@ class DataSection:
     # The crop is resized to this (h, w) before the network (Cityscapes: 2048x1024 crop -> 1024x512).
     train_size: list[int] | None = None
     hflip: bool = True
+    # Draw the scale uniformly from [lo, hi] instead of from `scales` (null: use `scales`).
+    scale_range: list[float] | None = None
+    # Photometric jitter (PhotometricJitter): null = off, else ranges for brightness, contrast, saturation,
+    # gamma ([lo, hi] factors), hue (max shift, fraction of the circle) and channel_gain (max per-channel
+    # gain change, a colour cast). Labels are never touched.
+    photometric: dict[str, Any] | None = None
     # Resolution the network runs at for evaluation and deployment (= CheckpointInfo.train_resolution).
     eval_size: list[int] = field(default_factory=lambda: [1024, 2048])
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
@@ -65,6 +71,10 @@ class LossSection:
     ohem_threshold: float = 0.7  # keep pixels whose true-class probability is below this
     ohem_min_kept_fraction: float = 1 / 16  # ... and at least this fraction of the valid pixels
     aux_weight: float = 1.0  # weight of each booster head (alpha in Sec. 4.4)
+    # none | median_frequency: per-class weights (median f / f_c) ** class_weight_power from the
+    # training split's label histogram, so thin classes (pole, sign, pedestrian, bicyclist) are learned.
+    class_weighting: str = "none"
+    class_weight_power: float = 0.5
 
 
 @dataclass
@@ -73,7 +83,11 @@ class RunSection:
     batch_size: int = 16  # total over all processes
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    amp: str = "none"  # none | bf16 | fp16
+    # none | bf16 | fp16 | auto (bf16 on CUDA with bf16 support and on CPUs with native bf16 instructions
+    # (AVX512-BF16 / AMX); none elsewhere, where emulated bf16 is slower than fp32)
+    amp: str = "none"
+    channels_last: bool = False  # NHWC memory format for model and input (faster convolutions on CPU)
+    compile: bool = False  # torch.compile the model (only if it measures faster on the machine)
     sync_bn: bool = False
     threads: int | None = None  # torch.set_num_threads on CPU
     deterministic: bool = False
@@ -124,8 +138,18 @@ class TrainConfig:
                 raise ValueError(f"model.{v2_only[0]} applies to bisenetv2 only (BiSeNetV1 has a fixed ResNet-18)")
         if self.data.dataset not in ("cityscapes", "camvid", "folder"):
             raise ValueError(f"data.dataset must be cityscapes, camvid or folder, got {self.data.dataset!r}")
-        if self.run.amp not in ("none", "bf16", "fp16"):
-            raise ValueError(f"run.amp must be none, bf16 or fp16, got {self.run.amp!r}")
+        if self.run.amp not in ("none", "bf16", "fp16", "auto"):
+            raise ValueError(f"run.amp must be none, bf16, fp16 or auto, got {self.run.amp!r}")
+        if self.loss.class_weighting not in ("none", "median_frequency"):
+            raise ValueError(f"loss.class_weighting must be none or median_frequency, got {self.loss.class_weighting!r}")
+        if self.data.scale_range is not None and (len(self.data.scale_range) != 2
+                                                  or not 0 < self.data.scale_range[0] <= self.data.scale_range[1]):
+            raise ValueError(f"data.scale_range must be [lo, hi] with 0 < lo <= hi, got {self.data.scale_range}")
+        if self.data.photometric is not None:
+            known = {"brightness", "contrast", "saturation", "hue", "gamma", "channel_gain"}
+            bad = sorted(set(self.data.photometric) - known)
+            if bad:
+                raise ValueError(f"unknown keys {bad} in data.photometric; known: {sorted(known)}")
         for name in ("crop_size", "eval_size", "base_size", "train_size"):
             value = getattr(self.data, name)
             if value is not None and (len(value) != 2 or min(value) < 1):

@@ -162,10 +162,37 @@ def cityscapes(root: str | Path, split: str = "train", transform=None) -> Segmen
     return SegmentationDataset(samples, CITYSCAPES, table, f"cityscapes/{split}", transform)
 
 
+# Drive-disjoint CamVid splits. The SegNet release's `val` (101 frames of drive 0016E5) shares its drive
+# with 204 of the 367 `train` frames, so it measures how well a model knows that drive, not how it does
+# on a new camera. These splits keep every drive on one side: the file-name prefix is the drive.
+CAMVID_DRIVE_SPLITS: dict[str, tuple[str, ...]] = {
+    "drive_train": ("0006R0", "0016E5"),  # 101 + 204 train frames + the 101 val frames = 406
+    "drive_val": ("0001TP",),  # 62 frames of a drive no drive_train frame comes from
+}
+CAMVID_FOLDERS = ("train", "val")  # the SegNet folders the drive splits draw from (test is not shipped)
+
+
+def camvid_drive(path: Path) -> str:
+    """The drive (sequence) of a CamVid frame: the file-name prefix before the first underscore."""
+    return path.name.split("_", 1)[0]
+
+
 def camvid(root: str | Path, split: str = "train", transform=None) -> SegmentationDataset:
-    """SegNet layout: ``{split}/*.png|jpg`` with ``{split}annot/*.png``; 11 classes, 11 (void) -> ignore."""
+    """SegNet layout: ``{split}/*.png|jpg`` with ``{split}annot/*.png``; 11 classes, 11 (void) -> ignore.
+
+    ``split`` is a SegNet folder (train, val, test) or a drive-disjoint split from CAMVID_DRIVE_SPLITS
+    (drive_train, drive_val), which gathers the frames of its drives from the train and val folders.
+    """
     root = Path(root)
-    samples = _pair_by_stem(root / split, root / f"{split}annot")
+    if split in CAMVID_DRIVE_SPLITS:
+        drives = CAMVID_DRIVE_SPLITS[split]
+        samples = [s for folder_name in CAMVID_FOLDERS
+                   for s in _pair_by_stem(root / folder_name, root / f"{folder_name}annot")
+                   if camvid_drive(s.image) in drives]
+        if not samples:
+            raise DatasetError(f"camvid/{split}: no frames of drives {list(drives)} in {root}/train or {root}/val")
+    else:
+        samples = _pair_by_stem(root / split, root / f"{split}annot")
     return SegmentationDataset(samples, CAMVID, _direct_lookup(len(CAMVID), extra_ignore=(11,)),
                                f"camvid/{split}", transform)
 
@@ -200,24 +227,73 @@ def build_dataset(kind: str, root: str | Path, split: str, classes_file: str | N
 # Augmentation
 
 
+class PhotometricJitter:
+    """Random brightness, contrast, saturation, hue, gamma and per-channel gain (white balance) on a
+    uint8 RGB image (labels untouched).
+
+    Each factor is drawn uniformly from its range; a range of (1, 1) (or 0 for hue) switches it off.
+    Why: the drives differ in lighting (0001TP is filmed at dusk), and a model trained on two drives
+    otherwise learns their exposure and white balance along with the classes.
+    """
+
+    def __init__(self, brightness: Sequence[float] = (0.6, 1.4), contrast: Sequence[float] = (0.7, 1.3),
+                 saturation: Sequence[float] = (0.7, 1.3), hue: float = 0.05,
+                 gamma: Sequence[float] = (0.7, 1.5), channel_gain: float = 0.0) -> None:
+        self.brightness = tuple(float(v) for v in brightness)
+        self.contrast = tuple(float(v) for v in contrast)
+        self.saturation = tuple(float(v) for v in saturation)
+        self.hue = float(hue)  # max shift as a fraction of the hue circle
+        self.gamma = tuple(float(v) for v in gamma)
+        self.channel_gain = float(channel_gain)  # each of R, G, B scaled by 1 +- up to this (colour cast)
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        b, c, s = (rng.uniform(*r) for r in (self.brightness, self.contrast, self.saturation))
+        h, g = rng.uniform(-self.hue, self.hue), rng.uniform(*self.gamma)
+        gains = 1.0 + rng.uniform(-self.channel_gain, self.channel_gain, 3) if self.channel_gain else np.ones(3)
+        x = image.astype(np.float32)
+        x *= (b * gains).astype(np.float32)
+        x = (x - x.mean()) * c + x.mean()
+        gray = x @ np.float32([0.299, 0.587, 0.114])
+        x = (x - gray[..., None]) * s + gray[..., None]
+        x = np.clip(x, 0, 255).astype(np.uint8)
+        if h:
+            hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)  # uint8 hue is 0..179
+            hsv[..., 0] = ((hsv[..., 0].astype(np.int16) + int(round(h * 180))) % 180).astype(np.uint8)
+            x = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        lut = np.clip(255.0 * (np.arange(256) / 255.0) ** g + 0.5, 0, 255).astype(np.uint8)
+        return cv2.LUT(x, lut)
+
+
 class TrainTransform:
     """Resize to base size, random scale, random crop (pad with ignore), optional resize, random flip,
-    normalize. Returns (float32 CHW tensor, int64 HW tensor)."""
+    photometric jitter, normalize. Returns (float32 CHW tensor, int64 HW tensor).
+
+    The scale is drawn from ``scales`` (a list) or uniformly from ``scale_range`` (lo, hi) when given.
+    Resizing happens once, from the original frame straight to base_size x scale, so a full-resolution
+    frame keeps its detail at large scales.
+    """
 
     def __init__(self, crop_size: Sequence[int], scales: Sequence[float], mean: Sequence[float],
                  std: Sequence[float], base_size: Sequence[int] | None = None,
-                 train_size: Sequence[int] | None = None, hflip: bool = True) -> None:
+                 train_size: Sequence[int] | None = None, hflip: bool = True,
+                 scale_range: Sequence[float] | None = None, photometric: PhotometricJitter | None = None) -> None:
         self.crop_h, self.crop_w = int(crop_size[0]), int(crop_size[1])
         self.scales = [float(s) for s in scales]
+        self.scale_range = tuple(float(v) for v in scale_range) if scale_range else None
         self.base_size = tuple(base_size) if base_size else None
         self.train_size = tuple(train_size) if train_size else None
         self.hflip = hflip
+        self.photometric = photometric
         self.mean = np.asarray(mean, dtype=np.float32) * 255.0
         self.std = np.asarray(std, dtype=np.float32) * 255.0
 
-    def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
+    def geometry(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
+        """Scale, crop, resize and flip; the label follows every pixel of the image."""
         h, w = self.base_size if self.base_size else image.shape[:2]
-        scale = self.scales[int(rng.integers(len(self.scales)))]
+        if self.scale_range:
+            scale = float(rng.uniform(*self.scale_range))
+        else:
+            scale = self.scales[int(rng.integers(len(self.scales)))]
         sh, sw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
         image = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_LINEAR)
         label = cv2.resize(label, (sw, sh), interpolation=cv2.INTER_NEAREST)
@@ -234,9 +310,36 @@ class TrainTransform:
             label = cv2.resize(label, self.train_size[::-1], interpolation=cv2.INTER_NEAREST)
         if self.hflip and rng.random() < 0.5:
             image, label = image[:, ::-1], label[:, ::-1]
+        return np.ascontiguousarray(image), np.ascontiguousarray(label)
+
+    def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
+        image, label = self.geometry(image, label, rng)
+        if self.photometric is not None:
+            image = self.photometric(image, rng)
         x = (image.astype(np.float32) - self.mean) / self.std
         return (torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))),
-                torch.from_numpy(np.ascontiguousarray(label)).long())
+                torch.from_numpy(label).long())
+
+
+def label_histogram(dataset: SegmentationDataset) -> np.ndarray:
+    """Pixel count of each class over a dataset's labels (ignore excluded)."""
+    counts = np.zeros(len(dataset.classes), dtype=np.int64)
+    for i in range(len(dataset)):
+        raw = read_label(dataset.samples[i].label)
+        label = dataset.lookup[raw]
+        counts += np.bincount(label[(label >= 0) & (label < len(counts))].ravel(), minlength=len(counts))[: len(counts)]
+    return counts
+
+
+def median_frequency_weights(counts: Sequence[int], power: float = 1.0) -> np.ndarray:
+    """Median-frequency class balancing (Eigen & Fergus 2015, as used by SegNet on CamVid):
+    w_c = (median(f) / f_c) ** power. power < 1 softens it; absent classes get weight 1."""
+    counts = np.asarray(counts, dtype=np.float64)
+    freq = counts / max(counts.sum(), 1)
+    present = freq > 0
+    weights = np.ones_like(freq)
+    weights[present] = (np.median(freq[present]) / freq[present]) ** power
+    return weights.astype(np.float32)
 
 
 class ResumableSampler(Sampler):

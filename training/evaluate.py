@@ -174,7 +174,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--weights", required=True, help="checkpoint path or known weights name")
     parser.add_argument("--dataset", choices=("cityscapes", "camvid", "folder"), required=True)
     parser.add_argument("--root", required=True)
-    parser.add_argument("--split", default="val")
+    parser.add_argument("--split", default="val",
+                        help="dataset split; CamVid also has the drive-disjoint drive_train / drive_val "
+                             "(datasets.CAMVID_DRIVE_SPLITS)")
     parser.add_argument("--classes-file", default=None)
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                         help="model resolution (default: the checkpoint's training resolution)")

@@ -40,6 +40,16 @@ def to_deploy(checkpoint: Checkpoint, metrics: dict[str, float] | None = None,
     return Checkpoint.from_model(model, info, kind="deploy")
 
 
+def evaluation_metrics(result: dict) -> dict[str, float]:
+    """training/evaluate.py's JSON -> {SPLIT_miou, SPLIT_pixel_accuracy, SPLIT_iou/CLASS} (fractions)."""
+    split = result.get("split", "val")
+    metrics = {f"{split}_miou": float(result["miou"]), f"{split}_pixel_accuracy": float(result["pixel_accuracy"])}
+    for name, value in result.get("per_class_iou", {}).items():
+        if value is not None:
+            metrics[f"{split}_iou/{name}"] = float(value)
+    return metrics
+
+
 def export_onnx_file(deploy_path: Path, onnx_path: Path, input_size: Sequence[int] | None) -> None:
     try:
         from bisenetv2_ros import export as package_export
@@ -66,7 +76,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("checkpoint", help="training (or deploy) checkpoint, e.g. runs/camvid/best.pt")
     parser.add_argument("output", help="deployment checkpoint to write (.pt)")
     parser.add_argument("--half", action="store_true", help="store weights as fp16 (half the size)")
-    parser.add_argument("--metrics", default=None, help="JSON from training/evaluate.py: its mIoU etc. are stored")
+    parser.add_argument("--metrics", action="append", default=[],
+                        help="JSON from training/evaluate.py --output: its mIoU etc. are stored as "
+                             "SPLIT_miou, SPLIT_iou/CLASS (repeatable, e.g. one per split)")
     parser.add_argument("--metric", action="append", default=[], metavar="KEY=VALUE", help="add one metric")
     parser.add_argument("--note", action="append", default=[], metavar="KEY=VALUE", help="add a provenance entry")
     parser.add_argument("--onnx", default=None, help="also export ONNX here")
@@ -80,14 +92,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
     checkpoint = load_checkpoint(args.checkpoint)
     metrics: dict[str, float] = {}
-    if args.metrics:
-        result = json.loads(Path(args.metrics).read_text())
-        split = result.get("split", "val")
-        metrics[f"{split}_miou"] = float(result["miou"])
-        metrics[f"{split}_pixel_accuracy"] = float(result["pixel_accuracy"])
-        for name, value in result.get("per_class_iou", {}).items():
-            if value is not None:
-                metrics[f"{split}_iou/{name}"] = float(value)
+    for metrics_file in args.metrics:
+        metrics.update(evaluation_metrics(json.loads(Path(metrics_file).read_text())))
     for item in args.metric:
         key, _, value = item.partition("=")
         metrics[key] = float(value)

@@ -36,11 +36,20 @@ def ohem_keep_mask(pixel_losses: torch.Tensor, valid: torch.Tensor, threshold: f
 
 
 class OhemCrossEntropy(nn.Module):
+    """Cross-entropy over the OHEM-kept pixels (all valid pixels when disabled).
+
+    ``class_weights`` (optional, one per class) make it a class-balanced loss: hard pixels are still
+    chosen by their unweighted loss (the probability threshold keeps its meaning), and the kept pixels
+    are averaged with their class weights, so a rare class such as pole counts as much as its weight says.
+    """
+
     def __init__(self, threshold: float = 0.7, min_kept_fraction: float = 1 / 16, ignore_index: int = IGNORE_INDEX,
-                 enabled: bool = True) -> None:
+                 enabled: bool = True, class_weights: torch.Tensor | None = None) -> None:
         super().__init__()
         self.threshold, self.min_kept_fraction = threshold, min_kept_fraction
         self.ignore_index, self.enabled = ignore_index, enabled
+        self.register_buffer("class_weights", None if class_weights is None
+                             else torch.as_tensor(class_weights, dtype=torch.float32))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         pixel_losses = F.cross_entropy(logits.float(), target, ignore_index=self.ignore_index, reduction="none")
@@ -52,7 +61,10 @@ class OhemCrossEntropy(nn.Module):
                 keep = ohem_keep_mask(pixel_losses.detach(), valid, self.threshold, self.min_kept_fraction)
         if not bool(keep.any()):
             return pixel_losses.sum() * 0.0  # an all-ignore batch: zero loss, graph kept for DDP
-        return pixel_losses[keep].mean()
+        if self.class_weights is None:
+            return pixel_losses[keep].mean()
+        weights = self.class_weights.to(pixel_losses.device)[target[keep]]
+        return (pixel_losses[keep] * weights).sum() / weights.sum()
 
 
 class BoosterLoss(nn.Module):

@@ -43,7 +43,8 @@ from bisenetv2_ros.architectures import ModelConfig, build_model
 from bisenetv2_ros.model import BiSeNetV2Config
 from bisenetv2_ros.model_v1 import BiSeNetV1Config
 from training.config import TrainConfig, load_config
-from training.datasets import ResumableSampler, TrainTransform, build_dataset
+from training.datasets import (PhotometricJitter, ResumableSampler, TrainTransform, build_dataset, label_histogram,
+                               median_frequency_weights)
 from training.evaluate import evaluate_model, format_table
 from training.losses import BoosterLoss, OhemCrossEntropy
 
@@ -138,6 +139,40 @@ class Distributed:
             dist.barrier()
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX-BF16 in /proc/cpuinfo: without them CPU bf16 autocast is emulated and slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """run.amp 'auto' -> bf16 where the hardware computes it natively, none elsewhere."""
+    if amp != "auto":
+        return amp
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "none"
+    return "bf16" if cpu_has_native_bf16() else "none"
+
+
+# Settings that define the learning-rate schedule and the data stream: a resumed run must keep them.
+SCHEDULE_KEYS = (("run", "iterations"), ("run", "batch_size"), ("run", "seed"), ("optim", "lr"),
+                 ("optim", "poly_power"), ("optim", "warmup_iters"), ("optim", "warmup_ratio"))
+
+
+def schedule_of(config: TrainConfig) -> dict[str, Any]:
+    """{'section.key': value} of the schedule settings (what the lr lambda and the sampler were built from)."""
+    values = config.to_dict()
+    return {f"{section}.{key}": values[section][key] for section, key in SCHEDULE_KEYS}
+
+
+def schedule_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """'section.key: saved -> current' for every schedule setting a resume would change."""
+    return [f"{key}: {saved[key]} -> {value}" for key, value in current.items() if key in saved and saved[key] != value]
+
+
 def dataset_normalization(config: TrainConfig) -> Normalization:
     return Normalization(tuple(config.data.mean), tuple(config.data.std), "rgb")
 
@@ -175,8 +210,9 @@ class Trainer:
         self.progress = progress and self.env.main
 
         data = config.data
+        photometric = PhotometricJitter(**data.photometric) if data.photometric is not None else None
         transform = TrainTransform(data.crop_size, data.scales, data.mean, data.std, data.base_size,
-                                   data.train_size, data.hflip)
+                                   data.train_size, data.hflip, data.scale_range, photometric)
         self.train_set = build_dataset(data.dataset, data.root, data.train_split, data.classes_file, transform)
         self.val_set = build_dataset(data.dataset, data.root, data.val_split, data.classes_file) if data.val_split else None
         self.classes = self.train_set.classes
@@ -186,15 +222,30 @@ class Trainer:
         self.local_batch = run.batch_size // self.env.world_size
 
         self.model = build_model(model_config(config, len(self.classes))).to(self.env.device)
+        self.memory_format = torch.channels_last if run.channels_last else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
         self.optimizer = torch.optim.SGD(param_groups(self.model, config.optim.weight_decay), lr=config.optim.lr,
                                          momentum=config.optim.momentum)
+        self.schedule = schedule_of(config)  # the schedule as built; a resume must find the same one
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, poly_lambda(run.iterations, config.optim.poly_power, config.optim.warmup_iters,
                                         config.optim.warmup_ratio))
-        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[run.amp]
-        self.scaler = torch.amp.GradScaler(self.env.device.type, enabled=run.amp == "fp16")
+        amp = resolve_amp(run.amp, self.env.device)
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+        self.scaler = torch.amp.GradScaler(self.env.device.type, enabled=amp == "fp16")
+        self.class_weights = self._class_weights()
         self.criterion = BoosterLoss(OhemCrossEntropy(config.loss.ohem_threshold, config.loss.ohem_min_kept_fraction,
-                                                      enabled=config.loss.ohem), config.loss.aux_weight)
+                                                      enabled=config.loss.ohem, class_weights=self.class_weights),
+                                     config.loss.aux_weight)
+        if self.env.main:
+            print(f"training on {len(self.train_set)} frames of {self.train_set.name}, validating on "
+                  f"{len(self.val_set) if self.val_set is not None else 0} frames of "
+                  f"{self.val_set.name if self.val_set is not None else '-'}; amp {amp}, "
+                  f"channels_last {run.channels_last}, compile {run.compile}, threads {torch.get_num_threads()}",
+                  flush=True)
+            if self.class_weights is not None:
+                print("class weights: " + ", ".join(f"{n} {w:.2f}" for n, w in
+                                                    zip(self.classes.names, self.class_weights.tolist())), flush=True)
         self.iteration = 0
         self.best_miou = -1.0
         self.history: list[dict[str, Any]] = []
@@ -202,6 +253,8 @@ class Trainer:
         if resume:
             pending_rng = self._load_latest()
         self.net: nn.Module = self.model
+        if run.compile:
+            self.net = torch.compile(self.model)
         if self.env.world_size > 1:
             if run.sync_bn and self.env.device.type == "cuda":
                 self.net = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -236,7 +289,8 @@ class Trainer:
         return {"iteration": self.iteration, "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": rng_state(), "sampler": {"seed": self.config.run.seed, "next_iteration": self.iteration},
-                "best_miou": self.best_miou, "history": self.history, "config": self.config.to_dict()}
+                "best_miou": self.best_miou, "history": self.history, "config": self.config.to_dict(),
+                "schedule": self.schedule}
 
     def save(self, name: str, metrics: dict[str, float]) -> Path:
         checkpoint = Checkpoint.from_model(self.model, self._info(metrics), kind="train",
@@ -256,6 +310,15 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        saved = state.get("schedule")
+        if saved is None and "config" in state:  # checkpoints written before the schedule was stored
+            saved = {f"{section}.{key}": state["config"][section][key] for section, key in SCHEDULE_KEYS
+                     if key in state["config"].get(section, {})}
+        changes = schedule_changes(saved or {}, self.schedule)
+        if changes:
+            raise ValueError(f"--resume would change the schedule of the run in {path} ({'; '.join(changes)}); "
+                             f"a continuation keeps the original schedule: drop the changed settings, or start "
+                             f"a new run in another run.out_dir")
         self.iteration = int(state["iteration"])
         self.best_miou = float(state["best_miou"])
         self.history = list(state.get("history", []))
@@ -265,6 +328,13 @@ class Trainer:
             seed_everything(self.config.run.seed + self.env.rank + 7919 * self.iteration)
             return None
         return state["rng"]
+
+    def _class_weights(self) -> torch.Tensor | None:
+        loss = self.config.loss
+        if loss.class_weighting == "none":
+            return None
+        counts = label_histogram(self.train_set)
+        return torch.from_numpy(median_frequency_weights(counts, loss.class_weight_power))
 
     # ---- logging
 
@@ -310,7 +380,7 @@ class Trainer:
         tick = time.time()
         while self.iteration < run.iterations:
             images, labels = next(batches)
-            images = images.to(self.env.device, non_blocking=True)
+            images = images.to(self.env.device, non_blocking=True).contiguous(memory_format=self.memory_format)
             labels = labels.to(self.env.device, non_blocking=True)
             with torch.autocast(self.env.device.type, dtype=self.amp_dtype or torch.float32,
                                 enabled=self.amp_dtype is not None):
@@ -338,17 +408,23 @@ class Trainer:
                     summary = self.validate()
                     if summary is not None:
                         last_summary = summary
-                        record = {"iteration": self.iteration, "val_miou": summary["miou"],
+                        record = {"iteration": self.iteration, "val_split": self.config.data.val_split,
+                                  "val_miou": summary["miou"],
                                   "val_pixel_accuracy": summary["pixel_accuracy"],
                                   "val_frames": min(self.config.data.val_limit or len(self.val_set), len(self.val_set))}
                         self._log({**record, "per_class_iou": summary["per_class_iou"]})
                         self.history.append({"iteration": self.iteration, "val_miou": summary["miou"]})
-                        message = f"iteration {self.iteration}: val mIoU {100 * summary['miou']:.2f}%"
+                        message = (f"iteration {self.iteration}: {self.config.data.val_split} mIoU "
+                                   f"{100 * summary['miou']:.2f}% (" + ", ".join(
+                                       f"{k} {100 * v:.0f}" for k, v in summary["per_class_iou"].items()
+                                       if v is not None) + ")")
                         print(message, flush=True) if bar is None else bar.write(message)
                         if summary["miou"] > self.best_miou:
                             self.best_miou = summary["miou"]
+                            split = self.config.data.val_split
                             self.save("best.pt", {"val_miou": summary["miou"],
                                                   "val_pixel_accuracy": summary["pixel_accuracy"],
+                                                  f"{split}_miou": summary["miou"],
                                                   "iteration": float(self.iteration)})
                 self.env.barrier()
             if self.env.main and (self.iteration % run.checkpoint_every == 0 or done):

@@ -1,0 +1,103 @@
+"""Seconds per training iteration (forward + booster loss + backward + SGD step) for CPU speed choices.
+
+    python training/benchmark_step.py --size 240 320 --batch 8 --threads 2 --variants fp32 channels_last
+
+Variants are run interleaved (A B A B ...) so that load from other processes hits all of them alike;
+the medians and their ratio to the first variant are printed with the CPU model and its flags.
+Variants: fp32 (NCHW), channels_last, bf16 (autocast), compile (torch.compile), compile_channels_last.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import platform
+import statistics
+import time
+from typing import Sequence
+
+import torch
+
+from bisenetv2_ros.model import BiSeNetV2, BiSeNetV2Config
+from training.losses import BoosterLoss, OhemCrossEntropy
+from training.train import cpu_has_native_bf16, param_groups
+
+VARIANTS = ("fp32", "channels_last", "bf16", "compile", "compile_channels_last")
+
+
+def cpu_description() -> str:
+    model, flags = platform.processor() or "unknown CPU", ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == (platform.processor() or "unknown CPU"):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+                flags = " ".join(f for f in line.split(":", 1)[1].split() if f in wanted)
+                break
+    except OSError:
+        pass
+    return f"{model} [{flags}], native bf16: {cpu_has_native_bf16()}"
+
+
+class Step:
+    """One variant's model, optimizer and a fixed random batch."""
+
+    def __init__(self, variant: str, size: Sequence[int], batch: int, head_channels: int) -> None:
+        torch.manual_seed(0)
+        self.variant = variant
+        self.memory_format = torch.channels_last if "channels_last" in variant else torch.contiguous_format
+        self.model = BiSeNetV2(BiSeNetV2Config(num_classes=11, head_channels=head_channels)).to(
+            memory_format=self.memory_format).train()
+        self.net = torch.compile(self.model) if variant.startswith("compile") else self.model
+        self.optimizer = torch.optim.SGD(param_groups(self.model, 5e-4), lr=0.01, momentum=0.9)
+        self.criterion = BoosterLoss(OhemCrossEntropy())
+        self.images = torch.randn(batch, 3, *size).contiguous(memory_format=self.memory_format)
+        self.labels = torch.randint(0, 11, (batch, *size))
+
+    def __call__(self) -> float:
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.variant == "bf16"):
+            outputs = self.net(self.images)
+        loss, _ = self.criterion(outputs, self.labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return time.perf_counter() - start
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, nargs=2, default=[240, 320], metavar=("H", "W"))
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--head-channels", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=5, help="timed iterations per variant")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed iterations per variant (compile happens here)")
+    parser.add_argument("--variants", nargs="+", default=["fp32", "channels_last"], choices=VARIANTS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    steps = [Step(v, args.size, args.batch, args.head_channels) for v in args.variants]
+    for step in steps:
+        for _ in range(args.warmup):
+            step()
+    times: dict[str, list[float]] = {v: [] for v in args.variants}
+    for _ in range(args.rounds):
+        for step in steps:
+            times[step.variant].append(step())
+    print(f"CPU: {cpu_description()}; torch {torch.__version__}, {args.threads} threads, batch {args.batch} "
+          f"x {args.size[0]}x{args.size[1]}, head C_t {args.head_channels}, {args.rounds} interleaved rounds")
+    medians = {v: statistics.median(t) for v, t in times.items()}
+    first = medians[args.variants[0]]
+    for variant, median in medians.items():
+        print(f"{variant:<24} {median:6.3f} s/iter   x{first / median:4.2f} vs {args.variants[0]}")
+    return medians
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Promote a training checkpoint to the package's embedded default weights, if it beats them on unseen drives.
+
+    python training/promote.py runs/camvid_drive/best.pt --root ../shared/data/camvid
+
+Steps: export the checkpoint as an fp16 deploy file (what ships), evaluate that exact file and the
+current default on drive_val (the drive-disjoint CamVid split) and on val through the deployed
+pipeline, and replace bisenetv2_ros/weights/bisenetv2_camvid.pt only when the candidate's drive_val
+mIoU is higher (``--force`` overrides). The shipped file stores both evaluations as metrics
+(drive_val_miou, val_miou, per-class IoU). The script then prints what must change in
+``bisenetv2_ros/checkpoint.py`` (the ``camvid`` entry's resolution) and the README table rows.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import json
+import shutil
+import tempfile
+from typing import Sequence
+
+from bisenetv2_ros.checkpoint import DEFAULT_WEIGHTS, KNOWN_WEIGHTS, load_checkpoint, save_checkpoint
+from training import evaluate
+from training.export import evaluation_metrics, to_deploy
+
+REPO = Path(__file__).resolve().parents[1]
+SELECTION_SPLIT = "drive_val"
+REPORT_SPLITS = ("drive_val", "val")
+
+
+def evaluate_file(weights: str, root: str, split: str, folder: Path, threads: int | None) -> dict:
+    output = folder / f"{Path(weights).stem}_{split}.json"
+    argv = ["--weights", weights, "--dataset", "camvid", "--root", root, "--split", split, "--output", str(output)]
+    evaluate.main(argv + (["--threads", str(threads)] if threads else []))
+    return json.loads(output.read_text())
+
+
+def entry_update(resolution: Sequence[int]) -> str | None:
+    """The checkpoint.py change the new file needs, or None when the named entry already matches."""
+    entry = KNOWN_WEIGHTS[DEFAULT_WEIGHTS]
+    if tuple(entry.info.train_resolution or ()) == tuple(resolution):
+        return None
+    return (f"bisenetv2_ros/checkpoint.py, KNOWN_WEIGHTS['{DEFAULT_WEIGHTS}']: "
+            f"info=CheckpointInfo(CAMVID, IMAGENET_NORMALIZATION, {tuple(resolution)}, \"camvid\") "
+            f"(now {entry.info.train_resolution})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoint", help="training checkpoint, e.g. runs/camvid_drive/best.pt")
+    parser.add_argument("--root", default="../shared/data/camvid", help="CamVid SegNet folder")
+    parser.add_argument("--output", default=str(REPO / "bisenetv2_ros" / "weights" / KNOWN_WEIGHTS[DEFAULT_WEIGHTS].file_name),
+                        help="deploy file to write (default: the embedded default)")
+    parser.add_argument("--baseline", default=DEFAULT_WEIGHTS, help="weights to beat (default: the current default)")
+    parser.add_argument("--force", action="store_true", help="write even if the candidate does not beat the baseline")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        candidate_path = save_checkpoint(to_deploy(checkpoint), folder / "candidate.pt", half=True)
+        baseline = evaluate_file(args.baseline, args.root, SELECTION_SPLIT, folder, args.threads)
+        results = {split: evaluate_file(str(candidate_path), args.root, split, folder, args.threads)
+                   for split in REPORT_SPLITS}
+        new, old = results[SELECTION_SPLIT]["miou"], baseline["miou"]
+        print(f"{SELECTION_SPLIT} mIoU: candidate {100 * new:.2f}% vs {args.baseline} {100 * old:.2f}%; "
+              f"val mIoU: candidate {100 * results['val']['miou']:.2f}%")
+        if new <= old and not args.force:
+            print(f"not promoted: the candidate does not beat {args.baseline} on {SELECTION_SPLIT} "
+                  f"(--force writes it anyway); nothing was written", file=sys.stderr)
+            return 1
+        metrics = {}
+        for result in results.values():
+            metrics.update(evaluation_metrics(result))
+        notes = {"selected_by": f"{SELECTION_SPLIT} mIoU (CamVid drive 0001TP, never trained on)",
+                 "source_checkpoint": Path(args.checkpoint).as_posix()}
+        deploy = to_deploy(checkpoint, metrics, notes)
+        written = save_checkpoint(deploy, folder / "final.pt", half=True)
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(written, args.output)
+    print(f"wrote {args.output} (resolution {deploy.info.train_resolution})")
+    change = entry_update(deploy.info.train_resolution)
+    print("checkpoint.py: " + (change or "the named entry already matches"))
+    for split, result in results.items():
+        print(f"README row: {split} mIoU / pixel acc. {100 * result['miou']:.1f} % / "
+              f"{100 * result['pixel_accuracy']:.1f} %")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
