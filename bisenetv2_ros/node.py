@@ -27,25 +27,24 @@ import time
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import LabelInfo, VisionClass
 
 from bisenetv2_ros import messages, node_core
 from bisenetv2_ros.msg import SegmentationInfo
-
-try:  # rclpy >= Galactic; kept optional so an older rclpy still shuts down on Ctrl-C
-    from rclpy.executors import ExternalShutdownException
-except ImportError:  # pragma: no cover
-    class ExternalShutdownException(Exception):  # type: ignore[no-redef]
-        pass
+from bisenetv2_ros.stop_signals import StopSignals, exit_without_finalizing
 
 NODE_NAME = "segmentation_node"
 WARN_THROTTLE_S = 5.0
+STOP_POLL_S = 0.1  # how often the spin loop looks at the stop flag set by SIGINT/SIGTERM
+LIFECYCLE_FLAG = "--lifecycle"  # `segmentation_node --lifecycle`: the managed node
 OUTPUT_TYPES = {"labels": Image, "color": Image, "overlay": Image, "camera_info": CameraInfo,
                 "info": SegmentationInfo}
 
@@ -319,19 +318,25 @@ class LifecycleSegmentationNode(SegmentationSteps, LifecycleNode):
 
 def main(args=None) -> int:
     argv = list(sys.argv if args is None else args)
-    lifecycle = "--lifecycle" in argv
+    lifecycle = LIFECYCLE_FLAG in argv
     if lifecycle:
-        argv.remove("--lifecycle")
-    rclpy.init(args=argv)
+        argv.remove(LIFECYCLE_FLAG)
+    # SIGINT/SIGTERM only set a flag (StopSignals) instead of rclpy's handlers, whose chained
+    # KeyboardInterrupt could land inside the cleanup below when Ctrl-C arrives twice.
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    stop = StopSignals().install()
     node = None
     try:
         node = LifecycleSegmentationNode() if lifecycle else SegmentationNode()
-        rclpy.spin(node)
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while not stop.requested and rclpy.ok():
+            executor.spin_once(timeout_sec=STOP_POLL_S)
     except node_core.StartupError as error:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(error))
         return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    except ExternalShutdownException:
+        pass  # the context was shut down from elsewhere
     finally:
         if node is not None:
             node.close()
@@ -340,5 +345,10 @@ def main(args=None) -> int:
     return 0
 
 
+def run() -> None:
+    """The process entry point: ``main()``, then a prompt exit (see ``exit_without_finalizing``)."""
+    exit_without_finalizing(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

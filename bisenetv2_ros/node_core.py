@@ -59,7 +59,7 @@ class ParameterSpec:
 
 
 PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
-    ParameterSpec("weights", DEFAULT_WEIGHTS, "Checkpoint file path or known weights name (see `bisenetv2 weights`)."),
+    ParameterSpec("weights", DEFAULT_WEIGHTS, "Checkpoint file path or known weights name (names: `bisenetv2 download --list`)."),
     ParameterSpec("backend", "auto", "Inference backend; auto picks the fastest available.", choices=BACKENDS),
     ParameterSpec("device", "auto", "Device: auto (cuda:0 when a GPU is visible, else cpu), cpu, cuda, cuda:N."),
     ParameterSpec("precision", "fp32", "Inference precision (fp16 needs a GPU backend).", choices=PRECISIONS),
@@ -529,6 +529,7 @@ def diagnostics_report(snapshot: StatsSnapshot, *, backend: str, device: str, mo
         ("backend", backend),
         ("device", device),
         ("model", model),
+        ("input topic", input_topic),
     ]
     return DiagnosticsReport(level, message, values)
 

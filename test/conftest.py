@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import random
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,11 @@ from bisenetv2_ros.model import BiSeNetV2, BiSeNetV2Config
 # One intra-op thread: the tests run tiny models, for which a second thread only adds
 # synchronisation cost (measured 3-5x slower on a loaded 2-core machine).
 torch.set_num_threads(1)
+
+# ROS 2 traffic of the tests (in-process nodes and node processes, which inherit this) stays on this
+# machine and in a domain of its own, so parallel runs and other ROS graphs never see each other.
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 101))
 
 CAMVID_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
 

@@ -293,6 +293,7 @@ def test_diagnostics_values_and_levels():
     assert values["input rate (Hz)"] == "10.00" and values["processed rate (Hz)"] == "8.00"
     assert values["frames dropped"] == "2" and values["latency p50 (ms)"] == "40.0"
     assert values["latency p99 (ms)"] == "80.0" and values["backend"] == "torch" and values["device"] == "cpu"
+    assert values["input topic"] == "/segmentation/image"
 
     idle = node_core.diagnostics_report(snapshot(input_rate_hz=0.0, processed_rate_hz=0.0, latency_p50_ms=math.nan),
                                         backend="torch", device="cpu", model="m", input_topic="/segmentation/image")
@@ -684,3 +685,14 @@ def test_free_model_memory_releases_a_dropped_segmenter(tiny_weights):
     del segmenter
     node_core.free_model_memory()
     assert backend() is None, "the backend (and its network) must be gone after cleanup"
+
+
+def test_parameter_descriptions_name_commands_that_exist():
+    import re
+
+    from bisenetv2_ros.cli import build_parser
+
+    commands = set(next(a for a in build_parser()._actions if a.dest == "command").choices)
+    mentioned = [m for spec in node_core.PARAMETER_SPECS for m in re.findall(r"`bisenetv2 ([\w-]+)", spec.description)]
+    assert "download" in mentioned  # the weights parameter points at `bisenetv2 download --list`
+    assert set(mentioned) <= commands, f"descriptions name unknown commands: {set(mentioned) - commands}"

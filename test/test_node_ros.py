@@ -1,7 +1,8 @@
-"""The rclpy node in-process (ROS 2 Humble or Jazzy with bisenetv2_ros built): parameter descriptors,
-runtime parameter changes, compressed input, bad frames, start-up errors. Skipped without rclpy.
+"""The rclpy node in-process: parameter descriptors, runtime parameter changes, compressed input, bad
+frames, start-up errors. Runs with the venv's ROS 2 wheels (scripts/setup_ros_wheels.sh) or a ROS 2
+install with bisenetv2_ros built; skipped without rclpy, except under CI where that fails.
 
-The launch file and the process as a whole are tested in test_launch_node.py.
+The node as its own process is tested in test_node_process.py, the launch file in test_launch_node.py.
 """
 
 from __future__ import annotations
@@ -11,15 +12,11 @@ import time
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed: source a ROS 2 Humble/Jazzy setup to run this")
+from ros_support import bgr_image, require_ros, spin_until  # noqa: E402
 
-from ros_support import bgr_image, spin_until, use_installed_messages  # noqa: E402
+require_ros()
 
-try:
-    use_installed_messages()
-except Exception as error:  # noqa: BLE001
-    pytest.skip(f"bisenetv2_ros messages are not built (colcon build): {error}", allow_module_level=True)
-
+import rclpy  # noqa: E402
 from builtin_interfaces.msg import Time  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
@@ -106,10 +103,11 @@ def test_raw_frames_and_a_bad_one(make_node, probe):
     probe.create_subscription(Image, "/raw_test/labels", labels.append, RELIABLE)
     publisher = probe.create_publisher(Image, "/raw_test/image", RELIABLE)
     bad = bgr_image(Image, Header, Time, sec=1, frame_id="cam", encoding="mono16")
+    bad_sent = []
     # Published until the node has seen one: the first messages may go out before discovery matched.
+    # More bad frames may still be in flight afterwards, so the count is bounded, not frozen.
     assert spin_both(node, probe, lambda: node.stats.dropped_invalid >= 1, timeout=20,
-                     step=lambda: (publisher.publish(bad), time.sleep(0.05)))
-    invalid = node.stats.dropped_invalid
+                     step=lambda: (publisher.publish(bad), bad_sent.append(bad), time.sleep(0.05)))
     sent = []
 
     def step():
@@ -121,7 +119,8 @@ def test_raw_frames_and_a_bad_one(make_node, probe):
     assert spin_both(node, probe, lambda: bool(labels), step=step)
     assert labels[0].header.frame_id == "cam" and labels[0].header.stamp.sec >= 10
     assert (labels[0].height, labels[0].width, labels[0].encoding) == (48, 64, "mono8")
-    assert node.worker.alive and node.stats.dropped_invalid == invalid and node.stats.processed >= 1
+    # Good frames are never counted invalid: every invalid drop is one of the bad frames sent.
+    assert node.worker.alive and 1 <= node.stats.dropped_invalid <= len(bad_sent) and node.stats.processed >= 1
 
 
 def test_compressed_input(make_node, probe):
