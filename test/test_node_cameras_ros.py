@@ -1,24 +1,23 @@
 """The rclpy node with several cameras, and the lifecycle node through the standard lifecycle services
 (real rclpy: ROS 2 Jazzy wheels or a ROS install). Skipped without rclpy.
 
-Prints the wall time of every lifecycle transition, as seen by a client of `~/change_state`.
+Prints the wall time of every lifecycle transition, as seen by a client of `~/change_state`, in-process
+and with the node as its own process (`python -m bisenetv2_ros.node --lifecycle`).
 """
 
 from __future__ import annotations
 
+import signal
 import time
 import weakref
 
 import pytest
 
-rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed: source a ROS 2 Humble/Jazzy setup to run this")
+from ros_support import NodeProcess, Probe, bgr_image, require_ros  # noqa: E402
 
-from ros_support import bgr_image, use_installed_messages  # noqa: E402
+require_ros()
 
-try:
-    use_installed_messages()
-except Exception as error:  # noqa: BLE001
-    pytest.skip(f"bisenetv2_ros messages are not built (colcon build): {error}", allow_module_level=True)
+import rclpy  # noqa: E402
 
 from builtin_interfaces.msg import Time  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
@@ -295,3 +294,50 @@ def bad_camera_failure():
     from rclpy.lifecycle import TransitionCallbackReturn
 
     return TransitionCallbackReturn.FAILURE
+
+
+def test_lifecycle_node_process(tmp_path, tiny_weights):
+    """`segmentation_node --lifecycle` as its own process, driven like `ros2 lifecycle set` would."""
+    process = NodeProcess(tmp_path / "lifecycle.log", namespace="/xlc", arguments=["--lifecycle"],
+                          parameters={"weights": str(tiny_weights), "device": "cpu", "backend": "torch"})
+    probe = Probe("lifecycle_process_probe")
+    try:
+        state = probe.call(GetState, "/xlc/segmentation_node/get_state", GetState.Request(), timeout=180)
+        assert state is not None, process.output
+        assert state.current_state.label == "unconfigured" and "segmenting" not in process.output
+        labels = probe.collect(Image, "/xlc/labels", RELIABLE)
+        camera = probe.publisher(Image, "/xlc/image", RELIABLE)
+        times = {}
+
+        def transition(name, transition_id):
+            started = time.monotonic()
+            response = probe.call(ChangeState, "/xlc/segmentation_node/change_state",
+                                  ChangeState.Request(transition=Transition(id=transition_id)), timeout=120)
+            times[name] = round(time.monotonic() - started, 3)
+            return response is not None and response.success
+
+        sent = []
+
+        def step():
+            sent.append(bgr_image(Image, Header, Time, sec=len(sent) + 1, frame_id="xlc_cam"))
+            camera.publish(sent[-1])
+            time.sleep(0.03)
+
+        assert transition("configure", Transition.TRANSITION_CONFIGURE), process.output
+        assert probe.wait_for(lambda: False, 1.0, step) is False and labels == [], "inactive: no results"
+        assert transition("activate", Transition.TRANSITION_ACTIVATE), process.output
+        assert probe.wait_for(lambda: bool(labels), 60, step), process.output
+        assert labels[0].header.frame_id == "xlc_cam" and labels[0].header.stamp.sec >= 1
+        assert transition("deactivate", Transition.TRANSITION_DEACTIVATE)
+        time.sleep(1.0)
+        seen = len(labels)
+        probe.wait_for(lambda: False, 1.5, step)
+        assert len(labels) == seen, "nothing may be published while inactive"
+        print(f"\nlifecycle transition wall times (s), node process, tiny model: {times}")
+        status, elapsed = process.stop(signal.SIGINT)
+        assert status == 0, process.output[-3000:]
+        log_lines = [line for line in process.output.splitlines() if ": done in " in line]
+        assert [line.split("]: ")[-1].split(":")[0] for line in log_lines] == ["configure", "activate", "deactivate"]
+    finally:
+        probe.close()
+        process.kill()
