@@ -109,8 +109,10 @@ def run_node(args: argparse.Namespace) -> dict[str, Any]:
         return publish
 
     cameras = [node_core.CameraState(name, publish=sink(index)) for index, name in enumerate(settings.camera_names)]
+    failures: list[str] = []
     pipeline = node_core.SegmentationPipeline(segmenter, classes, settings, cameras, image_type=Image,
-                                              info_type=types["bisenetv2_ros/msg/SegmentationInfo"])
+                                              info_type=types["bisenetv2_ros/msg/SegmentationInfo"],
+                                              warn=failures.append, on_failure=failures.append)
     batches: list[tuple[float, float, int]] = []  # (start, seconds, frames)
 
     def timed_batch(batch):
@@ -139,6 +141,9 @@ def run_node(args: argparse.Namespace) -> dict[str, Any]:
             sent += 1
             next_time += period
 
+    # The first frame of a new size or batch is slow (a backend may build a graph for it): do it here,
+    # unmeasured, for the batch this process will mostly run.
+    segmenter.segment_batch(np.stack([pixels[0].reshape(height, width, 3)] * count), channel_order="bgr")
     print("ready", flush=True)
     sys.stdin.readline()  # the parent starts every process of a run at once
     worker.start()
@@ -163,6 +168,7 @@ def run_node(args: argparse.Namespace) -> dict[str, Any]:
         "frames_per_batch": round(statistics.mean(f for _, f in measured), 2) if measured else None,
         "latency_p50_ms": round(statistics.median(latencies), 1),  # nan before a camera's first frame
         "dropped_stale": sum(camera.stats.dropped_stale for camera in cameras),
+        "failures": len(failures), "first_failure": failures[0] if failures else "",
         "rss_mib": round(_rss_mib(), 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
