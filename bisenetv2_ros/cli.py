@@ -38,6 +38,8 @@ DELEGATED = {
     "report": ("bisenetv2_ros.report", "parameters and multiply-accumulates (GMACs) of a BiSeNetV2, by part"),
     "benchmark-messages": ("bisenetv2_ros.messages_benchmark",
                            "measure ROS message conversion costs (image decode, label/colour encode)"),
+    "benchmark-cameras": ("bisenetv2_ros.cameras_benchmark",
+                          "measure several cameras through one batched node pipeline against one pipeline each"),
 }
 
 

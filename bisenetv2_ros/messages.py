@@ -193,12 +193,14 @@ def _float32_sequence(msg_type: Any, values: Sequence[float] | np.ndarray) -> An
 
 def info_message(msg_type: Any, header: Any, *, model: str, backend: str, device: str,
                  inference_ms: float, latency_ms: float, frames_received: int, frames_processed: int,
-                 frames_dropped: int, fractions: np.ndarray | Sequence[float]) -> Any:
+                 frames_dropped: int, fractions: np.ndarray | Sequence[float], camera: str = "",
+                 batch_size: int = 1, frames_failed: int = 0) -> Any:
     """A ``bisenetv2_ros/msg/SegmentationInfo``."""
-    return msg_type(header=header, model=str(model), backend=str(backend), device=str(device),
-                    inference_ms=float(inference_ms), latency_ms=float(latency_ms),
+    return msg_type(header=header, model=str(model), backend=str(backend), device=str(device), camera=str(camera),
+                    inference_ms=float(inference_ms), batch_size=int(batch_size), latency_ms=float(latency_ms),
                     frames_received=int(frames_received), frames_processed=int(frames_processed),
-                    frames_dropped=int(frames_dropped), class_fractions=_float32_sequence(msg_type, fractions))
+                    frames_dropped=int(frames_dropped), frames_failed=int(frames_failed),
+                    class_fractions=_float32_sequence(msg_type, fractions))
 
 
 UNLABELLED_NAME = "unlabelled"
@@ -231,11 +233,14 @@ SEGMENTATION_INFO_MSG = """std_msgs/Header header
 string model
 string backend
 string device
+string camera
 float32 inference_ms
+uint32 batch_size
 float32 latency_ms
 uint64 frames_received
 uint64 frames_processed
 uint64 frames_dropped
+uint64 frames_failed
 float32[] class_fractions
 """
 

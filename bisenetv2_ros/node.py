@@ -1,23 +1,36 @@
-"""The ROS 2 segmentation node: `ros2 run bisenetv2_ros segmentation_node`.
+"""The ROS 2 segmentation node: `ros2 run bisenetv2_ros segmentation_node` (add `--lifecycle` for the
+managed variant).
 
-The only module that imports rclpy and ROS message packages. It stays thin: parameters, the frame
-pipeline, the newest-frame slot and the diagnostics values live in ``node_core`` (ROS-free, tested
-without ROS). The subscription callback only stores the newest frame; one worker thread segments it.
+The only module that imports rclpy and ROS message packages. It stays thin: parameters, cameras,
+newest-frame slots, the batched pipeline and the diagnostics values live in ``node_core`` (ROS-free,
+tested without ROS). Subscription callbacks only store each camera's newest frame; one worker thread
+segments what is pending, frames of one size in one network call.
 
-Topics (relative to the node's namespace, `segmentation` in the launch file):
+Topics, relative to the node's namespace (`segmentation` in the launch file), with the `cameras`
+parameter empty (one camera):
   in:  image (sensor_msgs/Image) or image/compressed (sensor_msgs/CompressedImage),
        input_camera_info (sensor_msgs/CameraInfo, optional)
-  out: labels, color, overlay (sensor_msgs/Image), camera_info, label_info (vision_msgs/LabelInfo,
-       transient local), info (bisenetv2_ros/SegmentationInfo), /diagnostics
+  out: labels, color, overlay (sensor_msgs/Image), camera_info, info (bisenetv2_ros/SegmentationInfo)
+and with `cameras: [front, left]` the same per camera under its name: front/image, front/labels, ...
+Always: label_info (vision_msgs/LabelInfo, transient local), /diagnostics (one status per camera).
+
+Two node classes share all of this (``SegmentationSteps``): ``SegmentationNode`` configures and
+activates itself at construction; ``LifecycleSegmentationNode`` starts unconfigured and runs the same
+steps on the standard lifecycle transitions.
 """
 
 from __future__ import annotations
+
+import sys
+import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -31,6 +44,9 @@ from bisenetv2_ros.stop_signals import StopSignals, exit_without_finalizing
 NODE_NAME = "segmentation_node"
 WARN_THROTTLE_S = 5.0
 STOP_POLL_S = 0.1  # how often the spin loop looks at the stop flag set by SIGINT/SIGTERM
+LIFECYCLE_FLAG = "--lifecycle"  # `segmentation_node --lifecycle`: the managed node
+OUTPUT_TYPES = {"labels": Image, "color": Image, "overlay": Image, "camera_info": CameraInfo,
+                "info": SegmentationInfo}
 
 
 def image_qos(name: str) -> QoSProfile:
@@ -62,119 +78,256 @@ def _descriptor(spec: node_core.ParameterSpec) -> ParameterDescriptor:
     return descriptor
 
 
-class SegmentationNode(Node):
-    def __init__(self, **kwargs) -> None:
-        super().__init__(NODE_NAME, **kwargs)
+def _declared_default(spec: node_core.ParameterSpec):
+    # An empty list cannot tell rclpy its element type (it would become a byte array), so list
+    # parameters are declared by type: unset unless given, which reads as None.
+    return Parameter.Type.STRING_ARRAY if spec.type is list else spec.default
+
+
+class SegmentationSteps:
+    """The node's work in four steps, shared by both node classes (mixed into an rclpy Node):
+
+    configure: declare and check parameters, load the weights, build and warm the backend, create
+               the publishers; activate: subscriptions, worker and diagnostics live;
+    deactivate: subscriptions, worker and timer gone (the model stays); cleanup: publishers gone,
+               model freed (and GPU memory returned).
+    Errors raise ``node_core.StartupError`` with one line.
+    """
+
+    settings: node_core.NodeSettings | None = None
+    segmenter = None
+    pipeline: node_core.SegmentationPipeline | None = None
+    worker: node_core.FrameWorker | None = None
+
+    def _create_output_publisher(self, msg_type, topic: str, qos: QoSProfile):
+        return self.create_publisher(msg_type, topic, qos)
+
+    def _destroy_output_publisher(self, publisher) -> None:
+        self.destroy_publisher(publisher)
+
+    # -- configure / cleanup ---------------------------------------------------------------------
+    def _read_parameters(self) -> node_core.NodeSettings:
         try:
-            values = {spec.name: self.declare_parameter(spec.name, spec.default, _descriptor(spec)).value
-                      for spec in node_core.PARAMETER_SPECS}
+            for spec in node_core.PARAMETER_SPECS:
+                if not self.has_parameter(spec.name):  # a lifecycle node may configure again after cleanup
+                    self.declare_parameter(spec.name, _declared_default(spec), _descriptor(spec))
         except Exception as error:  # rclpy's range/type errors on overrides
             raise node_core.StartupError(f"invalid parameter: {node_core.one_line(error)}") from error
+        if not getattr(self, "_parameter_callback_added", False):
+            # after declaring: the declarations themselves must not meet the read-only check
+            self.add_on_set_parameters_callback(self._on_set_parameters)
+            self._parameter_callback_added = True
+        values = {spec.name: self.get_parameter_or(spec.name).value for spec in node_core.PARAMETER_SPECS}
+        values["cameras"] = values["cameras"] or []
         try:
-            self.settings = node_core.NodeSettings.from_values(values)
+            return node_core.NodeSettings.from_values(values)
         except node_core.SettingsError as error:
             raise node_core.StartupError(f"invalid parameters: {error}") from error
-        self.segmenter, self.classes = node_core.create_segmenter(self.settings)
-        self.stats = node_core.NodeStats()
+
+    def _configure(self) -> None:
+        settings = self._read_parameters()
+        self.segmenter, self.classes = node_core.create_segmenter(settings)
+        self.settings = settings
         logger = self.get_logger()
-
-        self._outputs = {
-            "labels": self.create_publisher(Image, "labels", OUTPUT_QOS),
-            "color": self.create_publisher(Image, "color", OUTPUT_QOS),
-            "overlay": self.create_publisher(Image, "overlay", OUTPUT_QOS),
-            "camera_info": self.create_publisher(CameraInfo, "camera_info", OUTPUT_QOS),
-            "info": self.create_publisher(SegmentationInfo, "info", OUTPUT_QOS),
-        }
-        self._label_info_publisher = self.create_publisher(LabelInfo, "label_info", LATCHED_QOS)
-        self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-
+        self._publishers_by_camera = []
+        self.cameras = []
+        for name in settings.camera_names:
+            publishers = {output: self._create_output_publisher(msg_type, node_core.camera_topic(name, output),
+                                                                OUTPUT_QOS)
+                          for output, msg_type in OUTPUT_TYPES.items()}
+            self._publishers_by_camera.append(publishers)
+            self.cameras.append(node_core.CameraState(
+                name, publish=lambda output, msg, publishers=publishers: publishers[output].publish(msg)))
+        self._label_info_publisher = self._create_output_publisher(LabelInfo, "label_info", LATCHED_QOS)
+        self._diagnostics_publisher = self._create_output_publisher(DiagnosticArray, "/diagnostics", 10)
         self.pipeline = node_core.SegmentationPipeline(
-            self.segmenter, self.classes, self.settings, self.stats, image_type=Image, info_type=SegmentationInfo,
-            publish=self._publish, warn=lambda text: logger.warning(text, throttle_duration_sec=WARN_THROTTLE_S))
-        self.slot = node_core.NewestFrameSlot()
-        self.intake = node_core.FrameIntake(self.slot, self.stats, self.settings, self._anyone_listening)
+            self.segmenter, self.classes, settings, self.cameras, image_type=Image, info_type=SegmentationInfo,
+            warn=lambda text: logger.warning(text, throttle_duration_sec=WARN_THROTTLE_S),
+            on_failure=self._on_failure)
+
+    def _cleanup(self) -> None:
+        for publisher in [p for publishers in getattr(self, "_publishers_by_camera", []) for p in publishers.values()]:
+            self._destroy_output_publisher(publisher)
+        for name in ("_label_info_publisher", "_diagnostics_publisher"):
+            if getattr(self, name, None) is not None:
+                self._destroy_output_publisher(getattr(self, name))
+                setattr(self, name, None)
+        self._publishers_by_camera, self.cameras = [], []
+        self.pipeline = self.segmenter = self.settings = None
+        node_core.free_model_memory()
+
+    # -- activate / deactivate -------------------------------------------------------------------
+    def _activate(self) -> None:
+        settings = self.settings
+        self.slots = node_core.FrameSlots(len(self.cameras), max_items=lambda: settings.max_batch)
+        self.intake = node_core.FrameIntake(self.slots, self.cameras, settings, self._anyone_listening)
         self.worker = node_core.FrameWorker(
-            self.slot, self.pipeline.process, on_error=self._on_worker_error,
-            min_interval_s=lambda: node_core.min_interval_for_rate(self.settings.max_rate_hz))
-
-        header = Header(stamp=self.get_clock().now().to_msg(), frame_id="")
-        self._label_info_publisher.publish(
-            messages.label_info_message(LabelInfo, VisionClass, self.classes, header))
-
-        qos = image_qos(self.settings.image_qos)
-        if self.settings.input_transport == "compressed":
-            subscription = self.create_subscription(CompressedImage, "image/compressed", self._on_compressed, qos)
-        else:
-            subscription = self.create_subscription(Image, "image", self._on_image, qos)
-        self.input_topic = subscription.topic_name  # resolved: namespace and remapping applied
-        self.create_subscription(CameraInfo, "input_camera_info", self._on_camera_info, qos)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.create_timer(1.0, self._publish_diagnostics)
+            self.slots, self.pipeline.process_batch, on_error=self._on_worker_error,
+            min_interval_s=lambda: node_core.min_interval_for_rate(settings.max_rate_hz))
+        qos = image_qos(settings.image_qos)
+        compressed = settings.input_transport == "compressed"
+        self._subscriptions_made = []
+        self._input_topics = []
+        for index, camera in enumerate(self.cameras):
+            if compressed:
+                image = self.create_subscription(
+                    CompressedImage, camera.topic("image/compressed"),
+                    lambda msg, index=index: self.intake.offer(msg, compressed=True, camera=index), qos)
+            else:
+                image = self.create_subscription(
+                    Image, camera.topic("image"), lambda msg, index=index: self.intake.offer(msg, camera=index), qos)
+            info = self.create_subscription(CameraInfo, camera.topic("input_camera_info"),
+                                            lambda msg, camera=camera: setattr(camera, "camera_info", msg), qos)
+            self._subscriptions_made += [image, info]
+            self._input_topics.append(image.topic_name)
+        self._diagnostics_timer = self.create_timer(1.0, self._publish_diagnostics)
+        self._label_info_publisher.publish(messages.label_info_message(
+            LabelInfo, VisionClass, self.classes, Header(stamp=self.get_clock().now().to_msg(), frame_id="")))
         self.worker.start()
-        logger.info(
-            f"segmenting {self.input_topic} with {self.settings.weights} "
-            f"({len(self.classes)} classes) on {self.segmenter.backend_name}/{self.segmenter.device}, "
-            f"input {self.segmenter.input_size[0]}x{self.segmenter.input_size[1]}")
+        segmenter = self.segmenter
+        self.get_logger().info(
+            f"segmenting {', '.join(self._input_topics)} with {settings.weights} ({len(self.classes)} classes) on "
+            f"{segmenter.backend_name}/{segmenter.device}, input {segmenter.input_size[0]}x{segmenter.input_size[1]}"
+            + (f", {len(self.cameras)} cameras in one batch" if len(self.cameras) > 1 else ""))
 
-    # -- callbacks: store and return ------------------------------------------------------------
-    def _on_image(self, msg: Image) -> None:
-        self.intake.offer(msg, compressed=False)
+    def _deactivate(self) -> None:
+        for subscription in getattr(self, "_subscriptions_made", []):
+            self.destroy_subscription(subscription)
+        self._subscriptions_made = []
+        if self.worker is not None:
+            self.worker.stop()  # after the frames in flight: nothing is published once this returns
+            self.worker = None
+        if getattr(self, "_diagnostics_timer", None) is not None:
+            self.destroy_timer(self._diagnostics_timer)
+            self._diagnostics_timer = None
 
-    def _on_compressed(self, msg: CompressedImage) -> None:
-        self.intake.offer(msg, compressed=True)
+    def close(self) -> None:
+        """Stops the worker after the frames in flight (the node is about to be destroyed)."""
+        if self.worker is not None:
+            self.worker.stop()
 
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        self.pipeline.camera_info = msg
+    @property
+    def stats(self) -> node_core.NodeStats:
+        """The counters of the first (in single-camera mode: the only) camera."""
+        return self.cameras[0].stats
 
-    def _anyone_listening(self) -> bool:
-        return any(self.count_subscribers(name) > 0 for name in self._outputs)
+    # -- callbacks -------------------------------------------------------------------------------
+    def _anyone_listening(self, index: int) -> bool:
+        return any(publisher.get_subscription_count() > 0 for publisher in self._publishers_by_camera[index].values())
 
-    # -- worker side ----------------------------------------------------------------------------
-    def _publish(self, name: str, msg) -> None:
-        self._outputs[name].publish(msg)
+    def _on_failure(self, text: str) -> None:
+        if rclpy.ok():  # while shutting down, publishers are already invalid: not worth a line
+            self.get_logger().error(text, throttle_duration_sec=WARN_THROTTLE_S)
 
     def _on_worker_error(self, error: BaseException) -> None:
-        if not rclpy.ok():
-            return  # shutting down: publishers are already invalid
-        self.stats.record_failed()
-        self.get_logger().error(f"frame failed: {type(error).__name__}: {node_core.one_line(error)}",
-                                throttle_duration_sec=WARN_THROTTLE_S)
+        self._on_failure(f"batch failed: {type(error).__name__}: {node_core.one_line(error)}")
 
-    # -- parameters and diagnostics -------------------------------------------------------------
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         for parameter in parameters:
             accepted, reason = node_core.check_runtime_update(parameter.name, parameter.value)
             if not accepted:
                 return SetParametersResult(successful=False, reason=reason)
         for parameter in parameters:
-            if parameter.name in node_core.RUNTIME_PARAMETERS:
+            if parameter.name in node_core.RUNTIME_PARAMETERS and self.settings is not None:
                 self.settings.update(parameter.name, parameter.value)
                 self.get_logger().info(f"{parameter.name} = {parameter.value!r}")
         return SetParametersResult(successful=True, reason="")
 
     def _publish_diagnostics(self) -> None:
-        report = node_core.diagnostics_report(
-            self.stats.snapshot(), backend=self.segmenter.backend_name, device=str(self.segmenter.device),
-            model=self.settings.weights, input_topic=self.input_topic)
-        status = DiagnosticStatus(
-            level=bytes([report.level]), name=f"{self.get_namespace().rstrip('/')}/{self.get_name()}: segmentation",
-            message=report.message, hardware_id=str(self.segmenter.device),
-            values=[KeyValue(key=key, value=value) for key, value in report.values])
+        segmenter = self.segmenter
+        if segmenter is None:
+            return
+        topics = dict(zip((camera.name for camera in self.cameras), self._input_topics))
+        node_name = f"{self.get_namespace().rstrip('/')}/{self.get_name()}"
+        statuses = [
+            DiagnosticStatus(level=bytes([report.level]), name=name, message=report.message,
+                             hardware_id=str(segmenter.device),
+                             values=[KeyValue(key=key, value=value) for key, value in report.values])
+            for name, report in node_core.camera_diagnostics(
+                self.cameras, node_name=node_name, backend=segmenter.backend_name, device=str(segmenter.device),
+                model=self.settings.weights, input_topic=lambda camera: topics[camera.name])]
         self._diagnostics_publisher.publish(
-            DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
+            DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=statuses))
 
-    def close(self) -> None:
-        self.worker.stop()
+
+class SegmentationNode(SegmentationSteps, Node):
+    """The plain node: configured and active from construction; raises StartupError (one line)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self._configure()
+        self._activate()
+
+
+class LifecycleSegmentationNode(SegmentationSteps, LifecycleNode):
+    """The managed node: starts unconfigured; `ros2 lifecycle set /segmentation/segmentation_node
+    configure | activate | deactivate | cleanup | shutdown`. Each transition logs its duration;
+    a failed configure logs its one-line reason and returns FAILURE (the node stays unconfigured)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+
+    def _create_output_publisher(self, msg_type, topic: str, qos: QoSProfile):
+        # lifecycle publishers drop what is published while the node is inactive
+        return self.create_lifecycle_publisher(msg_type, topic, qos)
+
+    def _destroy_output_publisher(self, publisher) -> None:
+        self.destroy_lifecycle_publisher(publisher)
+
+    def _transition(self, name: str, step, on_failure=None) -> TransitionCallbackReturn:
+        started = time.monotonic()
+        try:
+            step()
+        except Exception as error:  # noqa: BLE001 - a transition reports failure; it must not raise
+            text = str(error) if isinstance(error, node_core.StartupError) else (
+                f"{name} failed: {type(error).__name__}: {node_core.one_line(error)}")
+            self.get_logger().error(text)
+            if on_failure is not None:
+                on_failure()
+            return TransitionCallbackReturn.FAILURE
+        self.get_logger().info(f"{name}: done in {time.monotonic() - started:.3f} s")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        return self._transition("configure", self._configure, on_failure=self._cleanup)
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        result = super().on_activate(state)  # enables the lifecycle publishers first: label_info goes out
+        if result != TransitionCallbackReturn.SUCCESS:
+            return result
+        return self._transition("activate", self._activate, on_failure=self._deactivate)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        result = self._transition("deactivate", self._deactivate)
+        return super().on_deactivate(state) if result == TransitionCallbackReturn.SUCCESS else result
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        return self._transition("cleanup", self._cleanup)
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        return self._transition("shutdown", self._release_all)
+
+    def on_error(self, state) -> TransitionCallbackReturn:
+        self._release_all()
+        return TransitionCallbackReturn.SUCCESS  # back to unconfigured
+
+    def _release_all(self) -> None:
+        self._deactivate()
+        self._cleanup()
 
 
 def main(args=None) -> int:
+    argv = list(sys.argv if args is None else args)
+    lifecycle = LIFECYCLE_FLAG in argv
+    if lifecycle:
+        argv.remove(LIFECYCLE_FLAG)
     # SIGINT/SIGTERM only set a flag (StopSignals) instead of rclpy's handlers, whose chained
     # KeyboardInterrupt could land inside the cleanup below when Ctrl-C arrives twice.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     stop = StopSignals().install()
     node = None
     try:
-        node = SegmentationNode()
+        node = LifecycleSegmentationNode() if lifecycle else SegmentationNode()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         while not stop.requested and rclpy.ok():

@@ -1,12 +1,15 @@
-"""Everything the segmentation node does that needs no ROS: parameters, the newest-frame slot and its
-worker thread, the per-frame pipeline, statistics and diagnostics values.
+"""Everything the segmentation node does that needs no ROS: parameters, the cameras and their
+newest-frame slots, the worker thread, the batched pipeline, statistics and diagnostics values.
 
 ``node.py`` wires these to rclpy; tests drive them with rosbags message types.
 """
 
 from __future__ import annotations
 
+import gc
 import math
+import re
+import sys
 import threading
 import time
 from collections import deque
@@ -26,6 +29,9 @@ from .checkpoint import DEFAULT_WEIGHTS
 IMAGE_QOS = ("sensor_data", "reliable")
 INPUT_TRANSPORTS = ("raw", "compressed")
 MAX_INPUT_SIDE = 8192
+MAX_BATCH = 64
+# A camera name becomes a topic prefix (`front/image`): ROS name tokens, optionally nested with '/'.
+CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*")
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,10 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
                   "`name` or `name R G B`); empty = the checkpoint's classes."),
     ParameterSpec("only_when_subscribed", False, "Skip inference while no one subscribes to any output.",
                   runtime=True),
+    ParameterSpec("cameras", [], "Camera names, e.g. [front, left]: per camera `<name>/image` in and "
+                  "`<name>/labels`, ... out, all through one network; empty = one camera on `image`."),
+    ParameterSpec("max_batch", 0, "At most this many frames per network call (cameras take turns); "
+                  "0 = every camera with a new frame.", runtime=True, range=(0, MAX_BATCH)),
 )
 SPECS_BY_NAME = {spec.name: spec for spec in PARAMETER_SPECS}
 RUNTIME_PARAMETERS = tuple(spec.name for spec in PARAMETER_SPECS if spec.runtime)
@@ -97,16 +107,32 @@ def validate_value(spec: ParameterSpec, value: Any) -> str | None:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     elif expected is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
+    elif expected is list:
+        ok = isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value)
     else:
         ok = isinstance(value, expected)
     if not ok:
-        return f"parameter '{spec.name}' must be a {expected.__name__}, got {type(value).__name__} {value!r}"
+        wanted = "list of strings" if expected is list else expected.__name__
+        return f"parameter '{spec.name}' must be a {wanted}, got {type(value).__name__} {value!r}"
+    if spec.name == "cameras":
+        return _camera_names_problem(list(value))
     if spec.choices is not None and value not in spec.choices:
         return f"parameter '{spec.name}' must be one of {', '.join(spec.choices)}; got {value!r}"
     if spec.range is not None:
         low, high = spec.range
         if not (math.isfinite(float(value)) and low <= value <= high):
             return f"parameter '{spec.name}' must be within {low:g}..{high:g}; got {value!r}"
+    return None
+
+
+def _camera_names_problem(names: list[str]) -> str | None:
+    bad = [name for name in names if not CAMERA_NAME.fullmatch(name)]
+    if bad:
+        return (f"parameter 'cameras': {', '.join(repr(name) for name in bad)} cannot prefix a topic; use letters, "
+                "digits and '_' (starting with a letter), e.g. front_left")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        return f"parameter 'cameras' names {', '.join(repeated)} more than once"
     return None
 
 
@@ -142,6 +168,8 @@ class NodeSettings:
     max_rate_hz: float = 0.0
     classes_file: str = ""
     only_when_subscribed: bool = False
+    cameras: list[str] = field(default_factory=list)
+    max_batch: int = 0
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> "NodeSettings":
@@ -156,7 +184,11 @@ class NodeSettings:
             reason = validate_value(spec, value)
             if reason:
                 problems.append(reason)
-            chosen[spec.name] = float(value) if spec.type is float and not reason else value
+            if spec.type is float and not reason:
+                value = float(value)
+            elif spec.type is list and not reason:
+                value = list(value)
+            chosen[spec.name] = value
         if not problems and (chosen["input_height"] == 0) != (chosen["input_width"] == 0):
             problems.append("input_height and input_width must both be 0 (checkpoint default) or both be set; "
                             f"got {chosen['input_height']}x{chosen['input_width']}")
@@ -174,6 +206,11 @@ class NodeSettings:
     @property
     def input_size(self) -> tuple[int, int] | None:
         return (self.input_height, self.input_width) if self.input_height else None
+
+    @property
+    def camera_names(self) -> list[str]:
+        """One name per camera; [""] (unprefixed topics) without a `cameras` list."""
+        return list(self.cameras) or [""]
 
 
 assert [f.name for f in fields(NodeSettings)] == [s.name for s in PARAMETER_SPECS]
@@ -233,64 +270,90 @@ def warm_up(segmenter: Any) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Newest-frame slot and its worker
+# Newest-frame slots (one per camera) and their worker
 
 
-class NewestFrameSlot:
-    """Holds at most one pending item: ``put`` replaces an unprocessed one (counted as dropped), so
-    the worker always gets the newest frame and memory stays constant when the camera outpaces it."""
+class FrameSlots:
+    """One newest-frame slot per camera, shared by one worker.
 
-    def __init__(self) -> None:
+    ``put`` replaces a camera's unprocessed frame (a stale drop), so the worker always gets each
+    camera's newest frame and memory stays constant when cameras outpace the model. ``take`` hands
+    over every pending frame at once (at most ``max_items()``), cameras in round-robin order starting
+    after the last one served: when the worker is behind and a batch is capped, every camera gets its
+    turn and none can starve another.
+    """
+
+    def __init__(self, count: int = 1, max_items: Callable[[], int] = lambda: 0) -> None:
+        if count < 1:
+            raise ValueError(f"need at least one camera slot, got {count}")
         self._condition = threading.Condition()
-        self._item: Any = None
-        self._has_item = False
+        self._items: list[Any] = [None] * count
+        self._has_item = [False] * count
+        self._next = 0  # the camera served first by the next take
         self._closed = False
-        self.replaced = 0
+        self._max_items = max_items
+        self.replaced = [0] * count
 
-    def put(self, item: Any) -> bool:
-        """Stores ``item``; True when it replaced a frame the worker had not taken (a stale drop)."""
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, index: int, item: Any) -> bool:
+        """Stores camera ``index``'s newest ``item``; True when it replaced one not yet taken."""
         with self._condition:
-            replaced = self._has_item
-            self._item, self._has_item = item, True
+            replaced = self._has_item[index]
+            self._items[index], self._has_item[index] = item, True
             if replaced:
-                self.replaced += 1
+                self.replaced[index] += 1
             self._condition.notify()
             return replaced
 
-    def take(self, timeout: float | None = None) -> Any:
-        """The pending item (removing it), or None after ``timeout`` seconds or once closed."""
+    def take(self, timeout: float | None = None) -> list[tuple[int, Any]] | None:
+        """The pending (camera index, item) pairs, removed; None after ``timeout`` seconds or once closed."""
         with self._condition:
-            if not self._has_item and not self._closed:
+            if not any(self._has_item) and not self._closed:
                 self._condition.wait(timeout)
-            if not self._has_item:
+            count = len(self._items)
+            order = [(self._next + offset) % count for offset in range(count)]
+            ready = [index for index in order if self._has_item[index]]
+            if not ready:
                 return None
-            item, self._item, self._has_item = self._item, None, False
-            return item
+            limit = self._max_items()
+            if limit > 0:
+                ready = ready[:limit]
+            taken = []
+            for index in ready:
+                taken.append((index, self._items[index]))
+                self._items[index], self._has_item[index] = None, False
+            self._next = (ready[-1] + 1) % count
+            return taken
 
     @property
-    def pending(self) -> bool:
+    def pending(self) -> int:
+        """How many cameras have a frame waiting."""
         with self._condition:
-            return self._has_item
+            return sum(self._has_item)
 
     def close(self) -> None:
         with self._condition:
             self._closed = True
-            self._item, self._has_item = None, False
+            self._items = [None] * len(self._items)
+            self._has_item = [False] * len(self._items)
             self._condition.notify_all()
 
 
 class FrameWorker:
-    """One thread that runs ``process(item)`` on the newest item of ``slot``.
+    """One thread that runs ``process(batch)`` on what ``slots.take`` hands over (the newest frame
+    of each camera that has one).
 
-    ``min_interval_s()`` (re-read every frame, so `max_rate_hz` can change at runtime) spaces the
-    starts of consecutive frames; frames arriving meanwhile replace each other in the slot.
+    ``min_interval_s()`` (re-read every batch, so `max_rate_hz` can change at runtime) spaces the
+    starts of consecutive batches; frames arriving meanwhile replace each other in their slots.
     ``on_error(exception)`` is called when ``process`` raises; the worker keeps going.
     """
 
-    def __init__(self, slot: NewestFrameSlot, process: Callable[[Any], None],
+    def __init__(self, slots: FrameSlots, process: Callable[[Any], None],
                  on_error: Callable[[BaseException], None] | None = None,
                  min_interval_s: Callable[[], float] = lambda: 0.0, name: str = "segmentation-worker") -> None:
-        self._slot = slot
+        self._slots = slots
         self._process = process
         self._on_error = on_error
         self._min_interval_s = min_interval_s
@@ -305,7 +368,7 @@ class FrameWorker:
     def stop(self, timeout: float = 5.0) -> bool:
         """Stops after the current frame; True when the thread ended within ``timeout``."""
         self._stop.set()
-        self._slot.close()
+        self._slots.close()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
         return not self._thread.is_alive()
@@ -320,7 +383,7 @@ class FrameWorker:
             if wait > 0:
                 self._stop.wait(min(wait, 0.1))  # re-check: the rate may change or we may be stopped
                 continue
-            item = self._slot.take(timeout=0.1)
+            item = self._slots.take(timeout=0.1)
             if item is None:
                 continue
             self._last_start = time.monotonic()
@@ -478,9 +541,33 @@ def diagnostics_report(snapshot: StatsSnapshot, *, backend: str, device: str, mo
 
 
 # --------------------------------------------------------------------------------------------
-# The per-frame pipeline
+# Cameras and the batched pipeline
 
 OUTPUTS = ("labels", "color", "overlay", "camera_info", "info")
+
+
+def camera_topic(camera: str, topic: str) -> str:
+    """A camera's topic: `front/labels`; with no camera name (single-camera mode) just `labels`."""
+    return f"{camera}/{topic}" if camera else topic
+
+
+@dataclass
+class CameraState:
+    """One camera of the node: its name ('' in single-camera mode), its counters, its latest input
+    CameraInfo (republished with each result's header) and where its outputs go."""
+
+    name: str
+    publish: Callable[[str, Any], None]  # (output name, message)
+    stats: NodeStats = field(default_factory=NodeStats)
+    camera_info: Any = None
+
+    def topic(self, topic: str) -> str:
+        return camera_topic(self.name, topic)
+
+    @property
+    def label(self) -> str:
+        """How log lines name the camera: "camera 'front': " or nothing in single-camera mode."""
+        return f"camera '{self.name}': " if self.name else ""
 
 
 @dataclass
@@ -493,87 +580,155 @@ class FrameItem:
 
 
 class FrameIntake:
-    """What the subscription callback does, and all it does: count, maybe skip, store the newest."""
+    """What a subscription callback does, and all it does: count, maybe skip, store the newest."""
 
-    def __init__(self, slot: NewestFrameSlot, stats: NodeStats, settings: NodeSettings,
-                 anyone_listening: Callable[[], bool] = lambda: True,
+    def __init__(self, slots: FrameSlots, cameras: list[CameraState], settings: NodeSettings,
+                 anyone_listening: Callable[[int], bool] = lambda camera: True,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.slot, self.stats, self.settings = slot, stats, settings
+        if len(slots) != len(cameras):
+            raise ValueError(f"{len(slots)} slots for {len(cameras)} cameras")
+        self.slots, self.cameras, self.settings = slots, cameras, settings
         self.anyone_listening = anyone_listening
         self.clock = clock
 
-    def offer(self, msg: Any, compressed: bool = False) -> str:
-        """'stored', 'replaced' (an unprocessed frame was dropped as stale) or 'skipped' (no subscribers)."""
-        self.stats.record_received()
-        if self.settings.only_when_subscribed and not self.anyone_listening():
-            self.stats.record_skipped()
+    def offer(self, msg: Any, compressed: bool = False, camera: int = 0) -> str:
+        """'stored', 'replaced' (the camera's unprocessed frame was dropped as stale) or 'skipped'
+        (no one subscribes to this camera's outputs and `only_when_subscribed` is on)."""
+        stats = self.cameras[camera].stats
+        stats.record_received()
+        if self.settings.only_when_subscribed and not self.anyone_listening(camera):
+            stats.record_skipped()
             return "skipped"
-        if self.slot.put(FrameItem(msg, self.clock(), compressed)):
-            self.stats.record_stale_drop()
+        if self.slots.put(camera, FrameItem(msg, self.clock(), compressed)):
+            stats.record_stale_drop()
             return "replaced"
         return "stored"
 
 
-class SegmentationPipeline:
-    """Message in -> labels, color, overlay, camera_info and info messages out, via ``publish(name, msg)``.
+@dataclass
+class _Decoded:
+    camera: CameraState
+    item: FrameItem
+    frame: np.ndarray
+    channel_order: str
 
-    Message types are passed in (rclpy or rosbags). Invalid frames raise nothing: they are counted and
-    reported through ``warn(text)``; the node keeps running.
+
+class SegmentationPipeline:
+    """A batch of (camera index, FrameItem) in -> each camera's labels, color, overlay, camera_info and
+    info messages out, through ``camera.publish(name, msg)``.
+
+    Frames of one size (and channel order) go through the network in one ``segment_batch`` call;
+    frames of other sizes get their own call. Every output keeps its own frame's header. Message
+    types are passed in (rclpy or rosbags). Nothing raises: an invalid frame is counted and reported
+    through ``warn(text)``; a failed network call or publication is counted per camera and reported
+    through ``on_failure(text)``; the other frames of the batch still go out.
     """
 
-    def __init__(self, segmenter: Any, classes: Any, settings: NodeSettings, stats: NodeStats, *, image_type: Any,
-                 info_type: Any, publish: Callable[[str, Any], None],
-                 warn: Callable[[str], None] = lambda text: None, model_name: str | None = None,
+    def __init__(self, segmenter: Any, classes: Any, settings: NodeSettings, cameras: list[CameraState], *,
+                 image_type: Any, info_type: Any, warn: Callable[[str], None] = lambda text: None,
+                 on_failure: Callable[[str], None] = lambda text: None, model_name: str | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.segmenter = segmenter
         self.settings = settings
-        self.stats = stats
+        self.cameras = cameras
         self.image_type = image_type
         self.info_type = info_type
-        self.publish = publish
         self.warn = warn
+        self.on_failure = on_failure
         self.model_name = model_name if model_name is not None else settings.weights
         self.clock = clock
-        self.camera_info: Any = None  # the latest input CameraInfo, republished with each frame's header
         self.classes = classes  # names and palette: the checkpoint's or classes_file's
         self._lookup_table = classes.lookup_table()
 
-    def decode(self, item: FrameItem) -> tuple[np.ndarray, str]:
+    @staticmethod
+    def decode(item: FrameItem) -> tuple[np.ndarray, str]:
         if item.compressed:
             return messages.compressed_to_frame(item.msg)
         return messages.image_to_frame(item.msg)
 
-    def process(self, item: FrameItem) -> bool:
-        """Runs one frame; False when it was invalid (counted and warned)."""
-        header = item.msg.header
-        try:
-            frame, channel_order = self.decode(item)
-        except messages.ImageConversionError as error:
-            self.stats.record_invalid()
-            self.warn(f"dropped an invalid frame (frame_id '{header.frame_id}'): {error}")
-            return False
-        started = self.clock()
-        labels = self.segmenter.segment(frame, channel_order=channel_order)
-        inference_ms = (self.clock() - started) * 1000.0
-        self.publish("labels", messages.labels_to_image(self.image_type, labels, header))
-        settings = self.settings
+    def process(self, item: FrameItem, camera: int = 0) -> bool:
+        """One frame of one camera; False when it was invalid or failed (counted and reported)."""
+        return self.process_batch([(camera, item)]) == 1
+
+    def process_batch(self, batch: list[tuple[int, FrameItem]]) -> int:
+        """Segments and publishes every frame of ``batch``; returns how many were published."""
+        groups: dict[tuple, list[_Decoded]] = {}
+        for index, item in batch:
+            camera = self.cameras[index]
+            try:
+                frame, channel_order = self.decode(item)
+            except messages.ImageConversionError as error:
+                camera.stats.record_invalid()
+                self.warn(f"{camera.label}dropped an invalid frame (frame_id '{item.msg.header.frame_id}'): {error}")
+                continue
+            groups.setdefault((frame.shape, channel_order), []).append(_Decoded(camera, item, frame, channel_order))
+        published = 0
+        for group in groups.values():
+            started = self.clock()
+            try:
+                frames = group[0].frame[None] if len(group) == 1 else np.stack([entry.frame for entry in group])
+                labels = self.segmenter.segment_batch(frames, channel_order=group[0].channel_order)
+            except Exception as error:  # noqa: BLE001 - a failed call loses these frames, not the node
+                for entry in group:
+                    entry.camera.stats.record_failed()
+                names = ", ".join(entry.camera.name or "image" for entry in group)
+                self.on_failure(f"segmentation failed for {len(group)} frame(s) ({names}): "
+                                f"{type(error).__name__}: {one_line(error)}")
+                continue
+            inference_ms = (self.clock() - started) * 1000.0
+            for entry, frame_labels in zip(group, labels):
+                try:
+                    self._publish_results(entry, frame_labels, inference_ms, len(group))
+                    published += 1
+                except Exception as error:  # noqa: BLE001
+                    entry.camera.stats.record_failed()
+                    self.on_failure(f"{entry.camera.label}publishing failed: {type(error).__name__}: "
+                                    f"{one_line(error)}")
+        return published
+
+    def _publish_results(self, entry: _Decoded, labels: np.ndarray, inference_ms: float, batch_size: int) -> None:
+        camera, header, settings = entry.camera, entry.item.msg.header, self.settings
+        publish = camera.publish
+        publish("labels", messages.labels_to_image(self.image_type, labels, header))
         colors = None
         if settings.publish_color or settings.publish_overlay:
             colors = colorize(labels, self._lookup_table)
         if settings.publish_color:
-            self.publish("color", messages.array_to_image(self.image_type, header, colors, "rgb8"))
+            publish("color", messages.array_to_image(self.image_type, header, colors, "rgb8"))
         if settings.publish_overlay:
-            overlay = messages.blend(messages.to_rgb(frame, channel_order), colors, settings.overlay_alpha)
-            self.publish("overlay", messages.array_to_image(self.image_type, header, overlay, "rgb8"))
-        camera_info = self.camera_info
+            overlay = messages.blend(messages.to_rgb(entry.frame, entry.channel_order), colors, settings.overlay_alpha)
+            publish("overlay", messages.array_to_image(self.image_type, header, overlay, "rgb8"))
+        camera_info = camera.camera_info
         if camera_info is not None:
-            self.publish("camera_info", messages.with_header(camera_info, header))
-        latency_ms = (self.clock() - item.arrival) * 1000.0
-        self.stats.record_processed(inference_ms, latency_ms)
-        stats = self.stats
-        self.publish("info", messages.info_message(
+            publish("camera_info", messages.with_header(camera_info, header))
+        latency_ms = (self.clock() - entry.item.arrival) * 1000.0
+        stats = camera.stats
+        stats.record_processed(inference_ms, latency_ms)
+        publish("info", messages.info_message(
             self.info_type, header, model=self.model_name, backend=getattr(self.segmenter, "backend_name", ""),
-            device=str(getattr(self.segmenter, "device", "")), inference_ms=inference_ms, latency_ms=latency_ms,
-            frames_received=stats.received, frames_processed=stats.processed, frames_dropped=stats.dropped,
+            device=str(getattr(self.segmenter, "device", "")), camera=camera.name, inference_ms=inference_ms,
+            batch_size=batch_size, latency_ms=latency_ms, frames_received=stats.received,
+            frames_processed=stats.processed, frames_dropped=stats.dropped, frames_failed=stats.failed,
             fractions=messages.class_fractions(labels, len(self.classes))))
-        return True
+
+
+def camera_diagnostics(cameras: list[CameraState], *, node_name: str, backend: str, device: str, model: str,
+                       input_topic: Callable[[CameraState], str]) -> list[tuple[str, DiagnosticsReport]]:
+    """One (status name, report) per camera: `<node>: segmentation`, or `<node>: segmentation front`."""
+    reports = []
+    for camera in cameras:
+        report = diagnostics_report(camera.stats.snapshot(), backend=backend, device=device, model=model,
+                                    input_topic=input_topic(camera))
+        if camera.name:
+            report.values.insert(0, ("camera", camera.name))
+        reports.append((f"{node_name}: segmentation" + (f" {camera.name}" if camera.name else ""), report))
+    return reports
+
+
+def free_model_memory() -> None:
+    """Returns a dropped model's memory: collects reference cycles and, when PyTorch has used a GPU,
+    hands its cached blocks back to the driver (a lifecycle cleanup must really free the GPU)."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()

@@ -2,6 +2,9 @@
 
     ros2 launch bisenetv2_ros segment.launch.py image:=/camera/image_raw
     ros2 launch bisenetv2_ros segment.launch.py image:=/camera/image_raw weights:=/path/model.pt rviz:=true
+    ros2 launch bisenetv2_ros segment.launch.py cameras:=front,left \
+        camera_topics:=/sensing/front/image_raw,/sensing/left/image_raw       # several cameras, one network
+    ros2 launch bisenetv2_ros segment.launch.py lifecycle:=true             # managed node, starts unconfigured
 
 The node reads its parameters from `params_file` (default: the installed config/segmentation.yaml).
 The weights, backend, device and precision arguments override the file only when given: their
@@ -24,6 +27,12 @@ ARGUMENTS = (
     ('use_sim_time', 'false', 'Use /clock (bag playback)'),
     ('log_level', 'info', 'Node log level: debug, info, warn, error or fatal'),
     ('rviz', 'false', 'Start rviz2 showing the colour mask and the overlay (turns publish_overlay on)'),
+    ('cameras', '', 'Comma-separated camera names (e.g. front,left,right): one node, one network, per camera '
+                    '<name>/image in and <name>/labels, ... out; empty: one camera on `image`'),
+    ('camera_topics', '', 'With cameras: comma-separated image topics of the cameras\' drivers, in the same order '
+                          '(each camera_info is the image topic\'s sibling camera_info); empty: '
+                          '<namespace>/<name>/image'),
+    ('lifecycle', 'false', 'Start the managed (lifecycle) node: unconfigured until `ros2 lifecycle set`'),
 )
 OVERRIDES = ('weights', 'backend', 'device', 'precision')
 TRUE_WORDS = ('true', '1', 'yes', 'on')
@@ -39,7 +48,43 @@ def parameter_overrides(values):
     overrides['use_sim_time'] = _is_true(values.get('use_sim_time', 'false'))
     if _is_true(values.get('rviz', 'false')):
         overrides['publish_overlay'] = True  # rviz shows the overlay
+    cameras = split_list(values.get('cameras', ''))
+    if cameras:
+        overrides['cameras'] = cameras
     return overrides
+
+
+def split_list(text):
+    """'front, left,,right' -> ['front', 'left', 'right']."""
+    return [item.strip() for item in text.split(',') if item.strip()]
+
+
+def sibling_camera_info(image_topic):
+    """The camera_info topic beside an image topic (the image_transport convention):
+    /sensing/front/image_raw -> /sensing/front/camera_info."""
+    parent = image_topic.rstrip('/').rpartition('/')[0]
+    return f'{parent}/camera_info'
+
+
+def input_remappings(values):
+    """The node's input remappings: one camera from `image` / `camera_info`, or several cameras from
+    `camera_topics` (none given: the inputs stay <namespace>/<name>/image)."""
+    cameras = split_list(values.get('cameras', ''))
+    if not cameras:
+        image = values['image']
+        return [('image', image), ('image/compressed', image + '/compressed'),
+                ('input_camera_info', values['camera_info'])]
+    topics = split_list(values.get('camera_topics', ''))
+    if not topics:
+        return []
+    if len(topics) != len(cameras):
+        raise ValueError(f'camera_topics names {len(topics)} topic(s) for {len(cameras)} camera(s) '
+                         f'({", ".join(cameras)}); give one image topic per camera, in the same order')
+    remappings = []
+    for camera, topic in zip(cameras, topics):
+        remappings += [(f'{camera}/image', topic), (f'{camera}/image/compressed', topic + '/compressed'),
+                       (f'{camera}/input_camera_info', sibling_camera_info(topic))]
+    return remappings
 
 
 def _is_true(text):
@@ -49,7 +94,9 @@ def _is_true(text):
 def _nodes(context):
     """The node (and rviz2), built once the launch arguments are known."""
     from launch.substitutions import LaunchConfiguration
-    from launch_ros.actions import Node
+    from typing import List
+
+    from launch_ros.actions import LifecycleNode, Node
     from launch_ros.parameter_descriptions import ParameterValue
     from launch_ros.substitutions import FindPackageShare
 
@@ -59,21 +106,19 @@ def _nodes(context):
     values = {name: value(name) for name, _, _ in ARGUMENTS}
     overrides = parameter_overrides(values)
     # Typed values: a weights name like "2024" must stay a string, not be read as an int.
-    typed = {name: ParameterValue(v, value_type=type(v)) for name, v in overrides.items()}
-    image = values['image']
+    typed = {name: ParameterValue(v, value_type=List[str] if isinstance(v, list) else type(v))
+             for name, v in overrides.items()}
     namespace = '/' + values['namespace'].strip('/')
-    nodes = [Node(
+    lifecycle = _is_true(values.get('lifecycle', 'false'))
+    node_class = LifecycleNode if lifecycle else Node
+    nodes = [node_class(
         package=PACKAGE,
         executable='segmentation_node',
         name='segmentation_node',
         namespace=namespace,
         parameters=[values['params_file'], typed],
-        remappings=[
-            ('image', image),
-            ('image/compressed', image + '/compressed'),
-            ('input_camera_info', values['camera_info']),
-        ],
-        arguments=['--ros-args', '--log-level', values['log_level']],
+        remappings=input_remappings(values),
+        arguments=(['--lifecycle'] if lifecycle else []) + ['--ros-args', '--log-level', values['log_level']],
         output='screen',
         emulate_tty=True,
     )]

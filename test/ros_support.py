@@ -97,14 +97,14 @@ def stamp_ns(stamp) -> int:
 
 
 class NodeProcess:
-    """``python -m MODULE --ros-args ...`` (the segmentation node by default); stdout and stderr go to
-    ``log_path``. ``parameters`` become ``-p name:=value``, ``remappings`` ``-r from:=to``."""
+    """``python -m MODULE [ARGUMENTS] --ros-args ...`` (the segmentation node by default); stdout and stderr
+    go to ``log_path``. ``parameters`` become ``-p name:=value``, ``remappings`` ``-r from:=to``."""
 
     def __init__(self, log_path: Path, *, namespace: str = "/segmentation", parameters: dict | None = None,
                  remappings: dict | None = None, env: dict | None = None, module: str = "bisenetv2_ros.node",
-                 extra_ros_args: list[str] | None = None) -> None:
+                 extra_ros_args: list[str] | None = None, arguments: list[str] | None = None) -> None:
         self.namespace = namespace
-        args = [sys.executable, "-m", module, "--ros-args", "-r", f"__ns:={namespace}"]
+        args = [sys.executable, "-m", module, *(arguments or []), "--ros-args", "-r", f"__ns:={namespace}"]
         for key, value in (remappings or {}).items():
             args += ["-r", f"{key}:={value}"]
         for key, value in (parameters or {}).items():

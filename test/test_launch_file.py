@@ -22,7 +22,7 @@ from bisenetv2_ros import node_core
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "segment.launch.py"
 EXPECTED_ARGUMENTS = ["image", "camera_info", "namespace", "params_file", "weights", "backend", "device", "precision",
-                      "use_sim_time", "log_level", "rviz"]
+                      "use_sim_time", "log_level", "rviz", "cameras", "camera_topics", "lifecycle"]
 
 
 def load_launch_module():
@@ -56,6 +56,8 @@ def test_declared_arguments():
      {"weights": "/m/model.pt", "device": "cuda:0", "use_sim_time": True}),
     ({"backend": "onnxruntime", "precision": "fp16", "rviz": "true"},
      {"backend": "onnxruntime", "precision": "fp16", "use_sim_time": False, "publish_overlay": True}),
+    ({"cameras": " front, left,,right "}, {"use_sim_time": False, "cameras": ["front", "left", "right"]}),
+    ({"cameras": " , "}, {"use_sim_time": False}),
 ])
 def test_parameter_overrides_only_when_given(values, expected):
     assert load_launch_module().parameter_overrides(values) == expected
@@ -79,6 +81,10 @@ class FakeLaunchConfiguration(Recorder):
         return context[self.args[0]]
 
 
+class FakeLifecycleNode(Recorder):
+    pass
+
+
 class FakeFindPackageShare(Recorder):
     def perform(self, context):
         return f"/opt/ros/share/{self.args[0]}"
@@ -91,7 +97,7 @@ def fake_launch(monkeypatch):
         "launch.actions": dict(DeclareLaunchArgument=Recorder, OpaqueFunction=Recorder),
         "launch.substitutions": dict(LaunchConfiguration=FakeLaunchConfiguration, PathJoinSubstitution=Recorder),
         "launch_ros": {},
-        "launch_ros.actions": dict(Node=Recorder),
+        "launch_ros.actions": dict(Node=Recorder, LifecycleNode=FakeLifecycleNode),
         "launch_ros.substitutions": dict(FindPackageShare=FakeFindPackageShare),
         "launch_ros.parameter_descriptions": dict(ParameterValue=Recorder),
     }
@@ -152,15 +158,57 @@ def test_node_action_with_arguments_and_rviz(fake_launch):
     assert ("/segmentation/color", "/seg2/color") in rviz.kwargs["remappings"]
 
 
+def test_several_cameras_with_driver_topics(fake_launch):
+    from typing import List
+
+    module, context = launch_context(cameras="front,left", camera_topics="/sensing/front/image_raw, /cam_l/image")
+    (node,) = module._nodes(context)
+    assert type(node) is Recorder, "the plain node stays the default"
+    _, overrides = node.kwargs["parameters"]
+    assert (overrides["cameras"].args[0], overrides["cameras"].kwargs["value_type"]) == (["front", "left"], List[str])
+    assert node.kwargs["remappings"] == [
+        ("front/image", "/sensing/front/image_raw"), ("front/image/compressed", "/sensing/front/image_raw/compressed"),
+        ("front/input_camera_info", "/sensing/front/camera_info"),
+        ("left/image", "/cam_l/image"), ("left/image/compressed", "/cam_l/image/compressed"),
+        ("left/input_camera_info", "/cam_l/camera_info")]
+
+
+def test_several_cameras_without_driver_topics_keep_their_own_inputs(fake_launch):
+    module, context = launch_context(cameras="front,left,right", image="/ignored/image")
+    (node,) = module._nodes(context)
+    assert node.kwargs["remappings"] == [], "inputs stay /segmentation/<camera>/image"
+    assert node.kwargs["namespace"] == "/segmentation"
+
+
+def test_camera_topics_must_match_cameras(fake_launch):
+    module, context = launch_context(cameras="front,left", camera_topics="/only/one")
+    with pytest.raises(ValueError, match=r"camera_topics names 1 topic\(s\) for 2 camera\(s\) \(front, left\)"):
+        module._nodes(context)
+
+
+def test_lifecycle_node_action(fake_launch):
+    module, context = launch_context(lifecycle="true", log_level="warn")
+    (node,) = module._nodes(context)
+    assert type(node) is FakeLifecycleNode
+    assert (node.kwargs["name"], node.kwargs["namespace"], node.kwargs["executable"]) == (
+        "segmentation_node", "/segmentation", "segmentation_node")
+    assert node.kwargs["arguments"] == ["--lifecycle", "--ros-args", "--log-level", "warn"]
+    assert ("image", "/camera/image_raw") in node.kwargs["remappings"]
+
+
 # --- config and manifest -----------------------------------------------------------------------------
 
 
 def test_params_file_matches_node_parameters():
     data = yaml.safe_load((ROOT / "config" / "segmentation.yaml").read_text())
     parameters = data["/**"]["ros__parameters"]
-    assert set(parameters) == set(node_core.SPECS_BY_NAME)
+    # `cameras` is only a comment there: an empty YAML list has no element type for ROS
+    assert set(parameters) == set(node_core.SPECS_BY_NAME) - {"cameras"}
+    assert "#   cameras: [front, left, right]" in (ROOT / "config" / "segmentation.yaml").read_text()
     settings = node_core.NodeSettings.from_values(parameters)
     for spec in node_core.PARAMETER_SPECS:
+        if spec.name not in parameters:
+            continue
         assert type(parameters[spec.name]) is spec.type, f"{spec.name} has the wrong YAML type for ROS"
         assert getattr(settings, spec.name) == spec.default, f"config default of {spec.name} differs from the node's"
 

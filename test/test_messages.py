@@ -254,6 +254,11 @@ def test_info_message(types):
     assert (msg.model, msg.backend, msg.device, msg.frames_received, msg.frames_processed, msg.frames_dropped) == (
         "tiny.pt", "torch", "cpu", 10, 7, 3)
     assert msg.class_fractions.dtype == np.float32 and np.allclose(msg.class_fractions, [0.5, 0.25, 0.25])
+    assert (msg.camera, msg.batch_size, msg.frames_failed) == ("", 1, 0)  # single camera, one frame per call
+    batched = messages.info_message(Info, header, model="m", backend="b", device="d", inference_ms=1, latency_ms=2,
+                                    frames_received=9, frames_processed=5, frames_dropped=4, fractions=[1.0],
+                                    camera="front", batch_size=4, frames_failed=2)
+    assert (batched.camera, batched.batch_size, batched.frames_failed, batched.frames_dropped) == ("front", 4, 2, 4)
     rclpy_style = messages.info_message(SimpleNamespace, header, model="m", backend="b", device="d", inference_ms=1,
                                         latency_ms=2, frames_received=1, frames_processed=1, frames_dropped=0,
                                         fractions=np.array([1.0]))

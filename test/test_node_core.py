@@ -12,7 +12,7 @@ import pytest
 
 from bisenetv2_ros import messages, node_core
 from bisenetv2_ros.classes import CAMVID, ClassSet
-from bisenetv2_ros.node_core import (FrameItem, FrameWorker, NewestFrameSlot, NodeSettings, NodeStats,
+from bisenetv2_ros.node_core import (CameraState, FrameItem, FrameSlots, FrameWorker, NodeSettings, NodeStats,
                                      SettingsError, StartupError)
 
 rosbags_typesys = pytest.importorskip("rosbags.typesys", reason="rosbags is needed for ROS message definitions")
@@ -46,7 +46,8 @@ def test_defaults_are_valid_and_match_specs():
     assert settings == NodeSettings()
     assert settings.input_size is None
     assert set(node_core.RUNTIME_PARAMETERS) == {"publish_color", "publish_overlay", "overlay_alpha", "max_rate_hz",
-                                                 "only_when_subscribed"}
+                                                 "only_when_subscribed", "max_batch"}
+    assert settings.cameras == [] and settings.camera_names == [""]
 
 
 @pytest.mark.parametrize("values,message", [
@@ -156,19 +157,20 @@ def test_create_segmenter_passes_settings_and_classes_file(tmp_path):
 
 
 def test_slot_keeps_only_the_newest():
-    slot = NewestFrameSlot()
+    slot = FrameSlots()
     assert slot.take(timeout=0) is None
-    assert slot.put(1) is False
-    assert slot.put(2) is True and slot.put(3) is True
-    assert slot.replaced == 2 and slot.pending
-    assert slot.take(timeout=0) == 3
+    assert slot.put(0, 1) is False
+    assert slot.put(0, 2) is True and slot.put(0, 3) is True
+    assert slot.replaced == [2] and slot.pending == 1
+    assert slot.take(timeout=0) == [(0, 3)]
     assert slot.take(timeout=0) is None and not slot.pending
     slot.close()
-    assert slot.take(timeout=5) is None  # closed: returns at once
+    started = time.monotonic()
+    assert slot.take(timeout=5) is None and time.monotonic() - started < 1  # closed: returns at once
 
 
 def test_slow_worker_drops_stale_frames_without_growing():
-    slot, stats = NewestFrameSlot(), NodeStats()
+    slot, stats = FrameSlots(), NodeStats()
     processed, started = [], threading.Event()
     release = threading.Event()
 
@@ -178,33 +180,36 @@ def test_slow_worker_drops_stale_frames_without_growing():
         processed.append(item)
 
     worker = FrameWorker(slot, slow_process).start()
-    slot.put(-1)
+    slot.put(0, -1)
     assert started.wait(5)
     for index in range(1000):
         stats.record_received()
-        if slot.put(index):
+        if slot.put(0, index):
             stats.record_stale_drop()
     release.set()
     deadline = time.monotonic() + 5
     while len(processed) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert worker.stop()
-    assert processed == [-1, 999], "the worker must skip straight to the newest frame"
-    assert stats.dropped_stale == 999 == slot.replaced
+    assert processed == [[(0, -1)], [(0, 999)]], "the worker must skip straight to the newest frame"
+    assert stats.dropped_stale == 999 == slot.replaced[0]
     assert not slot.pending
 
 
 def test_worker_survives_errors_and_respects_rate():
-    slot = NewestFrameSlot()
+    slots = FrameSlots()
     errors, done = [], []
     intervals = {"value": 0.0}
 
-    def process(item):
+    def process(batch):
+        ((_, item),) = batch
         if item == "bad":
             raise RuntimeError("boom")
         done.append((item, time.monotonic()))
 
-    worker = FrameWorker(slot, process, on_error=errors.append, min_interval_s=lambda: intervals["value"]).start()
+    slot = SimpleNamespace(put=lambda item: slots.put(0, item))
+
+    worker = FrameWorker(slots, process, on_error=errors.append, min_interval_s=lambda: intervals["value"]).start()
     slot.put("bad")
     deadline = time.monotonic() + 5
     while not errors and time.monotonic() < deadline:
@@ -317,18 +322,17 @@ def segmenter(tiny_weights):
 def make_pipeline(types, segmenter, classes=CAMVID, **settings):
     published = []
     warnings = []
-    stats = NodeStats()
+    camera = CameraState("", publish=lambda name, msg: published.append((name, msg)))
     pipeline = node_core.SegmentationPipeline(
-        segmenter, classes, NodeSettings(weights="tiny", **settings), stats, image_type=types["sensor_msgs/msg/Image"],
-        info_type=types["bisenetv2_ros/msg/SegmentationInfo"], publish=lambda name, msg: published.append((name, msg)),
-        warn=warnings.append)
-    return pipeline, published, warnings, stats
+        segmenter, classes, NodeSettings(weights="tiny", **settings), [camera], image_type=types["sensor_msgs/msg/Image"],
+        info_type=types["bisenetv2_ros/msg/SegmentationInfo"], warn=warnings.append)
+    return pipeline, published, warnings, camera.stats
 
 
 def test_pipeline_outputs_keep_header_and_resolution(types, segmenter):
     pipeline, published, warnings, stats = make_pipeline(types, segmenter, publish_overlay=True, overlay_alpha=0.5)
     camera_info = types["sensor_msgs/msg/CameraInfo"]
-    pipeline.camera_info = camera_info(header=header(types, sec=0, frame_id="old"), height=24, width=32,
+    pipeline.cameras[0].camera_info = camera_info(header=header(types, sec=0, frame_id="old"), height=24, width=32,
                                        distortion_model="plumb_bob", d=np.zeros(5), k=np.eye(3).ravel(),
                                        r=np.eye(3).ravel(), p=np.zeros(12), binning_x=0, binning_y=0,
                                        roi=types["sensor_msgs/msg/RegionOfInterest"](0, 0, 0, 0, False))
@@ -354,6 +358,7 @@ def test_pipeline_outputs_keep_header_and_resolution(types, segmenter):
     info = outputs["info"]
     assert (info.model, info.backend, info.frames_received, info.frames_processed, info.frames_dropped) == (
         "tiny", segmenter.backend_name, 1, 1, 0)
+    assert (info.camera, info.batch_size, info.frames_failed) == ("", 1, 0)
     assert info.latency_ms >= 10.0 and 0 < info.inference_ms <= info.latency_ms
     assert len(info.class_fractions) == 11 and info.class_fractions.sum() == pytest.approx(1.0, abs=1e-5)
     assert outputs["camera_info"].distortion_model == "plumb_bob"
@@ -422,12 +427,13 @@ def test_pipeline_overlay_from_padded_non_rgb_frames(types, segmenter, encoding)
 
 
 def test_intake_floods_slot_while_worker_is_slow_without_growth():
-    slot, stats = NewestFrameSlot(), NodeStats()
-    intake = node_core.FrameIntake(slot, stats, NodeSettings())
+    slot, camera = FrameSlots(), CameraState("", publish=lambda name, msg: None)
+    stats = camera.stats
+    intake = node_core.FrameIntake(slot, [camera], NodeSettings())
     release, taken = threading.Event(), []
 
-    def slow_process(item):
-        taken.append(item.msg)
+    def slow_process(batch):
+        taken.append(batch[0][1].msg)
         release.wait(5)
 
     worker = FrameWorker(slot, slow_process).start()
@@ -437,26 +443,248 @@ def test_intake_floods_slot_while_worker_is_slow_without_growth():
         time.sleep(0.005)
     outcomes = [intake.offer(index) for index in range(1000)]
     assert outcomes[0] == "stored" and set(outcomes[1:]) == {"replaced"}
-    assert slot.take(timeout=0).msg == 999 and not slot.pending  # one slot, newest frame only
+    assert slot.take(timeout=0)[0][1].msg == 999 and not slot.pending  # one slot, newest frame only
     release.set()
     assert worker.stop()
     assert (stats.received, stats.dropped_stale, stats.processed) == (1001, 999, 0)
 
 
 def test_intake_skips_without_subscribers_when_asked():
-    slot, stats = NewestFrameSlot(), NodeStats()
+    slot, camera = FrameSlots(), CameraState("", publish=lambda name, msg: None)
+    stats = camera.stats
     listening = {"value": False}
     settings = NodeSettings(only_when_subscribed=True)
-    intake = node_core.FrameIntake(slot, stats, settings, lambda: listening["value"], clock=lambda: 7.0)
+    intake = node_core.FrameIntake(slot, [camera], settings, lambda index: listening["value"], clock=lambda: 7.0)
     assert intake.offer("a") == "skipped" and not slot.pending
     listening["value"] = True
     assert intake.offer("b", compressed=True) == "stored"
-    item = slot.take(timeout=0)
-    assert (item.msg, item.arrival, item.compressed) == ("b", 7.0, True)
+    ((index, item),) = slot.take(timeout=0)
+    assert (index, item.msg, item.arrival, item.compressed) == (0, "b", 7.0, True)
     settings.update("only_when_subscribed", False)
     listening["value"] = False
     assert intake.offer("c") == "stored"
     assert (stats.received, stats.skipped, stats.dropped) == (3, 1, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Several cameras: parameters, slots and fairness, batching, per-camera stats and diagnostics
+
+
+def test_cameras_parameter():
+    settings = NodeSettings.from_values({"cameras": ("front", "rear_left", "roof/wide"), "max_batch": 2})
+    assert settings.cameras == ["front", "rear_left", "roof/wide"] and settings.camera_names == settings.cameras
+    assert settings.max_batch == 2
+    for value, message in [
+        (["front", "front"], "parameter 'cameras' names front more than once"),
+        (["front", "2nd"], "parameter 'cameras': '2nd' cannot prefix a topic"),
+        (["", "x"], "parameter 'cameras': '' cannot prefix a topic"),
+        (["a b"], "'a b' cannot prefix a topic"),
+        ("front,left", "parameter 'cameras' must be a list of strings, got str"),
+        ([1, 2], "must be a list of strings, got list [1, 2]"),
+    ]:
+        with pytest.raises(SettingsError) as caught:
+            NodeSettings.from_values({"cameras": value})
+        assert message in str(caught.value)
+    assert node_core.check_runtime_update("cameras", ["x"])[0] is False
+    assert node_core.check_runtime_update("max_batch", 65) == (False, "parameter 'max_batch' must be within 0..64; "
+                                                                      "got 65")
+    assert node_core.camera_topic("front", "image/compressed") == "front/image/compressed"
+    assert node_core.camera_topic("", "labels") == "labels"
+
+
+def test_slots_hand_over_every_camera_in_round_robin_order():
+    slots = FrameSlots(3)
+    for camera in (2, 0):
+        slots.put(camera, f"frame{camera}")
+    assert slots.pending == 2
+    assert slots.take(timeout=0) == [(0, "frame0"), (2, "frame2")]
+    # next turn starts after camera 2, i.e. at camera 0 again
+    for camera in range(3):
+        slots.put(camera, camera)
+    assert [index for index, _ in slots.take(timeout=0)] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("limit,expected", [
+    (1, [[0], [1], [2], [0], [1], [2]]),
+    (2, [[0, 1], [2, 0], [1, 2], [0, 1], [2, 0], [1, 2]]),
+])
+def test_capped_batches_take_turns(limit, expected):
+    slots = FrameSlots(3, max_items=lambda: limit)
+    turns = []
+    for _ in range(6):
+        for camera in range(3):  # every camera always has a new frame: the worker is behind
+            slots.put(camera, camera)
+        turns.append([index for index, _ in slots.take(timeout=0)])
+    assert turns == expected
+
+
+def test_no_camera_starves_a_slow_worker():
+    cameras = [CameraState(f"cam{i}", publish=lambda name, msg: None) for i in range(4)]
+    slots = FrameSlots(4, max_items=lambda: 1)  # one frame per network call: the hardest case for fairness
+    intake = node_core.FrameIntake(slots, cameras, NodeSettings(cameras=[c.name for c in cameras]))
+    served = []
+
+    def process(batch):
+        served.extend(index for index, _ in batch)
+        time.sleep(0.002)
+
+    worker = FrameWorker(slots, process).start()
+    stop = threading.Event()
+
+    def flood(index):  # camera 0 floods 10x faster than the others
+        while not stop.is_set():
+            intake.offer(f"{index}", camera=index)
+            time.sleep(0.0002 if index == 0 else 0.002)
+
+    feeders = [threading.Thread(target=flood, args=(i,)) for i in range(4)]
+    for feeder in feeders:
+        feeder.start()
+    deadline = time.monotonic() + 20
+    while len(served) < 80 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    for feeder in feeders:
+        feeder.join()
+    assert worker.stop()
+    counts = [served.count(i) for i in range(4)]
+    assert min(counts) >= 0.6 * max(counts), f"unfair service {counts}"
+    assert cameras[0].stats.received > 2 * cameras[1].stats.received  # it did flood
+    assert cameras[0].stats.dropped_stale > 0
+
+
+class SpySegmenter:
+    """The real tiny Segmenter, recording the shape and channel order of every network call."""
+
+    def __init__(self, segmenter, fail_shape=None):
+        self.segmenter, self.calls, self.fail_shape = segmenter, [], fail_shape
+        self.backend_name, self.device = segmenter.backend_name, segmenter.device
+
+    def segment_batch(self, frames, channel_order="rgb"):
+        self.calls.append((tuple(np.shape(frames)), channel_order))
+        if self.fail_shape is not None and tuple(np.shape(frames)[1:3]) == self.fail_shape:
+            raise RuntimeError("out of memory\nwhile segmenting")
+        return self.segmenter.segment_batch(frames, channel_order)
+
+
+def make_cameras_pipeline(types, segmenter, names, **settings):
+    published = {name: [] for name in names}
+    cameras = [CameraState(name, publish=lambda output, msg, name=name: published[name].append((output, msg)))
+               for name in names]
+    warnings, failures = [], []
+    pipeline = node_core.SegmentationPipeline(
+        segmenter, CAMVID, NodeSettings(weights="tiny", cameras=list(names), **settings), cameras,
+        image_type=types["sensor_msgs/msg/Image"], info_type=types["bisenetv2_ros/msg/SegmentationInfo"],
+        warn=warnings.append, on_failure=failures.append)
+    return pipeline, published, warnings, failures
+
+
+def test_frames_of_one_size_share_one_network_call(types, segmenter):
+    spy = SpySegmenter(segmenter)
+    names = ["front", "left", "right", "rear"]
+    pipeline, published, warnings, failures = make_cameras_pipeline(types, spy, names)
+    frames = {
+        "front": image(types, sec=10, frame_id="front_optical", seed=1),
+        "left": image(types, sec=11, frame_id="left_optical", seed=2),
+        "right": image(types, height=20, width=30, sec=12, frame_id="right_optical", seed=3),
+        "rear": image(types, encoding="rgb8", sec=13, frame_id="rear_optical", seed=4),  # same size, other order
+    }
+    batch = [(index, FrameItem(frames[name], time.monotonic())) for index, name in enumerate(names)]
+    assert pipeline.process_batch(batch) == 4
+    assert spy.calls == [((2, 24, 32, 3), "bgr"), ((1, 20, 30, 3), "bgr"), ((1, 24, 32, 3), "rgb")]
+    assert warnings == [] and failures == []
+    for name in names:
+        outputs = dict(published[name])
+        msg = frames[name]
+        assert [output for output, _ in published[name]] == ["labels", "color", "info"]
+        for output, out in outputs.items():
+            assert out.header.frame_id == f"{name}_optical" and out.header.stamp.sec == msg.header.stamp.sec, output
+        order = "rgb" if msg.encoding == "rgb8" else "bgr"
+        expected = segmenter.segment(np.asarray(msg.data).reshape(msg.height, msg.width, 3), channel_order=order)
+        assert np.array_equal(np.asarray(outputs["labels"].data).reshape(msg.height, msg.width), expected), name
+        info = outputs["info"]
+        assert info.camera == name and info.frames_processed == 1
+        assert info.batch_size == {"front": 2, "left": 2, "right": 1, "rear": 1}[name]
+    # the two frames of one call report that call's time
+    assert dict(published["front"])["info"].inference_ms == dict(published["left"])["info"].inference_ms
+
+
+def test_per_camera_counters_and_camera_info(types, segmenter):
+    pipeline, published, warnings, _ = make_cameras_pipeline(types, segmenter, ["front", "rear"])
+    front, rear = pipeline.cameras
+    camera_info = types["sensor_msgs/msg/CameraInfo"]
+    rear.camera_info = camera_info(header=header(types, sec=0, frame_id="old"), height=24, width=32,
+                                   distortion_model="rational_polynomial", d=np.zeros(8), k=np.eye(3).ravel(),
+                                   r=np.eye(3).ravel(), p=np.zeros(12), binning_x=0, binning_y=0,
+                                   roi=types["sensor_msgs/msg/RegionOfInterest"](0, 0, 0, 0, False))
+    slots = FrameSlots(2)
+    intake = node_core.FrameIntake(slots, pipeline.cameras, pipeline.settings)
+    for sec in range(3):
+        intake.offer(image(types, sec=sec, frame_id="f"), camera=0)  # two of these go stale
+    bad = image(types, frame_id="r")
+    bad.encoding = "32FC1"
+    intake.offer(bad, camera=1)
+    assert pipeline.process_batch(slots.take(timeout=0)) == 1
+    assert "camera 'rear': dropped an invalid frame (frame_id 'r'): unsupported image encoding '32FC1'" in warnings[0]
+    intake.offer(image(types, sec=7, frame_id="r"), camera=1)
+    assert pipeline.process_batch(slots.take(timeout=0)) == 1
+    assert (front.stats.received, front.stats.processed, front.stats.dropped_stale, front.stats.dropped) == (3, 1, 2, 2)
+    assert (rear.stats.received, rear.stats.processed, rear.stats.dropped_invalid, rear.stats.dropped) == (2, 1, 1, 1)
+    assert "camera_info" not in dict(published["front"])
+    rear_info = dict(published["rear"])["camera_info"]
+    assert rear_info.distortion_model == "rational_polynomial" and rear_info.header.stamp.sec == 7
+    info = dict(published["rear"])["info"]
+    assert (info.frames_received, info.frames_processed, info.frames_dropped) == (2, 1, 1)
+
+    reports = dict(node_core.camera_diagnostics(pipeline.cameras, node_name="/segmentation/segmentation_node",
+                                                backend="torch", device="cpu", model="tiny",
+                                                input_topic=lambda camera: f"/segmentation/{camera.topic('image')}"))
+    assert list(reports) == ["/segmentation/segmentation_node: segmentation front",
+                             "/segmentation/segmentation_node: segmentation rear"]
+    front_values = dict(reports["/segmentation/segmentation_node: segmentation front"].values)
+    rear_report = reports["/segmentation/segmentation_node: segmentation rear"]
+    assert front_values["camera"] == "front" and front_values["dropped stale"] == "2"
+    assert front_values["frames processed"] == "1"
+    assert rear_report.level == node_core.WARN and rear_report.message == "1 invalid frame(s) dropped"
+
+
+def test_single_camera_diagnostics_keep_their_name(types, segmenter):
+    pipeline, _, _, _ = make_pipeline(types, segmenter)
+    ((name, report),) = node_core.camera_diagnostics(pipeline.cameras, node_name="/seg/node", backend="b",
+                                                     device="d", model="m", input_topic=lambda camera: "/seg/image")
+    assert name == "/seg/node: segmentation" and "camera" not in dict(report.values)
+    assert report.message == "no images received on /seg/image"
+
+
+def test_a_failed_call_loses_only_its_frames(types, segmenter):
+    spy = SpySegmenter(segmenter, fail_shape=(20, 30))
+    pipeline, published, _, failures = make_cameras_pipeline(types, spy, ["front", "left", "right"])
+    batch = [(0, FrameItem(image(types, frame_id="a"), time.monotonic())),
+             (1, FrameItem(image(types, height=20, width=30, frame_id="b"), time.monotonic())),
+             (2, FrameItem(image(types, height=20, width=30, frame_id="c"), time.monotonic()))]
+    assert pipeline.process_batch(batch) == 1
+    assert failures == ["segmentation failed for 2 frame(s) (left, right): RuntimeError: out of memory while "
+                        "segmenting"]
+    assert [c.stats.failed for c in pipeline.cameras] == [0, 1, 1]
+    assert [c.stats.dropped for c in pipeline.cameras] == [0, 1, 1]
+    assert published["left"] == [] and published["right"] == [] and len(published["front"]) == 3
+
+    def broken_publish(output, msg):
+        raise RuntimeError("publisher's context is not valid")
+
+    pipeline.cameras[0].publish = broken_publish
+    assert pipeline.process_batch(batch[:1]) == 0
+    assert failures[-1] == "camera 'front': publishing failed: RuntimeError: publisher's context is not valid"
+    assert pipeline.cameras[0].stats.failed == 1
+
+
+def test_free_model_memory_releases_a_dropped_segmenter(tiny_weights):
+    import weakref
+
+    segmenter = node_core.create_segmenter(NodeSettings(weights=str(tiny_weights), device="cpu"))[0]
+    backend = weakref.ref(segmenter.backend)
+    del segmenter
+    node_core.free_model_memory()
+    assert backend() is None, "the backend (and its network) must be gone after cleanup"
 
 
 def test_parameter_descriptions_name_commands_that_exist():

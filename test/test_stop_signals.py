@@ -42,13 +42,13 @@ def test_restore_puts_the_previous_handlers_back():
 # while (joins the worker, notify_all on its condition) - where a second Ctrl-C used to land.
 _PROCESS = textwrap.dedent("""
     import sys, threading, time
-    from bisenetv2_ros.node_core import FrameWorker, NewestFrameSlot
+    from bisenetv2_ros.node_core import FrameSlots, FrameWorker
     from bisenetv2_ros.stop_signals import StopSignals
 
     stop = StopSignals().install()
-    slot = NewestFrameSlot()
-    worker = FrameWorker(slot, lambda item: time.sleep(0.6)).start()
-    slot.put("frame")
+    slots = FrameSlots()
+    worker = FrameWorker(slots, lambda batch: time.sleep(0.6)).start()
+    slots.put(0, "frame")
     print("ready", flush=True)
     while not stop.requested:
         stop.wait(0.1)
