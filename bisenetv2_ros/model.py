@@ -287,6 +287,18 @@ class SegmentHead(nn.Module):
         return self.classifier(self.dropout(self.conv(x)))
 
 
+def init_from_scratch(network: nn.Module) -> None:
+    """Kaiming-normal convolutions (fan-out, zero bias) and unit batch norms, for training from scratch."""
+    for module in network.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
 class BiSeNetV2(nn.Module):
     """The whole network.
 
@@ -314,15 +326,8 @@ class BiSeNetV2(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Kaiming-normal convolutions, unit BN: training from scratch needs no pretrained backbone (Sec. 5)."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        """Training from scratch needs no pretrained backbone (Sec. 5)."""
+        init_from_scratch(self)
 
     def without_aux_heads(self) -> "BiSeNetV2":
         """Drops the booster heads in place (and from the config); returns self."""
