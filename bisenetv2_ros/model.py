@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +21,29 @@ from torch import nn
 UPSAMPLE_MODES = ("bilinear", "nearest")
 
 
+ConfigT = TypeVar("ConfigT", bound="ConfigFields")
+
+
+class ConfigFields:
+    """Copy, dict and strict from-dict for the frozen config dataclasses that checkpoints store."""
+
+    def replace(self: ConfigT, **changes: Any) -> ConfigT:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[ConfigT], values: Mapping[str, Any]) -> ConfigT:
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields are {sorted(known)}")
+        return cls(**dict(values))
+
+
 @dataclass(frozen=True)
-class BiSeNetV2Config:
+class BiSeNetV2Config(ConfigFields):
     """Everything needed to rebuild the network; stored in every checkpoint."""
 
     num_classes: int = 19
@@ -56,20 +77,6 @@ class BiSeNetV2Config:
     def large(cls, **overrides: Any) -> "BiSeNetV2Config":
         """BiSeNetV2-L of Table 5 / Table 7: alpha = 2.0, d = 3.0."""
         return cls(**{"width_multiplier": 2.0, "depth_multiplier": 3.0, **overrides})
-
-    def replace(self, **changes: Any) -> "BiSeNetV2Config":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "BiSeNetV2Config":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown BiSeNetV2Config fields {unknown}; known fields are {sorted(known)}")
-        return cls(**dict(values))
 
     # Derived widths. Detail Branch (Table 1): 64, 64, 128. Semantic Branch: the stem has lambda
     # times the Detail S1 width (16), S3 lambda times Detail S3 (32), S4 and S5 double each stage

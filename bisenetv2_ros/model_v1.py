@@ -13,15 +13,13 @@ explicit target size, so inputs need not be multiples of 32.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import ConvBNReLU, SegmentHead, init_from_scratch
+from .model import ConfigFields, ConvBNReLU, SegmentHead, init_from_scratch
 
 FFM_ATTENTIONS = ("paper", "conv_bn_relu")
 HEAD_UPSAMPLES = ("bilinear", "pixel_shuffle")
@@ -29,7 +27,7 @@ OUTPUT_STRIDE = 8
 
 
 @dataclass(frozen=True)
-class BiSeNetV1Config:
+class BiSeNetV1Config(ConfigFields):
     """Everything needed to rebuild the network; stored in every checkpoint (architecture "bisenetv1")."""
 
     num_classes: int = 19
@@ -60,20 +58,6 @@ class BiSeNetV1Config:
             raise ValueError(f"ffm_attention must be one of {FFM_ATTENTIONS}, got {self.ffm_attention!r}")
         if self.head_upsample not in HEAD_UPSAMPLES:
             raise ValueError(f"head_upsample must be one of {HEAD_UPSAMPLES}, got {self.head_upsample!r}")
-
-    def replace(self, **changes: Any) -> "BiSeNetV1Config":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "BiSeNetV1Config":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown BiSeNetV1Config fields {unknown}; known fields are {sorted(known)}")
-        return cls(**dict(values))
 
     @property
     def spatial_channels(self) -> int:
