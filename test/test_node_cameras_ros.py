@@ -13,7 +13,7 @@ import weakref
 
 import pytest
 
-from ros_support import NodeProcess, Probe, bgr_image, require_ros  # noqa: E402
+from ros_support import NodeProcess, Probe, bgr_image, require_ros, spin_until  # noqa: E402
 
 require_ros()
 
@@ -56,14 +56,7 @@ class Harness:
         self.executor.add_node(self.probe)
 
     def spin_until(self, condition, timeout=30.0, step=None) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition():
-                return True
-            if step is not None:
-                step()
-            self.executor.spin_once(timeout_sec=0.02)
-        return condition()
+        return spin_until(rclpy, self.executor, condition, timeout, step)
 
     def spin_for(self, seconds, step=None) -> None:
         self.spin_until(lambda: False, timeout=seconds, step=step)
