@@ -1,0 +1,56 @@
+"""The package's shared vocabulary and defaults: each one defined here once and imported everywhere."""
+
+from __future__ import annotations
+
+import argparse
+
+# Network input (height, width) when neither the user nor the checkpoint says: half a Cityscapes frame.
+DEFAULT_INPUT_SIZE: tuple[int, int] = (512, 1024)
+
+# Files treated as images by folder inputs, datasets and calibration folders.
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+# The channel orders a frame can arrive in; the network's own order is stored with its weights.
+CHANNEL_ORDERS: tuple[str, ...] = ("rgb", "bgr")
+
+# ImageNet statistics, which every public BiSeNetV2 checkpoint and our training recipe normalise with.
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+# TensorRT builder workspace limit in GiB (enough for BiSeNetV2 at 1024x2048 with fp16 tactics).
+DEFAULT_WORKSPACE_GIB: float = 2.0
+
+# State-dict prefix of the training-only booster (auxiliary) heads; deployment drops these keys.
+AUX_HEAD_PREFIX = "aux_heads."
+
+
+def is_image_file(path) -> bool:
+    return str(path).lower().endswith(IMAGE_SUFFIXES)
+
+
+def strip_aux_heads(state: dict) -> dict:
+    """The state dict without the booster heads' keys (they only exist for training)."""
+    return {k: v for k, v in state.items() if not k.startswith(AUX_HEAD_PREFIX)}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'HEIGHTxWIDTH' (the order of the node's input_height/input_width) -> (height, width).
+
+    Raises ValueError with a message that can be shown as it is.
+    """
+    parts = str(text).strip().lower().split("x")
+    try:
+        height, width = (int(v) for v in parts)
+    except ValueError:
+        raise ValueError(f"expected HEIGHTxWIDTH such as 512x1024, got {text!r}") from None
+    if height <= 0 or width <= 0:
+        raise ValueError(f"a size must be positive, got {text!r}")
+    return height, width
+
+
+def size_argument(text: str) -> tuple[int, int]:
+    """argparse ``type=`` for every size flag: HEIGHTxWIDTH."""
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
