@@ -196,7 +196,8 @@ def test_promote_refuses_a_model_that_does_not_beat_the_baseline_and_stores_both
 
 
 def test_embedded_default_matches_its_named_entry():
-    from bisenetv2_ros.checkpoint import DEFAULT_WEIGHTS, KNOWN_WEIGHTS, load_checkpoint, resolve_weights
+    from bisenetv2_ros.checkpoint import load_checkpoint
+    from bisenetv2_ros.known_weights import DEFAULT_WEIGHTS, KNOWN_WEIGHTS, resolve_weights
 
     entry = KNOWN_WEIGHTS[DEFAULT_WEIGHTS]
     shipped = load_checkpoint(resolve_weights(DEFAULT_WEIGHTS))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from bisenetv2_ros.checkpoint import load_model
+from bisenetv2_ros.known_weights import load_model
 from bisenetv2_ros.classes import IGNORE_INDEX
 from bisenetv2_ros.segmenter import Segmenter
 from training.evaluate import ConfusionMatrix, evaluate_model, evaluate_segmenter, format_table, main, predict_logits

@@ -24,7 +24,8 @@ import shutil
 import tempfile
 from typing import Sequence
 
-from bisenetv2_ros.checkpoint import DEFAULT_WEIGHTS, KNOWN_WEIGHTS, load_checkpoint, save_checkpoint
+from bisenetv2_ros.checkpoint import load_checkpoint, save_checkpoint
+from bisenetv2_ros.known_weights import DEFAULT_WEIGHTS, KNOWN_WEIGHTS
 from training import evaluate
 from training.export import evaluation_metrics, to_deploy
 

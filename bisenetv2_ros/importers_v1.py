@@ -1,4 +1,4 @@
-"""Importers of public BiSeNetV1 (ResNet-18) checkpoints into our format.
+"""Importers of public BiSeNetV1 (ResNet-18) checkpoints: mmsegmentation's and CoinCheung/BiSeNet's key maps.
 
 Two layouts, read off the publishers' model code:
 
@@ -28,15 +28,14 @@ Auxiliary heads are dropped by name; every other foreign tensor must be used exa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Mapping
 
 import torch
 
-from .checkpoint import (CITYSCAPES_NORMALIZATION, IMAGENET_NORMALIZATION, Checkpoint, CheckpointError,
-                         CheckpointInfo, UnitMap, _key_pairs, _strip_module, convert_state_dict, imported_info)
+from .checkpoint import CITYSCAPES_NORMALIZATION, IMAGENET_NORMALIZATION, CheckpointError, CheckpointInfo
 from .classes import CITYSCAPES
-from .model_v1 import OUTPUT_STRIDE, BiSeNetV1, BiSeNetV1Config
+from .key_maps import Family, UnitMap
+from .model_v1 import OUTPUT_STRIDE, BiSeNetV1Config
 
 MMSEG_V1 = "mmsegmentation-bisenetv1"
 COINCHEUNG_V1 = "coincheung-bisenetv1"
@@ -118,20 +117,10 @@ def _coincheung_config(state: Mapping[str, torch.Tensor]) -> BiSeNetV1Config:
         head_upsample="pixel_shuffle" if pixel_shuffle else "bilinear", align_corners=not pixel_shuffle)
 
 
-@dataclass(frozen=True)
-class _V1Family:
-    name: str
-    required: tuple[str, ...]  # keys read to size the model; their absence means another network
-    config: Callable[[Mapping[str, torch.Tensor]], BiSeNetV1Config]
-    units: Callable[[BiSeNetV1Config], UnitMap]
-    is_aux_key: Callable[[str], bool]
-    optional: Callable[[str], bool]  # foreign tensors that may be absent and are then zero
-    default_info: CheckpointInfo
-
-
-V1_FAMILIES: dict[str, _V1Family] = {
-    MMSEG_V1: _V1Family(
+V1_FAMILIES: dict[str, Family] = {
+    MMSEG_V1: Family(
         name=MMSEG_V1,
+        network="BiSeNetV1",
         required=("decode_head.conv_seg.weight", "decode_head.convs.0.conv.weight",
                   "backbone.context_path.arm16.conv_layer.conv.weight", "backbone.ffm.conv1.conv.weight"),
         config=_mmseg_config,
@@ -140,8 +129,9 @@ V1_FAMILIES: dict[str, _V1Family] = {
         optional=lambda k: k.endswith("num_batches_tracked"),
         default_info=CheckpointInfo(CITYSCAPES, IMAGENET_NORMALIZATION, (1024, 2048), "cityscapes"),
     ),
-    COINCHEUNG_V1: _V1Family(
+    COINCHEUNG_V1: Family(
         name=COINCHEUNG_V1,
+        network="BiSeNetV1",
         required=("conv_out.conv_out.weight", "conv_out.conv.conv.weight", "cp.arm16.conv.conv.weight",
                   "ffm.convblk.conv.weight"),
         config=_coincheung_config,
@@ -153,27 +143,3 @@ V1_FAMILIES: dict[str, _V1Family] = {
         default_info=CheckpointInfo(CITYSCAPES, CITYSCAPES_NORMALIZATION, (1024, 2048), "cityscapes"),
     ),
 }
-
-
-def detect_v1_family(keys: Iterable[str]) -> str | None:
-    """A BiSeNetV1 family from key names (already without a 'module.' prefix), or None."""
-    keys = list(keys)
-    if any(k.startswith("backbone.context_path.") for k in keys):
-        return MMSEG_V1
-    if any(k.startswith("cp.resnet.") for k in keys) and any(k.startswith("sp.") for k in keys):
-        return COINCHEUNG_V1
-    return None
-
-
-def import_v1_state_dict(state: Mapping[str, Any], family: str, info: CheckpointInfo | None = None) -> Checkpoint:
-    """A foreign BiSeNetV1 state dict -> our deploy checkpoint (exact: see the module docstring)."""
-    fam = V1_FAMILIES[family]
-    state = {_strip_module(k): v for k, v in state.items()}
-    for key in fam.required:
-        if key not in state:
-            raise CheckpointError(f"not a {family} BiSeNetV1 state dict: key {key!r} is missing")
-    config = fam.config(state)
-    template = BiSeNetV1(config).state_dict()
-    pairs = _key_pairs(fam.units(config), set(template))
-    converted = convert_state_dict(state, pairs, template, family, fam.optional, fam.is_aux_key)
-    return Checkpoint(config, imported_info(info or fam.default_info, config.num_classes, family), converted, "deploy")
