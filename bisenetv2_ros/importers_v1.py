@@ -34,7 +34,7 @@ import torch
 
 from .checkpoint import CITYSCAPES_NORMALIZATION, IMAGENET_NORMALIZATION, CheckpointError, CheckpointInfo
 from .classes import CITYSCAPES
-from .key_maps import Family, UnitMap
+from .key_maps import Family, UnitMap, conv_bn
 from .model_v1 import OUTPUT_STRIDE, BiSeNetV1Config
 
 MMSEG_V1 = "mmsegmentation-bisenetv1"
@@ -54,38 +54,36 @@ def _resnet_units(ours: str, theirs: str) -> UnitMap:
 
 
 def _mmseg_units(config: BiSeNetV1Config) -> UnitMap:
-    cm = lambda p: (p + ".conv", p + ".bn")  # mmcv ConvModule  # noqa: E731
     cp = "backbone.context_path"
-    units = [(f"spatial.{ours}", *cm(f"backbone.spatial_path.layer{i}"))
+    units = [(f"spatial.{ours}", *conv_bn(f"backbone.spatial_path.layer{i}"))
              for i, ours in enumerate(("conv1", "conv2", "conv3", "conv_out"), start=1)]
     units += _resnet_units("context.backbone", f"{cp}.backbone")
     for arm in ("arm16", "arm32"):
-        units += [(f"context.{arm}.conv", *cm(f"{cp}.{arm}.conv_layer")),
-                  (f"context.{arm}.attention", *cm(f"{cp}.{arm}.atten_conv_layer.1"))]
-    units += [("context.global_context", *cm(f"{cp}.gap_conv.1")),
-              ("context.refine32", *cm(f"{cp}.conv_head32")),
-              ("context.refine16", *cm(f"{cp}.conv_head16")),
-              ("ffm.fuse", *cm("backbone.ffm.conv1")),
-              ("ffm.attention", *cm("backbone.ffm.conv_atten.0")),
-              ("head.conv", *cm("decode_head.convs.0")),
+        units += [(f"context.{arm}.conv", *conv_bn(f"{cp}.{arm}.conv_layer")),
+                  (f"context.{arm}.attention", *conv_bn(f"{cp}.{arm}.atten_conv_layer.1"))]
+    units += [("context.global_context", *conv_bn(f"{cp}.gap_conv.1")),
+              ("context.refine32", *conv_bn(f"{cp}.conv_head32")),
+              ("context.refine16", *conv_bn(f"{cp}.conv_head16")),
+              ("ffm.fuse", *conv_bn("backbone.ffm.conv1")),
+              ("ffm.attention", *conv_bn("backbone.ffm.conv_atten.0")),
+              ("head.conv", *conv_bn("decode_head.convs.0")),
               ("head.classifier", "decode_head.conv_seg", None)]
     return units
 
 
 def _coincheung_units(config: BiSeNetV1Config) -> UnitMap:
-    cbr = lambda p: (p + ".conv", p + ".bn")  # their ConvBNReLU  # noqa: E731
-    units = [(f"spatial.{name}", *cbr(f"sp.{name}")) for name in ("conv1", "conv2", "conv3", "conv_out")]
+    units = [(f"spatial.{name}", *conv_bn(f"sp.{name}")) for name in ("conv1", "conv2", "conv3", "conv_out")]
     units += _resnet_units("context.backbone", "cp.resnet")
     for arm in ("arm16", "arm32"):
-        units += [(f"context.{arm}.conv", *cbr(f"cp.{arm}.conv")),
+        units += [(f"context.{arm}.conv", *conv_bn(f"cp.{arm}.conv")),
                   (f"context.{arm}.attention", f"cp.{arm}.conv_atten", f"cp.{arm}.bn_atten")]
-    units += [("context.global_context", *cbr("cp.conv_avg")),
-              ("context.refine32", *cbr("cp.conv_head32")),
-              ("context.refine16", *cbr("cp.conv_head16")),
-              ("ffm.fuse", *cbr("ffm.convblk")),
+    units += [("context.global_context", *conv_bn("cp.conv_avg")),
+              ("context.refine32", *conv_bn("cp.conv_head32")),
+              ("context.refine16", *conv_bn("cp.conv_head16")),
+              ("ffm.fuse", *conv_bn("ffm.convblk")),
               ("ffm.attention.0", "ffm.conv1", None),
               ("ffm.attention.2", "ffm.conv2", None),
-              ("head.conv", *cbr("conv_out.conv")),
+              ("head.conv", *conv_bn("conv_out.conv")),
               ("head.classifier", "conv_out.conv_out", None)]
     return units
 

@@ -16,6 +16,11 @@ from .classes import ClassSet, default_palette
 # conv "" means a lone batch norm; bn None a lone conv (our "<unit>.weight" / ".bias").
 UnitMap = list[tuple[str, str, str | None]]
 
+def conv_bn(prefix: str) -> tuple[str, str]:
+    """The conv and BN prefixes of a unit named the common way: mmcv's ConvModule, CoinCheung's ConvBNReLU."""
+    return prefix + ".conv", prefix + ".bn"
+
+
 _BN_PARAMS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 

@@ -201,7 +201,7 @@ def test_embedded_default_matches_its_named_entry():
 
     entry = KNOWN_WEIGHTS[DEFAULT_WEIGHTS]
     shipped = load_checkpoint(resolve_weights(DEFAULT_WEIGHTS))
-    # A promotion that forgets checkpoint.py would leave the listed resolution wrong.
+    # A promotion that forgets known_weights.py would leave the listed resolution wrong.
     assert shipped.info.train_resolution == entry.info.train_resolution
     assert shipped.info.classes.names == entry.info.classes.names
     assert shipped.kind == "deploy"
