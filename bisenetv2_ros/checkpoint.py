@@ -261,11 +261,11 @@ def _not_a_torch_file(path: Path) -> str | None:
         return None  # a PyTorch file: its own error says more
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        return (f"{path} is an ONNX model, not a checkpoint: the backends build their graphs from the checkpoint "
-                f"it was exported from; {_WEIGHTS_HINT}, with --backend onnxruntime")
+        return (f"{path} is an ONNX model, not a checkpoint; pass the checkpoint (.pt/.pth) or known weights name "
+                f"it was exported from and choose the onnxruntime backend, which builds its graph from it")
     if suffix in (".engine", ".plan", ".trt"):
-        return (f"{path} is a TensorRT engine, not a checkpoint: engines are built from a checkpoint and cached "
-                f"automatically; {_WEIGHTS_HINT}, with --backend tensorrt")
+        return (f"{path} is a TensorRT engine, not a checkpoint; pass the checkpoint (.pt/.pth) or known weights "
+                f"name it was built from and choose the tensorrt backend, which builds and caches its engine")
     if not head:
         return f"{path} is empty, not a checkpoint; {_WEIGHTS_HINT}"
     if _is_text(head):

@@ -43,8 +43,9 @@ class Segmenter:
         ``{"calibration_images": folder}`` for int8.
     """
 
-    def __init__(self, weights: str | os.PathLike | OpenedWeights | None = None, backend: str = "auto", device: str = "auto",
-                 precision: str = DEFAULT_PRECISION, input_size: tuple[int, int] | None = None,
+    def __init__(self, weights: str | os.PathLike | OpenedWeights | None = None, backend: str = "auto",
+                 device: str = "auto", precision: str = DEFAULT_PRECISION,
+                 input_size: tuple[int, int] | None = None,
                  engine_cache_dir: str | os.PathLike | None = None,
                  backend_options: Mapping[str, Any] | None = None) -> None:
         opened = open_weights(weights)

@@ -186,9 +186,11 @@ def test_text_file_is_reported(tmp_path):
 NOT_CHECKPOINTS = [
     # An ONNX model is protobuf: field 1 (ir_version) varint first.
     ("model.onnx", b"\x08\x08\x12\x07pytorch\x1a\x032.1" + bytes(range(256)),
-     r"model\.onnx is an ONNX model, not a checkpoint: .*pass a checkpoint .* with --backend onnxruntime"),
+     r"model\.onnx is an ONNX model, not a checkpoint; pass the checkpoint \(\.pt/\.pth\) or known weights name "
+     r"it was exported from and choose the onnxruntime backend"),
     ("model.engine", b"ftrt\x00\x00\x00\x00" + bytes(range(256)),
-     r"model\.engine is a TensorRT engine, not a checkpoint: .*with --backend tensorrt"),
+     r"model\.engine is a TensorRT engine, not a checkpoint; pass the checkpoint .* it was built from and choose "
+     r"the tensorrt backend"),
     ("config.yaml", "weights: camvid  # é\n".encode(), r"config\.yaml is a text file \(\.yaml\), not a PyTorch"),
     ("empty.pt", b"", r"empty\.pt is empty, not a checkpoint"),
     ("noise.bin", bytes(range(1, 256)) * 4, r"noise\.bin is not a PyTorch checkpoint \(unrecognised binary data\)"),

@@ -77,7 +77,8 @@ def test_an_onnx_file_says_what_it_is_and_what_to_pass(tmp_path):
         open_weights(str(path))
     message = str(error.value)
     assert message.startswith(f"{path} is an ONNX model, not a checkpoint")
-    assert "pass a checkpoint (.pt/.pth) or a known weights name" in message and "\n" not in message
+    assert "pass the checkpoint (.pt/.pth) or known weights name it was exported from" in message
+    assert "onnxruntime backend" in message and "\n" not in message
 
 
 def test_opened_weights_are_passed_through_and_serve_two_segmenters(tiny_weights, torch_loads):
