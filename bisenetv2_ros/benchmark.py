@@ -166,7 +166,7 @@ def _weights(requested: str | None) -> tuple[str | None, str]:
         return None, RANDOM_NOTE
     if requested:
         return requested, ""
-    from .checkpoint import DEFAULT_WEIGHTS, KNOWN_WEIGHTS, PACKAGE_WEIGHTS_DIR
+    from .known_weights import DEFAULT_WEIGHTS, KNOWN_WEIGHTS, PACKAGE_WEIGHTS_DIR
 
     entry = KNOWN_WEIGHTS.get(DEFAULT_WEIGHTS)
     if entry is not None and entry.embedded and (PACKAGE_WEIGHTS_DIR / entry.file_name).is_file():
@@ -290,7 +290,7 @@ def _compare(args, checkpoints: dict[str, Any], model_size) -> dict[str, Any]:
     from .backends.cpu import cpu_info, native_bf16
     from .backends.onnxruntime_backend import OnnxRuntimeBackend
     from .backends.torch_backend import TorchBackend
-    from .checkpoint import load_model
+    from .known_weights import load_model
 
     variants: dict[str, Callable[[], np.ndarray]] = {}
     eager_of: dict[str, str] = {}  # variant -> the eager variant of the same model

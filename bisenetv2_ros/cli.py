@@ -282,10 +282,9 @@ def _progress_bar(total: int | None, quiet: bool, unit: str = "frame", unit_scal
 
 
 def _make_segmenter(args):
-    from .checkpoint import DEFAULT_WEIGHTS
     from .segmenter import Segmenter
 
-    return Segmenter(weights=args.weights or DEFAULT_WEIGHTS, backend=args.backend, device=args.device,
+    return Segmenter(weights=args.weights, backend=args.backend, device=args.device,
                      precision=args.precision, input_size=args.input_size,
                      backend_options={"calibration_images": args.calibration_images} if args.calibration_images else None)
 
@@ -375,8 +374,8 @@ def _segment_bag(args, output: Path) -> int:
 
 
 def cmd_download(args) -> int:
-    from .checkpoint import KNOWN_WEIGHTS, cache_dir
     from .download import download_weights
+    from .known_weights import KNOWN_WEIGHTS, cache_dir
 
     if args.list:
         print(f"{'NAME':24} {'mIoU':>6} {'ms+flip':>8}  {'DATASET':11} DESCRIPTION")
@@ -416,30 +415,26 @@ def _metric(value) -> str:
 
 def _describe(weights: str) -> dict:
     """Everything known of a checkpoint path or weights name, as plain data."""
-    from .checkpoint import KNOWN_WEIGHTS, CheckpointError, resolve_weights
+    from .checkpoint import CheckpointError
+    from .known_weights import find_known, open_weights, resolve_weights
 
-    entry = KNOWN_WEIGHTS.get(weights)
+    entry = find_known(weights)
     result: dict = {"weights": weights}
-    checkpoint = None
     if entry is not None:
         result["known_weights"] = {"description": entry.description, "family": entry.family,
                                    "url": entry.url, "sha256_prefix": entry.sha256_prefix,
                                    "file_name": entry.file_name}
-        try:
-            path = resolve_weights(weights)
-        except CheckpointError as error:
-            path = None
-            result["file"] = None
-            result["note"] = str(error)
-        if path is not None:
-            result["file"] = str(path)
-            checkpoint = _load_any(weights)
-        info = checkpoint.info if checkpoint is not None else entry.info
+    try:
+        resolve_weights(weights)
+    except CheckpointError as error:
+        if entry is None:
+            raise
+        result.update(file=None, note=str(error))  # e.g. not downloaded yet: the entry says what it holds
+        info = entry.info
     else:
-        result["file"] = str(resolve_weights(weights))
-        checkpoint = _load_any(weights)
-        info = checkpoint.info
-    if checkpoint is not None:
+        opened = open_weights(weights)
+        checkpoint, info = opened.checkpoint, opened.info
+        result["file"] = str(opened.path)
         result["kind"] = checkpoint.kind
         result["architecture"] = checkpoint.architecture
         result["model_config"] = checkpoint.config.to_dict()
@@ -452,17 +447,6 @@ def _describe(weights: str) -> dict:
                   normalization=info_dict["normalization"], train_resolution=info_dict["train_resolution"],
                   metrics=info_dict["metrics"], provenance=info_dict["provenance"])
     return result
-
-
-def _load_any(weights: str):
-    """A checkpoint of ours or a public one (converted in memory), by path or known name."""
-    from .checkpoint import KNOWN_WEIGHTS, import_checkpoint, resolve_weights
-
-    path = resolve_weights(weights)
-    entry = KNOWN_WEIGHTS.get(str(weights))
-    if entry is not None and entry.family != "bisenetv2_ros":
-        return import_checkpoint(path, family=entry.family, info=entry.info)
-    return import_checkpoint(path)  # our format is returned as is; a public layout is detected
 
 
 def cmd_info(args) -> int:
@@ -502,7 +486,8 @@ def cmd_info(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from .checkpoint import import_checkpoint, save_checkpoint
+    from .checkpoint import save_checkpoint
+    from .importers import import_checkpoint
 
     if args.output.resolve() == args.source.resolve():
         raise CliError("OUT must differ from SRC")
@@ -515,10 +500,11 @@ def cmd_import(args) -> int:
 
 def cmd_export(args) -> int:
     from .checkpoint import Checkpoint, save_checkpoint
+    from .known_weights import open_weights
 
     if not (args.output or args.onnx or args.engine):
         raise CliError("nothing to do: give --output (deploy checkpoint), --onnx and/or --engine")
-    checkpoint = _load_any(args.checkpoint)
+    checkpoint = open_weights(args.checkpoint).checkpoint
     deploy = Checkpoint.from_model(checkpoint.build_model(for_inference=True), checkpoint.info, kind="deploy")
     if args.output is not None:
         deploy_path = save_checkpoint(deploy, args.output, half=args.half)

@@ -1,9 +1,9 @@
-"""Downloading the public BiSeNetV2 checkpoints listed in ``checkpoint.KNOWN_WEIGHTS``.
+"""Downloading the public checkpoints listed in ``known_weights.KNOWN_WEIGHTS`` into the cache.
 
 A file is streamed into a hidden temporary file in the cache folder, its SHA-256 is checked against
 the prefix its publisher put in the file name, it is test-converted with the importer (so a file
 that downloads fine but does not fit the model fails here, not on the robot), and only then renamed
-to its final name, where ``checkpoint.resolve_weights`` finds it by name.
+to its final name, where ``known_weights.open_weights`` finds it by name.
 """
 
 from __future__ import annotations
@@ -51,9 +51,11 @@ def download_weights(name: str, url: str | None = None, force: bool = False,
                      timeout: float = TIMEOUT_S) -> tuple[Path, bool]:
     """Fetches the known weights ``name`` into the cache; returns (path, downloaded). ``downloaded``
     is False when a verified copy was already there. ``progress(bytes_done, total_or_None)``."""
-    from .checkpoint import KNOWN_WEIGHTS, CheckpointError, cache_dir, import_checkpoint
+    from .checkpoint import CheckpointError
+    from .importers import import_checkpoint
+    from .known_weights import KNOWN_WEIGHTS, cache_dir, find_known
 
-    entry = KNOWN_WEIGHTS.get(name)
+    entry = find_known(name) if name else None
     if entry is None:
         raise DownloadError(f"unknown weights {name!r}; known: {', '.join(KNOWN_WEIGHTS)} (see `bisenetv2 download --list`)")
     if entry.embedded:

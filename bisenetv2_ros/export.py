@@ -21,7 +21,8 @@ from typing import Sequence
 
 import torch
 
-from .checkpoint import DEFAULT_WEIGHTS, CheckpointInfo, Normalization, load_model
+from .checkpoint import CheckpointInfo, Normalization
+from .known_weights import DEFAULT_WEIGHTS, load_model
 from .backends.fused import FusedSegmentation, fold_batchnorm
 from .fileio import write_atomic
 from .architectures import SegmentationModel

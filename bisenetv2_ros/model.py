@@ -294,19 +294,43 @@ class SegmentHead(nn.Module):
         return self.classifier(self.dropout(self.conv(x)))
 
 
-def init_from_scratch(network: nn.Module) -> None:
-    """Kaiming-normal convolutions (fan-out, zero bias) and unit batch norms, for training from scratch."""
-    for module in network.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            if module.bias is not None:
+class SegmentationNetwork(nn.Module):
+    """What BiSeNetV2 and BiSeNetV1 (model_v1.py) share around their own layers: from-scratch
+    initialisation (BiSeNetV2 needs no pretrained backbone, Sec. 5), removing the training-only heads,
+    and the training-mode output ``(main, [auxiliary logits])``."""
+
+    config: Any  # the network's config dataclass
+    aux_heads: nn.ModuleList | None
+
+    def reset_parameters(self) -> None:
+        """Kaiming-normal convolutions (fan-out, zero bias) and unit batch norms, for training from scratch."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+
+    def without_aux_heads(self):
+        """Drops the training-only heads in place (and from the config); returns self."""
+        self.aux_heads = None
+        self.config = self.config.replace(aux_heads=False)
+        return self
+
+    def _outputs(self, main: torch.Tensor, aux_features: list[torch.Tensor], size: tuple[int, int]):
+        """``main`` alone, or in training mode with heads ``(main, [each head's logits at size])``."""
+        if not (self.training and self.aux_heads is not None):
+            return main
+        aux = [
+            F.interpolate(head(feature), size=size, mode="bilinear", align_corners=False)
+            for head, feature in zip(self.aux_heads, aux_features)
+        ]
+        return main, aux
 
 
-class BiSeNetV2(nn.Module):
+class BiSeNetV2(SegmentationNetwork):
     """The whole network.
 
     ``forward(x)`` returns logits of shape (N, num_classes, H, W) at the input size (or at
@@ -332,16 +356,6 @@ class BiSeNetV2(nn.Module):
             self.aux_heads = None
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        """Training from scratch needs no pretrained backbone (Sec. 5)."""
-        init_from_scratch(self)
-
-    def without_aux_heads(self) -> "BiSeNetV2":
-        """Drops the booster heads in place (and from the config); returns self."""
-        self.aux_heads = None
-        self.config = self.config.replace(aux_heads=False)
-        return self
-
     def forward_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Main logits at 1/8 and the four backbone features for the booster heads."""
         detail = self.detail(x)
@@ -353,10 +367,4 @@ class BiSeNetV2(nn.Module):
         logits, aux_features = self.forward_logits(x)
         # Logits (not labels) are upsampled, once, straight to the output size.
         main = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        if not (self.training and self.aux_heads is not None):
-            return main
-        aux = [
-            F.interpolate(head(feature), size=size, mode="bilinear", align_corners=False)
-            for head, feature in zip(self.aux_heads, aux_features)
-        ]
-        return main, aux
+        return self._outputs(main, aux_features, size)

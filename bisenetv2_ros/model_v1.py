@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import ConfigFields, ConvBNReLU, SegmentHead, init_from_scratch
+from .model import ConfigFields, ConvBNReLU, SegmentationNetwork, SegmentHead
 
 FFM_ATTENTIONS = ("paper", "conv_bn_relu")
 HEAD_UPSAMPLES = ("bilinear", "pixel_shuffle")
@@ -191,7 +191,7 @@ class FeatureFusionModule(nn.Module):
         return features + features * weights
 
 
-class BiSeNetV1(nn.Module):
+class BiSeNetV1(SegmentationNetwork):
     """The whole network.
 
     ``forward(x)`` returns logits of shape (N, num_classes, H, W) at the input size (or at
@@ -214,17 +214,7 @@ class BiSeNetV1(nn.Module):
                 SegmentHead(cfg.context_channels, cfg.aux_head_channels, cfg.num_classes) for _ in range(2))
         else:
             self.aux_heads = None
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """From scratch, as mmsegmentation's 74.44 mIoU R-18 run."""
-        init_from_scratch(self)
-
-    def without_aux_heads(self) -> "BiSeNetV1":
-        """Drops the auxiliary heads in place (and from the config); returns self."""
-        self.aux_heads = None
-        self.config = self.config.replace(aux_heads=False)
-        return self
+        self.reset_parameters()  # from scratch, as mmsegmentation's 74.44 mIoU R-18 run
 
     def forward_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Main head output at 1/8 and the two context features for the auxiliary heads."""
@@ -238,10 +228,4 @@ class BiSeNetV1(nn.Module):
             logits = F.pixel_shuffle(logits, OUTPUT_STRIDE)
         # Logits (not labels) are upsampled, once, straight to the output size.
         main = F.interpolate(logits, size=size, mode="bilinear", align_corners=self.config.align_corners)
-        if not (self.training and self.aux_heads is not None):
-            return main
-        aux = [
-            F.interpolate(head(feature), size=size, mode="bilinear", align_corners=False)
-            for head, feature in zip(self.aux_heads, aux_features)
-        ]
-        return main, aux
+        return self._outputs(main, aux_features, size)

@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     """`bisenetv2 report`: prints the report; returns the exit status."""
     resolution = None
     if args.weights:
-        from .checkpoint import load_model  # only needed with --weights
+        from .known_weights import load_model  # only needed with --weights
 
         model, info = load_model(args.weights)
         config, resolution = model.config, info.train_resolution

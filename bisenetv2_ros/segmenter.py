@@ -18,14 +18,16 @@ import cv2
 import numpy as np
 
 from .backends import CHANNEL_ORDERS, DEFAULT_PRECISION, Backend, create_backend
-from .checkpoint import DEFAULT_WEIGHTS, load_model
 from .classes import ClassSet, colorize
+from .conventions import DEFAULT_INPUT_SIZE
+from .known_weights import OpenedWeights, open_weights
 
 
 class Segmenter:
     """Segments uint8 HxWx3 frames into uint8 HxW label images (class id per pixel).
 
-    weights: a known name (``bisenetv2_ros.checkpoint.KNOWN_WEIGHTS``) or a checkpoint path.
+    weights: a known name (``bisenetv2_ros.known_weights.KNOWN_WEIGHTS``), a checkpoint path, weights
+        already opened with ``open_weights`` (several Segmenters, one read), or None: ``DEFAULT_WEIGHTS``.
     backend: "auto" (TensorRT with a GPU, else torch CUDA, else ONNX Runtime CPU, else torch CPU),
         "torch", "onnxruntime" or "tensorrt".
     device: "auto" (a GPU when visible), "cpu", "cuda" or "cuda:N"; the attribute holds the resolved one.
@@ -41,14 +43,16 @@ class Segmenter:
         ``{"calibration_images": folder}`` for int8.
     """
 
-    def __init__(self, weights: str | os.PathLike = DEFAULT_WEIGHTS, backend: str = "auto", device: str = "auto",
-                 precision: str = DEFAULT_PRECISION, input_size: tuple[int, int] | None = None,
+    def __init__(self, weights: str | os.PathLike | OpenedWeights | None = None, backend: str = "auto",
+                 device: str = "auto", precision: str = DEFAULT_PRECISION,
+                 input_size: tuple[int, int] | None = None,
                  engine_cache_dir: str | os.PathLike | None = None,
                  backend_options: Mapping[str, Any] | None = None) -> None:
-        model, self.info = load_model(weights)
-        self.weights = str(weights)
+        opened = open_weights(weights)
+        model, self.info = opened.build_model(), opened.info
+        self.weights: str = opened.name
         self.classes: ClassSet = self.info.classes
-        size = tuple(input_size or self.info.train_resolution or (512, 1024))
+        size = tuple(input_size or self.info.train_resolution or DEFAULT_INPUT_SIZE)
         if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in size):
             raise ValueError(f"input_size must be (height, width) with positive integers, got {input_size!r}")
         self.input_size: tuple[int, int] = (int(size[0]), int(size[1]))

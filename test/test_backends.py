@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from bisenetv2_ros.backends import choose_backend
 from bisenetv2_ros.backends.fused import FusedSegmentation, fold_batchnorm
-from bisenetv2_ros.checkpoint import load_model
+from bisenetv2_ros.known_weights import load_model
 from bisenetv2_ros.segmenter import Segmenter
 
 CPU_BACKENDS = ("torch", "onnxruntime")

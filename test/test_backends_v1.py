@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from conftest import make_tiny_v1_checkpoint
 from test_backends import random_frames, reference_labels
 
-from bisenetv2_ros.checkpoint import load_model
+from bisenetv2_ros.known_weights import load_model
 from bisenetv2_ros.model_v1 import BiSeNetV1
 from bisenetv2_ros.segmenter import Segmenter
 

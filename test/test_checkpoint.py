@@ -9,9 +9,9 @@ import stat
 import pytest
 import torch
 
-from bisenetv2_ros import checkpoint as checkpoint_module
-from bisenetv2_ros.checkpoint import (KNOWN_WEIGHTS, Checkpoint, CheckpointError, CheckpointInfo, Normalization,
-                                      load_checkpoint, load_model, resolve_weights, save_checkpoint)
+from bisenetv2_ros import known_weights
+from bisenetv2_ros.checkpoint import Checkpoint, CheckpointError, CheckpointInfo, Normalization, load_checkpoint, save_checkpoint
+from bisenetv2_ros.known_weights import KNOWN_WEIGHTS, load_model, resolve_weights
 from bisenetv2_ros.classes import CAMVID, ClassSet, default_palette
 from bisenetv2_ros.model import BiSeNetV2, BiSeNetV2Config
 
@@ -177,8 +177,34 @@ def test_truncated_file_is_reported(tmp_path):
 def test_text_file_is_reported(tmp_path):
     path = tmp_path / "notes.pt"
     path.write_text("this is not a checkpoint\n")
-    with pytest.raises(CheckpointError, match=r"cannot read .*notes\.pt"):
+    with pytest.raises(CheckpointError, match=r"notes\.pt is a text file \(\.pt\), not a PyTorch checkpoint; "
+                                              r"pass a checkpoint \(\.pt/\.pth\) or a known weights name"):
         load_checkpoint(path)
+
+
+# A file that is no torch.save file at all: (name, content, what the one-line message must say).
+NOT_CHECKPOINTS = [
+    # An ONNX model is protobuf: field 1 (ir_version) varint first.
+    ("model.onnx", b"\x08\x08\x12\x07pytorch\x1a\x032.1" + bytes(range(256)),
+     r"model\.onnx is an ONNX model, not a checkpoint; pass the checkpoint \(\.pt/\.pth\) or known weights name "
+     r"it was exported from and choose the onnxruntime backend"),
+    ("model.engine", b"ftrt\x00\x00\x00\x00" + bytes(range(256)),
+     r"model\.engine is a TensorRT engine, not a checkpoint; pass the checkpoint .* it was built from and choose "
+     r"the tensorrt backend"),
+    ("config.yaml", "weights: camvid  # é\n".encode(), r"config\.yaml is a text file \(\.yaml\), not a PyTorch"),
+    ("empty.pt", b"", r"empty\.pt is empty, not a checkpoint"),
+    ("noise.bin", bytes(range(1, 256)) * 4, r"noise\.bin is not a PyTorch checkpoint \(unrecognised binary data\)"),
+]
+
+
+@pytest.mark.parametrize("name,content,message", NOT_CHECKPOINTS, ids=[n for n, _, _ in NOT_CHECKPOINTS])
+def test_files_that_are_not_checkpoints_say_what_they_are(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=message) as error:
+        load_checkpoint(path)
+    assert "\n" not in str(error.value)
+    assert "Python objects" not in str(error.value) and "truncated" not in str(error.value)
 
 
 def test_missing_file_is_reported(tmp_path):
@@ -322,7 +348,7 @@ def test_known_weights_not_downloaded_say_how_to_get_them(tmp_path, monkeypatch)
 
 
 def test_missing_embedded_weights_say_reinstall(tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoint_module, "PACKAGE_WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(known_weights, "PACKAGE_WEIGHTS_DIR", tmp_path)
     with pytest.raises(CheckpointError, match="embedded weights .* are missing; reinstall"):
         resolve_weights("camvid")
 

@@ -11,7 +11,7 @@ import pytest
 from bisenetv2_ros.backends import BackendError, cpu, int8
 from bisenetv2_ros.backends.cpu import auto_precision, cpu_info, native_bf16, parse_cpuinfo
 from bisenetv2_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
-from bisenetv2_ros.checkpoint import load_model
+from bisenetv2_ros.known_weights import load_model
 from bisenetv2_ros.segmenter import Segmenter
 
 from test_backends import random_frames

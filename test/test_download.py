@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from bisenetv2_ros import cli
-from bisenetv2_ros import checkpoint as ckpt
+from bisenetv2_ros import known_weights
+from bisenetv2_ros.importers_v2 import mmseg_units
+from bisenetv2_ros.key_maps import key_pairs
 from bisenetv2_ros.model import BiSeNetV2, BiSeNetV2Config
 
 NAME = "mmseg-cityscapes"
@@ -31,7 +33,7 @@ def make_mmseg_checkpoint(path: Path, seed: int = 0) -> tuple[Path, BiSeNetV2]:
                              ge_depthwise_relu=True)
     model = BiSeNetV2(config).eval()
     ours = model.state_dict()
-    pairs = ckpt._key_pairs(ckpt._mmseg_units(config), set(ours))
+    pairs = key_pairs(mmseg_units(config), set(ours))
     theirs = {foreign: ours[key].clone() for key, foreign in pairs}
     theirs["auxiliary_head.0.conv_seg.weight"] = torch.zeros(19, 16, 1, 1)
     torch.save({"meta": {"mmseg_version": "0.17.0"}, "state_dict": theirs}, path)
@@ -48,7 +50,7 @@ def served(tmp_path_factory):
     """An HTTP server on 127.0.0.1 (ephemeral port) serving a synthetic checkpoint under the published
     file name; yields (base URL, file path, model)."""
     root = tmp_path_factory.mktemp("server")
-    path, model = make_mmseg_checkpoint(root / ckpt.KNOWN_WEIGHTS[NAME].file_name)
+    path, model = make_mmseg_checkpoint(root / known_weights.KNOWN_WEIGHTS[NAME].file_name)
     (root / "garbage.pth").write_bytes(b"\x00" * 1000)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -68,8 +70,8 @@ def cache(tmp_path, monkeypatch) -> Path:
 
 def publish_checksum(monkeypatch, sha256_prefix: str) -> None:
     """The synthetic file has its own SHA-256; make the known entry state its prefix."""
-    entry = dataclasses.replace(ckpt.KNOWN_WEIGHTS[NAME], sha256_prefix=sha256_prefix)
-    monkeypatch.setitem(ckpt.KNOWN_WEIGHTS, NAME, entry)
+    entry = dataclasses.replace(known_weights.KNOWN_WEIGHTS[NAME], sha256_prefix=sha256_prefix)
+    monkeypatch.setitem(known_weights.KNOWN_WEIGHTS, NAME, entry)
 
 
 def sha256(path: Path) -> str:
@@ -82,11 +84,11 @@ def test_download_verifies_converts_and_makes_the_name_loadable(served, cache, m
     monkeypatch.setenv("BISENETV2_DOWNLOAD_BASE", base)
     assert cli.main(["download", NAME, "--quiet"]) == 0
     out = capsys.readouterr().out
-    final = cache / ckpt.KNOWN_WEIGHTS[NAME].file_name
+    final = cache / known_weights.KNOWN_WEIGHTS[NAME].file_name
     assert f"downloaded and verified: {final}" in out and f"--weights {NAME}" in out
     assert final.read_bytes() == source.read_bytes()
     assert sorted(p.name for p in cache.iterdir()) == [final.name]  # no temporary file left
-    loaded, info = ckpt.load_model(NAME)
+    loaded, info = known_weights.load_model(NAME)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value, msg=key)
     assert info.metrics["val_miou"] == pytest.approx(73.21) and info.provenance["imported_from"] == "mmsegmentation"

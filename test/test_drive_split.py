@@ -196,11 +196,12 @@ def test_promote_refuses_a_model_that_does_not_beat_the_baseline_and_stores_both
 
 
 def test_embedded_default_matches_its_named_entry():
-    from bisenetv2_ros.checkpoint import DEFAULT_WEIGHTS, KNOWN_WEIGHTS, load_checkpoint, resolve_weights
+    from bisenetv2_ros.checkpoint import load_checkpoint
+    from bisenetv2_ros.known_weights import DEFAULT_WEIGHTS, KNOWN_WEIGHTS, resolve_weights
 
     entry = KNOWN_WEIGHTS[DEFAULT_WEIGHTS]
     shipped = load_checkpoint(resolve_weights(DEFAULT_WEIGHTS))
-    # A promotion that forgets checkpoint.py would leave the listed resolution wrong.
+    # A promotion that forgets known_weights.py would leave the listed resolution wrong.
     assert shipped.info.train_resolution == entry.info.train_resolution
     assert shipped.info.classes.names == entry.info.classes.names
     assert shipped.kind == "deploy"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from bisenetv2_ros.checkpoint import load_model
+from bisenetv2_ros.known_weights import load_model
 from bisenetv2_ros.classes import IGNORE_INDEX
 from bisenetv2_ros.segmenter import Segmenter
 from training.evaluate import ConfusionMatrix, evaluate_model, evaluate_segmenter, format_table, main, predict_logits
@@ -109,3 +109,14 @@ def test_cli_reduced_precision_against_a_reference(tiny_weights, frames_dataset,
     fp32 = main(["--weights", str(tiny_weights), "--dataset", "folder", "--root", str(root), "--backend", "onnxruntime",
                  "--precision", "fp32", "--reference-precision", "fp32", "--output", str(tmp_path / "fp32.json")])
     assert fp32["agreement_with_reference"] == 1.0 and fp32["miou"] == fp32["reference"]["miou"]
+
+
+def test_cli_with_a_reference_reads_the_weights_once(tiny_weights, frames_dataset, tmp_path, monkeypatch):
+    root = Path(frames_dataset.samples[0].image).parents[1]
+    reads, real_load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda path, *a, **k: reads.append(str(path)) or real_load(path, *a, **k))
+    result = main(["--weights", str(tiny_weights), "--dataset", "folder", "--root", str(root), "--backend", "torch",
+                   "--device", "cpu", "--precision", "fp32", "--reference-precision", "fp32", "--limit", "1",
+                   "--output", str(tmp_path / "r.json")])
+    assert result["agreement_with_reference"] == 1.0 and result["weights"] == str(tiny_weights)
+    assert reads == [str(tiny_weights)]  # two Segmenters, one read

@@ -9,7 +9,7 @@ import torch
 
 from bisenetv2_ros.backends.fused import FusedSegmentation
 from bisenetv2_ros.backends.onnxruntime_backend import make_session
-from bisenetv2_ros.checkpoint import load_model
+from bisenetv2_ros.known_weights import load_model
 from bisenetv2_ros.export import check_onnx, export_onnx, main
 
 

@@ -17,8 +17,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bisenetv2_ros.checkpoint import (CheckpointError, detect_family, import_checkpoint, import_state_dict,
-                                      load_checkpoint, save_checkpoint)
+from bisenetv2_ros.checkpoint import CheckpointError, detect_family, load_checkpoint, save_checkpoint
+from bisenetv2_ros.importers import import_checkpoint, import_state_dict
 from bisenetv2_ros.classes import CITYSCAPES
 
 # --------------------------------------------------------------------------------------------

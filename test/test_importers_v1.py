@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from test_importers import StateBuilder, _bn, _cbr, _conv
 
-from bisenetv2_ros.checkpoint import (CheckpointError, detect_family, import_checkpoint, import_state_dict,
-                                      load_checkpoint, save_checkpoint)
-from bisenetv2_ros.checkpoint_v1 import COINCHEUNG_V1, MMSEG_V1
+from bisenetv2_ros.checkpoint import CheckpointError, detect_family, load_checkpoint, save_checkpoint
+from bisenetv2_ros.importers import import_checkpoint, import_state_dict
+from bisenetv2_ros.importers_v1 import COINCHEUNG_V1, MMSEG_V1
 from bisenetv2_ros.classes import CITYSCAPES
 from bisenetv2_ros.model_v1 import BiSeNetV1
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from bisenetv2_ros.architectures import architecture_of, build_model, config_from_dict
-from bisenetv2_ros.checkpoint import (PACKAGE_WEIGHTS_DIR, Checkpoint, CheckpointError, CheckpointInfo,
-                                      load_checkpoint, load_model, save_checkpoint)
+from bisenetv2_ros.checkpoint import Checkpoint, CheckpointError, CheckpointInfo, load_checkpoint, save_checkpoint
+from bisenetv2_ros.known_weights import PACKAGE_WEIGHTS_DIR, load_model
 from bisenetv2_ros.classes import CAMVID, ClassSet, default_palette
 from bisenetv2_ros.model import BiSeNetV2
 from bisenetv2_ros.model_v1 import BiSeNetV1, BiSeNetV1Config

@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from bisenetv2_ros.checkpoint import load_checkpoint, load_model
+from bisenetv2_ros.checkpoint import load_checkpoint
+from bisenetv2_ros.known_weights import load_model
 from bisenetv2_ros.classes import IGNORE_INDEX
 from bisenetv2_ros.model import BiSeNetV2, BiSeNetV2Config
 from training.config import TrainConfig, load_config

@@ -200,18 +200,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     from training.datasets import build_dataset
 
+    from bisenetv2_ros.conventions import DEFAULT_INPUT_SIZE
+    from bisenetv2_ros.known_weights import open_weights
+
     dataset = build_dataset(args.dataset, args.root, args.split, args.classes_file)
+    weights = open_weights(args.weights)  # read once, even for a second (reference) Segmenter
     if args.flip or args.scales != [1.0]:
-        from bisenetv2_ros.checkpoint import load_model
-        model, info = load_model(args.weights)
-        model.to(args.device)
-        size = tuple(args.input_size or info.train_resolution or (512, 1024))
+        model, info = weights.build_model().to(args.device), weights.info
+        size = tuple(args.input_size or info.train_resolution or DEFAULT_INPUT_SIZE)
         result = evaluate_model(model, dataset, size, info.normalization, args.flip, args.scales, args.limit,
                                 args.device, progress=True)
     else:
         from bisenetv2_ros.segmenter import Segmenter
         options = {"calibration_images": args.calibration_images} if args.calibration_images else None
-        make = lambda precision: Segmenter(args.weights, backend=args.backend, device=args.device,  # noqa: E731
+        make = lambda precision: Segmenter(weights, backend=args.backend, device=args.device,  # noqa: E731
                                            precision=precision, backend_options=options,
                                            input_size=tuple(args.input_size) if args.input_size else None)
         segmenter = make(args.precision)

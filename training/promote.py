@@ -7,7 +7,7 @@ current default on drive_val (the drive-disjoint CamVid split) and on val throug
 pipeline, and replace bisenetv2_ros/weights/bisenetv2_camvid.pt only when the candidate's drive_val
 mIoU is higher (``--force`` overrides). The shipped file stores both evaluations as metrics
 (drive_val_miou, val_miou, per-class IoU). The script then prints what must change in
-``bisenetv2_ros/checkpoint.py`` (the ``camvid`` entry's resolution) and the README table rows.
+``bisenetv2_ros/known_weights.py`` (the ``camvid`` entry's resolution) and the README table rows.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import shutil
 import tempfile
 from typing import Sequence
 
-from bisenetv2_ros.checkpoint import DEFAULT_WEIGHTS, KNOWN_WEIGHTS, load_checkpoint, save_checkpoint
+from bisenetv2_ros.checkpoint import load_checkpoint, save_checkpoint
+from bisenetv2_ros.known_weights import DEFAULT_WEIGHTS, KNOWN_WEIGHTS
 from training import evaluate
 from training.export import evaluation_metrics, to_deploy
 
@@ -41,11 +42,11 @@ def evaluate_file(weights: str, root: str, split: str, folder: Path, threads: in
 
 
 def entry_update(resolution: Sequence[int]) -> str | None:
-    """The checkpoint.py change the new file needs, or None when the named entry already matches."""
+    """The known_weights.py change the new file needs, or None when the named entry already matches."""
     entry = KNOWN_WEIGHTS[DEFAULT_WEIGHTS]
     if tuple(entry.info.train_resolution or ()) == tuple(resolution):
         return None
-    return (f"bisenetv2_ros/checkpoint.py, KNOWN_WEIGHTS['{DEFAULT_WEIGHTS}']: "
+    return (f"bisenetv2_ros/known_weights.py, KNOWN_WEIGHTS['{DEFAULT_WEIGHTS}']: "
             f"info=CheckpointInfo(CAMVID, IMAGENET_NORMALIZATION, {tuple(resolution)}, \"camvid\") "
             f"(now {entry.info.train_resolution})")
 
@@ -86,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.copyfile(written, args.output)
     print(f"wrote {args.output} (resolution {deploy.info.train_resolution})")
     change = entry_update(deploy.info.train_resolution)
-    print("checkpoint.py: " + (change or "the named entry already matches"))
+    print("known_weights.py: " + (change or "the named entry already matches"))
     for split, result in results.items():
         print(f"README row: {split} mIoU / pixel acc. {100 * result['miou']:.1f} % / "
               f"{100 * result['pixel_accuracy']:.1f} %")

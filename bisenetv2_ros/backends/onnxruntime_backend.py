@@ -82,7 +82,7 @@ class OnnxRuntimeBackend(Backend):
             # Resolved now, so that a missing folder fails at start-up, not at the first frame.
             self.calibration = CalibrationSet(calibration_frames, calibration_images, dataset,
                                               int(calibration_limit or DEFAULT_CALIBRATION_FRAMES))
-            from ..checkpoint import cache_dir as default_cache_dir
+            from ..known_weights import cache_dir as default_cache_dir
 
             self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir() / "engines"
         self.quant_format = quant_format

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import Normalization, cache_dir
+from ..checkpoint import Normalization
+from ..known_weights import cache_dir
 from . import Backend, BackendError
 from .engine_cache import EngineCache
 

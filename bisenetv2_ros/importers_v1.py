@@ -1,4 +1,4 @@
-"""Importers of public BiSeNetV1 (ResNet-18) checkpoints into our format.
+"""Importers of public BiSeNetV1 (ResNet-18) checkpoints: mmsegmentation's and CoinCheung/BiSeNet's key maps.
 
 Two layouts, read off the publishers' model code:
 
@@ -28,15 +28,14 @@ Auxiliary heads are dropped by name; every other foreign tensor must be used exa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Mapping
 
 import torch
 
-from .checkpoint import (CITYSCAPES_NORMALIZATION, IMAGENET_NORMALIZATION, Checkpoint, CheckpointError,
-                         CheckpointInfo, UnitMap, _key_pairs, _strip_module, convert_state_dict, imported_info)
+from .checkpoint import CITYSCAPES_NORMALIZATION, IMAGENET_NORMALIZATION, CheckpointError, CheckpointInfo
 from .classes import CITYSCAPES
-from .model_v1 import OUTPUT_STRIDE, BiSeNetV1, BiSeNetV1Config
+from .key_maps import Family, UnitMap, conv_bn
+from .model_v1 import OUTPUT_STRIDE, BiSeNetV1Config
 
 MMSEG_V1 = "mmsegmentation-bisenetv1"
 COINCHEUNG_V1 = "coincheung-bisenetv1"
@@ -55,38 +54,36 @@ def _resnet_units(ours: str, theirs: str) -> UnitMap:
 
 
 def _mmseg_units(config: BiSeNetV1Config) -> UnitMap:
-    cm = lambda p: (p + ".conv", p + ".bn")  # mmcv ConvModule  # noqa: E731
     cp = "backbone.context_path"
-    units = [(f"spatial.{ours}", *cm(f"backbone.spatial_path.layer{i}"))
+    units = [(f"spatial.{ours}", *conv_bn(f"backbone.spatial_path.layer{i}"))
              for i, ours in enumerate(("conv1", "conv2", "conv3", "conv_out"), start=1)]
     units += _resnet_units("context.backbone", f"{cp}.backbone")
     for arm in ("arm16", "arm32"):
-        units += [(f"context.{arm}.conv", *cm(f"{cp}.{arm}.conv_layer")),
-                  (f"context.{arm}.attention", *cm(f"{cp}.{arm}.atten_conv_layer.1"))]
-    units += [("context.global_context", *cm(f"{cp}.gap_conv.1")),
-              ("context.refine32", *cm(f"{cp}.conv_head32")),
-              ("context.refine16", *cm(f"{cp}.conv_head16")),
-              ("ffm.fuse", *cm("backbone.ffm.conv1")),
-              ("ffm.attention", *cm("backbone.ffm.conv_atten.0")),
-              ("head.conv", *cm("decode_head.convs.0")),
+        units += [(f"context.{arm}.conv", *conv_bn(f"{cp}.{arm}.conv_layer")),
+                  (f"context.{arm}.attention", *conv_bn(f"{cp}.{arm}.atten_conv_layer.1"))]
+    units += [("context.global_context", *conv_bn(f"{cp}.gap_conv.1")),
+              ("context.refine32", *conv_bn(f"{cp}.conv_head32")),
+              ("context.refine16", *conv_bn(f"{cp}.conv_head16")),
+              ("ffm.fuse", *conv_bn("backbone.ffm.conv1")),
+              ("ffm.attention", *conv_bn("backbone.ffm.conv_atten.0")),
+              ("head.conv", *conv_bn("decode_head.convs.0")),
               ("head.classifier", "decode_head.conv_seg", None)]
     return units
 
 
 def _coincheung_units(config: BiSeNetV1Config) -> UnitMap:
-    cbr = lambda p: (p + ".conv", p + ".bn")  # their ConvBNReLU  # noqa: E731
-    units = [(f"spatial.{name}", *cbr(f"sp.{name}")) for name in ("conv1", "conv2", "conv3", "conv_out")]
+    units = [(f"spatial.{name}", *conv_bn(f"sp.{name}")) for name in ("conv1", "conv2", "conv3", "conv_out")]
     units += _resnet_units("context.backbone", "cp.resnet")
     for arm in ("arm16", "arm32"):
-        units += [(f"context.{arm}.conv", *cbr(f"cp.{arm}.conv")),
+        units += [(f"context.{arm}.conv", *conv_bn(f"cp.{arm}.conv")),
                   (f"context.{arm}.attention", f"cp.{arm}.conv_atten", f"cp.{arm}.bn_atten")]
-    units += [("context.global_context", *cbr("cp.conv_avg")),
-              ("context.refine32", *cbr("cp.conv_head32")),
-              ("context.refine16", *cbr("cp.conv_head16")),
-              ("ffm.fuse", *cbr("ffm.convblk")),
+    units += [("context.global_context", *conv_bn("cp.conv_avg")),
+              ("context.refine32", *conv_bn("cp.conv_head32")),
+              ("context.refine16", *conv_bn("cp.conv_head16")),
+              ("ffm.fuse", *conv_bn("ffm.convblk")),
               ("ffm.attention.0", "ffm.conv1", None),
               ("ffm.attention.2", "ffm.conv2", None),
-              ("head.conv", *cbr("conv_out.conv")),
+              ("head.conv", *conv_bn("conv_out.conv")),
               ("head.classifier", "conv_out.conv_out", None)]
     return units
 
@@ -118,20 +115,10 @@ def _coincheung_config(state: Mapping[str, torch.Tensor]) -> BiSeNetV1Config:
         head_upsample="pixel_shuffle" if pixel_shuffle else "bilinear", align_corners=not pixel_shuffle)
 
 
-@dataclass(frozen=True)
-class _V1Family:
-    name: str
-    required: tuple[str, ...]  # keys read to size the model; their absence means another network
-    config: Callable[[Mapping[str, torch.Tensor]], BiSeNetV1Config]
-    units: Callable[[BiSeNetV1Config], UnitMap]
-    is_aux_key: Callable[[str], bool]
-    optional: Callable[[str], bool]  # foreign tensors that may be absent and are then zero
-    default_info: CheckpointInfo
-
-
-V1_FAMILIES: dict[str, _V1Family] = {
-    MMSEG_V1: _V1Family(
+V1_FAMILIES: dict[str, Family] = {
+    MMSEG_V1: Family(
         name=MMSEG_V1,
+        network="BiSeNetV1",
         required=("decode_head.conv_seg.weight", "decode_head.convs.0.conv.weight",
                   "backbone.context_path.arm16.conv_layer.conv.weight", "backbone.ffm.conv1.conv.weight"),
         config=_mmseg_config,
@@ -140,8 +127,9 @@ V1_FAMILIES: dict[str, _V1Family] = {
         optional=lambda k: k.endswith("num_batches_tracked"),
         default_info=CheckpointInfo(CITYSCAPES, IMAGENET_NORMALIZATION, (1024, 2048), "cityscapes"),
     ),
-    COINCHEUNG_V1: _V1Family(
+    COINCHEUNG_V1: Family(
         name=COINCHEUNG_V1,
+        network="BiSeNetV1",
         required=("conv_out.conv_out.weight", "conv_out.conv.conv.weight", "cp.arm16.conv.conv.weight",
                   "ffm.convblk.conv.weight"),
         config=_coincheung_config,
@@ -153,27 +141,3 @@ V1_FAMILIES: dict[str, _V1Family] = {
         default_info=CheckpointInfo(CITYSCAPES, CITYSCAPES_NORMALIZATION, (1024, 2048), "cityscapes"),
     ),
 }
-
-
-def detect_v1_family(keys: Iterable[str]) -> str | None:
-    """A BiSeNetV1 family from key names (already without a 'module.' prefix), or None."""
-    keys = list(keys)
-    if any(k.startswith("backbone.context_path.") for k in keys):
-        return MMSEG_V1
-    if any(k.startswith("cp.resnet.") for k in keys) and any(k.startswith("sp.") for k in keys):
-        return COINCHEUNG_V1
-    return None
-
-
-def import_v1_state_dict(state: Mapping[str, Any], family: str, info: CheckpointInfo | None = None) -> Checkpoint:
-    """A foreign BiSeNetV1 state dict -> our deploy checkpoint (exact: see the module docstring)."""
-    fam = V1_FAMILIES[family]
-    state = {_strip_module(k): v for k, v in state.items()}
-    for key in fam.required:
-        if key not in state:
-            raise CheckpointError(f"not a {family} BiSeNetV1 state dict: key {key!r} is missing")
-    config = fam.config(state)
-    template = BiSeNetV1(config).state_dict()
-    pairs = _key_pairs(fam.units(config), set(template))
-    converted = convert_state_dict(state, pairs, template, family, fam.optional, fam.is_aux_key)
-    return Checkpoint(config, imported_info(info or fam.default_info, config.num_classes, family), converted, "deploy")
