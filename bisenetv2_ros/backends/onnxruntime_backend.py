@@ -4,7 +4,7 @@ By default one graph with dynamic batch and frame size serves every frame (one e
 second for the default model), except frames already at the model size: they get their own graph
 without the resize (an identity Resize still costs a pass over the frame). ``dynamic=False`` exports
 one fixed-shape graph per frame shape. On the CPU the graph's tail runs channels-last
-(``export.channels_last_tail_onnx``). CUDAExecutionProvider is used when the device is CUDA and the
+(``onnx_graph.channels_last_tail_onnx``). CUDAExecutionProvider is used when the device is CUDA and the
 provider is present.
 """
 
@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import Normalization
-from . import Backend, BackendError
+from .base import Backend, BackendError, check_precision
+from .onnx_graph import fused_onnx_bytes, network_onnx_bytes
 
 LOGGER = logging.getLogger("bisenetv2_ros")
 
@@ -69,8 +70,6 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(f"unknown device {device!r}; use 'cpu' or 'cuda[:n]'")
         device = "cpu" if device in ("auto", None) else device
         if precision not in ("fp32", "int8") or (precision == "int8" and device != "cpu"):
-            from . import check_precision
-
             check_precision(self.name, device, precision)
         super().__init__(device, precision, input_size)
         self.calibration = None
@@ -97,8 +96,6 @@ class OnnxRuntimeBackend(Backend):
         self._model_only = None
 
     def onnx_bytes(self, channel_order: str = "rgb", frame_shape: tuple[int, int, int] | None = None) -> bytes:
-        from ..export import fused_onnx_bytes
-
         batch, frame_size = (None, "dynamic") if frame_shape is None else (frame_shape[0], frame_shape[1:])
         return fused_onnx_bytes(self.model, self.normalization, self.input_size, frame_size, channel_order,
                                 batch, self.opset, self.exporter, channels_last_tail=self.device == "cpu")
@@ -164,23 +161,7 @@ class OnnxRuntimeBackend(Backend):
     def run_model(self, x: np.ndarray) -> np.ndarray:
         """Network only (for benchmarks): normalised float32 NCHW at the model size -> logits at that size."""
         if self._model_only is None:
-            self._model_only = make_session(_network_onnx_bytes(self.model, self.input_size, self.opset),
+            self._model_only = make_session(network_onnx_bytes(self.model, self.input_size, self.opset),
                                             self.device, self.threads, self.spin)
         return self._model_only.run(None, {"input": np.ascontiguousarray(x, dtype=np.float32)})[0]
 
-
-def _network_onnx_bytes(model, input_size: tuple[int, int], opset: int) -> bytes:
-    import io
-    import warnings
-
-    import torch
-
-    from .fused import fold_batchnorm
-
-    buffer = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(fold_batchnorm(model), (torch.zeros(1, 3, *input_size),), buffer, dynamo=False,
-                          opset_version=opset, input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    return buffer.getvalue()
