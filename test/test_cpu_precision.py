@@ -187,7 +187,7 @@ def test_int8_keeps_preprocessing_and_labels_tail_float(tiny):
     import onnx
 
     model, info = tiny
-    from bisenetv2_ros.export import fused_onnx_bytes
+    from bisenetv2_ros.backends.onnx_graph import fused_onnx_bytes
 
     data = fused_onnx_bytes(model, info.normalization, info.train_resolution, "dynamic", channels_last_tail=True)
     quantised, kept = int8.network_nodes(onnx.load_from_string(data))
