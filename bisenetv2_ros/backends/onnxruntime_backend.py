@@ -18,7 +18,8 @@ import numpy as np
 
 from ..checkpoint import Normalization
 from .base import Backend, BackendError, check_precision
-from .onnx_graph import fused_onnx_bytes, network_onnx_bytes
+from .engine_cache import EngineCache, default_engine_cache_dir
+from .onnx_graph import MIN_OPSET, fused_onnx_bytes, network_onnx_bytes
 
 LOGGER = logging.getLogger("bisenetv2_ros")
 
@@ -62,7 +63,7 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, model, normalization: Normalization, input_size: tuple[int, int], device: str = "cpu",
                  precision: str = "fp32", dynamic: bool = True, exporter: str = "legacy", threads: int | None = None,
-                 opset: int = 17, spin: bool = False, calibration_images: str | os.PathLike | None = None,
+                 opset: int = MIN_OPSET, spin: bool = False, calibration_images: str | os.PathLike | None = None,
                  calibration_frames: np.ndarray | None = None, calibration_limit: int | None = None,
                  dataset: str = "unknown", cache_dir: str | os.PathLike | None = None,
                  quant_format: str = "QDQ") -> None:
@@ -81,17 +82,11 @@ class OnnxRuntimeBackend(Backend):
             # Resolved now, so that a missing folder fails at start-up, not at the first frame.
             self.calibration = CalibrationSet(calibration_frames, calibration_images, dataset,
                                               int(calibration_limit or DEFAULT_CALIBRATION_FRAMES))
-            from ..checkpoint import cache_dir as default_cache_dir
-
-            self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir() / "engines"
+            self.cache_dir = Path(cache_dir) if cache_dir else default_engine_cache_dir()
         self.quant_format = quant_format
-        self.model = model.eval()
-        self.normalization = normalization
-        self.dynamic = dynamic
-        self.exporter = exporter
-        self.threads = threads
-        self.opset = opset
-        self.spin = spin
+        self.model, self.normalization = model.eval(), normalization
+        self.dynamic, self.exporter, self.opset = dynamic, exporter, opset  # how graphs are exported
+        self.threads, self.spin = threads, spin  # how sessions run them (make_session)
         self._sessions: dict[tuple, object] = {}
         self._model_only = None
 
@@ -118,7 +113,7 @@ class OnnxRuntimeBackend(Backend):
             if self.precision == "int8":
                 session = self._int8_session(onnx_bytes, channel_order, key[1])
             else:
-                session = make_session(onnx_bytes, self.device, self.threads, self.spin)
+                session = self._new_session(onnx_bytes)
             self._sessions[key] = session
         return session
 
@@ -128,7 +123,6 @@ class OnnxRuntimeBackend(Backend):
 
         import onnxruntime as ort
 
-        from .engine_cache import EngineCache
         from .cpu import cpu_info
         from .int8 import QUANTIZER_VERSION, quantize_fused_onnx, quantizer_settings
 
@@ -150,9 +144,12 @@ class OnnxRuntimeBackend(Backend):
             return quantize_fused_onnx(onnx_bytes, frames, batch=batch, quant_format=self.quant_format, **settings)
 
         session, path = EngineCache(self.cache_dir).load_or_build(
-            slot, key, build, lambda payload: make_session(payload, self.device, self.threads, self.spin))
+            slot, key, build, self._new_session)
         self.int8_cache_files = getattr(self, "int8_cache_files", []) + [path]
         return session
+
+    def _new_session(self, onnx_model: bytes):
+        return make_session(onnx_model, self.device, self.threads, self.spin)
 
     def _run(self, frames: np.ndarray, channel_order: str) -> np.ndarray:
         frames = np.ascontiguousarray(frames)
@@ -161,7 +158,6 @@ class OnnxRuntimeBackend(Backend):
     def run_model(self, x: np.ndarray) -> np.ndarray:
         """Network only (for benchmarks): normalised float32 NCHW at the model size -> logits at that size."""
         if self._model_only is None:
-            self._model_only = make_session(network_onnx_bytes(self.model, self.input_size, self.opset),
-                                            self.device, self.threads, self.spin)
+            self._model_only = self._new_session(network_onnx_bytes(self.model, self.input_size, self.opset))
         return self._model_only.run(None, {"input": np.ascontiguousarray(x, dtype=np.float32)})[0]
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import Normalization, cache_dir
+from ..checkpoint import Normalization
 from ..conventions import DEFAULT_WORKSPACE_GIB
 from . import int8
 from .base import Backend, BackendError, cuda_available, tensorrt_importable
-from .engine_cache import EngineCache
+from .engine_cache import EngineCache, default_engine_cache_dir
 from .onnx_graph import fused_onnx_bytes
 
 LOGGER = logging.getLogger("bisenetv2_ros")
@@ -188,10 +188,6 @@ def prebuild_engine(model, normalization: Normalization, input_size: tuple[int, 
     return build_engine_cached(onnx_bytes, Path(engine_cache_dir or default_engine_cache_dir()), precision,
                                tuple(frame_shape), channel_order, workspace_gib, calibration_images, ENGINE_NAME,
                                device)
-
-
-def default_engine_cache_dir() -> Path:
-    return cache_dir() / "engines"
 
 
 class TensorRTBackend(Backend):
