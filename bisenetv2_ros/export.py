@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 # The graph builder's names stay importable from here (they lived here before); torch, the
 # checkpoint format and TensorRT load only when something is exported, so `bisenetv2 --help`
 # (which builds the export flags) stays instant.
-from .backends.onnx_graph import (EXPORTERS, MIN_OPSET, channels_last_tail_onnx, check_onnx,  # noqa: F401
-                                  fused_onnx_bytes)
+from .backends.onnx_graph import EXPORTERS, MIN_OPSET, channels_last_tail_onnx, check_onnx, fused_onnx_bytes
 from .conventions import CHANNEL_ORDERS, DEFAULT_INPUT_SIZE, DEFAULT_WORKSPACE_GIB, size_argument
 from .fileio import write_atomic
 
@@ -35,6 +34,10 @@ if TYPE_CHECKING:
     import torch
 
     from .checkpoint import Checkpoint, CheckpointInfo
+
+__all__ = ["EXPORTERS", "MIN_OPSET", "ExportRequest", "ExportResult", "add_arguments", "build_tensorrt_engine",
+           "channels_last_tail_onnx", "check_onnx", "export_checkpoint", "export_onnx", "fused_onnx_bytes", "main",
+           "request_from_args", "staged_files"]
 
 ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
 

@@ -281,3 +281,21 @@ def test_training_export_old_size_flag_still_works_with_a_note(tiny_weights, tmp
     assert out == tmp_path / "d.pt" and out.is_file()
     assert captured.err.splitlines() == ["training/export.py: --onnx-input-size is deprecated; use --input-size HxW"]
     assert f"ONNX model (uint8 frames in, uint8 labels out; network 32x48) -> {tmp_path / 'm.onnx'}" in captured.out
+
+
+def test_the_export_flags_load_without_torch():
+    """`bisenetv2 --help` builds the export flags from bisenetv2_ros.export: that must not load torch."""
+    code = ("import sys, argparse\nimport bisenetv2_ros.export as e\ne.add_arguments(argparse.ArgumentParser())\n"
+            "print(sorted(m for m in ('torch', 'onnx', 'tensorrt', 'numpy') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_training_export_rejects_a_foreign_metrics_file_in_one_line(tiny_weights, tmp_path):
+    (tmp_path / "val.json").write_text('{"accuracy": 0.9}')
+    with pytest.raises(SystemExit) as raised:
+        training_export_main([str(tiny_weights), str(tmp_path / "d.pt"), "--metrics", str(tmp_path / "val.json")])
+    assert raised.value.code == (f"training/export.py: error: {tmp_path / 'val.json'} is not the JSON of "
+                                 "training/evaluate.py --output (KeyError('miou'))")
+    assert [p.name for p in tmp_path.iterdir()] == ["val.json"]

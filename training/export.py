@@ -97,7 +97,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
         checkpoint = load_checkpoint(args.checkpoint)
         metrics: dict[str, float] = {}
         for metrics_file in args.metrics:
-            metrics.update(evaluation_metrics(json.loads(Path(metrics_file).read_text())))
+            try:
+                metrics.update(evaluation_metrics(json.loads(Path(metrics_file).read_text())))
+            except (KeyError, TypeError, AttributeError) as error:
+                raise ValueError(f"{metrics_file} is not the JSON of training/evaluate.py --output ({error!r})") from None
         for item in args.metric:
             key, _, value = item.partition("=")
             metrics[key] = float(value)
