@@ -3,6 +3,8 @@
 Every backend runs the same fused pipeline (``fused.FusedSegmentation``): uint8 NHWC frames in,
 uint8 NHW labels at the frame size out. ``create_backend`` picks and builds one; ``"auto"`` tries
 TensorRT (with a GPU), then torch CUDA, then ONNX Runtime CPU, then torch CPU, and logs its choice.
+The interface, the names and device resolution live in ``base.py`` (re-exported here); the ONNX
+graphs the onnxruntime and tensorrt backends run are built by ``onnx_graph.py``.
 """
 
 from __future__ import annotations
