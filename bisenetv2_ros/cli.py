@@ -161,24 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--half", action="store_true", help="store the weights as fp16 (half the file size)")
     imp.set_defaults(handler=cmd_import)
 
+    from . import export as export_flags
+
     export = add("export", "make a deployment checkpoint from a training one; optionally ONNX and TensorRT",
                  "bisenetv2 export runs/camvid/best.pt --output camvid.pt --half --onnx camvid.onnx --engine ~/.cache/bisenetv2_ros/engines")
     export.add_argument("checkpoint", metavar="CHECKPOINT", help="a training or deploy checkpoint, or a known name")
     export.add_argument("--output", "-o", type=Path, default=None,
                         help="deploy checkpoint to write (no booster heads, no optimizer state)")
     export.add_argument("--half", action="store_true", help="store the deploy checkpoint's weights as fp16")
-    export.add_argument("--onnx", type=Path, default=None, metavar="PATH", help="also export an ONNX model")
-    export.add_argument("--engine", type=Path, default=None, metavar="CACHE_DIR",
-                        help="also build a TensorRT engine into this engine cache folder (the node's "
-                             "engine_cache_dir); needs a GPU and TensorRT")
-    export.add_argument("--input-size", type=_input_size, default=None, metavar="HxW",
-                        help="network input size of the ONNX model / engine (default: the checkpoint's training resolution)")
-    export.add_argument("--frame-size", type=_input_size, default=None, metavar="HxW",
-                        help="camera frame size the engine is built for (default: the input size); the ONNX "
-                             "model itself accepts any frame size")
-    export.add_argument("--batch", type=_positive_int, default=1, metavar="N", help="engine batch size (default: 1)")
-    export.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16",
-                        help="TensorRT engine precision (default: fp16)")
+    export_flags.add_arguments(export)  # --onnx, --engine, sizes, precision: shared with training/export.py
     export.set_defaults(handler=cmd_export)
 
     for name, (module, summary) in DELEGATED.items():
@@ -499,43 +490,16 @@ def cmd_import(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .checkpoint import Checkpoint, save_checkpoint
+    from .export import export_checkpoint, request_from_args
     from .known_weights import open_weights
 
     if not (args.output or args.onnx or args.engine):
         raise CliError("nothing to do: give --output (deploy checkpoint), --onnx and/or --engine")
-    checkpoint = open_weights(args.checkpoint).checkpoint
-    deploy = Checkpoint.from_model(checkpoint.build_model(for_inference=True), checkpoint.info, kind="deploy")
-    if args.output is not None:
-        deploy_path = save_checkpoint(deploy, args.output, half=args.half)
-        print(f"deploy checkpoint ({checkpoint.kind} -> deploy{', fp16' if args.half else ''}) -> {deploy_path}")
-    if args.onnx or args.engine:
-        _export_graphs(args, deploy)
+    request = request_from_args(args, output=args.output, half=args.half)
+    request.check()  # bad settings fail before the checkpoint is read
+    result = export_checkpoint(open_weights(args.checkpoint).checkpoint, request)
+    print("\n".join(result.lines()))
     return 0
-
-
-def _export_graphs(args, deploy) -> None:
-    """--onnx / --engine through bisenetv2_ros.export (the inference backends' exporter)."""
-    import tempfile
-
-    try:
-        exporter = importlib.import_module("bisenetv2_ros.export")
-    except ModuleNotFoundError as error:
-        if error.name != "bisenetv2_ros.export":
-            raise
-        raise CliError("ONNX / TensorRT export is not available in this build (bisenetv2_ros.export is missing)")
-    input_size = tuple(args.input_size or deploy.info.train_resolution or (512, 1024))
-    model = deploy.build_model(for_inference=True)
-    with tempfile.TemporaryDirectory(prefix="bisenetv2_export_") as scratch:
-        onnx_path = args.onnx or Path(scratch) / "model.onnx"  # an engine is built from ONNX
-        written = exporter.export_onnx(model, onnx_path, input_size=input_size, info=deploy.info)
-        if args.onnx:
-            print(f"ONNX model (uint8 frames in, uint8 labels out; network {input_size[0]}x{input_size[1]}) -> {written}")
-        if args.engine:
-            frame = args.frame_size or input_size
-            engine = exporter.build_tensorrt_engine(written, args.engine, precision=args.precision,
-                                                    frame_shape=(args.batch, frame[0], frame[1]))
-            print(f"TensorRT {args.precision} engine for {args.batch}x{frame[0]}x{frame[1]} frames -> {engine}")
 
 
 if __name__ == "__main__":

@@ -1,220 +1,337 @@
-"""Export of the fused pipeline (uint8 frames in, uint8 labels out) to ONNX, and TensorRT engines.
+"""Writes the export files: deployment checkpoints, ONNX models of the fused pipeline, TensorRT engines.
 
-    export_onnx(weights, "model.onnx", input_size=(512, 1024), frame_size="dynamic")
-    build_tensorrt_engine("model.onnx", cache_dir="engines", precision="fp16", frame_shape=(1, 720, 1280))
+The graphs come from ``backends/onnx_graph.py`` and the engines from ``backends/tensorrt_backend.py``;
+this module decides what to write and writes it all or nothing. What can fail (no TensorRT, no GPU,
+a graph check, the engine build) is checked or done before the first file is moved into place, and
+the files are staged under temporary names beside their targets, so a failed export leaves nothing.
 
-Command line: ``python -m bisenetv2_ros.export WEIGHTS OUT.onnx [--input-size HxW] [--frame-size HxW|dynamic]
-[--channel-order rgb|bgr] [--tensorrt {fp32,fp16,int8} --engine-cache DIR --batch N]`` (the last
-prebuilds a TensorRT engine without running it: the build-only mode).
+    export_onnx("camvid", "model.onnx", input_size=(512, 1024), frame_size="dynamic")
+    export_checkpoint(checkpoint, ExportRequest(output="deploy.pt", onnx="model.onnx"))
+
+Command line: ``bisenetv2 export`` (its graph and engine flags are ``add_arguments``).
+``python -m bisenetv2_ros.export WEIGHTS OUT.onnx`` is the older spelling: it still works and says so.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
-import logging
+import dataclasses
 import os
+import sys
 import tempfile
-import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
-import torch
-
-from .checkpoint import CheckpointInfo, Normalization
-from .known_weights import DEFAULT_WEIGHTS, load_model
-from .backends.fused import FusedSegmentation, fold_batchnorm
+# The graph builder's names stay importable from here (they lived here before); torch, the
+# checkpoint format and TensorRT load only when something is exported, so `bisenetv2 --help`
+# (which builds the export flags) stays instant.
+from .backends.onnx_graph import EXPORTERS, MIN_OPSET, channels_last_tail_onnx, check_onnx, fused_onnx_bytes
+from .conventions import CHANNEL_ORDERS, DEFAULT_INPUT_SIZE, DEFAULT_WORKSPACE_GIB, size_argument
 from .fileio import write_atomic
-from .architectures import SegmentationModel
 
-LOGGER = logging.getLogger("bisenetv2_ros")
-MIN_OPSET = 17
-INPUT_NAME, OUTPUT_NAME = "frames", "labels"
-EXPORTERS = ("legacy", "dynamo")
+if TYPE_CHECKING:
+    import torch
+
+    from .checkpoint import Checkpoint, CheckpointInfo
+
+__all__ = ["EXPORTERS", "MIN_OPSET", "ExportRequest", "ExportResult", "add_arguments", "build_tensorrt_engine",
+           "channels_last_tail_onnx", "check_onnx", "export_checkpoint", "export_onnx", "fused_onnx_bytes", "main",
+           "request_from_args", "staged_files"]
+
+ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
 
 
-def fused_onnx_bytes(model: SegmentationModel, normalization: Normalization, input_size: tuple[int, int],
-                     frame_size: tuple[int, int] | str | None = "dynamic", channel_order: str = "rgb",
-                     batch: int | None = None, opset: int = MIN_OPSET, exporter: str = "legacy",
-                     fold_bn: bool = True, channels_last_tail: bool = False) -> bytes:
-    """The fused pipeline as a serialized ONNX model.
+@dataclasses.dataclass(frozen=True)
+class ExportRequest:
+    """What to write. output: deploy checkpoint; onnx: ONNX model; engine: TensorRT engine cache folder.
 
-    Input ``frames`` uint8 (N, H, W, 3), output ``labels`` uint8 (N, H, W). frame_size: (H, W) for a
-    fixed frame size, or "dynamic" (or None) for any size. batch: a fixed N, or None for a dynamic N.
-    exporter: "legacy" (TorchScript-based; about 40x quicker to export here, same graph speed) or
-    "dynamo" (torch.export-based). channels_last_tail: rewrite the logits upsampling and argmax to
-    run channels-last (see ``channels_last_tail_onnx``); faster on ONNX Runtime's CPU provider.
+    input_size: network (height, width), default the checkpoint's training resolution. The ONNX model
+    takes any batch and frame size unless ``fixed_shape``: then exactly ``batch`` frames of
+    ``frame_size`` (each left dynamic when None). The engine is built for ``batch`` (default 1) frames
+    of ``frame_size`` (default the input size), from the graph the tensorrt backend builds itself, so
+    the backend finds it in its cache. channels_last_tail: the ONNX file's CPU layout (see
+    ``onnx_graph.channels_last_tail_onnx``); engines always get the plain graph.
     """
-    if opset < MIN_OPSET:
-        raise ValueError(f"opset must be >= {MIN_OPSET} (the fused graph uses opset-17 operators), got {opset}")
-    if exporter not in EXPORTERS:
-        raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
-    dynamic = frame_size in (None, "dynamic")
-    if not dynamic and (len(frame_size) != 2 or min(frame_size) < 1):  # type: ignore[arg-type]
-        raise ValueError(f"frame_size must be (height, width) or 'dynamic', got {frame_size!r}")
-    network = fold_batchnorm(model) if fold_bn else model.eval()
-    fused = FusedSegmentation(network, normalization, input_size, channel_order)
-    fused.always_resize = dynamic
-    example_size = tuple(input_size) if dynamic else tuple(frame_size)  # type: ignore[arg-type]
-    example = torch.zeros((batch or 1, *example_size, 3), dtype=torch.uint8)
-    dims = {} if batch else {0: "batch"}
-    if dynamic:
-        dims.update({1: "height", 2: "width"})
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer and deprecation chatter; the checker below is the judge
-        if exporter == "legacy":
-            buffer = io.BytesIO()
-            torch.onnx.export(fused, (example,), buffer, dynamo=False, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: dims, OUTPUT_NAME: dims} if dims else None,
-                              do_constant_folding=True)
-            data = buffer.getvalue()
-        else:
-            shapes = ({axis: torch.export.Dim.DYNAMIC for axis in dims},) if dims else None
-            program = torch.onnx.export(fused, (example,), dynamo=True, opset_version=opset,
-                                        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                        dynamic_shapes=shapes, optimize=True, verbose=False)
-            with tempfile.TemporaryDirectory() as folder:
-                path = Path(folder) / "model.onnx"
-                program.save(str(path))
-                data = path.read_bytes()
-    if channels_last_tail:
-        data = channels_last_tail_onnx(data)
-    check_onnx(data)
-    return data
+
+    output: Path | None = None
+    half: bool = False
+    onnx: Path | None = None
+    engine: Path | None = None
+    input_size: tuple[int, int] | None = None
+    frame_size: tuple[int, int] | None = None
+    batch: int | None = None
+    fixed_shape: bool = False
+    precision: str = "fp16"
+    calibration_images: Path | None = None
+    channel_order: str = "rgb"
+    opset: int = MIN_OPSET
+    exporter: str = "legacy"
+    channels_last_tail: bool = False
+
+    def check(self) -> None:
+        """A ValueError naming the first bad setting; nothing is loaded or written yet."""
+        if not (self.output or self.onnx or self.engine):
+            raise ValueError("nothing to export: ask for a deploy checkpoint, an ONNX model and/or an engine")
+        if self.precision not in ENGINE_PRECISIONS:
+            raise ValueError(f"engine precision must be one of {ENGINE_PRECISIONS}, got {self.precision!r}")
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel order must be one of {CHANNEL_ORDERS}, got {self.channel_order!r}")
+        if self.exporter not in EXPORTERS:
+            raise ValueError(f"exporter must be one of {EXPORTERS}, got {self.exporter!r}")
+        if self.opset < MIN_OPSET:
+            raise ValueError(f"opset must be >= {MIN_OPSET} (the fused graph uses opset-17 operators), got {self.opset}")
+        if self.batch is not None and self.batch < 1:
+            raise ValueError(f"batch must be at least 1, got {self.batch}")
+        for path in (self.output, self.onnx):
+            if path is not None and Path(path).is_dir():
+                raise ValueError(f"{path} is a folder; give a file name")
+        if self.engine is not None and Path(self.engine).is_file():
+            raise ValueError(f"the engine cache {self.engine} is a file; give a folder")
 
 
-def channels_last_tail_onnx(data: bytes) -> bytes:
-    """Rewrites ``Resize(logits) -> ArgMax(axis=1)`` to ``Transpose -> Resize -> ArgMax(axis=3)``.
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    source_kind: str
+    input_size: tuple[int, int]
+    half: bool = False
+    precision: str = "fp16"
+    deploy: Path | None = None
+    onnx: Path | None = None
+    engine: Path | None = None
+    frame_shape: tuple[int, int, int] | None = None
 
-    Same labels, computed channels-last: only the small 1/8 logits are transposed, and ONNX Runtime's
-    CPU Resize and ArgMax are both faster with the classes innermost (about 16 ms instead of 32 ms
-    for 19 classes at 1024x512 on a 2-core x86 box). The Resize keeps its attributes; its target
-    sizes are permuted to NHWC by a Gather, so dynamic frame sizes keep working. TensorRT gets the
-    plain graph: this is a CPU layout choice.
-    """
-    from collections import Counter
-
-    import numpy as np
-    import onnx
-    from onnx import helper, numpy_helper
-
-    model = onnx.load_from_string(data)
-    graph = model.graph
-    producers = {output: node for node in graph.node for output in node.output}
-    consumers = Counter(name for node in graph.node for name in node.input)
-    argmaxes = [node for node in graph.node if node.op_type == "ArgMax"]
-    argmax = argmaxes[0] if len(argmaxes) == 1 else None
-    resize = producers.get(argmax.input[0]) if argmax is not None else None
-    attributes = {a.name: helper.get_attribute_value(a) for a in argmax.attribute} if argmax is not None else {}
-    if (resize is None or resize.op_type != "Resize" or consumers.get(resize.output[0]) != 1
-            or attributes.get("axis") != 1 or len(resize.input) != 4 or not resize.input[3]):
-        raise ValueError("channels_last_tail_onnx: the graph does not end in Resize(sizes) -> ArgMax(axis=1)")
-    nodes = list(graph.node)
-    position = nodes.index(resize)
-    logits, sizes = resize.input[0], resize.input[3]
-    permutation = "channels_last_tail_permutation"
-    graph.initializer.append(numpy_helper.from_array(np.array([0, 2, 3, 1], dtype=np.int64), permutation))
-    transpose = helper.make_node("Transpose", [logits], [logits + "_nhwc"], perm=[0, 2, 3, 1],
-                                 name="channels_last_tail/Transpose")
-    gather = helper.make_node("Gather", [sizes, permutation], [sizes + "_nhwc"], axis=0,
-                              name="channels_last_tail/Gather")
-    resize.input[0], resize.input[3] = logits + "_nhwc", sizes + "_nhwc"
-    for attribute in argmax.attribute:
-        if attribute.name == "axis":
-            attribute.i = 3
-    del graph.node[:]
-    graph.node.extend(nodes[:position] + [transpose, gather] + nodes[position:])
-    return model.SerializeToString()
+    def lines(self) -> list[str]:
+        """One line per file written, for the user."""
+        lines = []
+        if self.deploy:
+            lines.append(f"deploy checkpoint ({self.source_kind} -> deploy{', fp16' if self.half else ''}) -> {self.deploy}")
+        if self.onnx:
+            lines.append(f"ONNX model (uint8 frames in, uint8 labels out; network {self.input_size[0]}x{self.input_size[1]}) "
+                         f"-> {self.onnx}")
+        if self.engine and self.frame_shape:
+            lines.append(f"TensorRT {self.precision} engine for {'x'.join(map(str, self.frame_shape))} frames -> {self.engine}")
+        return lines
 
 
-def check_onnx(data: bytes | os.PathLike | str) -> None:
-    """onnx.checker plus our own requirements (opset, uint8 in and out)."""
-    import onnx
+def export_checkpoint(checkpoint: Checkpoint, request: ExportRequest) -> ExportResult:
+    """Writes what ``request`` asks for from ``checkpoint`` (any kind: booster heads and training state
+    are dropped). All or nothing: on any error no output file exists afterwards."""
+    from .backends.tensorrt_backend import prebuild_engine, require_engine_build
+    from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
-    model = onnx.load_from_string(data) if isinstance(data, bytes) else onnx.load(str(data))
-    onnx.checker.check_model(model)
-    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    if opset < MIN_OPSET:
-        raise ValueError(f"ONNX model has opset {opset}, need >= {MIN_OPSET}")
+    request.check()
+    if request.engine is not None:
+        require_engine_build(request.precision, request.calibration_images)  # before anything is written
+    deploy = Checkpoint.from_model(checkpoint.build_model(for_inference=True), checkpoint.info, kind="deploy")
+    written: dict[str, Path] = {}
+    with staged_files() as stage:
+        if request.output is not None:
+            staged = stage(request.output)
+            save_checkpoint(deploy, staged, half=request.half)
+            if request.half:  # the graphs get the weights exactly as stored (rounded to fp16)
+                deploy = load_checkpoint(staged)
+            written["deploy"] = Path(request.output)
+        model, info = deploy.build_model(for_inference=True), deploy.info
+        size = tuple(request.input_size or info.train_resolution or DEFAULT_INPUT_SIZE)
+        if request.onnx is not None:
+            fixed = request.fixed_shape
+            data = fused_onnx_bytes(model, info.normalization, size, (fixed and request.frame_size) or "dynamic",
+                                    request.channel_order, request.batch if fixed else None, request.opset,
+                                    request.exporter, channels_last_tail=request.channels_last_tail)
+            write_atomic(stage(request.onnx), data)
+            written["onnx"] = Path(request.onnx)
+        frame_shape = None
+        if request.engine is not None:
+            frame_shape = (request.batch or 1, *(request.frame_size or size))
+            written["engine"] = prebuild_engine(model, info.normalization, size, frame_shape, request.precision,
+                                                request.channel_order, request.engine,
+                                                calibration_images=request.calibration_images)
+    return ExportResult(checkpoint.kind, size, request.half, request.precision, frame_shape=frame_shape, **written)
 
 
-def export_onnx(weights: str | os.PathLike | torch.nn.Module = DEFAULT_WEIGHTS, out_path: str | os.PathLike = "bisenetv2.onnx",
+@contextmanager
+def staged_files() -> Iterator:
+    """``stage(target)`` -> a temporary path beside ``target``. Leaving the block without an error
+    moves every staged file onto its target; on an error (Ctrl-C included) the staged files, and the
+    folders made for them, are removed, and no target is touched."""
+    moves: list[tuple[Path, Path]] = []
+    made: list[Path] = []
+
+    def stage(target: str | os.PathLike) -> Path:
+        target = Path(target)
+        missing = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        made.extend(missing)  # deepest first
+        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+        os.close(handle)
+        moves.append((Path(name), target))
+        return Path(name)
+
+    try:
+        yield stage
+    except BaseException:
+        for staged, _ in moves:
+            staged.unlink(missing_ok=True)
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: something else lives there now
+                pass
+        raise
+    for staged, target in moves:
+        os.replace(staged, target)
+
+
+def export_onnx(weights: str | os.PathLike | torch.nn.Module | None = None, out_path: str | os.PathLike = "bisenetv2.onnx",
                 input_size: tuple[int, int] | None = None, frame_size: tuple[int, int] | str | None = "dynamic",
                 opset: int = MIN_OPSET, channel_order: str = "rgb", batch: int | None = None,
                 exporter: str = "legacy", info: CheckpointInfo | None = None, channels_last_tail: bool = False) -> Path:
-    """Writes the fused pipeline of a checkpoint (path or known name; or a model plus ``info``) as ONNX.
+    """Writes the fused pipeline of a checkpoint (path or known name, default the package's default
+    weights; or a model plus ``info``) as ONNX.
 
     input_size: the network resolution (default: the checkpoint's training resolution, else 512x1024).
     channels_last_tail: faster on ONNX Runtime's CPU provider (see ``channels_last_tail_onnx``).
     Returns the path. The file is written atomically and passes ``onnx.checker``.
     """
+    import torch
+
+    from .known_weights import DEFAULT_WEIGHTS, load_model
+
     if isinstance(weights, torch.nn.Module):
         if info is None:
             raise ValueError("export_onnx(model, ...) needs info= (normalization and classes) with a bare model")
         model = weights
     else:
-        model, info = load_model(weights)
-    size = tuple(input_size or info.train_resolution or (512, 1024))
+        model, info = load_model(DEFAULT_WEIGHTS if weights is None else weights)
+    size = tuple(input_size or info.train_resolution or DEFAULT_INPUT_SIZE)
     data = fused_onnx_bytes(model.eval(), info.normalization, size, frame_size, channel_order, batch, opset, exporter,
                             channels_last_tail=channels_last_tail)
     return write_atomic(Path(out_path), data)
 
 
 def build_tensorrt_engine(onnx_path: str | os.PathLike, cache_dir: str | os.PathLike, precision: str = "fp16",
-                          frame_shape: tuple[int, int, int] = (1, 512, 1024), workspace_gib: float = 2.0,
+                          frame_shape: tuple[int, int, int] = (1, *DEFAULT_INPUT_SIZE),
+                          workspace_gib: float = DEFAULT_WORKSPACE_GIB,
                           calibration_images: str | os.PathLike | None = None, name: str | None = None) -> Path:
     """Builds (or finds up to date in the cache) the TensorRT engine of an exported ONNX file.
 
     frame_shape: (batch, height, width) of the uint8 frames the engine is built for. Returns the
     engine cache file. Needs TensorRT and a GPU; int8 needs ``calibration_images`` (a folder).
+    ``export_checkpoint`` builds the engine the tensorrt backend itself looks for; this one keys the
+    cache by the given file's bytes and name.
     """
-    from .backends.tensorrt_backend import build_engine_cached
+    from .backends.tensorrt_backend import build_engine_cached, require_engine_build
 
+    require_engine_build(precision, calibration_images)
     return build_engine_cached(Path(onnx_path).read_bytes(), Path(cache_dir), precision, tuple(frame_shape),
                                workspace_gib=workspace_gib, calibration_images=calibration_images,
                                name=name or Path(onnx_path).stem)
 
 
-def _size(text: str) -> tuple[int, int] | str:
-    if text == "dynamic":
-        return text
+# --------------------------------------------------------------------------------------------
+# Command-line flags shared by `bisenetv2 export` and training/export.py
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ONNX and engine flags (the deploy checkpoint's own flags belong to each command)."""
+    parser.add_argument("--onnx", type=Path, default=None, metavar="PATH", help="also export an ONNX model")
+    parser.add_argument("--engine", type=Path, default=None, metavar="CACHE_DIR",
+                        help="also build a TensorRT engine into this engine cache folder (the node's "
+                             "engine_cache_dir); needs a GPU and TensorRT")
+    parser.add_argument("--input-size", type=size_argument, default=None, metavar="HxW",
+                        help="network input size of the ONNX model / engine (default: the checkpoint's training resolution)")
+    parser.add_argument("--frame-size", type=size_argument, default=None, metavar="HxW",
+                        help="camera frame size the engine is built for (default: the input size); the ONNX "
+                             "model accepts any frame size unless --fixed-shape")
+    parser.add_argument("--batch", type=_positive_int, default=None, metavar="N",
+                        help="engine batch size (default: 1); the ONNX model's too with --fixed-shape")
+    parser.add_argument("--fixed-shape", action="store_true",
+                        help="export the ONNX model for exactly --batch frames of --frame-size (default: any)")
+    parser.add_argument("--precision", choices=ENGINE_PRECISIONS, default="fp16",
+                        help="TensorRT engine precision (default: fp16)")
+    parser.add_argument("--calibration-images", type=Path, default=None, metavar="DIR",
+                        help="folder of representative frames for an int8 engine")
+    parser.add_argument("--channel-order", choices=CHANNEL_ORDERS, default="rgb",
+                        help="channel order of the frames the model / engine will get (default: rgb)")
+    parser.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (default: {MIN_OPSET})")
+    parser.add_argument("--exporter", choices=EXPORTERS, default="legacy", help="torch's ONNX exporter (default: legacy)")
+    parser.add_argument("--channels-last-tail", action="store_true",
+                        help="upsample and argmax channels-last in the ONNX model: faster on ONNX Runtime CPU")
+
+
+def request_from_args(args: argparse.Namespace, output: Path | None = None, half: bool = False) -> ExportRequest:
+    """An ExportRequest from ``add_arguments``' flags plus the command's own deploy checkpoint."""
+    return ExportRequest(output=output, half=half, onnx=args.onnx, engine=args.engine, input_size=args.input_size,
+                         frame_size=args.frame_size, batch=args.batch, fixed_shape=args.fixed_shape,
+                         precision=args.precision, calibration_images=args.calibration_images,
+                         channel_order=args.channel_order, opset=args.opset, exporter=args.exporter,
+                         channels_last_tail=args.channels_last_tail)
+
+
+def _positive_int(text: str) -> int:
     try:
-        height, width = (int(v) for v in text.lower().split("x"))
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH (e.g. 512x1024) or 'dynamic', got {text!r}") from None
-    return height, width
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# python -m bisenetv2_ros.export (the older command; `bisenetv2 export` does the same and more)
+
+OLD_PROG = "python -m bisenetv2_ros.export"
+DEPRECATION = (f"{OLD_PROG} is deprecated: use `bisenetv2 export WEIGHTS --onnx OUT.onnx` (--tensorrt P "
+               "--engine-cache DIR becomes --engine DIR --precision P; a fixed --frame-size/--batch needs --fixed-shape)")
+
+
+def _frame_size(text: str) -> tuple[int, int] | str:
+    return text if text == "dynamic" else size_argument(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bisenetv2_ros.export", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=OLD_PROG, description="Export the fused pipeline to ONNX (deprecated: "
+                                                               "use `bisenetv2 export`).")
     parser.add_argument("weights", help="checkpoint path or known weights name")
-    parser.add_argument("out", help="ONNX file to write")
-    parser.add_argument("--input-size", type=_size, default=None, help="network HEIGHTxWIDTH (default: checkpoint's)")
-    parser.add_argument("--frame-size", type=_size, default="dynamic", help="frame HEIGHTxWIDTH or 'dynamic'")
-    parser.add_argument("--channel-order", choices=("rgb", "bgr"), default="rgb")
-    parser.add_argument("--batch", type=int, default=None, help="fixed batch size (default: dynamic)")
+    parser.add_argument("out", type=Path, help="ONNX file to write")
+    parser.add_argument("--input-size", type=size_argument, default=None, help="network HEIGHTxWIDTH (default: checkpoint's)")
+    parser.add_argument("--frame-size", type=_frame_size, default="dynamic", help="frame HEIGHTxWIDTH or 'dynamic'")
+    parser.add_argument("--channel-order", choices=CHANNEL_ORDERS, default="rgb")
+    parser.add_argument("--batch", type=_positive_int, default=None, help="fixed batch size (default: dynamic)")
     parser.add_argument("--opset", type=int, default=MIN_OPSET)
     parser.add_argument("--exporter", choices=EXPORTERS, default="legacy")
     parser.add_argument("--channels-last-tail", action="store_true",
-                        help="upsample and argmax channels-last: faster on ONNX Runtime CPU (leave off for TensorRT)")
-    parser.add_argument("--tensorrt", choices=("fp32", "fp16", "int8"), default=None,
+                        help="upsample and argmax channels-last: faster on ONNX Runtime CPU")
+    parser.add_argument("--tensorrt", choices=ENGINE_PRECISIONS, default=None,
                         help="also prebuild a TensorRT engine of this precision (build only, nothing is run)")
-    parser.add_argument("--engine-cache", default="engines", help="engine cache folder for --tensorrt")
-    parser.add_argument("--calibration-images", default=None, help="folder of images for int8 calibration")
+    parser.add_argument("--engine-cache", type=Path, default=Path("engines"), help="engine cache folder for --tensorrt")
+    parser.add_argument("--calibration-images", type=Path, default=None, help="folder of images for int8 calibration")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    path = export_onnx(args.weights, args.out, args.input_size, args.frame_size, args.opset, args.channel_order,
-                       args.batch, args.exporter, channels_last_tail=args.channels_last_tail)
-    print(f"wrote {path}")
-    if args.tensorrt:
-        if args.channels_last_tail:
-            parser.error("--channels-last-tail is a CPU layout; build TensorRT engines from the plain graph")
-        if args.frame_size == "dynamic":
-            parser.error("--tensorrt needs a fixed --frame-size HxW (engines are built for one shape)")
-        engine = build_tensorrt_engine(path, args.engine_cache, args.tensorrt, (args.batch or 1, *args.frame_size),
-                                       calibration_images=args.calibration_images)
-        print(f"engine {engine}")
+    print(DEPRECATION, file=sys.stderr)
+    fixed = args.frame_size != "dynamic"
+    request = ExportRequest(onnx=args.out, engine=args.engine_cache if args.tensorrt else None,
+                            input_size=args.input_size, frame_size=args.frame_size if fixed else None,
+                            batch=args.batch, fixed_shape=True, precision=args.tensorrt or "fp16",
+                            calibration_images=args.calibration_images, channel_order=args.channel_order,
+                            opset=args.opset, exporter=args.exporter, channels_last_tail=args.channels_last_tail)
+    try:
+        from .checkpoint import Checkpoint
+        from .known_weights import load_model
+
+        request.check()
+        model, info = load_model(args.weights)
+        result = export_checkpoint(Checkpoint.from_model(model, info), request)
+    except (ValueError, OSError) as error:  # BackendError and CheckpointError are ValueErrors
+        print(f"{OLD_PROG}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\n{OLD_PROG}: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    print(f"wrote {result.onnx}")
+    if result.engine:
+        print(f"engine {result.engine}")
     return 0
 
 

@@ -3,7 +3,6 @@ export, interruption. Bags and downloads have their own test files."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -283,17 +282,6 @@ def test_import_converts_a_public_checkpoint(tmp_path, capsys):
         torch.testing.assert_close(converted.state_dict[key], value, msg=key)
 
 
-def test_export_onnx_reports_a_missing_exporter_in_one_line(tiny_weights, tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "bisenetv2_ros.export", None)  # as in a build without the exporter
-    assert cli.main(["export", str(tiny_weights), "--onnx", str(tmp_path / "m.onnx")]) == 1
-    assert capsys.readouterr().err.strip() == (
-        "bisenetv2 export: error: ONNX / TensorRT export is not available in this build "
-        "(bisenetv2_ros.export is missing)")
-    assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.skipif(importlib.util.find_spec("bisenetv2_ros.export") is None,
-                    reason="bisenetv2_ros.export (the inference backends' exporter) is not in this build")
 def test_export_onnx_writes_a_checked_model(tiny_weights, tmp_path, capsys):
     import onnx
 

@@ -98,22 +98,25 @@ def test_default_calibration_folder(tmp_path):
 # Clear errors
 
 
-def test_unsupported_precisions_fail_clearly(tiny_weights, tmp_path):
-    with pytest.raises(BackendError, match="no CPU backend runs fp16 faster than fp32"):
-        Segmenter(tiny_weights, backend="torch", device="cpu", precision="fp16")
-    with pytest.raises(BackendError, match="no CPU backend runs fp16"):
-        Segmenter(tiny_weights, backend="onnxruntime", device="cpu", precision="fp16")
-    with pytest.raises(BackendError, match="no CPU backend runs fp16"):
-        Segmenter(tiny_weights, device="cpu", precision="fp16")
-    with pytest.raises(BackendError, match="'int8' is not available with the torch backend on cpu.*onnxruntime on cpu"):
-        Segmenter(tiny_weights, backend="torch", device="cpu", precision="int8")
-    with pytest.raises(BackendError, match="'bf16' is not available with the onnxruntime backend"):
-        Segmenter(tiny_weights, backend="onnxruntime", device="cpu", precision="bf16")
-    with pytest.raises(BackendError, match="'bf16' is not available with the tensorrt backend"):
-        Segmenter(tiny_weights, backend="tensorrt", precision="bf16")
-    with pytest.raises(BackendError, match="needs calibration frames and none are known for weights trained on "
-                                           "'synthetic'.*calibration_images"):
-        Segmenter(tiny_weights, backend="onnxruntime", device="cpu", precision="int8")
+UNSUPPORTED = [  # (backend, device, precision) -> what the error says
+    ("torch", "cpu", "fp16", "no CPU backend runs fp16 faster than fp32"),
+    ("onnxruntime", "cpu", "fp16", "no CPU backend runs fp16"),
+    ("auto", "cpu", "fp16", "no CPU backend runs fp16"),
+    ("torch", "cpu", "int8", "'int8' is not available with the torch backend on cpu.*onnxruntime on cpu"),
+    ("onnxruntime", "cpu", "bf16", "'bf16' is not available with the onnxruntime backend"),
+    ("tensorrt", "auto", "bf16", "'bf16' is not available with the tensorrt backend"),
+    ("onnxruntime", "cpu", "int8", "needs calibration frames and none are known for weights trained on "
+                                   "'synthetic'.*calibration_images"),
+]
+
+
+@pytest.mark.parametrize("backend, device, precision, message", UNSUPPORTED)
+def test_unsupported_precisions_fail_clearly(tiny_weights, backend, device, precision, message):
+    with pytest.raises(BackendError, match=message):
+        Segmenter(tiny_weights, backend=backend, device=device, precision=precision)
+
+
+def test_bad_calibration_sets_fail_clearly(tiny_weights, tmp_path):
     with pytest.raises(BackendError, match="does not exist"):
         Segmenter(tiny_weights, device="cpu", precision="int8",
                   backend_options={"calibration_images": str(tmp_path / "missing")})
@@ -187,7 +190,7 @@ def test_int8_keeps_preprocessing_and_labels_tail_float(tiny):
     import onnx
 
     model, info = tiny
-    from bisenetv2_ros.export import fused_onnx_bytes
+    from bisenetv2_ros.backends.onnx_graph import fused_onnx_bytes
 
     data = fused_onnx_bytes(model, info.normalization, info.train_resolution, "dynamic", channels_last_tail=True)
     quantised, kept = int8.network_nodes(onnx.load_from_string(data))

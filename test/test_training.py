@@ -191,8 +191,9 @@ def test_export_makes_a_small_deploy_checkpoint(stripes, tmp_path):
     assert out.stat().st_size < 0.5 * (tmp_path / "run" / "best.pt").stat().st_size
     model, info = load_model(out)
     assert info.train_resolution == (32, 48) and model(torch.zeros(1, 3, 32, 48)).shape == (1, 3, 32, 48)
-    with pytest.raises(SystemExit, match="--tensorrt needs --onnx"):
-        export_main([str(tmp_path / "run" / "best.pt"), str(tmp_path / "d2.pt"), "--tensorrt", "x.engine"])
+    with pytest.raises(SystemExit, match=r"^training/export.py: error: could not convert string to float: 'x'$"):
+        export_main([str(tmp_path / "run" / "best.pt"), str(tmp_path / "d2.pt"), "--metric", "test_miou=x"])
+    assert not (tmp_path / "d2.pt").exists()
 
 
 def test_bf16_autocast_runs_on_cpu(stripes, tmp_path):

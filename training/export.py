@@ -1,11 +1,14 @@
-"""Training checkpoint -> deployment checkpoint (no booster heads, optional fp16), ONNX, TensorRT.
+"""Training checkpoint -> deployment checkpoint with its evaluation metrics; files written by ``bisenetv2 export``.
 
-    python training/export.py /work/runs/camvid_cpu/best.pt bisenetv2_ros/weights/bisenetv2_camvid.pt --half
-    python training/export.py best.pt model.pt --onnx model.onnx [--tensorrt ENGINE_CACHE_DIR --frame-size 720x1280]
+    python training/export.py runs/camvid/best.pt bisenetv2_ros/weights/bisenetv2_camvid.pt --half --metrics val.json
+    python training/export.py best.pt model.pt --onnx model.onnx [--engine ENGINE_CACHE_DIR --frame-size 720x1280]
 
-The deployment checkpoint keeps the classes, normalisation and training resolution of the training
-checkpoint, and its metrics (val mIoU, ...); ``--metrics result.json`` (from training/evaluate.py)
-replaces them with a full evaluation, ``--metric key=value`` adds single figures.
+What this adds to ``bisenetv2 export``: the deployment checkpoint keeps the classes, normalisation,
+training resolution and metrics (val mIoU, ...) of the training checkpoint; ``--metrics result.json``
+(from training/evaluate.py) adds a full evaluation, ``--metric key=value`` single figures, ``--note
+key=value`` provenance. The ONNX and engine flags, and the all-or-nothing writing, are the package's
+(``bisenetv2_ros.export``). Older flags still work with a note: ``--onnx-input-size H W`` (now
+``--input-size HxW``), ``--tensorrt CACHE_DIR`` (now ``--engine``), ``--engine-precision`` (now ``--precision``).
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ import dataclasses
 import json
 from typing import Sequence
 
-from bisenetv2_ros.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from bisenetv2_ros import export as package_export
+from bisenetv2_ros.checkpoint import Checkpoint, load_checkpoint
 
+LEGACY_FRAME_SIZE = (720, 1280)  # the engine frame size of the deprecated --tensorrt CACHE_DIR
 # Provenance fields worth keeping in a deployed file (the full config stays in the training run).
 KEPT_PROVENANCE = ("source", "command", "date", "iterations")
 
@@ -50,69 +55,66 @@ def evaluation_metrics(result: dict) -> dict[str, float]:
     return metrics
 
 
-def export_onnx_file(deploy_path: Path, onnx_path: Path, input_size: Sequence[int] | None) -> None:
-    try:
-        from bisenetv2_ros import export as package_export
-        export_onnx = package_export.export_onnx
-    except (ImportError, AttributeError) as error:
-        raise SystemExit(f"ONNX export needs bisenetv2_ros.export.export_onnx, which is not available "
-                         f"in this build ({error}); the deployment checkpoint {deploy_path} was written.")
-    kwargs = {"input_size": tuple(input_size)} if input_size else {}
-    export_onnx(str(deploy_path), str(onnx_path), **kwargs)
+class Deprecated(argparse.Action):
+    """An old flag that still works: stores into the new flag's ``dest`` and says, once, what replaces it."""
 
+    def __init__(self, option_strings, dest, replacement: str, convert=None, **kwargs) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.replacement, self.convert = replacement, convert
 
-def build_engine(onnx_path: Path, cache_dir: Path, precision: str, frame_size: Sequence[int]) -> Path:
-    try:
-        from bisenetv2_ros import export as package_export
-        build = package_export.build_tensorrt_engine
-    except (ImportError, AttributeError) as error:
-        raise SystemExit(f"TensorRT export needs bisenetv2_ros.export.build_tensorrt_engine, which is not "
-                         f"available in this build ({error}).")
-    return build(str(onnx_path), str(cache_dir), precision=precision, frame_shape=(1, *frame_size))
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"{parser.prog}: {option_string} is deprecated; use {self.replacement}", file=sys.stderr)
+        setattr(namespace, self.dest, self.convert(values) if self.convert else values)
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description="Export a training checkpoint for deployment.")
+    parser = argparse.ArgumentParser(
+        prog="training/export.py",
+        description="Export a training checkpoint for deployment, with its evaluation metrics. The ONNX and "
+                    "engine flags are those of `bisenetv2 export`, which writes the files.")
     parser.add_argument("checkpoint", help="training (or deploy) checkpoint, e.g. runs/camvid/best.pt")
-    parser.add_argument("output", help="deployment checkpoint to write (.pt)")
+    parser.add_argument("output", type=Path, help="deployment checkpoint to write (.pt)")
     parser.add_argument("--half", action="store_true", help="store weights as fp16 (half the size)")
     parser.add_argument("--metrics", action="append", default=[],
                         help="JSON from training/evaluate.py --output: its mIoU etc. are stored as "
                              "SPLIT_miou, SPLIT_iou/CLASS (repeatable, e.g. one per split)")
     parser.add_argument("--metric", action="append", default=[], metavar="KEY=VALUE", help="add one metric")
     parser.add_argument("--note", action="append", default=[], metavar="KEY=VALUE", help="add a provenance entry")
-    parser.add_argument("--onnx", default=None, help="also export ONNX here")
-    parser.add_argument("--onnx-input-size", type=int, nargs=2, default=None, metavar=("H", "W"))
-    parser.add_argument("--tensorrt", default=None, metavar="CACHE_DIR",
-                        help="also build a TensorRT engine into this engine cache folder (needs --onnx and a GPU)")
-    parser.add_argument("--engine-precision", default="fp16", choices=("fp32", "fp16"),
-                        help="TensorRT engine precision (int8 calibration: bisenetv2_ros.export)")
-    parser.add_argument("--frame-size", default="720x1280", help="camera frame HxW the engine is built for")
+    package_export.add_arguments(parser)
+    parser.add_argument("--onnx-input-size", dest="input_size", type=int, nargs=2, metavar=("H", "W"),
+                        action=Deprecated, replacement="--input-size HxW", convert=tuple, help=argparse.SUPPRESS)
+    parser.add_argument("--tensorrt", dest="legacy_engine", type=Path, metavar="CACHE_DIR", action=Deprecated,
+                        replacement="--engine CACHE_DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--engine-precision", dest="precision", choices=("fp32", "fp16"), action=Deprecated,
+                        replacement="--precision", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-
-    checkpoint = load_checkpoint(args.checkpoint)
-    metrics: dict[str, float] = {}
-    for metrics_file in args.metrics:
-        metrics.update(evaluation_metrics(json.loads(Path(metrics_file).read_text())))
-    for item in args.metric:
-        key, _, value = item.partition("=")
-        metrics[key] = float(value)
-    notes = dict(item.partition("=")[::2] for item in args.note)
-    deploy = to_deploy(checkpoint, metrics, notes)
-    path = save_checkpoint(deploy, args.output, half=args.half)
-    size_mb = path.stat().st_size / 1e6
-    print(f"wrote {path} ({size_mb:.1f} MB, {'fp16' if args.half else 'fp32'}, {len(deploy.info.classes)} classes, "
-          f"resolution {deploy.info.train_resolution}, metrics {dict(deploy.info.metrics)})")
-    if args.tensorrt and not args.onnx:
-        raise SystemExit("--tensorrt needs --onnx (the engine is built from the ONNX file)")
-    if args.onnx:
-        export_onnx_file(path, Path(args.onnx), args.onnx_input_size)
-        print(f"wrote {args.onnx}")
-    if args.tensorrt:
-        height, width = (int(v) for v in args.frame_size.lower().split("x"))
-        engine = build_engine(Path(args.onnx), Path(args.tensorrt), args.engine_precision, (height, width))
-        print(f"wrote {engine}")
-    return path
+    if args.legacy_engine is not None:
+        args.engine = args.legacy_engine
+        args.frame_size = args.frame_size or LEGACY_FRAME_SIZE  # what --tensorrt built for by default
+    try:
+        request = package_export.request_from_args(args, output=args.output, half=args.half)
+        request.check()  # bad settings fail before the checkpoint is read
+        checkpoint = load_checkpoint(args.checkpoint)
+        metrics: dict[str, float] = {}
+        for metrics_file in args.metrics:
+            try:
+                metrics.update(evaluation_metrics(json.loads(Path(metrics_file).read_text())))
+            except (KeyError, TypeError, AttributeError) as error:
+                raise ValueError(f"{metrics_file} is not the JSON of training/evaluate.py --output ({error!r})") from None
+        for item in args.metric:
+            key, _, value = item.partition("=")
+            metrics[key] = float(value)
+        notes = dict(item.partition("=")[::2] for item in args.note)
+        deploy = to_deploy(checkpoint, metrics, notes)
+        result = package_export.export_checkpoint(deploy, request)
+    except (ValueError, OSError) as error:  # checkpoint, backend and JSON errors are ValueErrors
+        raise SystemExit(f"{parser.prog}: error: {error}") from None
+    size_mb = result.deploy.stat().st_size / 1e6
+    print(f"wrote {result.deploy} ({size_mb:.1f} MB, {'fp16' if args.half else 'fp32'}, {len(deploy.info.classes)} "
+          f"classes, resolution {deploy.info.train_resolution}, metrics {dict(deploy.info.metrics)})")
+    for line in result.lines()[1:]:  # the ONNX model and the engine, if asked for
+        print(line)
+    return result.deploy
 
 
 if __name__ == "__main__":

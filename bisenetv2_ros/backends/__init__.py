@@ -3,116 +3,29 @@
 Every backend runs the same fused pipeline (``fused.FusedSegmentation``): uint8 NHWC frames in,
 uint8 NHW labels at the frame size out. ``create_backend`` picks and builds one; ``"auto"`` tries
 TensorRT (with a GPU), then torch CUDA, then ONNX Runtime CPU, then torch CPU, and logs its choice.
+The interface, the names and device resolution live in ``base.py`` (re-exported here); the ONNX
+graphs the onnxruntime and tensorrt backends run are built by ``onnx_graph.py``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import platform
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
+from ..conventions import CHANNEL_ORDERS, DEFAULT_INPUT_SIZE
+from .base import (BACKENDS, DEFAULT_PRECISION, PRECISIONS, SUPPORTED_PRECISIONS, Backend, BackendError,
+                   check_precision, cuda_available, onnxruntime_importable, resolve_device, tensorrt_importable)
+
+__all__ = ["BACKENDS", "CALIBRATION_OPTIONS", "CHANNEL_ORDERS", "DEFAULT_PRECISION", "PRECISIONS",
+           "SUPPORTED_PRECISIONS", "Backend", "BackendError", "check_precision", "choose_backend", "create_backend",
+           "cuda_available", "onnxruntime_importable", "resolve_auto_precision", "resolve_device",
+           "tensorrt_importable"]
 
 LOGGER = logging.getLogger("bisenetv2_ros")
-
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
-# "auto": on a CPU, the fastest path its instruction set runs natively (``cpu.auto_precision``);
-# on a GPU, fp32 (as before auto existed).
-PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
-DEFAULT_PRECISION = "auto"
-# Which precision each backend runs, by device kind; everything else is a BackendError naming these.
-SUPPORTED_PRECISIONS = {
-    ("torch", "cpu"): ("fp32", "bf16"),
-    ("torch", "cuda"): ("fp32", "fp16"),
-    ("onnxruntime", "cpu"): ("fp32", "int8"),
-    ("onnxruntime", "cuda"): ("fp32",),
-    ("tensorrt", "cuda"): ("fp32", "fp16", "int8"),
-}
-CHANNEL_ORDERS = ("rgb", "bgr")
 CALIBRATION_OPTIONS = ("calibration_images", "calibration_frames", "calibration_limit")
-
-
-class BackendError(ValueError):
-    """A backend that cannot be built as asked; the message says why and what to do instead."""
-
-
-class Backend:
-    """uint8 frames (N, H, W, 3) in, uint8 labels (N, H, W) out, at the frames' resolution.
-
-    Subclasses set ``name``, ``device`` and ``precision`` and implement ``_run``. Pipelines are built
-    lazily per channel order (and per shape where the backend needs fixed shapes) and cached.
-    """
-
-    name = "base"
-
-    def __init__(self, device: str, precision: str, input_size: tuple[int, int]) -> None:
-        self.device = device
-        self.precision = precision
-        self.input_size = (int(input_size[0]), int(input_size[1]))
-
-    def run(self, frames: np.ndarray, channel_order: str = "rgb") -> np.ndarray:
-        if channel_order not in CHANNEL_ORDERS:
-            raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
-        return self._run(frames, channel_order)
-
-    def _run(self, frames: np.ndarray, channel_order: str) -> np.ndarray:
-        raise NotImplementedError
-
-    def warmup(self, frame_shape: tuple[int, int, int, int], channel_order: str = "rgb", iterations: int = 2) -> None:
-        """Builds (compiles, exports) the pipeline for this shape and runs it a few times."""
-        frames = np.zeros(frame_shape, dtype=np.uint8)
-        for _ in range(iterations):
-            self.run(frames, channel_order)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(device={self.device!r}, precision={self.precision!r}, input_size={self.input_size})"
-
-
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def tensorrt_importable() -> bool:
-    return importlib.util.find_spec("tensorrt") is not None
-
-
-def onnxruntime_importable() -> bool:
-    return importlib.util.find_spec("onnxruntime") is not None
-
-
-def resolve_device(device: str | None) -> str:
-    """'auto' / None -> 'cuda' when a GPU is visible, else 'cpu'. 'cuda[:n]' without a GPU is an error."""
-    if device in (None, "auto"):
-        return "cuda" if cuda_available() else "cpu"
-    device = str(device)
-    if device == "cpu":
-        return device
-    if device == "cuda" or device.startswith("cuda:"):
-        if not cuda_available():
-            raise BackendError(f"no CUDA device: device {device!r} was requested but torch.cuda.is_available() is "
-                               "False (CPU-only PyTorch build or no visible GPU); use device='cpu'")
-        return device
-    raise BackendError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:<index>'")
-
-
-def check_precision(backend: str, device: str, precision: str) -> None:
-    """A clear BackendError when ``backend`` cannot run ``precision`` on ``device``."""
-    kind = "cpu" if device == "cpu" else "cuda"
-    supported = SUPPORTED_PRECISIONS.get((backend, kind), ())
-    if precision in supported:
-        return
-    where = [f"{b} on {d}" for (b, d), p in SUPPORTED_PRECISIONS.items() if precision in p]
-    hint = f"{precision} runs with " + (", ".join(where) if where else "no backend")
-    if precision == "fp16" and kind == "cpu":
-        hint = ("no CPU backend runs fp16 faster than fp32 (x86 CPUs have no fp16 arithmetic for these "
-                "convolutions); on a CPU use 'auto', 'fp32', 'int8' (onnxruntime) or 'bf16' (torch, native bf16)")
-    raise BackendError(f"precision {precision!r} is not available with the {backend} backend on {kind} "
-                       f"(it runs {', '.join(supported) or 'nothing there'}); {hint}")
 
 
 def resolve_auto_precision(backend: str, device: str | None, calibration_available: bool) -> tuple[str, str, str]:
@@ -166,7 +79,7 @@ def choose_backend(device: str | None = "auto", precision: str = "fp32") -> tupl
 
 
 def create_backend(name: str, model, info, device: str | None = "auto", precision: str = "fp32",
-                   input_size: tuple[int, int] = (512, 1024), engine_cache_dir: str | os.PathLike | None = None,
+                   input_size: tuple[int, int] = DEFAULT_INPUT_SIZE, engine_cache_dir: str | os.PathLike | None = None,
                    options: Mapping[str, Any] | None = None) -> Backend:
     """Builds backend ``name`` ('auto', 'torch', 'onnxruntime', 'tensorrt') for an eval-mode BiSeNetV2 or BiSeNetV1.
 

@@ -26,6 +26,13 @@ MAGIC = b"BSV2ENGINE\x01"
 Engine = TypeVar("Engine")
 
 
+def default_engine_cache_dir() -> Path:
+    """Where engines and int8 graphs are cached unless the user says: ``$BISENETV2_CACHE/engines``."""
+    from ..known_weights import cache_dir
+
+    return cache_dir() / "engines"
+
+
 class CacheEntryError(ValueError):
     """A cache file that is not a valid entry (truncated, bad header, bad checksum)."""
 

@@ -15,8 +15,7 @@ from torch import nn
 
 from ..checkpoint import Normalization
 from ..architectures import SegmentationModel
-
-CHANNEL_ORDERS = ("rgb", "bgr")
+from ..conventions import CHANNEL_ORDERS
 
 
 class FusedSegmentation(nn.Module):

@@ -24,10 +24,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import BackendError
+from ..conventions import IMAGE_SUFFIXES, is_image_file
+from .base import BackendError
 
 LOGGER = logging.getLogger("bisenetv2_ros")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 DEFAULT_CALIBRATION_FRAMES = 32
 QUANT_FORMATS = ("QDQ", "QOperator")
 # Bumped whenever the quantiser's code changes, so that old cache files read as stale (the
@@ -69,7 +69,7 @@ def calibration_files(folder: str | os.PathLike, limit: int = DEFAULT_CALIBRATIO
     folder = Path(folder)
     if not folder.is_dir():
         raise BackendError(f"int8 calibration folder {folder} does not exist; {NO_CALIBRATION_HELP}")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
     if not files:
         raise BackendError(f"int8 calibration folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     if len(files) > limit:

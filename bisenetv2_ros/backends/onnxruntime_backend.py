@@ -4,7 +4,7 @@ By default one graph with dynamic batch and frame size serves every frame (one e
 second for the default model), except frames already at the model size: they get their own graph
 without the resize (an identity Resize still costs a pass over the frame). ``dynamic=False`` exports
 one fixed-shape graph per frame shape. On the CPU the graph's tail runs channels-last
-(``export.channels_last_tail_onnx``). CUDAExecutionProvider is used when the device is CUDA and the
+(``onnx_graph.channels_last_tail_onnx``). CUDAExecutionProvider is used when the device is CUDA and the
 provider is present.
 """
 
@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import Normalization
-from . import Backend, BackendError
+from .base import Backend, BackendError, check_precision
+from .engine_cache import EngineCache, default_engine_cache_dir
+from .onnx_graph import MIN_OPSET, fused_onnx_bytes, network_onnx_bytes
 
 LOGGER = logging.getLogger("bisenetv2_ros")
 
@@ -61,7 +63,7 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, model, normalization: Normalization, input_size: tuple[int, int], device: str = "cpu",
                  precision: str = "fp32", dynamic: bool = True, exporter: str = "legacy", threads: int | None = None,
-                 opset: int = 17, spin: bool = False, calibration_images: str | os.PathLike | None = None,
+                 opset: int = MIN_OPSET, spin: bool = False, calibration_images: str | os.PathLike | None = None,
                  calibration_frames: np.ndarray | None = None, calibration_limit: int | None = None,
                  dataset: str = "unknown", cache_dir: str | os.PathLike | None = None,
                  quant_format: str = "QDQ") -> None:
@@ -69,8 +71,6 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(f"unknown device {device!r}; use 'cpu' or 'cuda[:n]'")
         device = "cpu" if device in ("auto", None) else device
         if precision not in ("fp32", "int8") or (precision == "int8" and device != "cpu"):
-            from . import check_precision
-
             check_precision(self.name, device, precision)
         super().__init__(device, precision, input_size)
         self.calibration = None
@@ -82,23 +82,15 @@ class OnnxRuntimeBackend(Backend):
             # Resolved now, so that a missing folder fails at start-up, not at the first frame.
             self.calibration = CalibrationSet(calibration_frames, calibration_images, dataset,
                                               int(calibration_limit or DEFAULT_CALIBRATION_FRAMES))
-            from ..known_weights import cache_dir as default_cache_dir
-
-            self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir() / "engines"
+            self.cache_dir = Path(cache_dir) if cache_dir else default_engine_cache_dir()
         self.quant_format = quant_format
-        self.model = model.eval()
-        self.normalization = normalization
-        self.dynamic = dynamic
-        self.exporter = exporter
-        self.threads = threads
-        self.opset = opset
-        self.spin = spin
+        self.model, self.normalization = model.eval(), normalization
+        self.dynamic, self.exporter, self.opset = dynamic, exporter, opset  # how graphs are exported
+        self.threads, self.spin = threads, spin  # how sessions run them (make_session)
         self._sessions: dict[tuple, object] = {}
         self._model_only = None
 
     def onnx_bytes(self, channel_order: str = "rgb", frame_shape: tuple[int, int, int] | None = None) -> bytes:
-        from ..export import fused_onnx_bytes
-
         batch, frame_size = (None, "dynamic") if frame_shape is None else (frame_shape[0], frame_shape[1:])
         return fused_onnx_bytes(self.model, self.normalization, self.input_size, frame_size, channel_order,
                                 batch, self.opset, self.exporter, channels_last_tail=self.device == "cpu")
@@ -121,7 +113,7 @@ class OnnxRuntimeBackend(Backend):
             if self.precision == "int8":
                 session = self._int8_session(onnx_bytes, channel_order, key[1])
             else:
-                session = make_session(onnx_bytes, self.device, self.threads, self.spin)
+                session = self._new_session(onnx_bytes)
             self._sessions[key] = session
         return session
 
@@ -131,7 +123,6 @@ class OnnxRuntimeBackend(Backend):
 
         import onnxruntime as ort
 
-        from .engine_cache import EngineCache
         from .cpu import cpu_info
         from .int8 import QUANTIZER_VERSION, quantize_fused_onnx, quantizer_settings
 
@@ -153,9 +144,12 @@ class OnnxRuntimeBackend(Backend):
             return quantize_fused_onnx(onnx_bytes, frames, batch=batch, quant_format=self.quant_format, **settings)
 
         session, path = EngineCache(self.cache_dir).load_or_build(
-            slot, key, build, lambda payload: make_session(payload, self.device, self.threads, self.spin))
+            slot, key, build, self._new_session)
         self.int8_cache_files = getattr(self, "int8_cache_files", []) + [path]
         return session
+
+    def _new_session(self, onnx_model: bytes):
+        return make_session(onnx_model, self.device, self.threads, self.spin)
 
     def _run(self, frames: np.ndarray, channel_order: str) -> np.ndarray:
         frames = np.ascontiguousarray(frames)
@@ -164,23 +158,6 @@ class OnnxRuntimeBackend(Backend):
     def run_model(self, x: np.ndarray) -> np.ndarray:
         """Network only (for benchmarks): normalised float32 NCHW at the model size -> logits at that size."""
         if self._model_only is None:
-            self._model_only = make_session(_network_onnx_bytes(self.model, self.input_size, self.opset),
-                                            self.device, self.threads, self.spin)
+            self._model_only = self._new_session(network_onnx_bytes(self.model, self.input_size, self.opset))
         return self._model_only.run(None, {"input": np.ascontiguousarray(x, dtype=np.float32)})[0]
 
-
-def _network_onnx_bytes(model, input_size: tuple[int, int], opset: int) -> bytes:
-    import io
-    import warnings
-
-    import torch
-
-    from .fused import fold_batchnorm
-
-    buffer = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(fold_batchnorm(model), (torch.zeros(1, 3, *input_size),), buffer, dynamo=False,
-                          opset_version=opset, input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    return buffer.getvalue()

@@ -17,12 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import Normalization
-from ..known_weights import cache_dir
-from . import Backend, BackendError
-from .engine_cache import EngineCache
+from ..conventions import DEFAULT_WORKSPACE_GIB
+from . import int8
+from .base import Backend, BackendError, cuda_available, tensorrt_importable
+from .engine_cache import EngineCache, default_engine_cache_dir
+from .onnx_graph import fused_onnx_bytes
 
 LOGGER = logging.getLogger("bisenetv2_ros")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+ENGINE_NAME = "bisenetv2"  # the engine cache slot's name, unless the caller names it
 
 
 def _import_tensorrt():
@@ -41,22 +43,28 @@ def _trt_logger(trt):
 
 
 def calibration_files(folder: str | os.PathLike | None, limit: int = 64) -> list[Path]:
-    """Sorted image files for int8 calibration; a clear error when there are none."""
+    """Image files for int8 calibration (spread over the folder); a clear error when there are none."""
     if folder is None:
         raise BackendError("precision 'int8' needs calibration images: pass calibration_images=<folder of "
                            "representative frames> (a few dozen PNG/JPEG images)")
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise BackendError(f"int8 calibration folder {folder} does not exist")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
-    if not files:
-        raise BackendError(f"int8 calibration folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    return files
+    return int8.calibration_files(folder, limit)
+
+
+def require_engine_build(precision: str, calibration_images: str | os.PathLike | None = None) -> None:
+    """One clear BackendError, before anything is written, unless an engine can be built here:
+    TensorRT >= 10 importable, a CUDA GPU visible, calibration images for int8."""
+    if not tensorrt_importable():
+        raise BackendError("building a TensorRT engine needs the TensorRT 10 Python package 'tensorrt', "
+                           "which is not installed here")
+    _import_tensorrt()  # the version check
+    if not cuda_available():
+        raise BackendError("building a TensorRT engine needs a CUDA GPU, and torch sees none here")
+    if precision == "int8":
+        calibration_files(calibration_images)
 
 
 def _make_calibrator(trt, files: list[Path], frame_shape: tuple[int, int, int], channel_order: str, cache_path: Path):
     """An IInt8EntropyCalibrator2 feeding uint8 frames (resized to the engine's frame size) from files."""
-    import cv2
     import torch
 
     batch, height, width = frame_shape
@@ -73,14 +81,9 @@ def _make_calibrator(trt, files: list[Path], frame_shape: tuple[int, int, int], 
         def get_batch(self, names):
             if self.position + batch > len(files):
                 return None
-            frames = []
-            for path in files[self.position:self.position + batch]:
-                image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-                if image is None:
-                    raise BackendError(f"cannot read calibration image {path}")
-                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-                frames.append(image[..., ::-1] if channel_order == "rgb" else image)  # cv2 reads BGR
-            self.buffer.copy_(torch.from_numpy(np.ascontiguousarray(np.stack(frames))))
+            frames = int8.load_calibration_frames(files[self.position:self.position + batch], (height, width),
+                                                  channel_order)
+            self.buffer.copy_(torch.from_numpy(frames))
             self.position += batch
             return [int(self.buffer.data_ptr())]
 
@@ -95,7 +98,7 @@ def _make_calibrator(trt, files: list[Path], frame_shape: tuple[int, int, int], 
 
 
 def build_serialized_engine(onnx_bytes: bytes, precision: str, frame_shape: tuple[int, int, int],
-                            workspace_gib: float = 2.0, calibrator=None) -> bytes:
+                            workspace_gib: float = DEFAULT_WORKSPACE_GIB, calibrator=None) -> bytes:
     """ONNX bytes -> serialized TensorRT plan for uint8 frames of exactly ``frame_shape`` (N, H, W)."""
     trt = _import_tensorrt()
     logger = _trt_logger(trt)
@@ -126,8 +129,8 @@ def build_serialized_engine(onnx_bytes: bytes, precision: str, frame_shape: tupl
 
 
 def build_engine_cached(onnx_bytes: bytes, directory: Path, precision: str, frame_shape: tuple[int, int, int],
-                        channel_order: str = "rgb", workspace_gib: float = 2.0,
-                        calibration_images: str | os.PathLike | None = None, name: str = "bisenetv2",
+                        channel_order: str = "rgb", workspace_gib: float = DEFAULT_WORKSPACE_GIB,
+                        calibration_images: str | os.PathLike | None = None, name: str = ENGINE_NAME,
                         device: str = "cuda") -> Path:
     """Build-only mode: make sure the cache holds an up-to-date engine; returns its file."""
     _, path = load_engine_cached(onnx_bytes, directory, precision, frame_shape, channel_order, workspace_gib,
@@ -136,8 +139,8 @@ def build_engine_cached(onnx_bytes: bytes, directory: Path, precision: str, fram
 
 
 def load_engine_cached(onnx_bytes: bytes, directory: Path, precision: str, frame_shape: tuple[int, int, int],
-                       channel_order: str = "rgb", workspace_gib: float = 2.0,
-                       calibration_images: str | os.PathLike | None = None, name: str = "bisenetv2",
+                       channel_order: str = "rgb", workspace_gib: float = DEFAULT_WORKSPACE_GIB,
+                       calibration_images: str | os.PathLike | None = None, name: str = ENGINE_NAME,
                        device: str = "cuda", runtime=None):
     """(engine, cache file). Pass a long-lived ``runtime``: it must outlive the engines it deserializes."""
     trt = _import_tensorrt()
@@ -153,8 +156,7 @@ def load_engine_cached(onnx_bytes: bytes, directory: Path, precision: str, frame
         "precision": precision,
         "frame_shape": list(frame_shape),
         "workspace_gib": workspace_gib,
-        "calibration": hashlib.sha256("\n".join(f"{p.name}:{p.stat().st_size}" for p in files).encode()).hexdigest()
-        if files else None,
+        "calibration": int8.files_fingerprint(files) if files else None,
     }
     runtime = runtime or trt.Runtime(_trt_logger(trt))
 
@@ -169,11 +171,30 @@ def load_engine_cached(onnx_bytes: bytes, directory: Path, precision: str, frame
         return EngineCache(directory).load_or_build(slot, key, build, runtime.deserialize_cuda_engine)
 
 
+def engine_onnx_bytes(model, normalization: Normalization, input_size: tuple[int, int],
+                      frame_shape: tuple[int, int, int], channel_order: str = "rgb") -> bytes:
+    """The graph an engine for uint8 frames of ``frame_shape`` (N, H, W) is built from: fixed shapes,
+    plain tail. Its hash keys the engine cache, so a prebuilt engine is found by the backend."""
+    return fused_onnx_bytes(model, normalization, input_size, frame_shape[1:], channel_order, batch=frame_shape[0])
+
+
+def prebuild_engine(model, normalization: Normalization, input_size: tuple[int, int],
+                    frame_shape: tuple[int, int, int], precision: str = "fp16", channel_order: str = "rgb",
+                    engine_cache_dir: str | os.PathLike | None = None, workspace_gib: float = DEFAULT_WORKSPACE_GIB,
+                    calibration_images: str | os.PathLike | None = None, device: str = "cuda") -> Path:
+    """Build-only mode: puts the engine ``TensorRTBackend`` would build for these frames into its
+    cache (default: the backend's), without running it; returns the cache file."""
+    onnx_bytes = engine_onnx_bytes(model.eval(), normalization, input_size, frame_shape, channel_order)
+    return build_engine_cached(onnx_bytes, Path(engine_cache_dir or default_engine_cache_dir()), precision,
+                               tuple(frame_shape), channel_order, workspace_gib, calibration_images, ENGINE_NAME,
+                               device)
+
+
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, model, normalization: Normalization, input_size: tuple[int, int], device: str = "cuda",
-                 precision: str = "fp16", engine_cache_dir: Path | None = None, workspace_gib: float = 2.0,
+                 precision: str = "fp16", engine_cache_dir: Path | None = None, workspace_gib: float = DEFAULT_WORKSPACE_GIB,
                  calibration_images: str | os.PathLike | None = None, name: str | None = None) -> None:
         super().__init__(device, precision, input_size)
         self.trt = _import_tensorrt()
@@ -181,10 +202,10 @@ class TensorRTBackend(Backend):
             calibration_files(calibration_images)  # fail now, not at the first frame
         self.model = model.eval()
         self.normalization = normalization
-        self.engine_cache_dir = Path(engine_cache_dir) if engine_cache_dir else cache_dir() / "engines"
+        self.engine_cache_dir = Path(engine_cache_dir) if engine_cache_dir else default_engine_cache_dir()
         self.workspace_gib = workspace_gib
         self.calibration_images = calibration_images
-        self.engine_name = name or "bisenetv2"
+        self.engine_name = name or ENGINE_NAME
         self._engines: dict[tuple, tuple] = {}
         self.runtime = self.trt.Runtime(_trt_logger(self.trt))
         import torch
@@ -195,10 +216,7 @@ class TensorRTBackend(Backend):
     def _context(self, channel_order: str, frame_shape: tuple[int, int, int]):
         key = (channel_order, frame_shape)
         if key not in self._engines:
-            from ..export import fused_onnx_bytes
-
-            onnx_bytes = fused_onnx_bytes(self.model, self.normalization, self.input_size, frame_shape[1:],
-                                          channel_order, batch=frame_shape[0])
+            onnx_bytes = engine_onnx_bytes(self.model, self.normalization, self.input_size, frame_shape, channel_order)
             engine, path = load_engine_cached(onnx_bytes, self.engine_cache_dir, self.precision, frame_shape,
                                               channel_order, self.workspace_gib, self.calibration_images,
                                               self.engine_name, self.device, self.runtime)

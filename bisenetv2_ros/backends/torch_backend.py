@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import Normalization
-from . import Backend, BackendError
+from .base import Backend, BackendError, check_precision
 from .fused import FusedSegmentation, fold_batchnorm
 
 LOGGER = logging.getLogger("bisenetv2_ros")
@@ -62,8 +62,6 @@ class TorchBackend(Backend):
         compile = compile or os.environ.get(DEFAULT_COMPILE_ENV, "off")
         if compile not in COMPILE_MODES:
             raise BackendError(f"unknown torch compile mode {compile!r}; choose one of {COMPILE_MODES}")
-        from . import check_precision
-
         check_precision(self.name, "cpu" if device == "cpu" else "cuda", precision)
         if precision == "bf16":
             require_native_bf16(emulate_bf16)

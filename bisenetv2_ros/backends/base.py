@@ -1,0 +1,100 @@
+"""What every backend shares: the Backend interface, its error, the backend and precision names,
+device resolution and the precision table."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import TYPE_CHECKING
+
+from ..conventions import CHANNEL_ORDERS
+
+if TYPE_CHECKING:  # annotations only: importing the names stays cheap
+    import numpy as np
+
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+# "auto": on a CPU, the fastest path its instruction set runs natively (``cpu.auto_precision``);
+# on a GPU, fp32 (as before auto existed).
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
+DEFAULT_PRECISION = "auto"
+# Which precision each backend runs, by device kind; everything else is a BackendError naming these.
+SUPPORTED_PRECISIONS = {
+    ("torch", "cpu"): ("fp32", "bf16"),
+    ("torch", "cuda"): ("fp32", "fp16"),
+    ("onnxruntime", "cpu"): ("fp32", "int8"),
+    ("onnxruntime", "cuda"): ("fp32",),
+    ("tensorrt", "cuda"): ("fp32", "fp16", "int8"),
+}
+
+
+class BackendError(ValueError):
+    """A backend that cannot be built as asked; the message says why and what to do instead."""
+
+
+class Backend:
+    """uint8 frames (N, H, W, 3) in, uint8 labels (N, H, W) out, at the frames' resolution.
+
+    Subclasses set ``name``, ``device`` and ``precision`` and implement ``_run``. Pipelines are built
+    lazily per channel order (and per shape where the backend needs fixed shapes) and cached.
+    """
+
+    name = "base"
+
+    def __init__(self, device: str, precision: str, input_size: tuple[int, int]) -> None:
+        self.device = device
+        self.precision = precision
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+
+    def run(self, frames: np.ndarray, channel_order: str = "rgb") -> np.ndarray:
+        if channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
+        return self._run(frames, channel_order)
+
+    def _run(self, frames: np.ndarray, channel_order: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(device={self.device!r}, precision={self.precision!r}, input_size={self.input_size})"
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def tensorrt_importable() -> bool:
+    return importlib.util.find_spec("tensorrt") is not None
+
+
+def onnxruntime_importable() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def resolve_device(device: str | None) -> str:
+    """'auto' / None -> 'cuda' when a GPU is visible, else 'cpu'. 'cuda[:n]' without a GPU is an error."""
+    if device in (None, "auto"):
+        return "cuda" if cuda_available() else "cpu"
+    device = str(device)
+    if device == "cpu":
+        return device
+    if device == "cuda" or device.startswith("cuda:"):
+        if not cuda_available():
+            raise BackendError(f"no CUDA device: device {device!r} was requested but torch.cuda.is_available() is "
+                               "False (CPU-only PyTorch build or no visible GPU); use device='cpu'")
+        return device
+    raise BackendError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:<index>'")
+
+
+def check_precision(backend: str, device: str, precision: str) -> None:
+    """A clear BackendError when ``backend`` cannot run ``precision`` on ``device``."""
+    kind = "cpu" if device == "cpu" else "cuda"
+    supported = SUPPORTED_PRECISIONS.get((backend, kind), ())
+    if precision in supported:
+        return
+    where = [f"{b} on {d}" for (b, d), p in SUPPORTED_PRECISIONS.items() if precision in p]
+    hint = f"{precision} runs with " + (", ".join(where) if where else "no backend")
+    if precision == "fp16" and kind == "cpu":
+        hint = ("no CPU backend runs fp16 faster than fp32 (x86 CPUs have no fp16 arithmetic for these "
+                "convolutions); on a CPU use 'auto', 'fp32', 'int8' (onnxruntime) or 'bf16' (torch, native bf16)")
+    raise BackendError(f"precision {precision!r} is not available with the {backend} backend on {kind} "
+                       f"(it runs {', '.join(supported) or 'nothing there'}); {hint}")
