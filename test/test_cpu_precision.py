@@ -94,6 +94,25 @@ def test_default_calibration_folder(tmp_path):
     assert int8.default_calibration_folder("synthetic", repo) is None
 
 
+def test_drive_disjoint_weights_calibrate_on_their_own_drives_only(tmp_path, monkeypatch):
+    """Weights trained on camvid:drive_train calibrate on drives 0006R0/0016E5 of the train folder,
+    never on the held-out drive 0001TP that measures them."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    frames = tmp_path / "shared" / "data" / "camvid" / "train"
+    frames.mkdir(parents=True)
+    for name in ("0001TP_006690", "0006R0_f00930", "0016E5_00390", "0016E5_00420"):
+        cv2.imwrite(str(frames / f"{name}.png"), np.full((8, 8, 3), 7, np.uint8))
+    assert int8.default_calibration_folder("camvid:drive_train", repo) == frames.resolve()
+    assert int8.training_frame_prefixes("camvid:drive_train") == ("0006R0", "0016E5")
+    assert int8.training_frame_prefixes("camvid:train") == ()
+    monkeypatch.setattr(int8, "REPOSITORY_ROOT", repo)
+    monkeypatch.setattr(int8.default_calibration_folder, "__defaults__", (repo,))
+    chosen = int8.CalibrationSet(dataset="camvid:drive_train").files
+    assert [p.stem for p in chosen] == ["0006R0_f00930", "0016E5_00390", "0016E5_00420"]
+    assert len(int8.CalibrationSet(dataset="camvid:train").files) == 4
+
+
 # ------------------------------------------------------------------------------------------------
 # Clear errors
 

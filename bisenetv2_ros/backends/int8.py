@@ -43,6 +43,11 @@ REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 # Where the frames of a checkpoint's training set live, by CheckpointInfo.dataset ("camvid:train").
 # Relative to the repository root: the workplace keeps its data beside the checkout.
 KNOWN_TRAINING_FRAMES = {"camvid": Path("..") / "shared" / "data" / "camvid"}
+# Training splits that are not a folder of their own: (folder, file-name prefixes). CamVid's
+# drive-disjoint split (training/datasets.py) is drives 0006R0 + 0016E5; its `train` folder holds both
+# (the `val` folder is 0016E5 again) but also drive 0001TP, which must not be calibrated on: it is the
+# held-out drive.
+SPLIT_FRAMES = {("camvid", "drive_train"): ("train", ("0006R0", "0016E5"))}
 NO_CALIBRATION_HELP = ("give a folder of a few dozen representative frames: backend_options="
                        "{'calibration_images': 'folder/'} (CLI: --calibration-images folder/), or use precision 'fp32'")
 
@@ -52,16 +57,25 @@ def default_calibration_folder(dataset: str, root: Path = REPOSITORY_ROOT) -> Pa
 
     ``dataset`` is ``CheckpointInfo.dataset``, e.g. "camvid:train" -> ../shared/data/camvid/train.
     """
-    name, _, split = str(dataset).partition(":")
-    base = KNOWN_TRAINING_FRAMES.get(name.lower())
+    name, _, split = str(dataset).lower().partition(":")
+    base = KNOWN_TRAINING_FRAMES.get(name)
     if base is None:
         return None
-    folder = (root / base / (split or "train")).resolve()
+    split, _ = SPLIT_FRAMES.get((name, split), (split or "train", ()))
+    folder = (root / base / split).resolve()
     return folder if folder.is_dir() else None
 
 
-def calibration_files(folder: str | os.PathLike, limit: int = DEFAULT_CALIBRATION_FRAMES) -> list[Path]:
-    """``limit`` image files spread evenly over the sorted folder (recursive); a clear error if none.
+def training_frame_prefixes(dataset: str) -> tuple[str, ...]:
+    """File-name prefixes of the training frames in ``default_calibration_folder`` (() = every file)."""
+    name, _, split = str(dataset).lower().partition(":")
+    return SPLIT_FRAMES.get((name, split), ("", ()))[1]
+
+
+def calibration_files(folder: str | os.PathLike, limit: int = DEFAULT_CALIBRATION_FRAMES,
+                      prefixes: tuple[str, ...] = ()) -> list[Path]:
+    """``limit`` image files spread evenly over the sorted folder (recursive), only those whose names
+    start with one of ``prefixes`` if given; a clear error if none.
 
     Evenly spread rather than the first ``limit``: a folder of video frames sorted by name starts
     with one scene, and calibration should see them all.
@@ -69,7 +83,8 @@ def calibration_files(folder: str | os.PathLike, limit: int = DEFAULT_CALIBRATIO
     folder = Path(folder)
     if not folder.is_dir():
         raise BackendError(f"int8 calibration folder {folder} does not exist; {NO_CALIBRATION_HELP}")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+    files = sorted(p for p in folder.rglob("*")
+                   if p.is_file() and is_image_file(p) and p.name.startswith(prefixes or ""))
     if not files:
         raise BackendError(f"int8 calibration folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     if len(files) > limit:
@@ -117,14 +132,15 @@ class CalibrationSet:
                                    f"{frames.dtype} {frames.shape}")
             self.frames, self.files, self.source = frames, None, f"{len(frames)} given frames"
             return
+        prefixes: tuple[str, ...] = ()
         if folder is None:
-            folder = default_calibration_folder(dataset)
+            folder, prefixes = default_calibration_folder(dataset), training_frame_prefixes(dataset)
             if folder is None:
                 raise BackendError(f"precision 'int8' needs calibration frames and none are known for weights "
                                    f"trained on {dataset!r}; {NO_CALIBRATION_HELP}")
             LOGGER.info("int8: calibrating on the checkpoint's training frames in %s", folder)
         self.frames = None
-        self.files = calibration_files(folder, limit)
+        self.files = calibration_files(folder, limit, prefixes)
         self.source = f"{len(self.files)} images from {folder}"
 
     def fingerprint(self) -> str:
