@@ -319,3 +319,19 @@ def test_a_bare_storage_file_is_read_too(recording, tiny_weights, segmenter, tmp
                      "--output", str(out), "--quiet"]) == 0
     assert bags.storage_of(out) == storage
     check_output(out, expected["raw"], segmenter)
+
+
+@pytest.mark.parametrize("metadata,message", [
+    ("rosbag2_bagfile_information:\n  version: [8\n", "Could not load YAML"),
+    ("something_else: 1\n", "metadata key is missing"),
+])
+def test_a_bag_folder_with_an_invalid_metadata_file_is_one_clear_error(tmp_path, metadata, message, capsys):
+    bag = tmp_path / "badbag"
+    bag.mkdir()
+    (bag / "metadata.yaml").write_text(metadata)
+    assert cli.main(["segment", str(bag), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"bisenetv2 segment: error: cannot open rosbag2 {bag}: ") and message in err[0]
+    assert "Traceback" not in err[0]
+    assert not (tmp_path / "badbag_segmented").exists()
