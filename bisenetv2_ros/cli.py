@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .cli_args import positive_int, size_or_comma
+
 PROG = "bisenetv2"
 
 EPILOG = """\
@@ -51,24 +53,9 @@ class CliError(Exception):
 # Parser
 
 
-def _input_size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().replace(",", "x").split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 512x1024, got {text!r}") from None
-    if height <= 0 or width <= 0:
-        raise argparse.ArgumentTypeError(f"input size must be positive, got {text!r}")
-    return height, width
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+# --input-size/--frame-size also take the comma form 512,1024 that they always accepted
+_input_size = size_or_comma
+_positive_int = positive_int
 
 
 def _outputs(text: str) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ import numpy as np
 from .backends import CHANNEL_ORDERS, DEFAULT_PRECISION, Backend, create_backend
 from .checkpoint import DEFAULT_WEIGHTS, load_model
 from .classes import ClassSet, colorize
+from .conventions import DEFAULT_INPUT_SIZE
 
 
 class Segmenter:
@@ -48,7 +49,7 @@ class Segmenter:
         model, self.info = load_model(weights)
         self.weights = str(weights)
         self.classes: ClassSet = self.info.classes
-        size = tuple(input_size or self.info.train_resolution or (512, 1024))
+        size = tuple(input_size or self.info.train_resolution or DEFAULT_INPUT_SIZE)
         if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in size):
             raise ValueError(f"input_size must be (height, width) with positive integers, got {input_size!r}")
         self.input_size: tuple[int, int] = (int(size[0]), int(size[1]))

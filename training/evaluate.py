@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from bisenetv2_ros.checkpoint import Normalization
+from bisenetv2_ros.cli_args import add_size_accepting_two_numbers
+from bisenetv2_ros.conventions import DEFAULT_INPUT_SIZE
 from bisenetv2_ros.classes import IGNORE_INDEX
 
 
@@ -178,8 +180,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         help="dataset split; CamVid also has the drive-disjoint drive_train / drive_val "
                              "(datasets.CAMVID_DRIVE_SPLITS)")
     parser.add_argument("--classes-file", default=None)
-    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                        help="model resolution (default: the checkpoint's training resolution)")
+    add_size_accepting_two_numbers(parser, "--input-size",
+                                   help="model resolution, e.g. 360x480 (default: the checkpoint's training resolution)")
     parser.add_argument("--flip", action="store_true", help="average with the mirrored frame")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multi-scale factors")
     parser.add_argument("--limit", type=int, default=None, help="only the first N frames")
@@ -205,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         from bisenetv2_ros.checkpoint import load_model
         model, info = load_model(args.weights)
         model.to(args.device)
-        size = tuple(args.input_size or info.train_resolution or (512, 1024))
+        size = tuple(args.input_size or info.train_resolution or DEFAULT_INPUT_SIZE)
         result = evaluate_model(model, dataset, size, info.normalization, args.flip, args.scales, args.limit,
                                 args.device, progress=True)
     else:
