@@ -18,8 +18,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from bisenetv2_ros.classes import CAMVID, CITYSCAPES, IGNORE_INDEX, ClassSet
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+from bisenetv2_ros.conventions import is_image_file
 
 # Official Cityscapes labelId -> trainId (cityscapesScripts labels.py); everything else is ignored.
 CITYSCAPES_LABEL_TO_TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
@@ -123,8 +122,8 @@ def _pair_by_stem(image_dir: Path, label_dir: Path, label_suffix: str = ".png") 
         raise DatasetError(f"image folder {image_dir} does not exist")
     if not label_dir.is_dir():
         raise DatasetError(f"label folder {label_dir} does not exist")
-    images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    labels = {p.stem: p for p in label_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    images = sorted(p for p in image_dir.iterdir() if is_image_file(p))
+    labels = {p.stem: p for p in label_dir.iterdir() if is_image_file(p)}
     samples = []
     for image in images:
         label = labels.pop(image.stem, None)
