@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from bisenetv2_ros.classes import CAMVID, CITYSCAPES, IGNORE_INDEX, ClassSet
-from bisenetv2_ros.conventions import is_image_file
+from bisenetv2_ros.conventions import is_image_file, normalization_scale_shift
 
 # Official Cityscapes labelId -> trainId (cityscapesScripts labels.py); everything else is ignored.
 CITYSCAPES_LABEL_TO_TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
@@ -283,8 +283,7 @@ class TrainTransform:
         self.train_size = tuple(train_size) if train_size else None
         self.hflip = hflip
         self.photometric = photometric
-        self.mean = np.asarray(mean, dtype=np.float32) * 255.0
-        self.std = np.asarray(std, dtype=np.float32) * 255.0
+        self.scale, self.shift = (np.asarray(v, dtype=np.float32) for v in normalization_scale_shift(mean, std))
 
     def geometry(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
         """Scale, crop, resize and flip; the label follows every pixel of the image."""
@@ -315,7 +314,7 @@ class TrainTransform:
         image, label = self.geometry(image, label, rng)
         if self.photometric is not None:
             image = self.photometric(image, rng)
-        x = (image.astype(np.float32) - self.mean) / self.std
+        x = image.astype(np.float32) * self.scale + self.shift
         return (torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))),
                 torch.from_numpy(label).long())
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from bisenetv2_ros.checkpoint import Normalization
 from bisenetv2_ros.cli_args import add_size_accepting_two_numbers
-from bisenetv2_ros.conventions import DEFAULT_INPUT_SIZE
+from bisenetv2_ros.conventions import DEFAULT_INPUT_SIZE, normalization_scale_shift
 from bisenetv2_ros.classes import IGNORE_INDEX
 
 
@@ -95,13 +95,13 @@ def predict_logits(model: torch.nn.Module, frames: np.ndarray, input_size: Seque
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().to(device)
     if normalization.channel_order == "bgr":
         x = x.flip(1)
-    mean = torch.tensor(normalization.mean, device=device).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(normalization.std, device=device).view(1, 3, 1, 1) * 255.0
+    multiply, add = (torch.tensor(v, device=device).view(1, 3, 1, 1)
+                     for v in normalization_scale_shift(normalization.mean, normalization.std))
     out_size = tuple(frames.shape[1:3])
     total = None
     for scale in scales:
         size = (max(1, int(round(input_size[0] * scale))), max(1, int(round(input_size[1] * scale))))
-        resized = (F.interpolate(x, size=size, mode="bilinear", align_corners=False) - mean) / std
+        resized = F.interpolate(x, size=size, mode="bilinear", align_corners=False) * multiply + add
         variants = [resized, resized.flip(3)] if flip else [resized]
         for i, inp in enumerate(variants):
             logits = model(inp, output_size=out_size)
