@@ -63,3 +63,14 @@ def test_messages_benchmark_frame_size(capsys):
     assert capsys.readouterr().err.count("is deprecated; use --frame-size HxW") == 2
     assert messages_benchmark.run(parser.parse_args(["--frame-size", "24x32", "--repeats", "1"])) == 0
     assert "per-frame message overhead, 24x32 (HxW) bgr8, 1 runs" in capsys.readouterr().out
+
+
+def test_training_step_benchmark_takes_height_by_width(capsys):
+    from training.benchmark_step import main
+
+    args = ["--batch", "2", "--threads", "1", "--rounds", "1", "--warmup", "0", "--variants", "fp32"]
+    assert set(main(["--size", "64x96", *args])) == {"fp32"}
+    assert "batch 2 x 64x96" in capsys.readouterr().out
+    main(["--size", "64", "96", *args])  # the old two-number form
+    captured = capsys.readouterr()
+    assert "batch 2 x 64x96" in captured.out and "--size 64 96 is deprecated; use --size 64x96" in captured.err
