@@ -9,6 +9,7 @@ Messages are written in the input's log-time order.
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -74,11 +75,23 @@ def image_topics(bag: Path) -> dict[str, str]:
         return {c.topic: c.msgtype for c in reader.connections if c.msgtype in IMAGE_TYPES}
 
 
+@contextmanager
 def _open_reader(Reader, bag: Path):
+    """An open reader; rosbags reads metadata.yaml only in open(), so both steps are guarded."""
     try:
-        return Reader(bag)
-    except Exception as error:  # rosbags raises several kinds for a broken folder
-        raise BagError(f"cannot open rosbag2 {bag}: {error}") from error
+        reader = Reader(bag)
+        reader.open()
+    except Exception as error:  # rosbags raises several kinds for a broken folder or metadata.yaml
+        raise BagError(f"cannot open rosbag2 {bag}: {_one_line(error)}") from error
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+def _one_line(error: Exception) -> str:
+    """The first line of a library message (YAML errors go on with a caret drawing of the file)."""
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
 
 
 def choose_topic(topics: dict[str, str], requested: str | None, bag: Path) -> str:

@@ -9,8 +9,8 @@ so that load from other processes hits all of them alike, and prints the speed-u
 ``--weights random --architectures bisenetv1,bisenetv2`` it does so for both networks in one run.
 The output names the CPU model and its instruction-set flags, since the reduced paths depend on them.
 
-    python -m bisenetv2_ros.benchmark --backend onnxruntime --height 512 --width 1024 --source-size 1024x512
-    python -m bisenetv2_ros.benchmark --compare --height 256 --width 512
+    python -m bisenetv2_ros.benchmark --backend onnxruntime --input-size 512x1024 --frame-size 720x1280
+    python -m bisenetv2_ros.benchmark --compare --input-size 256x512
     python -m bisenetv2_ros.benchmark --compare --compile off --weights random --architectures bisenetv1,bisenetv2
 """
 
@@ -32,17 +32,8 @@ import torch
 from .architectures import ARCHITECTURES
 from .backends import BACKENDS, DEFAULT_PRECISION, PRECISIONS
 from .backends.fused import FusedSegmentation
-
-
-def _frame_size(text: str) -> tuple[int, int]:
-    """'WIDTHxHEIGHT' (camera convention, e.g. 1280x720) -> (height, width)."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 1280x720, got {text!r}") from None
-    if width < 1 or height < 1:
-        raise argparse.ArgumentTypeError(f"frame sides must be positive, got {text!r}")
-    return height, width
+from .cli_args import add_size, complete, positive_int
+from .conventions import DEFAULT_INPUT_SIZE
 
 
 def _architectures(text: str) -> list[str]:
@@ -65,12 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
                         help="auto (default: what the Segmenter picks on this machine, logged), fp32, fp16, bf16, int8")
-    parser.add_argument("--height", type=int, default=None, help="model input height (default: checkpoint's, else 512)")
-    parser.add_argument("--width", type=int, default=None, help="model input width (default: checkpoint's, else 1024)")
-    parser.add_argument("--source-size", type=_frame_size, default=None, metavar="WxH",
-                        help="camera frame size as WIDTHxHEIGHT, e.g. 1280x720 (default: the model input size)")
-    parser.add_argument("--batch", type=int, default=1, help="frames per call (e.g. several cameras)")
-    parser.add_argument("--iters", type=int, default=20, help="timed iterations")
+    default = "x".join(map(str, DEFAULT_INPUT_SIZE))
+    add_size(parser, "--input-size", "input_size", old_sides=("--height", "--width"),
+             help=f"network input size, e.g. 360x480 (default: the checkpoint's, else {default})")
+    add_size(parser, "--frame-size", "frame_size", old_width_by_height="--source-size",
+             help="camera frame size, e.g. 720x1280 (default: the network input size)")
+    parser.add_argument("--batch", type=positive_int, default=1, help="frames per call (e.g. several cameras)")
+    parser.add_argument("--iters", type=positive_int, default=20, help="timed iterations")
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations first (compilation happens here)")
     parser.add_argument("--compile", choices=("off", "inductor", "script"), default=None,
                         help="torch backend compile mode (default: off; --compare tries all)")
@@ -104,11 +96,7 @@ def run(args: argparse.Namespace) -> int:
             checkpoints = {name: _random_default_checkpoint(Path(scratch), name) for name in architectures}
         else:
             checkpoints = {"": weights}
-        model_size = None
-        if args.height or args.width:
-            if not (args.height and args.width):
-                raise SystemExit("give both --height and --width (the model input size)")
-            model_size = (args.height, args.width)
+        model_size = complete(args.input_size, None, "--input-size")
         if args.compare:
             result = _compare(args, checkpoints, model_size)
         else:
@@ -181,7 +169,7 @@ def _random_default_checkpoint(folder: Path, architecture: str = "bisenetv2") ->
 
     torch.manual_seed(0)
     model = build_model(default_config(architecture, num_classes=len(CITYSCAPES), aux_heads=False)).eval()
-    info = CheckpointInfo(CITYSCAPES, train_resolution=(512, 1024), dataset="random (benchmark)")
+    info = CheckpointInfo(CITYSCAPES, train_resolution=DEFAULT_INPUT_SIZE, dataset="random (benchmark)")
     return save_checkpoint(Checkpoint.from_model(model, info), folder / f"random_{architecture}.pt")
 
 
@@ -221,7 +209,7 @@ def _timer(device: str) -> Callable[[Callable[[], Any]], float]:
 
 
 def _frames(args, input_size) -> np.ndarray:
-    height, width = args.source_size or input_size
+    height, width = args.frame_size or input_size
     rng = np.random.default_rng(0)
     return rng.integers(0, 256, (args.batch, height, width, 3), dtype=np.uint8)
 
@@ -306,7 +294,7 @@ def _compare(args, checkpoints: dict[str, Any], model_size) -> dict[str, Any]:
         prefix = f"{label} " if label else ""
         model, info = load_model(weights)
         if input_size is None:
-            input_size = tuple(model_size or info.train_resolution or (512, 1024))
+            input_size = tuple(model_size or info.train_resolution or DEFAULT_INPUT_SIZE)
             frames = _frames(args, input_size)
         tensor = torch.from_numpy(frames)
         eager = FusedSegmentation(model, info.normalization, input_size, args.channel_order)

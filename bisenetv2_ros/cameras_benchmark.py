@@ -2,7 +2,7 @@
 
 Runs the node's own ROS-free machinery (per-camera newest-frame slots, one worker, the batched
 ``SegmentationPipeline`` building labels, color and info messages) on synthetic cameras that publish
-WIDTHxHEIGHT bgr8 frames at ``--rate`` Hz each, and compares, side by side in one run:
+HEIGHTxWIDTH bgr8 frames at ``--rate`` Hz each, and compares, side by side in one run:
 
 - *batched*: one process, N cameras, one network (what `cameras: [...]` does);
 - *separate*: N processes with one camera each, running at the same time (N single-camera nodes).
@@ -14,7 +14,7 @@ frames per network call, latency, the batched/separate throughput ratio and each
 resident memory. Messages are rosbags dataclasses (no middleware): the figures are the node's
 pipeline, not DDS transport.
 
-    bisenetv2 benchmark-cameras --cameras 1,2,4 --size 640x480 --seconds 10 --rounds 3
+    bisenetv2 benchmark-cameras --cameras 1,2,4 --frame-size 480x640 --seconds 10 --rounds 3
 """
 
 from __future__ import annotations
@@ -34,18 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from .cli_args import add_size, script_main
+
 CHILD_FLAG = "--child-cameras"
-
-
-def _size(text: str) -> tuple[int, int]:
-    """'WIDTHxHEIGHT' -> (height, width)."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 640x480, got {text!r}") from None
-    if width < 2 or height < 2:
-        raise argparse.ArgumentTypeError(f"frame sides must be at least 2, got {text!r}")
-    return height, width
 
 
 def _counts(text: str) -> list[int]:
@@ -62,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cameras", type=_counts, default=[1, 2, 4], metavar="N[,N...]",
                         help="camera counts to run (default 1,2,4); each N > 1 runs batched and as N separate "
                              "processes")
-    parser.add_argument("--size", type=_size, default=(480, 640), metavar="WxH", help="frame size (default 640x480)")
+    add_size(parser, "--frame-size", "frame_size", default=(480, 640), old_width_by_height="--size",
+             help="frame size (default 480x640)")
     parser.add_argument("--rate", type=float, default=30.0, help="frames per second each camera sends (default 30)")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run (default 10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each run (default 2)")
@@ -123,7 +115,7 @@ def run_node(args: argparse.Namespace) -> dict[str, Any]:
     slots = node_core.FrameSlots(count, max_items=lambda: settings.max_batch)
     intake = node_core.FrameIntake(slots, cameras, settings)
     worker = node_core.FrameWorker(slots, timed_batch)
-    height, width = args.size
+    height, width = args.frame_size
     rng = np.random.default_rng(0)
     pixels = [rng.integers(0, 256, height * width * 3, dtype=np.uint8) for _ in range(count)]
     stop = threading.Event()
@@ -179,9 +171,9 @@ def run_node(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _child_command(args: argparse.Namespace, count: int) -> list[str]:
-    height, width = args.size
+    height, width = args.frame_size
     return [sys.executable, "-m", "bisenetv2_ros.cameras_benchmark", CHILD_FLAG, str(count),
-            "--size", f"{width}x{height}", "--rate", str(args.rate), "--seconds", str(args.seconds),
+            "--frame-size", f"{height}x{width}", "--rate", str(args.rate), "--seconds", str(args.seconds),
             "--warmup", str(args.warmup), "--weights", args.weights, "--backend", args.backend,
             "--device", args.device, "--max-batch", str(args.max_batch)]
 
@@ -291,8 +283,8 @@ def _summarise(args: argparse.Namespace, runs: dict[str, list[list[dict[str, Any
         if one and count > 1 and f"batched {count}" in rows:
             ratios[f"{count} cameras: memory of one batched process / one single-camera process"] = round(
                 rows[f"batched {count}"]["peak_rss_mib_per_process"] / one["peak_rss_mib_per_process"], 2)
-    height, width = args.size
-    return {"frame": f"{width}x{height} bgr8", "rate_hz_per_camera": args.rate, "seconds": args.seconds,
+    height, width = args.frame_size
+    return {"frame": f"{height}x{width} (HxW) bgr8", "rate_hz_per_camera": args.rate, "seconds": args.seconds,
             "rounds": args.rounds, "weights": args.weights, "max_batch": args.max_batch, "machine": _cpu(),
             "runs": rows, "ratios": ratios}
 
@@ -318,10 +310,7 @@ def _print_table(summary: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bisenetv2_ros.cameras_benchmark", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return script_main(__doc__, "python -m bisenetv2_ros.cameras_benchmark", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .cli_args import positive_int, size_or_comma
+
 PROG = "bisenetv2"
 
 EPILOG = """\
@@ -25,7 +27,7 @@ examples:
   bisenetv2 segment my_bag/ --topic /camera/image_raw  # a rosbag2 folder (MCAP or sqlite3)
   bisenetv2 info camvid --json
   bisenetv2 import bisenetv2_cityscapes.pth cityscapes.pt
-  bisenetv2 export runs/camvid/last.pt --output camvid_deploy.pt --half --onnx camvid.onnx
+  bisenetv2 export runs/camvid/latest.pt --output camvid_deploy.pt --half --onnx camvid.onnx
   bisenetv2 benchmark --help                           # speed of the backends on this machine
 
 Run `bisenetv2 COMMAND --help` for the options of one command.
@@ -51,24 +53,9 @@ class CliError(Exception):
 # Parser
 
 
-def _input_size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().replace(",", "x").split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 512x1024, got {text!r}") from None
-    if height <= 0 or width <= 0:
-        raise argparse.ArgumentTypeError(f"input size must be positive, got {text!r}")
-    return height, width
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+# --input-size/--frame-size also take the comma form 512,1024 that they always accepted
+_input_size = size_or_comma
+_positive_int = positive_int
 
 
 def _outputs(text: str) -> tuple[str, ...]:
@@ -125,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="comma list of labels,color,overlay (images default: all three; videos: "
                               "color,overlay; labels writes one PNG per frame)")
     segment.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the palette (default: 0.5)")
+    segment.add_argument("--skip-bad", action="store_true",
+                         help="exit 0 even when some inputs were skipped (images that cannot be read, bag frames "
+                              "that cannot be decoded); without it such a run keeps its output, says how many "
+                              "were skipped and exits 1")
     bag = segment.add_argument_group("rosbag2 input")
     bag.add_argument("--topic", default=None,
                      help="camera topic (sensor_msgs/Image or CompressedImage); default: the bag's only image topic")
@@ -282,6 +273,7 @@ def _make_segmenter(args):
 
 def cmd_segment(args) -> int:
     from . import media
+    from .conventions import IMAGE_SUFFIXES
 
     kind = media.input_kind(args.input)
     output = args.output if args.output is not None else media.default_output(args.input)
@@ -294,7 +286,7 @@ def cmd_segment(args) -> int:
         # an output folder inside the input folder (a previous run) is not input
         images = [p for p in media.list_images(args.input) if not p.resolve().is_relative_to(output.resolve())]
         if not images:
-            raise CliError(f"folder {args.input} holds no images ({', '.join(media.IMAGE_EXTENSIONS)})")
+            raise CliError(f"folder {args.input} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         root = args.input
     elif kind == "image":
         media.read_image(args.input)  # fail before loading the model when the file is unreadable
@@ -320,7 +312,16 @@ def cmd_segment(args) -> int:
     print(f"segmented {summary.frames} {noun} ({', '.join(outputs)}) with {segmenter.weights} "
           f"[{segmenter.backend_name}, {segmenter.device}, {segmenter.input_size[0]}x{segmenter.input_size[1]}] "
           f"-> {final}")
-    return 0
+    return _skipped_status(args, len(summary.skipped), len(summary.skipped) + summary.frames, noun)
+
+
+def _skipped_status(args, skipped: int, total: int, noun: str) -> int:
+    """Exit status of a run that kept its output: 1 when it skipped inputs, unless --skip-bad."""
+    if skipped == 0 or args.skip_bad:
+        return 0
+    print(f"{PROG} {args.command}: error: {skipped} of {total} {noun} were skipped (listed above; "
+          "the others are written); pass --skip-bad to accept that", file=sys.stderr)
+    return 1
 
 
 def _reason_lines(skipped) -> str:
@@ -349,15 +350,15 @@ def _segment_bag(args, output: Path) -> int:
         final = staged.commit()
     for warning in summary.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    if summary.skipped:
-        total = sum(summary.skipped.values())
-        print(f"skipped {total} unsupported frame(s) of {summary.topic}:{_reason_lines(summary.skipped)}",
+    skipped = sum(summary.skipped.values())
+    if skipped:
+        print(f"skipped {skipped} unsupported frame(s) of {summary.topic}:{_reason_lines(summary.skipped)}",
               file=sys.stderr)
     copied = f", copied {summary.copied} input messages" if args.copy_input else ""
     print(f"segmented {summary.frames} frames of {summary.topic} with {segmenter.weights} "
           f"[{segmenter.backend_name}, {segmenter.device}]{copied} -> {final} "
           f"({bags.LABELS_TOPIC}, {bags.COLOR_TOPIC})")
-    return 0
+    return _skipped_status(args, skipped, skipped + summary.frames, f"frames of {summary.topic}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -54,3 +54,11 @@ def size_argument(text: str) -> tuple[int, int]:
         return parse_size(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def normalization_scale_shift(mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel (scale, shift) such that ``pixel * scale + shift == (pixel / 255 - mean) / std``
+    for 0..255 pixels: the normalisation as one multiply-add, as inference, evaluation and training apply it."""
+    scale = tuple(1.0 / (255.0 * float(s)) for s in std)
+    shift = tuple(-float(m) / float(s) for m, s in zip(mean, std))
+    return scale, shift

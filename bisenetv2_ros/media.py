@@ -17,7 +17,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 import cv2
 import numpy as np
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+from .conventions import IMAGE_SUFFIXES, is_image_file
+
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 IMAGE_OUTPUTS = ("labels", "color", "overlay")
 
@@ -39,13 +40,13 @@ def input_kind(path: str | os.PathLike) -> str:
             return "bag"
         return "folder"
     suffix = path.suffix.lower()
-    if suffix in IMAGE_EXTENSIONS:
+    if is_image_file(path):
         return "image"
     if suffix in VIDEO_EXTENSIONS:
         return "video"
     if suffix in (".mcap", ".db3"):  # a storage file without its metadata.yaml; rosbags reads it alone
         return "bag"
-    raise MediaError(f"cannot tell what {path} is: expected an image ({', '.join(IMAGE_EXTENSIONS)}), a video "
+    raise MediaError(f"cannot tell what {path} is: expected an image ({', '.join(IMAGE_SUFFIXES)}), a video "
                      f"({', '.join(VIDEO_EXTENSIONS)}), a folder of images or a rosbag2 folder")
 
 
@@ -119,7 +120,7 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     found = [
         p for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        if p.is_file() and is_image_file(p)
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     ]
     return sorted(found)
@@ -179,7 +180,6 @@ def batches_of_equal_size(items: Iterable, frame_of: Callable, batch_size: int) 
 class Summary:
     frames: int = 0
     skipped: list[str] = field(default_factory=list)  # one line per skipped input
-    written: Path | None = None
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:

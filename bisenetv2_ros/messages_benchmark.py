@@ -6,7 +6,7 @@ Image messages, class fractions and the info message. Message data is filled two
 rosbags dataclasses (numpy views, what the CLI writes to bags) and ``bytes`` (``tobytes()``, what
 rclpy messages get). Prints the median (and minimum) of each step in milliseconds.
 
-    python -m bisenetv2_ros.messages_benchmark --width 1920 --height 1080 --encoding bgr8
+    python -m bisenetv2_ros.messages_benchmark --frame-size 1080x1920 --encoding bgr8
 """
 
 from __future__ import annotations
@@ -20,15 +20,16 @@ from typing import Callable
 import numpy as np
 
 from . import messages
+from .cli_args import add_size, positive_int, script_main
 from .classes import CAMVID, colorize
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--width", type=int, default=1920, help="frame width (default 1920)")
-    parser.add_argument("--height", type=int, default=1080, help="frame height (default 1080)")
+    add_size(parser, "--frame-size", "frame_size", default=(1080, 1920), old_sides=("--height", "--width"),
+             help="frame size (default 1080x1920)")
     parser.add_argument("--encoding", default="bgr8", choices=messages.SUPPORTED_ENCODINGS,
                         help="input encoding (default bgr8)")
-    parser.add_argument("--repeats", type=int, default=30, help="timed repetitions per step (default 30)")
+    parser.add_argument("--repeats", type=positive_int, default=30, help="timed repetitions per step (default 30)")
     parser.add_argument("--no-overlay", action="store_true", help="leave the overlay out of the total")
 
 
@@ -46,8 +47,6 @@ def _times_ms(function: Callable[[], object], repeats: int) -> tuple[float, floa
 def run(args: argparse.Namespace) -> int:
     from rosbags.typesys import Stores, get_typestore
 
-    if args.width <= 0 or args.height <= 0 or args.repeats <= 0:
-        raise SystemExit("--width, --height and --repeats must be positive")
     types = messages.register_rosbags_types(get_typestore(Stores.ROS2_JAZZY)).types
     Image = types["sensor_msgs/msg/Image"]
     Info = types["bisenetv2_ros/msg/SegmentationInfo"]
@@ -55,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
                                           frame_id="camera")
     info = messages.encoding_info(args.encoding)
     rng = np.random.default_rng(0)
-    height, width = args.height, args.width
+    height, width = args.frame_size
     raw = rng.integers(0, 256, height * width * info.bytes_per_pixel, dtype=np.uint8)
     msg = Image(header=header, height=height, width=width, encoding=args.encoding, is_bigendian=0,
                 step=width * info.bytes_per_pixel, data=raw)
@@ -83,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             steps[f"overlay message [{kind}]"] = lambda t=msg_type, o=overlay: messages.array_to_image(
                 t, header, o, "rgb8")
 
-    print(f"per-frame message overhead, {width}x{height} {args.encoding}, {repeats} runs (ms):")
+    print(f"per-frame message overhead, {height}x{width} (HxW) {args.encoding}, {repeats} runs (ms):")
     print(f"  {'step':44s} {'median':>8s} {'min':>8s}")
     results = {name: _times_ms(step, repeats) for name, step in steps.items()}
     for name, (median, fastest) in results.items():
@@ -113,10 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bisenetv2_ros.messages_benchmark", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return script_main(__doc__, "python -m bisenetv2_ros.messages_benchmark", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from .cli_args import add_size, complete
+from .conventions import DEFAULT_INPUT_SIZE
 from .architectures import ARCHITECTURES, REPORT_PARTS, ModelConfig, architecture_of, build_model, default_config
 from .model import BiSeNetV2Config
 
 PARTS = tuple(REPORT_PARTS["bisenetv2"])
-DEFAULT_HEIGHT, DEFAULT_WIDTH = 512, 1024  # the paper's Cityscapes speed resolution, 1024 x 512
+DEFAULT_HEIGHT, DEFAULT_WIDTH = DEFAULT_INPUT_SIZE  # the paper's Cityscapes speed resolution, 1024 x 512
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -129,10 +131,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-classes", type=int, default=None, help="classes (default: 19, or the checkpoint's)")
     parser.add_argument("--head-channels", type=int, default=None,
                         help="C_t of the segmentation head (default: 1024, or the checkpoint's)")
-    parser.add_argument("--height", type=int, default=None,
-                        help=f"input height (default: the checkpoint's training height, else {DEFAULT_HEIGHT})")
-    parser.add_argument("--width", type=int, default=None,
-                        help=f"input width (default: the checkpoint's training width, else {DEFAULT_WIDTH})")
+    add_size(parser, "--input-size", "input_size", old_sides=("--height", "--width"),
+             help=f"network input size (default: the checkpoint's training resolution, else {DEFAULT_HEIGHT}x{DEFAULT_WIDTH})")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -154,9 +154,9 @@ def run(args: argparse.Namespace) -> int:
     if args.head_channels is not None:
         changes["head_channels"] = args.head_channels
     config = config.replace(**changes)
-    default_height, default_width = resolution or (DEFAULT_HEIGHT, DEFAULT_WIDTH)
-    height = args.height if args.height is not None else default_height
-    width = args.width if args.width is not None else default_width
+    default = tuple(resolution or DEFAULT_INPUT_SIZE)
+    # one old --height/--width flag alone keeps the other side of the default, as it always did
+    height, width = complete(args.input_size, default, "--input-size") or default
     report = model_report(config, height, width)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

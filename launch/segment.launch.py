@@ -26,7 +26,8 @@ ARGUMENTS = (
     ('precision', '', 'auto, fp32, fp16, bf16 or int8; empty: use params_file'),
     ('use_sim_time', 'false', 'Use /clock (bag playback)'),
     ('log_level', 'info', 'Node log level: debug, info, warn, error or fatal'),
-    ('rviz', 'false', 'Start rviz2 showing the colour mask and the overlay (turns publish_overlay on)'),
+    ('rviz', 'false', 'Start rviz2 showing the colour mask and the overlay (turns publish_overlay on); '
+             'rviz2 is not a dependency of this package: install it separately (apt install ros-$ROS_DISTRO-rviz2)'),
     ('cameras', '', 'Comma-separated camera names (e.g. front,left,right): one node, one network, per camera '
                     '<name>/image in and <name>/labels, ... out; empty: one camera on `image`'),
     ('camera_topics', '', 'With cameras: comma-separated image topics of the cameras\' drivers, in the same order '

@@ -19,7 +19,7 @@ def parse(argv):
 
 def test_benchmark_json_report(tiny_weights, capsys):
     args = parse(["--weights", str(tiny_weights), "--backend", "onnxruntime", "--device", "cpu",
-                  "--source-size", "120x90", "--batch", "2", "--iters", "3", "--warmup", "1",
+                  "--frame-size", "90x120", "--batch", "2", "--iters", "3", "--warmup", "1",
                   "--memory-frames", "4", "--json"])
     assert benchmark.run(args) == 0
     report = json.loads(capsys.readouterr().out)
@@ -46,14 +46,49 @@ def test_benchmark_compare_reports_ratios(tiny_weights, capsys, tmp_path):
     assert f"CPU: {info.model}; instruction sets: {' '.join(info.reported_flags)}" in out
 
 
-def test_source_size_is_width_by_height():
-    assert parse(["--source-size", "1280x720"]).source_size == (720, 1280)
-    with pytest.raises(SystemExit):
-        parse(["--source-size", "720"])
+def test_sizes_are_height_by_width():
+    args = parse(["--input-size", "256x512", "--frame-size", "720x1280"])
+    assert args.input_size == (256, 512) and args.frame_size == (720, 1280)
+    for bad in (["--frame-size", "720"], ["--input-size", "0x512"]):
+        with pytest.raises(SystemExit):
+            parse(bad)
+
+
+def test_old_size_flags_still_work_with_a_deprecation_line(capsys):
+    # --source-size was WIDTHxHEIGHT: converted, not reinterpreted; --height/--width fill --input-size
+    args = parse(["--source-size", "1280x720", "--height", "64", "--width", "128"])
+    assert args.frame_size == (720, 1280) and args.input_size == (64, 128)
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"{parse_prog()}: warning: --source-size 1280x720 (WIDTHxHEIGHT) is deprecated; use --frame-size 720x1280",
+        f"{parse_prog()}: warning: --height is deprecated; use --input-size HxW",
+        f"{parse_prog()}: warning: --width is deprecated; use --input-size HxW",
+    ]
+    with pytest.raises(SystemExit, match="give both --height and --width"):
+        benchmark.run(parse(["--height", "64", "--iters", "1"]))
+
+
+def parse_prog() -> str:
+    return argparse.ArgumentParser().prog
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--iters", "0"], "argument --iters: expected a positive integer, got '0'"),
+    (["--batch", "-1"], "argument --batch: expected a positive integer, got '-1'"),
+])
+def test_bad_counts_are_one_parser_error_line(argv, message, capsys):
+    from bisenetv2_ros import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["benchmark", *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == f"bisenetv2 benchmark: error: {message}"
+    assert "Traceback" not in err
 
 
 def test_benchmark_random_weights_is_the_default_config(capsys):
-    args = parse(["--weights", "random", "--backend", "torch", "--device", "cpu", "--height", "64", "--width", "128",
+    args = parse(["--weights", "random", "--backend", "torch", "--device", "cpu", "--input-size", "64x128",
                   "--iters", "1", "--warmup", "0", "--json"])
     assert benchmark.run(args) == 0
     report = json.loads(capsys.readouterr().out)
@@ -63,7 +98,7 @@ def test_benchmark_random_weights_is_the_default_config(capsys):
 
 def test_compare_puts_both_architectures_side_by_side(capsys):
     args = parse(["--weights", "random", "--architectures", "bisenetv1,bisenetv2", "--compare", "--compile", "off",
-                  "--height", "64", "--width", "96", "--iters", "2", "--warmup", "0", "--json"])
+                  "--input-size", "64x96", "--iters", "2", "--warmup", "0", "--json"])
     assert benchmark.run(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["models"] == ["bisenetv1", "bisenetv2"]

@@ -117,10 +117,13 @@ def test_segment_raw_topic(recording, tiny_weights, segmenter, tmp_path, capsys)
     out = tmp_path / "out"
     code = cli.main(["segment", str(bag), "--topic", "/camera/image", *model_args(tiny_weights),
                      "--batch", "3", "--output", str(out), "--quiet"])
-    assert code == 0
+    assert code == 1  # a frame was skipped: the bag is written, the run says so and fails (no --skip-bad)
     captured = capsys.readouterr()
     assert ("skipped 1 unsupported frame(s) of /camera/image:\n  1 x unsupported image encoding '32FC1'; "
             "supported: rgb8, bgr8") in captured.err
+    assert captured.err.strip().splitlines()[-1] == (
+        "bisenetv2 segment: error: 1 of 5 frames of /camera/image were skipped (listed above; the others are "
+        "written); pass --skip-bad to accept that")
     assert "segmented 4 frames of /camera/image" in captured.out
     assert bags.storage_of(out) == storage
     check_output(out, expected["raw"], segmenter)
@@ -282,7 +285,7 @@ def test_every_node_encoding_is_segmented_in_its_own_channel_order(tmp_path, tin
     monkeypatch.setattr(Segmenter, "segment_batch", record_batches)
     out = tmp_path / "out"
     assert cli.main(["segment", str(bag), *model_args(tiny_weights), "--batch", "2", "--output", str(out),
-                     "--quiet"]) == 0
+                     "--quiet", "--skip-bad"]) == 0
     assert "skipped 1 unsupported frame(s) of /cam:\n  1 x unsupported image encoding '16UC1'" in capsys.readouterr().err
     assert batches == [(2, (H, W), "rgb"), (1, (H, W), "rgb"), (1, (H, W), "bgr"), (1, (H, W), "rgb"),
                        (2, (H, W), "bgr"), (1, (2 * H, 2 * W), "rgb"), (1, (H, W), "rgb")]
@@ -316,6 +319,22 @@ def test_a_bare_storage_file_is_read_too(recording, tiny_weights, segmenter, tmp
     storage_file = next(bag.glob("*.mcap" if storage == "mcap" else "*.db3"))
     out = tmp_path / "out"
     assert cli.main(["segment", str(storage_file), "--topic", "/camera/image", *model_args(tiny_weights),
-                     "--output", str(out), "--quiet"]) == 0
+                     "--output", str(out), "--quiet", "--skip-bad"]) == 0  # the recording has one 32FC1 frame
     assert bags.storage_of(out) == storage
     check_output(out, expected["raw"], segmenter)
+
+
+@pytest.mark.parametrize("metadata,message", [
+    ("rosbag2_bagfile_information:\n  version: [8\n", "Could not load YAML"),
+    ("something_else: 1\n", "metadata key is missing"),
+])
+def test_a_bag_folder_with_an_invalid_metadata_file_is_one_clear_error(tmp_path, metadata, message, capsys):
+    bag = tmp_path / "badbag"
+    bag.mkdir()
+    (bag / "metadata.yaml").write_text(metadata)
+    assert cli.main(["segment", str(bag), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"bisenetv2 segment: error: cannot open rosbag2 {bag}: ") and message in err[0]
+    assert "Traceback" not in err[0]
+    assert not (tmp_path / "badbag_segmented").exists()

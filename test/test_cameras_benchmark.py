@@ -21,7 +21,7 @@ def parse(argv):
 
 def test_one_node_process_measures_its_cameras(tiny_weights, monkeypatch):
     args = parse(["--child-cameras", "3", "--weights", str(tiny_weights), "--backend", "torch", "--device", "cpu",
-                  "--size", "64x48", "--rate", "20", "--seconds", "1.5", "--warmup", "0.5"])
+                  "--frame-size", "48x64", "--rate", "20", "--seconds", "1.5", "--warmup", "0.5"])
     monkeypatch.setattr("sys.stdin", io.StringIO("go\n"))
     result = cameras_benchmark.run_node(args)
     assert result["cameras"] == 3 and result["backend"] == "torch" and result["model_input"] == [64, 96]
@@ -53,12 +53,12 @@ def test_summary_ratios_compare_the_same_round():
     assert ratio["rounds"] == [1.88, 1.5] and ratio["median"] == pytest.approx(1.69, abs=0.01)
     assert summary["ratios"]["4 cameras: memory of one batched process / one single-camera process"] == round(
         450.0 / 410.0, 2)
-    assert summary["frame"] == "640x480 bgr8" and summary["machine"]["cores"] >= 1
+    assert summary["frame"] == "480x640 (HxW) bgr8" and summary["machine"]["cores"] >= 1
 
 
 def test_command_runs_batched_and_separate_side_by_side(tiny_weights, capsys):
     args = parse(["--cameras", "2", "--weights", str(tiny_weights), "--backend", "torch", "--device", "cpu",
-                  "--size", "64x48", "--seconds", "1", "--warmup", "0.3", "--rounds", "1", "--json"])
+                  "--frame-size", "48x64", "--seconds", "1", "--warmup", "0.3", "--rounds", "1", "--json"])
     assert cameras_benchmark.run(args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert set(summary["runs"]) == {"batched 2", "separate 2x1"}
@@ -68,8 +68,15 @@ def test_command_runs_batched_and_separate_side_by_side(tiny_weights, capsys):
 
 
 @pytest.mark.parametrize("argv,message", [(["--cameras", "0"], "camera counts must be 1..16"),
+                                          (["--frame-size", "640"], "expected HEIGHTxWIDTH"),
                                           (["--size", "640"], "expected WIDTHxHEIGHT")])
 def test_bad_arguments_are_named(argv, message, capsys):
     with pytest.raises(SystemExit):
         parse(argv)
     assert message in capsys.readouterr().err
+
+
+def test_old_size_flag_is_width_by_height_with_a_deprecation_line(capsys):
+    assert parse(["--size", "640x360"]).frame_size == (360, 640)
+    assert "--size 640x360 (WIDTHxHEIGHT) is deprecated; use --frame-size 360x640" in capsys.readouterr().err
+    assert parse([]).frame_size == (480, 640)

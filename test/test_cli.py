@@ -106,20 +106,24 @@ def test_segment_folder_batches_mixed_sizes_and_keeps_tree(tmp_path, tiny_weight
     out = tmp_path / "result"
     code = cli.main(segment_args(str(folder), "--output", str(out), "--batch", "3", "--outputs", "labels",
                                  weights=tiny_weights))
-    assert code == 0
+    assert code == 1  # an image was skipped: the output is kept, the run says so and fails
     captured = capsys.readouterr()
-    assert "skipped: cannot read image" in captured.err and "broken.png" in captured.err
-    assert "segmented 4 images" in captured.out
+    err = captured.err.strip().splitlines()
+    assert len(err) == 2 and err[0].startswith("skipped: cannot read image") and "broken.png" in err[0]
+    assert err[1] == ("bisenetv2 segment: error: 1 of 5 images were skipped (listed above; the others are "
+                      "written); pass --skip-bad to accept that")
+    assert "segmented 4 images" in captured.out and "Traceback" not in captured.err
     for name in frames:
         written = cv2.imread(str(out / "labels" / Path(name).with_suffix(".png")), cv2.IMREAD_UNCHANGED)
         decoded = cv2.imread(str(folder / name))  # the JPEG as decoded, not as generated
         np.testing.assert_array_equal(written, segmenter.segment(decoded, channel_order="bgr"))
     assert not (out / "color").exists()
-    # an output inside the input folder is not read back as input on the next run
-    assert cli.main(segment_args(str(folder), "-o", str(folder / "seg"), "--outputs", "labels",
+    # --skip-bad accepts the skipped image; an output inside the input folder is not read back as input
+    assert cli.main(segment_args(str(folder), "-o", str(folder / "seg"), "--outputs", "labels", "--skip-bad",
                                  weights=tiny_weights)) == 0
+    assert "error" not in capsys.readouterr().err
     assert cli.main(segment_args(str(folder), "-o", str(folder / "seg"), "--outputs", "labels", "--overwrite",
-                                 weights=tiny_weights)) == 0
+                                 "--skip-bad", weights=tiny_weights)) == 0
     assert sorted(p.relative_to(folder / "seg").as_posix() for p in (folder / "seg").rglob("*.png")) == [
         "labels/a.png", "labels/b.png", "labels/d.png", "labels/sub/c.png"]
 
@@ -289,3 +293,20 @@ def test_export_onnx_writes_a_checked_model(tiny_weights, tmp_path, capsys):
     assert cli.main(["export", str(tiny_weights), "--onnx", str(out), "--input-size", "32x64"]) == 0
     assert "network 32x64" in capsys.readouterr().out
     onnx.checker.check_model(onnx.load(str(out)))
+
+
+def test_examples_name_the_checkpoints_training_writes():
+    import re
+
+    train = (Path(__file__).resolve().parents[1] / "training" / "train.py").read_text()
+    written = set(re.findall(r'"(\w+\.pt)"', train))
+    assert {"latest.pt", "best.pt"} <= written
+    help_text = cli.EPILOG + cli.build_parser()._subparsers._group_actions[0].choices["export"].epilog
+    named = re.findall(r"runs/\w+/(\w+\.pt)", help_text)
+    assert "latest.pt" in named and set(named) <= written, named
+
+
+def test_segment_help_documents_skip_bad(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["segment", "--help"])
+    assert "--skip-bad" in capsys.readouterr().out

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from bisenetv2_ros.classes import CAMVID, CITYSCAPES, IGNORE_INDEX
+from bisenetv2_ros.conventions import normalization_scale_shift
 from training.datasets import (CITYSCAPES_LABEL_TO_TRAIN, DatasetError, ResumableSampler, TrainTransform,
                                build_dataset, camvid, cityscapes, folder)
 
@@ -123,6 +124,19 @@ def test_train_transform_is_a_function_of_the_seed():
     small = TrainTransform((16, 24), [0.75], [0.5] * 3, [0.25] * 3, base_size=(20, 30), hflip=False)
     _, y = small(image, label, np.random.default_rng(0))
     assert (y[15:] == IGNORE_INDEX).all() and (y[:, 22:] == IGNORE_INDEX).all() and (y[:15, :22] < 5).all()
+
+
+def test_train_transform_normalises_like_the_checkpoint_says():
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    transform = TrainTransform((8, 8), [1.0], mean, std, hflip=False)
+    image = np.random.default_rng(3).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    x, _ = transform(image, np.zeros((8, 8), np.uint8), np.random.default_rng(0))
+    expected = (image.astype(np.float64) / 255.0 - np.array(mean)) / np.array(std)
+    np.testing.assert_allclose(x.numpy().transpose(1, 2, 0), expected, atol=1e-5)
+    # 0 and 255 land at the ends of the normalised range, per channel
+    scale, shift = normalization_scale_shift(mean, std)
+    assert shift == pytest.approx([-m / s for m, s in zip(mean, std)])
+    assert [255 * a + b for a, b in zip(scale, shift)] == pytest.approx([(1 - m) / s for m, s in zip(mean, std)])
 
 
 def test_resumable_sampler_resumes_exactly_and_shards_ranks():

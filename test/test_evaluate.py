@@ -98,6 +98,21 @@ def test_cli_writes_json(tiny_weights, frames_dataset, tmp_path):
     assert flip["flip"] is True and flip["frames"] == 3
 
 
+def test_cli_input_size_is_height_by_width_and_takes_the_old_two_numbers(tiny_weights, frames_dataset, tmp_path,
+                                                                         capsys):
+    root = Path(frames_dataset.samples[0].image).parents[1]
+    common = ["--weights", str(tiny_weights), "--dataset", "folder", "--root", str(root), "--limit", "1"]
+    assert main([*common, "--input-size", "32x64"])["input_size"] == [32, 64]
+    assert "deprecated" not in capsys.readouterr().err
+    assert main([*common, "--input-size", "32", "64"])["input_size"] == [32, 64]
+    assert "warning: --input-size 32 64 is deprecated; use --input-size 32x64" in capsys.readouterr().err
+    for bad in (["32"], ["32", "x"], ["32", "64", "1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*common, "--input-size", *bad])
+        assert exit_info.value.code == 2
+        assert "expected HEIGHTxWIDTH" in capsys.readouterr().err
+
+
 def test_cli_reduced_precision_against_a_reference(tiny_weights, frames_dataset, tmp_path):
     root = Path(frames_dataset.samples[0].image).parents[1]
     result = main(["--weights", str(tiny_weights), "--dataset", "folder", "--root", str(root), "--backend",

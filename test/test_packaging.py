@@ -7,7 +7,6 @@ and install the package, and that everything but the node imports without ROS.
 
 from __future__ import annotations
 
-import configparser
 import json
 import os
 import re
@@ -80,11 +79,65 @@ def test_manifest_has_no_rosdep_keys_for_pip_packages(manifest):
         assert not re.search(r"torch|tensorrt|onnx|pycuda", key), key
 
 
-def test_manifest_version_matches_setup_cfg(manifest):
-    setup = configparser.ConfigParser()
-    setup.read(ROOT / "setup.cfg")
-    assert manifest.findtext("version") == setup["metadata"]["version"]
-    assert setup["metadata"]["name"] == PACKAGE
+@pytest.fixture(scope="module")
+def pyproject() -> dict:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_manifest_version_matches_pyproject(manifest, pyproject):
+    assert pyproject["project"]["name"] == PACKAGE
+    assert manifest.findtext("version") == pyproject["project"]["version"]
+    assert not (ROOT / "setup.cfg").exists(), "metadata lives in pyproject.toml only"
+
+
+def test_tqdm_is_a_runtime_dependency_everywhere(manifest, pyproject):
+    # the CLI's progress bars import it: rosdep (package.xml) and pip (pyproject.toml) must both install it
+    assert "python3-tqdm" in _tags(manifest, "exec_depend")
+    assert "tqdm" in pyproject["project"]["dependencies"]
+
+
+def test_rviz2_is_optional(manifest):
+    # a hard dependency would pull a GUI onto headless robots; the launch file says to install it separately
+    keys = [e.text.strip() for e in manifest.iter() if e.tag.endswith("depend") and e.text]
+    assert "rviz2" not in keys
+    launch = (ROOT / "launch" / "segment.launch.py").read_text()
+    assert "rviz2 is not a dependency of this package: install it separately" in launch
+
+
+# torch.onnx.export(dynamo=...) arrived in 2.5 (the ONNX exporter's maintainer in huggingface/optimum#2026:
+# "PyTorch 2.5 introduces the torch.onnx.export(..., dynamo=True) option"); export.py also passes
+# optimize= and uses torch.export.Dim.DYNAMIC, both in 2.6.
+DYNAMO_EXPORT_TORCH = (2, 5)
+
+
+def _floor(requirement: str) -> tuple[int, ...]:
+    match = re.fullmatch(r"torch\s*>=\s*(\d+)\.(\d+)(?:\.\d+)?", requirement.strip())
+    assert match, f"torch needs a >= floor, got {requirement!r}"
+    return int(match.group(1)), int(match.group(2))
+
+
+def test_torch_floor_has_onnx_export_with_dynamo(pyproject):
+    (requirement,) = [r for r in pyproject["project"]["dependencies"] if r.startswith("torch")]
+    floor = _floor(requirement)
+    assert floor >= DYNAMO_EXPORT_TORCH
+    import torch
+
+    installed = tuple(int(v) for v in re.match(r"(\d+)\.(\d+)", torch.__version__).groups())
+    assert installed >= floor
+    import inspect
+
+    assert "dynamo" in inspect.signature(torch.onnx.export).parameters
+    code = (ROOT / PACKAGE / "backends" / "onnx_graph.py").read_text()  # the ONNX graph builder
+    assert "dynamo=True" in code and "Dim.DYNAMIC" in code and floor >= (2, 6)
+
+
+def test_pyproject_installs_the_cli_and_the_packaged_weights(pyproject):
+    assert pyproject["build-system"]["build-backend"] == "setuptools.build_meta"
+    assert pyproject["project"]["scripts"] == {"bisenetv2": "bisenetv2_ros.cli:main"}
+    assert pyproject["tool"]["setuptools"]["package-data"] == {PACKAGE: ["weights/*.pt"]}
+    assert list((ROOT / PACKAGE / "weights").glob("*.pt")), "the embedded weights are missing"
+    assert (ROOT / "setup.py").read_text().count("setup()") == 1  # the shim, no second copy of metadata
 
 
 # --------------------------------------------------------------------------------------------

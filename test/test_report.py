@@ -112,7 +112,7 @@ def _parse(argv):
 
 
 def test_cli_json(capsys):
-    assert run(_parse(["--json", "--num-classes", "11", "--height", "64", "--width", "96"])) == 0
+    assert run(_parse(["--json", "--num-classes", "11", "--input-size", "64x96"])) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["config"]["num_classes"] == 11
     assert report["input"] == {"height": 64, "width": 96}
@@ -128,7 +128,7 @@ def test_cli_weights_uses_checkpoint_config_and_resolution(tiny_weights, capsys)
 
 
 def test_cli_large_variant_text(capsys):
-    assert run(_parse(["--variant", "large", "--height", "64", "--width", "128"])) == 0
+    assert run(_parse(["--variant", "large", "--input-size", "64x128"])) == 0
     assert "alpha 2, d 3" in capsys.readouterr().out
 
 
@@ -167,8 +167,18 @@ def test_bisenetv1_report_at_1024x512_by_part(capsys):
 
 
 def test_bisenetv1_text_report_and_variant_refusal(capsys):
-    assert run(_parse(["--model", "bisenetv1", "--height", "64", "--width", "96"])) == 0
+    assert run(_parse(["--model", "bisenetv1", "--input-size", "64x96"])) == 0
     text = capsys.readouterr().out
     assert "BiSeNetV1 (ResNet-18" in text and "spatial" in text and "ffm" in text
     with pytest.raises(SystemExit, match="--variant applies to bisenetv2 only"):
         run(_parse(["--model", "bisenetv1", "--variant", "large"]))
+
+
+def test_old_height_width_flags_still_set_the_input_size(tiny_weights, capsys):
+    assert run(_parse(["--json", "--height", "64", "--width", "96"])) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["input"] == {"height": 64, "width": 96}
+    assert "--height is deprecated; use --input-size HxW" in captured.err
+    # one side alone keeps the other side of the checkpoint's resolution (64x96 in the fixture)
+    assert run(_parse(["--weights", str(tiny_weights), "--json", "--width", "128"])) == 0
+    assert json.loads(capsys.readouterr().out)["input"] == {"height": 64, "width": 128}

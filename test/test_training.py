@@ -316,3 +316,36 @@ def test_camvid_configs_select_models_on_an_unseen_drive():
     assert drive.data.root == "../shared/data/camvid" and not Path(drive.run.out_dir).is_absolute()
     assert drive.data.scale_range == [0.5, 2.0] and drive.data.photometric is not None
     assert drive.loss.ohem and drive.loss.class_weighting == "median_frequency" and drive.model.aux_heads
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "training" / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_config_loads_and_writes_under_runs(path):
+    config = load_config(path)
+    out_dir = Path(config.run.out_dir)
+    assert not out_dir.is_absolute() and out_dir.parts[0] == "runs", out_dir  # relative to where train.py runs
+    assert not Path(config.data.root).is_absolute(), config.data.root
+
+
+def test_model_section_lists_the_network_configs_fields_once():
+    import dataclasses
+
+    from bisenetv2_ros.model import BiSeNetV2Config
+    from bisenetv2_ros.model_v1 import BiSeNetV1Config
+    from training.config import ModelSection
+
+    section_keys = {f.name for f in dataclasses.fields(ModelSection)}
+    config_keys = {f.name for t in (BiSeNetV2Config, BiSeNetV1Config) for f in dataclasses.fields(t)}
+    assert section_keys == (config_keys - {"num_classes"}) | {"architecture"}
+    # keys left out keep the network's defaults; keys given reach the config
+    assert load_config(None).model.model_config(19) == BiSeNetV2Config()
+    v2 = load_config(None, ["model.semantic_ratio=0.5", "model.upsample_mode=nearest"]).model.model_config(7)
+    assert v2 == BiSeNetV2Config(num_classes=7, semantic_ratio=0.5, upsample_mode="nearest")
+    v1 = load_config(None, ["model.architecture=bisenetv1", "model.ffm_attention=conv_bn_relu",
+                            "model.width_multiplier=1.0"]).model.model_config(5)  # V2 key at its default: tolerated
+    assert v1 == BiSeNetV1Config(num_classes=5, ffm_attention="conv_bn_relu")
+    with pytest.raises(ValueError, match="model.ffm_attention applies to bisenetv1 only, not bisenetv2"):
+        load_config(None, ["model.ffm_attention=conv_bn_relu"])
+    with pytest.raises(ValueError, match="head_channels must be a positive integer"):
+        load_config(None, ["model.head_channels=0"])
+    with pytest.raises(ValueError, match="unknown keys \\['heads'\\] in config section 'model'"):
+        load_config(None, ["model.heads=2"])

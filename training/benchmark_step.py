@@ -1,6 +1,6 @@
 """Seconds per training iteration (forward + booster loss + backward + SGD step) for CPU speed choices.
 
-    python training/benchmark_step.py --size 240 320 --batch 8 --threads 2 --variants fp32 channels_last
+    python training/benchmark_step.py --size 240x320 --batch 8 --threads 2 --variants fp32 channels_last
 
 Variants are run interleaved (A B A B ...) so that load from other processes hits all of them alike;
 the medians and their ratio to the first variant are printed with the CPU model and its flags.
@@ -23,6 +23,7 @@ from typing import Sequence
 
 import torch
 
+from bisenetv2_ros.cli_args import add_size_accepting_two_numbers
 from bisenetv2_ros.model import BiSeNetV2, BiSeNetV2Config
 from training.losses import BoosterLoss, OhemCrossEntropy
 from training.train import cpu_has_native_bf16, param_groups
@@ -73,7 +74,7 @@ class Step:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, nargs=2, default=[240, 320], metavar=("H", "W"))
+    add_size_accepting_two_numbers(parser, "--size", help="training crop HxW (default 240x320)", default=(240, 320))
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--head-channels", type=int, default=128)

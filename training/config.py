@@ -14,16 +14,46 @@ from typing import Any, Mapping
 
 import yaml
 
+from bisenetv2_ros.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, ModelConfig
+from bisenetv2_ros.conventions import IMAGENET_MEAN, IMAGENET_STD
 
-@dataclass
-class ModelSection:
-    architecture: str = "bisenetv2"  # bisenetv2 | bisenetv1 (ResNet-18; train.py --model)
-    width_multiplier: float = 1.0  # bisenetv2 only
-    depth_multiplier: float = 1.0  # bisenetv2 only
-    head_channels: int | None = None  # main head width; null: 1024 (V2, C_t of Fig. 7) or 256 (V1)
-    aux_head_channels: int | None = None  # null: 128 (V2 booster heads) or 64 (V1 auxiliary heads)
-    aux_heads: bool = True
-    ge_depthwise_relu: bool = False  # bisenetv2 only
+
+def _model_field_owners() -> dict[str, type]:
+    """Every field of every architecture's config, but num_classes (the dataset's), -> the first
+    config class that has it: the model section's keys, listed only by the network configs."""
+    owners: dict[str, type] = {}
+    for config_type, _ in ARCHITECTURES.values():
+        for f in dataclasses.fields(config_type):
+            if f.name != "num_classes":
+                owners.setdefault(f.name, config_type)
+    return owners
+
+
+MODEL_FIELD_OWNERS = _model_field_owners()
+
+
+def _model_config(self, num_classes: int) -> ModelConfig:
+    """The network config: the architecture's defaults with every key this section sets."""
+    config_type = ARCHITECTURES[self.architecture][0]
+    own = {f.name for f in dataclasses.fields(config_type)}
+    given = {name: value for name, value in self.given().items() if name in own}
+    return config_type(num_classes=num_classes, **given)
+
+
+def _given(self) -> dict[str, Any]:
+    """The network keys this section sets (null = the architecture's default)."""
+    return {name: getattr(self, name) for name in MODEL_FIELD_OWNERS if getattr(self, name) is not None}
+
+
+# The `model:` section: `architecture` (bisenetv2 | bisenetv1; train.py --model) and any field of that
+# architecture's config (model.BiSeNetV2Config, model_v1.BiSeNetV1Config), generated from them so the
+# network's options are listed once. A key left out (null) keeps the config's default.
+ModelSection = dataclasses.make_dataclass(
+    "ModelSection",
+    [("architecture", str, field(default=DEFAULT_ARCHITECTURE)),
+     *((name, Any, field(default=None)) for name in MODEL_FIELD_OWNERS)],
+    namespace={"model_config": _model_config, "given": _given},
+)
 
 
 @dataclass
@@ -49,8 +79,8 @@ class DataSection:
     photometric: dict[str, Any] | None = None
     # Resolution the network runs at for evaluation and deployment (= CheckpointInfo.train_resolution).
     eval_size: list[int] = field(default_factory=lambda: [1024, 2048])
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     workers: int = 4
     val_limit: int | None = None  # validate on the first N frames during training (null: all)
 
@@ -128,14 +158,17 @@ class TrainConfig:
         return config
 
     def validate(self) -> None:
-        if self.model.architecture not in ("bisenetv2", "bisenetv1"):
-            raise ValueError(f"model.architecture must be bisenetv2 or bisenetv1, got {self.model.architecture!r}")
-        if self.model.architecture == "bisenetv1":
-            v2_only = [name for name, default in (("width_multiplier", 1.0), ("depth_multiplier", 1.0),
-                                                  ("ge_depthwise_relu", False))
-                       if getattr(self.model, name) != default]
-            if v2_only:
-                raise ValueError(f"model.{v2_only[0]} applies to bisenetv2 only (BiSeNetV1 has a fixed ResNet-18)")
+        architecture = self.model.architecture
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"model.architecture must be {' or '.join(ARCHITECTURES)}, got {architecture!r}")
+        own = {f.name for f in dataclasses.fields(ARCHITECTURES[architecture][0])}
+        for name, value in self.model.given().items():
+            owner = MODEL_FIELD_OWNERS[name]
+            # another network's key is tolerated at that network's default (shared config files)
+            if name not in own and value != owner.__dataclass_fields__[name].default:
+                others = [a for a, (t, _) in ARCHITECTURES.items() if name in t.__dataclass_fields__]
+                raise ValueError(f"model.{name} applies to {' and '.join(others)} only, not {architecture}")
+        self.model.model_config(num_classes=1)  # the network's own checks of the values, before any work
         if self.data.dataset not in ("cityscapes", "camvid", "folder"):
             raise ValueError(f"data.dataset must be cityscapes, camvid or folder, got {self.data.dataset!r}")
         if self.run.amp not in ("none", "bf16", "fp16", "auto"):

@@ -18,8 +18,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from bisenetv2_ros.classes import CAMVID, CITYSCAPES, IGNORE_INDEX, ClassSet
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+from bisenetv2_ros.conventions import is_image_file, normalization_scale_shift
 
 # Official Cityscapes labelId -> trainId (cityscapesScripts labels.py); everything else is ignored.
 CITYSCAPES_LABEL_TO_TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
@@ -123,8 +122,8 @@ def _pair_by_stem(image_dir: Path, label_dir: Path, label_suffix: str = ".png") 
         raise DatasetError(f"image folder {image_dir} does not exist")
     if not label_dir.is_dir():
         raise DatasetError(f"label folder {label_dir} does not exist")
-    images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    labels = {p.stem: p for p in label_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    images = sorted(p for p in image_dir.iterdir() if is_image_file(p))
+    labels = {p.stem: p for p in label_dir.iterdir() if is_image_file(p)}
     samples = []
     for image in images:
         label = labels.pop(image.stem, None)
@@ -284,8 +283,7 @@ class TrainTransform:
         self.train_size = tuple(train_size) if train_size else None
         self.hflip = hflip
         self.photometric = photometric
-        self.mean = np.asarray(mean, dtype=np.float32) * 255.0
-        self.std = np.asarray(std, dtype=np.float32) * 255.0
+        self.scale, self.shift = (np.asarray(v, dtype=np.float32) for v in normalization_scale_shift(mean, std))
 
     def geometry(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
         """Scale, crop, resize and flip; the label follows every pixel of the image."""
@@ -316,7 +314,7 @@ class TrainTransform:
         image, label = self.geometry(image, label, rng)
         if self.photometric is not None:
             image = self.photometric(image, rng)
-        x = (image.astype(np.float32) - self.mean) / self.std
+        x = image.astype(np.float32) * self.scale + self.shift
         return (torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))),
                 torch.from_numpy(label).long())
 

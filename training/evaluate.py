@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from bisenetv2_ros.checkpoint import Normalization
+from bisenetv2_ros.cli_args import add_size_accepting_two_numbers
+from bisenetv2_ros.conventions import DEFAULT_INPUT_SIZE, normalization_scale_shift
 from bisenetv2_ros.classes import IGNORE_INDEX
 
 
@@ -93,13 +95,13 @@ def predict_logits(model: torch.nn.Module, frames: np.ndarray, input_size: Seque
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().to(device)
     if normalization.channel_order == "bgr":
         x = x.flip(1)
-    mean = torch.tensor(normalization.mean, device=device).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(normalization.std, device=device).view(1, 3, 1, 1) * 255.0
+    multiply, add = (torch.tensor(v, device=device).view(1, 3, 1, 1)
+                     for v in normalization_scale_shift(normalization.mean, normalization.std))
     out_size = tuple(frames.shape[1:3])
     total = None
     for scale in scales:
         size = (max(1, int(round(input_size[0] * scale))), max(1, int(round(input_size[1] * scale))))
-        resized = (F.interpolate(x, size=size, mode="bilinear", align_corners=False) - mean) / std
+        resized = F.interpolate(x, size=size, mode="bilinear", align_corners=False) * multiply + add
         variants = [resized, resized.flip(3)] if flip else [resized]
         for i, inp in enumerate(variants):
             logits = model(inp, output_size=out_size)
@@ -178,8 +180,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         help="dataset split; CamVid also has the drive-disjoint drive_train / drive_val "
                              "(datasets.CAMVID_DRIVE_SPLITS)")
     parser.add_argument("--classes-file", default=None)
-    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                        help="model resolution (default: the checkpoint's training resolution)")
+    add_size_accepting_two_numbers(parser, "--input-size",
+                                   help="model resolution, e.g. 360x480 (default: the checkpoint's training resolution)")
     parser.add_argument("--flip", action="store_true", help="average with the mirrored frame")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multi-scale factors")
     parser.add_argument("--limit", type=int, default=None, help="only the first N frames")

@@ -40,8 +40,6 @@ from torch.utils.data import DataLoader
 
 from bisenetv2_ros.checkpoint import Checkpoint, CheckpointInfo, Normalization, load_checkpoint, save_checkpoint
 from bisenetv2_ros.architectures import ModelConfig, build_model
-from bisenetv2_ros.model import BiSeNetV2Config
-from bisenetv2_ros.model_v1 import BiSeNetV1Config
 from training.config import TrainConfig, load_config
 from training.datasets import (PhotometricJitter, ResumableSampler, TrainTransform, build_dataset, label_histogram,
                                median_frequency_weights)
@@ -178,14 +176,7 @@ def dataset_normalization(config: TrainConfig) -> Normalization:
 
 
 def model_config(config: TrainConfig, num_classes: int) -> ModelConfig:
-    m = config.model
-    widths = {name: value for name, value in (("head_channels", m.head_channels),
-                                              ("aux_head_channels", m.aux_head_channels)) if value is not None}
-    if m.architecture == "bisenetv1":
-        return BiSeNetV1Config(num_classes=num_classes, aux_heads=m.aux_heads, **widths)
-    return BiSeNetV2Config(num_classes=num_classes, width_multiplier=m.width_multiplier,
-                           depth_multiplier=m.depth_multiplier, aux_heads=m.aux_heads,
-                           ge_depthwise_relu=m.ge_depthwise_relu, **widths)
+    return config.model.model_config(num_classes)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,130 @@
+"""Argument types and size flags shared by the command lines, with the old size spellings kept alive.
+
+Every size flag is HEIGHTxWIDTH (``conventions.size_argument``), the order of the node's
+``input_height``/``input_width``. Flags that used to be spelled otherwise (``--height``/``--width``,
+``--source-size WxH``, ``--size WxH``, ``--input-size H W``) still work: they are converted to
+(height, width) and print one deprecation line on stderr naming the new spelling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .conventions import size_argument
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type=`` for counts that must be at least 1 (batch sizes, iterations)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def size_or_comma(text: str) -> tuple[int, int]:
+    """``size_argument`` that also takes HEIGHT,WIDTH (`bisenetv2 segment --input-size 512,1024`)."""
+    return size_argument(str(text).replace(",", "x"))
+
+
+def warn_deprecated(parser: argparse.ArgumentParser, old: str, new: str) -> None:
+    print(f"{parser.prog}: warning: {old} is deprecated; use {new}", file=sys.stderr)
+
+
+def _width_by_height(text: str) -> tuple[int, int]:
+    """The old camera spelling 'WIDTHxHEIGHT' -> (height, width)."""
+    try:
+        width, height = size_argument(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 1280x720, got {text!r}") from None
+    return height, width
+
+
+class _WidthByHeight(argparse.Action):
+    """An old WIDTHxHEIGHT flag: stores (height, width) in the new flag's dest, says the new spelling."""
+
+    def __init__(self, option_strings, dest, new_flag: str, **kwargs):
+        self.new_flag = new_flag
+        super().__init__(option_strings, dest, type=_width_by_height, metavar="WxH",
+                         help=f"deprecated: WIDTHxHEIGHT; use {new_flag} HxW", **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        height, width = values
+        warn_deprecated(parser, f"{option_string} {width}x{height} (WIDTHxHEIGHT)", f"{self.new_flag} {height}x{width}")
+        setattr(namespace, self.dest, values)
+
+
+class _OneSide(argparse.Action):
+    """An old --height or --width flag: replaces one side of the new flag's (height, width) value.
+
+    The other side keeps the flag's default, or is None when the default is None (see ``complete``).
+    """
+
+    def __init__(self, option_strings, dest, side: int, new_flag: str, **kwargs):
+        self.side, self.new_flag = side, new_flag
+        super().__init__(option_strings, dest, type=positive_int, metavar="N",
+                         help=f"deprecated: use {new_flag} HxW", **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        warn_deprecated(parser, option_string, f"{self.new_flag} HxW")
+        size = list(getattr(namespace, self.dest, None) or (None, None))
+        size[self.side] = values
+        setattr(namespace, self.dest, tuple(size))
+
+
+def add_size(parser, flag: str, dest: str, help: str | None = None, default: tuple[int, int] | None = None,
+             old_sides: tuple[str, str] | None = None, old_width_by_height: str | None = None) -> None:
+    """``flag HxW`` into ``dest``, plus the flag's old spellings: ``old_sides`` (e.g. ("--height",
+    "--width"), one side each) and ``old_width_by_height`` (e.g. "--source-size", WIDTHxHEIGHT)."""
+    parser.add_argument(flag, dest=dest, type=size_argument, default=default, metavar="HxW", help=help)
+    if old_sides:
+        for side, old in enumerate(old_sides):
+            parser.add_argument(old, dest=dest, action=_OneSide, side=side, new_flag=flag)
+    if old_width_by_height:
+        parser.add_argument(old_width_by_height, dest=dest, action=_WidthByHeight, new_flag=flag)
+
+
+def complete(size: tuple | None, default: tuple[int, int] | None, flag: str) -> tuple[int, int] | None:
+    """A size given by one old --height/--width flag gets its other side from ``default``;
+    without a default that is an error naming ``flag``."""
+    if size is None or None not in size:
+        return size
+    if default is None:
+        raise SystemExit(f"give both --height and --width, or better {flag} HxW")
+    return tuple(given if given is not None else fallback for given, fallback in zip(size, default))
+
+
+class _SizeOrHeightWidth(argparse.Action):
+    """``--input-size HxW``, or the old two-number form ``--input-size H W`` with a deprecation line."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if len(values) == 1:
+            size = _parse_or_exit(parser, option_string, values[0])
+        elif len(values) == 2 and all(v.isdigit() for v in values):
+            size = _parse_or_exit(parser, option_string, "x".join(values))
+            warn_deprecated(parser, f"{option_string} {values[0]} {values[1]}", f"{option_string} {size[0]}x{size[1]}")
+        else:
+            parser.error(f"argument {option_string}: expected HEIGHTxWIDTH such as 512x1024, got {' '.join(values)!r}")
+        setattr(namespace, self.dest, size)
+
+
+def _parse_or_exit(parser, option_string: str, text: str) -> tuple[int, int]:
+    try:
+        return size_argument(text)
+    except argparse.ArgumentTypeError as error:
+        parser.error(f"argument {option_string}: {error}")
+
+
+def add_size_accepting_two_numbers(parser, flag: str, help: str, default=None) -> None:
+    """``flag HxW`` that also takes the old ``flag H W`` (training/evaluate.py's first spelling)."""
+    parser.add_argument(flag, nargs="+", action=_SizeOrHeightWidth, default=default, metavar="HxW", help=help)
+
+
+def script_main(doc: str, prog: str, add_arguments, run, argv=None) -> int:
+    """``main()`` of a subcommand module run as ``python -m``: its own parser, its docstring as help."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,76 @@
+"""The shared size flags: HEIGHTxWIDTH everywhere, the old spellings converted with a deprecation line."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from bisenetv2_ros import cli_args, messages_benchmark
+
+
+def parser_with(add) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prog")
+    add(parser)
+    return parser
+
+
+def test_size_or_comma_takes_both_spellings_height_first():
+    assert cli_args.size_or_comma("360x480") == (360, 480)
+    assert cli_args.size_or_comma("360,480") == (360, 480)
+    with pytest.raises(argparse.ArgumentTypeError, match="expected HEIGHTxWIDTH"):
+        cli_args.size_or_comma("360")
+
+
+def test_positive_int_rejects_zero_and_words():
+    assert cli_args.positive_int("3") == 3
+    for bad in ("0", "-2", "two"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected a positive integer"):
+            cli_args.positive_int(bad)
+
+
+def test_old_sides_replace_one_side_of_the_default(capsys):
+    parser = parser_with(lambda p: cli_args.add_size(p, "--frame-size", "frame_size", default=(1080, 1920),
+                                                     old_sides=("--height", "--width")))
+    assert parser.parse_args([]).frame_size == (1080, 1920)
+    assert capsys.readouterr().err == ""
+    assert parser.parse_args(["--width", "640"]).frame_size == (1080, 640)
+    assert capsys.readouterr().err == "prog: warning: --width is deprecated; use --frame-size HxW\n"
+    assert parser.parse_args(["--frame-size", "480x640"]).frame_size == (480, 640)
+
+
+def test_complete_fills_a_missing_side_or_names_the_new_flag():
+    assert cli_args.complete(None, (5, 6), "--input-size") is None
+    assert cli_args.complete((3, 4), None, "--input-size") == (3, 4)
+    assert cli_args.complete((3, None), (5, 6), "--input-size") == (3, 6)
+    with pytest.raises(SystemExit, match="give both --height and --width, or better --input-size HxW"):
+        cli_args.complete((None, 4), None, "--input-size")
+
+
+def test_old_width_by_height_flag_is_converted_not_reinterpreted(capsys):
+    parser = parser_with(lambda p: cli_args.add_size(p, "--frame-size", "frame_size",
+                                                     old_width_by_height="--source-size"))
+    assert parser.parse_args(["--source-size", "1280x720"]).frame_size == (720, 1280)
+    assert capsys.readouterr().err == ("prog: warning: --source-size 1280x720 (WIDTHxHEIGHT) is deprecated; "
+                                       "use --frame-size 720x1280\n")
+
+
+def test_messages_benchmark_frame_size(capsys):
+    parser = parser_with(messages_benchmark.add_arguments)
+    assert parser.parse_args([]).frame_size == (1080, 1920)
+    assert parser.parse_args(["--frame-size", "48x64"]).frame_size == (48, 64)
+    assert parser.parse_args(["--height", "48", "--width", "64"]).frame_size == (48, 64)
+    assert capsys.readouterr().err.count("is deprecated; use --frame-size HxW") == 2
+    assert messages_benchmark.run(parser.parse_args(["--frame-size", "24x32", "--repeats", "1"])) == 0
+    assert "per-frame message overhead, 24x32 (HxW) bgr8, 1 runs" in capsys.readouterr().out
+
+
+def test_training_step_benchmark_takes_height_by_width(capsys):
+    from training.benchmark_step import main
+
+    args = ["--batch", "2", "--threads", "1", "--rounds", "1", "--warmup", "0", "--variants", "fp32"]
+    assert set(main(["--size", "64x96", *args])) == {"fp32"}
+    assert "batch 2 x 64x96" in capsys.readouterr().out
+    main(["--size", "64", "96", *args])  # the old two-number form
+    captured = capsys.readouterr()
+    assert "batch 2 x 64x96" in captured.out and "--size 64 96 is deprecated; use --size 64x96" in captured.err
