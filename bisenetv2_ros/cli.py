@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .cli_args import positive_int, size_or_comma
+from .cli_args import CliError, positive_int, progress_bar as _progress_bar, size_or_comma
+from .weights_commands import cmd_download, cmd_import, cmd_info
 
 PROG = "bisenetv2"
 
@@ -43,10 +43,6 @@ DELEGATED = {
     "benchmark-cameras": ("bisenetv2_ros.cameras_benchmark",
                           "measure several cameras through one batched node pipeline against one pipeline each"),
 }
-
-
-class CliError(Exception):
-    """A user-facing failure: printed as one ``bisenetv2 CMD: error: ...`` message, exit status 1."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,13 +252,6 @@ def _run_delegated(name: str, argv: list[str]) -> int:
 # segment
 
 
-def _progress_bar(total: int | None, quiet: bool, unit: str = "frame", unit_scale: bool = False):
-    from tqdm import tqdm
-
-    return tqdm(total=total or None, unit=unit, unit_scale=unit_scale, disable=quiet, dynamic_ncols=True,
-                file=sys.stderr)
-
-
 def _make_segmenter(args):
     from .segmenter import Segmenter
 
@@ -362,132 +351,7 @@ def _segment_bag(args, output: Path) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# download / info / import / export
-
-
-def cmd_download(args) -> int:
-    from .download import download_weights
-    from .known_weights import KNOWN_WEIGHTS, cache_dir
-
-    if args.list:
-        print(f"{'NAME':24} {'mIoU':>6} {'ms+flip':>8}  {'DATASET':11} DESCRIPTION")
-        for name, entry in KNOWN_WEIGHTS.items():
-            miou = entry.info.metrics.get("val_miou")
-            ms = entry.info.metrics.get("val_miou_ms_flip")
-            where = "packaged" if entry.embedded else (
-                "cached" if (cache_dir() / entry.file_name).is_file() else "not downloaded")
-            print(f"{name:24} {_metric(miou):>6} {_metric(ms):>8}  {entry.info.dataset:11} "
-                  f"{entry.description} [{where}]")
-        print(f"(mIoU: validation mean IoU in % as published; cache: {cache_dir()})")
-        return 0
-    if not args.name:
-        raise CliError("name the weights to download, or pass --list to see them")
-    bar = None
-
-    def progress(done: int, total: int | None) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = _progress_bar(total, args.quiet, "B", unit_scale=True)
-        bar.update(done - bar.n)
-
-    try:
-        path, downloaded = download_weights(args.name, url=args.url, force=args.force, progress=progress)
-    finally:
-        if bar is not None:
-            bar.close()
-    state = "downloaded and verified" if downloaded else "already in the cache (checksum verified)"
-    print(f"{args.name}: {state}: {path}")
-    print(f"use it with `--weights {args.name}` or the node's parameter `weights:={args.name}`")
-    return 0
-
-
-def _metric(value) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def _describe(weights: str) -> dict:
-    """Everything known of a checkpoint path or weights name, as plain data."""
-    from .checkpoint import CheckpointError
-    from .known_weights import find_known, open_weights, resolve_weights
-
-    entry = find_known(weights)
-    result: dict = {"weights": weights}
-    if entry is not None:
-        result["known_weights"] = {"description": entry.description, "family": entry.family,
-                                   "url": entry.url, "sha256_prefix": entry.sha256_prefix,
-                                   "file_name": entry.file_name}
-    try:
-        resolve_weights(weights)
-    except CheckpointError as error:
-        if entry is None:
-            raise
-        result.update(file=None, note=str(error))  # e.g. not downloaded yet: the entry says what it holds
-        info = entry.info
-    else:
-        opened = open_weights(weights)
-        checkpoint, info = opened.checkpoint, opened.info
-        result["file"] = str(opened.path)
-        result["kind"] = checkpoint.kind
-        result["architecture"] = checkpoint.architecture
-        result["model_config"] = checkpoint.config.to_dict()
-        result["parameters"] = int(sum(v.numel() for k, v in checkpoint.state_dict.items()
-                                       if v.is_floating_point() and "running_" not in k))
-        if checkpoint.training_state:
-            result["training_state"] = sorted(checkpoint.training_state)
-    info_dict = info.to_dict()
-    result.update(dataset=info_dict["dataset"], classes=info_dict["classes"], palette=info_dict["palette"],
-                  normalization=info_dict["normalization"], train_resolution=info_dict["train_resolution"],
-                  metrics=info_dict["metrics"], provenance=info_dict["provenance"])
-    return result
-
-
-def cmd_info(args) -> int:
-    description = _describe(args.weights)
-    if args.json:
-        print(json.dumps(description, indent=2))
-        return 0
-    lines = [f"weights:          {description['weights']}"]
-    if "known_weights" in description:
-        known = description["known_weights"]
-        lines.append(f"description:      {known['description']}")
-        if known["url"]:
-            lines.append(f"url:              {known['url']} (sha256 {known['sha256_prefix']}...)")
-    lines.append(f"file:             {description.get('file') or 'not downloaded: ' + description.get('note', '')}")
-    if "kind" in description:
-        config = description["model_config"]
-        lines.append(f"kind:             {description['kind']} checkpoint, {description['parameters']:,} parameters")
-        lines.append(f"model:            {description['architecture']}: " + ", ".join(f"{k}={v}" for k, v in config.items()))
-        if "training_state" in description:
-            lines.append(f"training state:   {', '.join(description['training_state'])}")
-    resolution = description["train_resolution"]
-    norm = description["normalization"]
-    lines += [
-        f"dataset:          {description['dataset']}",
-        f"train resolution: {f'{resolution[0]}x{resolution[1]} (HxW)' if resolution else 'unknown'}",
-        f"normalization:    mean {norm['mean']} std {norm['std']} (0..1 units, {norm['channel_order']} order)",
-        f"classes ({len(description['classes'])}):",
-    ]
-    lines += [f"  {i:3d} {name:20} rgb{tuple(color)}"
-              for i, (name, color) in enumerate(zip(description["classes"], description["palette"]))]
-    metrics = description["metrics"]
-    lines.append("metrics:          " + (", ".join(f"{k}={v:g}" for k, v in metrics.items()) or "none recorded"))
-    provenance = description["provenance"]
-    lines.append("provenance:       " + (", ".join(f"{k}={v}" for k, v in provenance.items()) or "none recorded"))
-    print("\n".join(lines))
-    return 0
-
-
-def cmd_import(args) -> int:
-    from .checkpoint import save_checkpoint
-    from .importers import import_checkpoint
-
-    if args.output.resolve() == args.source.resolve():
-        raise CliError("OUT must differ from SRC")
-    checkpoint = import_checkpoint(args.source, family=args.family)
-    path = save_checkpoint(checkpoint, args.output, half=args.half)
-    family = checkpoint.info.provenance.get("imported_from", "bisenetv2_ros")
-    print(f"imported {args.source} ({family}, {checkpoint.config.num_classes} classes) -> {path}")
-    return 0
+# export (download / info / import: weights_commands.py)
 
 
 def cmd_export(args) -> int:

@@ -1,4 +1,4 @@
-"""Argument types and size flags shared by the command lines, with the old size spellings kept alive.
+"""What the command lines share: argument types, size flags (old spellings kept alive), errors, progress.
 
 Every size flag is HEIGHTxWIDTH (``conventions.size_argument``), the order of the node's
 ``input_height``/``input_width``. Flags that used to be spelled otherwise (``--height``/``--width``,
@@ -128,3 +128,14 @@ def script_main(doc: str, prog: str, add_arguments, run, argv=None) -> int:
     parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     return run(parser.parse_args(argv))
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one ``bisenetv2 CMD: error: ...`` message, exit status 1."""
+
+
+def progress_bar(total: int | None, quiet: bool, unit: str = "frame", unit_scale: bool = False):
+    from tqdm import tqdm
+
+    return tqdm(total=total or None, unit=unit, unit_scale=unit_scale, disable=quiet, dynamic_ncols=True,
+                file=sys.stderr)

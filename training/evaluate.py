@@ -202,7 +202,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     from training.datasets import build_dataset
 
-    from bisenetv2_ros.conventions import DEFAULT_INPUT_SIZE
     from bisenetv2_ros.known_weights import open_weights
 
     dataset = build_dataset(args.dataset, args.root, args.split, args.classes_file)
