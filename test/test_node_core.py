@@ -350,3 +350,67 @@ def test_pipeline_runs_a_bisenetv1_checkpoint(types, tiny_v1_weights):
     expected = v1.segment(np.asarray(msg.data).reshape(24, 32, 3), channel_order="bgr")
     assert np.array_equal(np.asarray(outputs["labels"].data).reshape(24, 32), expected)
     assert outputs["labels"].header.frame_id == "front" and warnings == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Device resolution: the node and the CLI build their Segmenter through one path
+
+
+@pytest.fixture
+def gpu_visible_with_cpu_onnxruntime(monkeypatch):
+    """A CUDA GPU reported visible (to torch and to the backends), no TensorRT, and an ONNX Runtime
+    build without CUDAExecutionProvider. There is no real GPU here, so the torch backend is replaced by
+    one that only records where it was asked to run (its output: all class 0)."""
+    import onnxruntime
+    import torch
+
+    from bisenetv2_ros import backends
+    from bisenetv2_ros.backends import torch_backend
+
+    class RecordingTorchBackend(backends.Backend):
+        name = "torch"
+
+        def __init__(self, model, normalization, input_size, device, precision, **options):
+            super().__init__(device, precision, input_size)
+
+        def _run(self, frames, channel_order):
+            return np.zeros(frames.shape[:3], np.uint8)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(backends, "cuda_available", lambda: True)
+    monkeypatch.setattr(backends, "tensorrt_importable", lambda: False)
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(torch_backend, "TorchBackend", RecordingTorchBackend)
+
+
+@pytest.mark.parametrize("backend,expected", [
+    ("onnxruntime", ("onnxruntime", "cpu")),  # this ONNX Runtime cannot use the GPU: its CPU, as the CLI does
+    ("auto", ("torch", "cuda")),              # no TensorRT: torch on the GPU
+])
+@pytest.mark.parametrize("precision", ["auto", "fp32"])
+def test_node_and_cli_resolve_device_auto_alike(tiny_weights, gpu_visible_with_cpu_onnxruntime, backend, expected,
+                                                precision):
+    from bisenetv2_ros import cli
+
+    settings = NodeSettings(weights=str(tiny_weights), backend=backend, device="auto", precision=precision)
+    node_segmenter, _ = node_core.create_segmenter(settings)  # warms up: a device it cannot use fails here
+    args = cli.build_parser().parse_args(["segment", "frame.png", "--weights", str(tiny_weights),
+                                          "--backend", backend, "--device", "auto", "--precision", precision])
+    cli_segmenter = cli._make_segmenter(args)
+    cli_segmenter.segment(np.zeros((64, 96, 3), np.uint8))
+    assert (node_segmenter.backend_name, node_segmenter.device) == expected
+    assert (cli_segmenter.backend_name, cli_segmenter.device, cli_segmenter.precision) == (
+        node_segmenter.backend_name, node_segmenter.device, node_segmenter.precision)
+
+
+def test_device_auto_for_onnxruntime_needs_its_cuda_provider(monkeypatch):
+    from bisenetv2_ros import backends
+
+    monkeypatch.setattr(backends, "cuda_available", lambda: True)
+    monkeypatch.setattr(backends, "onnxruntime_cuda_available", lambda: False)
+    assert backends.resolve_device("auto", "onnxruntime") == "cpu"
+    assert backends.resolve_device("auto", "torch") == backends.resolve_device("auto") == "cuda"
+    monkeypatch.setattr(backends, "onnxruntime_cuda_available", lambda: True)
+    assert backends.resolve_device("auto", "onnxruntime") == "cuda"
+    monkeypatch.setattr(backends, "cuda_available", lambda: False)
+    assert backends.resolve_device("auto", "onnxruntime") == backends.resolve_device(None, "torch") == "cpu"

@@ -85,10 +85,21 @@ def onnxruntime_importable() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-def resolve_device(device: str | None) -> str:
-    """'auto' / None -> 'cuda' when a GPU is visible, else 'cpu'. 'cuda[:n]' without a GPU is an error."""
+def onnxruntime_cuda_available() -> bool:
+    """True when this ONNX Runtime build has CUDAExecutionProvider (the CPU-only wheel has not)."""
+    if not onnxruntime_importable():
+        return False
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+def resolve_device(device: str | None, backend: str | None = None) -> str:
+    """'auto' / None -> 'cuda' when a GPU is visible and ``backend`` can use it (onnxruntime: only with
+    its CUDA provider), else 'cpu'. 'cuda[:n]' without a GPU is an error."""
     if device in (None, "auto"):
-        return "cuda" if cuda_available() else "cpu"
+        usable = cuda_available() and (backend != "onnxruntime" or onnxruntime_cuda_available())
+        return "cuda" if usable else "cpu"
     device = str(device)
     if device == "cpu":
         return device
@@ -123,7 +134,7 @@ def resolve_auto_precision(backend: str, device: str | None, calibration_availab
         device = resolve_device(device if device not in (None, "auto") else "cuda")
         LOGGER.info("precision auto -> fp32 (the %s backend on %s)", backend, device)
         return "fp32", backend, device
-    device = resolve_device(device)
+    device = resolve_device(device, backend)
     if device != "cpu":
         LOGGER.info("precision auto -> fp32 on %s (a GPU: fp32 as before; fp16 is one parameter away)", device)
         return "fp32", backend, device
@@ -190,8 +201,7 @@ def create_backend(name: str, model, info, device: str | None = "auto", precisio
     if name == "tensorrt":
         check_precision(name, "cuda", precision)  # the device itself is checked below
     else:
-        check_precision(name, "cpu" if device in (None, "auto") and name == "onnxruntime" else resolve_device(device),
-                        precision)
+        check_precision(name, resolve_device(device, name), precision)
     if precision != "int8" and name != "tensorrt":
         # Calibration settings matter to int8 only; auto may have chosen another path (node and CLI
         # pass them whenever the user gave them).
@@ -208,7 +218,8 @@ def create_backend(name: str, model, info, device: str | None = "auto", precisio
     if name == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(model, info.normalization, input_size, device or "cpu", precision, **options)
+        return OnnxRuntimeBackend(model, info.normalization, input_size, resolve_device(device, name), precision,
+                                  **options)
     from .tensorrt_backend import TensorRTBackend, calibration_files
 
     if precision == "int8":
