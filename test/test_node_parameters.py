@@ -88,11 +88,16 @@ def test_cameras_parameter():
 
 
 def test_parameter_descriptions_name_commands_that_exist():
+    """The node's own words (parameter descriptions, params file, launch file) name only real commands."""
     import re
+    from pathlib import Path
 
     from bisenetv2_ros.cli import build_parser
 
+    root = Path(__file__).resolve().parents[1]
+    texts = [spec.description for spec in node_parameters.PARAMETER_SPECS]
+    texts += [(root / name).read_text() for name in ("config/segmentation.yaml", "launch/segment.launch.py")]
     commands = set(next(a for a in build_parser()._actions if a.dest == "command").choices)
-    mentioned = [m for spec in node_parameters.PARAMETER_SPECS for m in re.findall(r"`bisenetv2 ([\w-]+)", spec.description)]
-    assert "download" in mentioned  # the weights parameter points at `bisenetv2 download --list`
-    assert set(mentioned) <= commands, f"descriptions name unknown commands: {set(mentioned) - commands}"
+    mentioned = [m for text in texts for m in re.findall(r"\bbisenetv2 ([a-z][\w-]*)", text)]
+    assert mentioned.count("download") >= 2  # the weights parameter and the params file: `bisenetv2 download --list`
+    assert set(mentioned) <= commands, f"unknown commands named: {set(mentioned) - commands}"
