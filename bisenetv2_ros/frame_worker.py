@@ -1,5 +1,9 @@
-"""Frames on their way to the network: one newest-frame slot per camera, the intake that fills them
-from subscription callbacks, and the worker thread that empties them."""
+"""Frames on their way to the network: a newest-frame slot per camera, its intake and the worker thread.
+
+Subscription callbacks hand each message to ``FrameIntake``, which counts it and stores it in its
+camera's slot (``FrameSlots``), replacing a frame not yet taken; ``FrameWorker`` takes what is
+pending, one batch at a time, on its own thread.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The ROS 2 segmentation node: `ros2 run bisenetv2_ros segmentation_node` (add `--lifecycle` for the
-managed variant).
+"""The ROS 2 segmentation node, the rclpy layer: `ros2 run bisenetv2_ros segmentation_node [--lifecycle]`.
+
+`--lifecycle` starts the managed variant.
 
 The only module that imports rclpy and ROS message packages. It stays thin: the ROS-free modules,
 tested without ROS, hold the parameters (``node_parameters``), the newest-frame slots and worker

@@ -1,5 +1,8 @@
-"""The node's pipeline without ROS: build the segmenter from the settings, then segment each batch of
-camera frames and publish every camera's outputs (labels, color, overlay, camera_info, info).
+"""The node's pipeline without ROS: build the segmenter, then segment and publish camera frames.
+
+``create_segmenter`` builds and warms the network from the settings; ``SegmentationPipeline``
+segments each batch of camera frames and publishes every camera's outputs (labels, color, overlay,
+camera_info, info).
 
 ``node.py`` wires this to rclpy; the parameters are in ``node_parameters``, the frame slots and
 worker thread in ``frame_worker``, the counters and diagnostics in ``node_stats``. Tests drive it
@@ -198,7 +201,6 @@ class SegmentationPipeline:
             batch_size=batch_size, latency_ms=latency_ms, frames_received=stats.received,
             frames_processed=stats.processed, frames_dropped=stats.dropped, frames_failed=stats.failed,
             fractions=messages.class_fractions(labels, len(self.classes))))
-
 
 
 def free_model_memory() -> None:

@@ -1,5 +1,8 @@
-"""The node's parameters: one spec per parameter (name, default, description, limits), their
-validation, and ``NodeSettings``, the validated values generated from those specs."""
+"""The node's parameters: their specs, their validation, and the settings object generated from them.
+
+One ``ParameterSpec`` per parameter (name, default, description, limits) in ``PARAMETER_SPECS``;
+``NodeSettings`` (one attribute per spec) is made from that list, so each default is written once.
+"""
 
 from __future__ import annotations
 

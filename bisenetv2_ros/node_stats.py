@@ -1,5 +1,8 @@
-"""The node's counters and the diagnostics built from them: frames received, processed, dropped and
-failed per camera, rates, latency percentiles, and the status each camera reports on /diagnostics."""
+"""The node's counters per camera and the diagnostics values built from them.
+
+Frames received, processed, dropped and failed, rates and latency percentiles (``NodeStats``), and
+the level, message and values each camera reports on /diagnostics (``camera_diagnostics``).
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from bisenetv2_ros import node_parameters
@@ -13,8 +15,22 @@ def test_defaults_are_valid_and_match_specs():
     assert settings == NodeSettings()
     assert settings.input_size is None
     assert set(node_parameters.RUNTIME_PARAMETERS) == {"publish_color", "publish_overlay", "overlay_alpha", "max_rate_hz",
-                                                 "only_when_subscribed", "max_batch"}
+                                                       "only_when_subscribed", "max_batch"}
     assert settings.cameras == [] and settings.camera_names == [""]
+
+
+def test_settings_are_generated_from_the_specs():
+    specs = node_parameters.PARAMETER_SPECS
+    settings = NodeSettings()
+    assert [f.name for f in dataclasses.fields(NodeSettings)] == [spec.name for spec in specs]
+    assert {spec.name: getattr(settings, spec.name) for spec in specs} == {spec.name: spec.default for spec in specs}
+    assert (settings.weights, settings.backend, settings.max_batch, settings.overlay_alpha) == ("camvid", "auto", 0, 0.5)
+    assert NodeSettings.__name__ == "NodeSettings" and NodeSettings.__module__ == "bisenetv2_ros.node_parameters"
+    settings.cameras.append("front")  # each settings object owns its list; the spec's default stays empty
+    assert NodeSettings().cameras == [] and node_parameters.SPECS_BY_NAME["cameras"].default == []
+    assert settings.camera_names == ["front"]
+    changed = dataclasses.replace(settings, backend="torch", input_height=360, input_width=480)
+    assert changed.backend == "torch" and changed.input_size == (360, 480) and settings.backend == "auto"
 
 
 @pytest.mark.parametrize("values,message", [
