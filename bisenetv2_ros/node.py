@@ -5,8 +5,8 @@
 The only module that imports rclpy and ROS message packages. It stays thin: the ROS-free modules,
 tested without ROS, hold the parameters (``node_parameters``), the newest-frame slots and worker
 (``frame_worker``), the cameras and batched pipeline (``node_core``) and the counters and
-diagnostics values (``node_stats``). Subscription callbacks only store each camera's newest frame; one worker thread
-segments what is pending, frames of one size in one network call.
+diagnostics values (``node_stats``). Subscription callbacks only store each camera's newest frame;
+one worker thread segments what is pending, frames of one size in one network call.
 
 Topics, relative to the node's namespace (`segmentation` in the launch file), with the `cameras`
 parameter empty (one camera):
