@@ -80,12 +80,13 @@ def run_node(args: argparse.Namespace) -> dict[str, Any]:
     """Builds an N-camera pipeline, prints 'ready', waits for a line on stdin, then measures."""
     from rosbags.typesys import Stores, get_typestore
 
-    from . import messages, node_core
+    from . import frame_worker, messages, node_core
+    from .node_parameters import NodeSettings
 
     count = args.child_cameras
     names = [f"cam{index}" for index in range(count)]
-    settings = node_core.NodeSettings(weights=args.weights, backend=args.backend, device=args.device,
-                                      cameras=names if count > 1 else [], max_batch=args.max_batch)
+    settings = NodeSettings(weights=args.weights, backend=args.backend, device=args.device,
+                            cameras=names if count > 1 else [], max_batch=args.max_batch)
     load_started = time.monotonic()
     segmenter, classes = node_core.create_segmenter(settings)
     load_s = time.monotonic() - load_started
@@ -112,9 +113,9 @@ def run_node(args: argparse.Namespace) -> dict[str, Any]:
         pipeline.process_batch(batch)
         batches.append((started, time.monotonic() - started, len(batch)))
 
-    slots = node_core.FrameSlots(count, max_items=lambda: settings.max_batch)
-    intake = node_core.FrameIntake(slots, cameras, settings)
-    worker = node_core.FrameWorker(slots, timed_batch)
+    slots = frame_worker.FrameSlots(count, max_items=lambda: settings.max_batch)
+    intake = frame_worker.FrameIntake(slots, cameras, settings)
+    worker = frame_worker.FrameWorker(slots, timed_batch)
     height, width = args.frame_size
     rng = np.random.default_rng(0)
     pixels = [rng.integers(0, 256, height * width * 3, dtype=np.uint8) for _ in range(count)]

@@ -1,10 +1,12 @@
-"""The ROS 2 segmentation node: `ros2 run bisenetv2_ros segmentation_node` (add `--lifecycle` for the
-managed variant).
+"""The ROS 2 segmentation node, the rclpy layer: `ros2 run bisenetv2_ros segmentation_node [--lifecycle]`.
 
-The only module that imports rclpy and ROS message packages. It stays thin: parameters, cameras,
-newest-frame slots, the batched pipeline and the diagnostics values live in ``node_core`` (ROS-free,
-tested without ROS). Subscription callbacks only store each camera's newest frame; one worker thread
-segments what is pending, frames of one size in one network call.
+`--lifecycle` starts the managed variant.
+
+The only module that imports rclpy and ROS message packages. It stays thin: the ROS-free modules,
+tested without ROS, hold the parameters (``node_parameters``), the newest-frame slots and worker
+(``frame_worker``), the cameras and batched pipeline (``node_core``) and the counters and
+diagnostics values (``node_stats``). Subscription callbacks only store each camera's newest frame;
+one worker thread segments what is pending, frames of one size in one network call.
 
 Topics, relative to the node's namespace (`segmentation` in the launch file), with the `cameras`
 parameter empty (one camera):
@@ -37,7 +39,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import LabelInfo, VisionClass
 
-from bisenetv2_ros import messages, node_core
+from bisenetv2_ros import frame_worker, messages, node_core, node_parameters, node_stats
 from bisenetv2_ros.msg import SegmentationInfo
 from bisenetv2_ros.stop_signals import StopSignals, exit_without_finalizing
 
@@ -63,7 +65,7 @@ LATCHED_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=History
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-def _descriptor(spec: node_core.ParameterSpec) -> ParameterDescriptor:
+def _descriptor(spec: node_parameters.ParameterSpec) -> ParameterDescriptor:
     description = spec.description
     if spec.choices:
         description += f" ({spec.constraints_text()})"
@@ -78,7 +80,7 @@ def _descriptor(spec: node_core.ParameterSpec) -> ParameterDescriptor:
     return descriptor
 
 
-def _declared_default(spec: node_core.ParameterSpec):
+def _declared_default(spec: node_parameters.ParameterSpec):
     # An empty list cannot tell rclpy its element type (it would become a byte array), so list
     # parameters are declared by type: unset unless given, which reads as None.
     return Parameter.Type.STRING_ARRAY if spec.type is list else spec.default
@@ -94,10 +96,10 @@ class SegmentationSteps:
     Errors raise ``node_core.StartupError`` with one line.
     """
 
-    settings: node_core.NodeSettings | None = None
+    settings: node_parameters.NodeSettings | None = None
     segmenter = None
     pipeline: node_core.SegmentationPipeline | None = None
-    worker: node_core.FrameWorker | None = None
+    worker: frame_worker.FrameWorker | None = None
 
     def _create_output_publisher(self, msg_type, topic: str, qos: QoSProfile):
         return self.create_publisher(msg_type, topic, qos)
@@ -106,9 +108,9 @@ class SegmentationSteps:
         self.destroy_publisher(publisher)
 
     # -- configure / cleanup ---------------------------------------------------------------------
-    def _read_parameters(self) -> node_core.NodeSettings:
+    def _read_parameters(self) -> node_parameters.NodeSettings:
         try:
-            for spec in node_core.PARAMETER_SPECS:
+            for spec in node_parameters.PARAMETER_SPECS:
                 if not self.has_parameter(spec.name):  # a lifecycle node may configure again after cleanup
                     self.declare_parameter(spec.name, _declared_default(spec), _descriptor(spec))
         except Exception as error:  # rclpy's range/type errors on overrides
@@ -117,11 +119,11 @@ class SegmentationSteps:
             # after declaring: the declarations themselves must not meet the read-only check
             self.add_on_set_parameters_callback(self._on_set_parameters)
             self._parameter_callback_added = True
-        values = {spec.name: self.get_parameter_or(spec.name).value for spec in node_core.PARAMETER_SPECS}
+        values = {spec.name: self.get_parameter_or(spec.name).value for spec in node_parameters.PARAMETER_SPECS}
         values["cameras"] = values["cameras"] or []
         try:
-            return node_core.NodeSettings.from_values(values)
-        except node_core.SettingsError as error:
+            return node_parameters.NodeSettings.from_values(values)
+        except node_parameters.SettingsError as error:
             raise node_core.StartupError(f"invalid parameters: {error}") from error
 
     def _configure(self) -> None:
@@ -132,7 +134,7 @@ class SegmentationSteps:
         self._publishers_by_camera = []
         self.cameras = []
         for name in settings.camera_names:
-            publishers = {output: self._create_output_publisher(msg_type, node_core.camera_topic(name, output),
+            publishers = {output: self._create_output_publisher(msg_type, node_stats.camera_topic(name, output),
                                                                 OUTPUT_QOS)
                           for output, msg_type in OUTPUT_TYPES.items()}
             self._publishers_by_camera.append(publishers)
@@ -159,11 +161,11 @@ class SegmentationSteps:
     # -- activate / deactivate -------------------------------------------------------------------
     def _activate(self) -> None:
         settings = self.settings
-        self.slots = node_core.FrameSlots(len(self.cameras), max_items=lambda: settings.max_batch)
-        self.intake = node_core.FrameIntake(self.slots, self.cameras, settings, self._anyone_listening)
-        self.worker = node_core.FrameWorker(
+        self.slots = frame_worker.FrameSlots(len(self.cameras), max_items=lambda: settings.max_batch)
+        self.intake = frame_worker.FrameIntake(self.slots, self.cameras, settings, self._anyone_listening)
+        self.worker = frame_worker.FrameWorker(
             self.slots, self.pipeline.process_batch, on_error=self._on_worker_error,
-            min_interval_s=lambda: node_core.min_interval_for_rate(settings.max_rate_hz))
+            min_interval_s=lambda: frame_worker.min_interval_for_rate(settings.max_rate_hz))
         qos = image_qos(settings.image_qos)
         compressed = settings.input_transport == "compressed"
         self._subscriptions_made = []
@@ -207,7 +209,7 @@ class SegmentationSteps:
             self.worker.stop()
 
     @property
-    def stats(self) -> node_core.NodeStats:
+    def stats(self) -> node_stats.NodeStats:
         """The counters of the first (in single-camera mode: the only) camera."""
         return self.cameras[0].stats
 
@@ -224,11 +226,11 @@ class SegmentationSteps:
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         for parameter in parameters:
-            accepted, reason = node_core.check_runtime_update(parameter.name, parameter.value)
+            accepted, reason = node_parameters.check_runtime_update(parameter.name, parameter.value)
             if not accepted:
                 return SetParametersResult(successful=False, reason=reason)
         for parameter in parameters:
-            if parameter.name in node_core.RUNTIME_PARAMETERS and self.settings is not None:
+            if parameter.name in node_parameters.RUNTIME_PARAMETERS and self.settings is not None:
                 self.settings.update(parameter.name, parameter.value)
                 self.get_logger().info(f"{parameter.name} = {parameter.value!r}")
         return SetParametersResult(successful=True, reason="")
@@ -243,7 +245,7 @@ class SegmentationSteps:
             DiagnosticStatus(level=bytes([report.level]), name=name, message=report.message,
                              hardware_id=str(segmenter.device),
                              values=[KeyValue(key=key, value=value) for key, value in report.values])
-            for name, report in node_core.camera_diagnostics(
+            for name, report in node_stats.camera_diagnostics(
                 self.cameras, node_name=node_name, backend=segmenter.backend_name, device=str(segmenter.device),
                 model=self.settings.weights, input_topic=lambda camera: topics[camera.name])]
         self._diagnostics_publisher.publish(

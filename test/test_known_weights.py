@@ -11,7 +11,7 @@ from test_download import make_mmseg_checkpoint
 
 from bisenetv2_ros import checkpoint, cli, known_weights
 from bisenetv2_ros.checkpoint import CheckpointError, load_checkpoint
-from bisenetv2_ros.known_weights import (DEFAULT_WEIGHTS, KNOWN_WEIGHTS, PACKAGE_WEIGHTS_DIR, OpenedWeights,
+from bisenetv2_ros.known_weights import (DEFAULT_WEIGHTS, KNOWN_WEIGHTS, PACKAGE_WEIGHTS_DIR,
                                          open_weights)
 from bisenetv2_ros.segmenter import Segmenter
 

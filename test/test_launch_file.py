@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bisenetv2_ros import node_core
+from bisenetv2_ros import node_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "segment.launch.py"
@@ -65,7 +65,7 @@ def test_parameter_overrides_only_when_given(values, expected):
 
 def test_override_names_are_node_parameters():
     module = load_launch_module()
-    assert set(module.OVERRIDES) <= set(node_core.SPECS_BY_NAME)
+    assert set(module.OVERRIDES) <= set(node_parameters.SPECS_BY_NAME)
 
 
 # --- the launch description, built with recording stand-ins for launch / launch_ros ----------------
@@ -203,10 +203,10 @@ def test_params_file_matches_node_parameters():
     data = yaml.safe_load((ROOT / "config" / "segmentation.yaml").read_text())
     parameters = data["/**"]["ros__parameters"]
     # `cameras` is only a comment there: an empty YAML list has no element type for ROS
-    assert set(parameters) == set(node_core.SPECS_BY_NAME) - {"cameras"}
+    assert set(parameters) == set(node_parameters.SPECS_BY_NAME) - {"cameras"}
     assert "#   cameras: [front, left, right]" in (ROOT / "config" / "segmentation.yaml").read_text()
-    settings = node_core.NodeSettings.from_values(parameters)
-    for spec in node_core.PARAMETER_SPECS:
+    settings = node_parameters.NodeSettings.from_values(parameters)
+    for spec in node_parameters.PARAMETER_SPECS:
         if spec.name not in parameters:
             continue
         assert type(parameters[spec.name]) is spec.type, f"{spec.name} has the wrong YAML type for ROS"

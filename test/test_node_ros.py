@@ -23,7 +23,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from bisenetv2_ros import node_core  # noqa: E402
+from bisenetv2_ros import node_core, node_parameters  # noqa: E402
 from bisenetv2_ros.node import SegmentationNode  # noqa: E402
 
 RELIABLE = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=10)
@@ -82,7 +82,7 @@ def test_parameters_have_descriptors(make_node):
     assert not alpha.read_only
     assert (alpha.floating_point_range[0].from_value, alpha.floating_point_range[0].to_value) == (0.0, 1.0)
     height = node.describe_parameter("input_height")
-    assert height.read_only and height.integer_range[0].to_value == node_core.MAX_INPUT_SIDE
+    assert height.read_only and height.integer_range[0].to_value == node_parameters.MAX_INPUT_SIDE
 
 
 def test_runtime_parameter_changes(make_node):

@@ -42,7 +42,7 @@ def test_restore_puts_the_previous_handlers_back():
 # while (joins the worker, notify_all on its condition) - where a second Ctrl-C used to land.
 _PROCESS = textwrap.dedent("""
     import sys, threading, time
-    from bisenetv2_ros.node_core import FrameSlots, FrameWorker
+    from bisenetv2_ros.frame_worker import FrameSlots, FrameWorker
     from bisenetv2_ros.stop_signals import StopSignals
 
     stop = StopSignals().install()

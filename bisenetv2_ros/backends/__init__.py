@@ -17,11 +17,12 @@ from typing import Any, Mapping
 
 from ..conventions import CHANNEL_ORDERS, DEFAULT_INPUT_SIZE
 from .base import (BACKENDS, DEFAULT_PRECISION, PRECISIONS, SUPPORTED_PRECISIONS, Backend, BackendError,
-                   check_precision, cuda_available, onnxruntime_importable, resolve_device, tensorrt_importable)
+                   check_precision, cuda_available, onnxruntime_cuda_available, onnxruntime_importable,
+                   resolve_device, tensorrt_importable)
 
 __all__ = ["BACKENDS", "CALIBRATION_OPTIONS", "CHANNEL_ORDERS", "DEFAULT_PRECISION", "PRECISIONS",
            "SUPPORTED_PRECISIONS", "Backend", "BackendError", "check_precision", "choose_backend", "create_backend",
-           "cuda_available", "onnxruntime_importable", "resolve_auto_precision", "resolve_device",
+           "cuda_available", "onnxruntime_cuda_available", "onnxruntime_importable", "resolve_auto_precision", "resolve_device",
            "tensorrt_importable"]
 
 LOGGER = logging.getLogger("bisenetv2_ros")
@@ -36,7 +37,7 @@ def resolve_auto_precision(backend: str, device: str | None, calibration_availab
         device = resolve_device(device if device not in (None, "auto") else "cuda")
         LOGGER.info("precision auto -> fp32 (the %s backend on %s)", backend, device)
         return "fp32", backend, device
-    device = resolve_device(device)
+    device = resolve_device(device, backend)
     if device != "cpu":
         LOGGER.info("precision auto -> fp32 on %s (a GPU: fp32 as before; fp16 is one parameter away)", device)
         return "fp32", backend, device
@@ -103,8 +104,7 @@ def create_backend(name: str, model, info, device: str | None = "auto", precisio
     if name == "tensorrt":
         check_precision(name, "cuda", precision)  # the device itself is checked below
     else:
-        check_precision(name, "cpu" if device in (None, "auto") and name == "onnxruntime" else resolve_device(device),
-                        precision)
+        check_precision(name, resolve_device(device, name), precision)
     if precision != "int8" and name != "tensorrt":
         # Calibration settings matter to int8 only; auto may have chosen another path (node and CLI
         # pass them whenever the user gave them).
@@ -121,7 +121,8 @@ def create_backend(name: str, model, info, device: str | None = "auto", precisio
     if name == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(model, info.normalization, input_size, device or "cpu", precision, **options)
+        return OnnxRuntimeBackend(model, info.normalization, input_size, resolve_device(device, name), precision,
+                                  **options)
     from .tensorrt_backend import TensorRTBackend, calibration_files
 
     if precision == "int8":

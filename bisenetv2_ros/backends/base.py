@@ -70,10 +70,21 @@ def onnxruntime_importable() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-def resolve_device(device: str | None) -> str:
-    """'auto' / None -> 'cuda' when a GPU is visible, else 'cpu'. 'cuda[:n]' without a GPU is an error."""
+def onnxruntime_cuda_available() -> bool:
+    """True when this ONNX Runtime build has CUDAExecutionProvider (the CPU-only wheel has not)."""
+    if not onnxruntime_importable():
+        return False
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+def resolve_device(device: str | None, backend: str | None = None) -> str:
+    """'auto' / None -> 'cuda' when a GPU is visible and ``backend`` can use it (onnxruntime: only with
+    its CUDA provider), else 'cpu'. 'cuda[:n]' without a GPU is an error."""
     if device in (None, "auto"):
-        return "cuda" if cuda_available() else "cpu"
+        usable = cuda_available() and (backend != "onnxruntime" or onnxruntime_cuda_available())
+        return "cuda" if usable else "cpu"
     device = str(device)
     if device == "cpu":
         return device
