@@ -235,13 +235,7 @@ def _guarded(command: str, action: Callable[[], int]) -> int:
 
 def _run_delegated(name: str, argv: list[str]) -> int:
     module_name, summary = DELEGATED[name]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name != module_name:  # the module exists but one of its own imports is missing
-            raise
-        print(f"{PROG} {name}: not available in this build ({module_name} is missing)", file=sys.stderr)
-        return 1
+    module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"{PROG} {name}", description=summary[0].upper() + summary[1:] + ".")
     module.add_arguments(parser)
     args = parser.parse_args(argv)

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..checkpoint import Normalization
 from ..architectures import SegmentationModel
-from ..conventions import CHANNEL_ORDERS
+from ..conventions import CHANNEL_ORDERS, normalization_scale_shift
 
 
 class FusedSegmentation(nn.Module):
@@ -36,10 +36,9 @@ class FusedSegmentation(nn.Module):
         self.model = model
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.channel_order = channel_order
-        mean = torch.tensor(normalization.mean, dtype=torch.float32) * 255.0
-        std = torch.tensor(normalization.std, dtype=torch.float32) * 255.0
-        # (x - mean) / std == x * scale + shift; both in the network's channel order.
-        scale, shift = 1.0 / std, -mean / std
+        # (x / 255 - mean) / std as x * scale + shift, in the network's channel order.
+        scale, shift = (torch.tensor(v, dtype=torch.float32)
+                        for v in normalization_scale_shift(normalization.mean, normalization.std))
         swap = channel_order != normalization.channel_order
         self.swap_channels = swap
         # Set for exports with a dynamic frame size: the resize must then always be in the graph.
