@@ -49,11 +49,6 @@ DELEGATED = {
 # Parser
 
 
-# --input-size/--frame-size also take the comma form 512,1024 that they always accepted
-_input_size = size_or_comma
-_positive_int = positive_int
-
-
 def _outputs(text: str) -> tuple[str, ...]:
     from_text = tuple(v.strip() for v in text.split(",") if v.strip())
     allowed = ("labels", "color", "overlay")
@@ -76,7 +71,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--calibration-images", default=None, metavar="FOLDER",
                        help="int8: folder of representative frames to calibrate on (default: the frames the "
                             "checkpoint was trained on, when known)")
-    group.add_argument("--input-size", type=_input_size, default=None, metavar="HxW",
+    group.add_argument("--input-size", type=size_or_comma, default=None, metavar="HxW",
                        help="network input size, e.g. 360x480 (default: the checkpoint's training resolution)")
 
 
@@ -102,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="output folder or bag (default: <input>_segmented beside the input)")
     segment.add_argument("--overwrite", action="store_true", help="replace an existing output")
     _add_model_options(segment)
-    segment.add_argument("--batch", type=_positive_int, default=1, metavar="N",
+    segment.add_argument("--batch", type=positive_int, default=1, metavar="N",
                          help="frames per network call (default: 1); larger batches raise throughput")
     segment.add_argument("--outputs", type=_outputs, default=None, metavar="KINDS",
                          help="comma list of labels,color,overlay (images default: all three; videos: "

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 # checkpoint format and TensorRT load only when something is exported, so `bisenetv2 --help`
 # (which builds the export flags) stays instant.
 from .backends.onnx_graph import EXPORTERS, MIN_OPSET, channels_last_tail_onnx, check_onnx, fused_onnx_bytes
+from .cli_args import positive_int
 from .conventions import CHANNEL_ORDERS, DEFAULT_INPUT_SIZE, DEFAULT_WORKSPACE_GIB, size_argument
 from .fileio import write_atomic
 
@@ -244,7 +245,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frame-size", type=size_argument, default=None, metavar="HxW",
                         help="camera frame size the engine is built for (default: the input size); the ONNX "
                              "model accepts any frame size unless --fixed-shape")
-    parser.add_argument("--batch", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--batch", type=positive_int, default=None, metavar="N",
                         help="engine batch size (default: 1); the ONNX model's too with --fixed-shape")
     parser.add_argument("--fixed-shape", action="store_true",
                         help="export the ONNX model for exactly --batch frames of --frame-size (default: any)")
@@ -269,16 +270,6 @@ def request_from_args(args: argparse.Namespace, output: Path | None = None, half
                          channels_last_tail=args.channels_last_tail)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 # --------------------------------------------------------------------------------------------
 # python -m bisenetv2_ros.export (the older command; `bisenetv2 export` does the same and more)
 
@@ -299,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--input-size", type=size_argument, default=None, help="network HEIGHTxWIDTH (default: checkpoint's)")
     parser.add_argument("--frame-size", type=_frame_size, default="dynamic", help="frame HEIGHTxWIDTH or 'dynamic'")
     parser.add_argument("--channel-order", choices=CHANNEL_ORDERS, default="rgb")
-    parser.add_argument("--batch", type=_positive_int, default=None, help="fixed batch size (default: dynamic)")
+    parser.add_argument("--batch", type=positive_int, default=None, help="fixed batch size (default: dynamic)")
     parser.add_argument("--opset", type=int, default=MIN_OPSET)
     parser.add_argument("--exporter", choices=EXPORTERS, default="legacy")
     parser.add_argument("--channels-last-tail", action="store_true",
