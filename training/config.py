@@ -83,6 +83,10 @@ class DataSection:
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     workers: int = 4
     val_limit: int | None = None  # validate on the first N frames during training (null: all)
+    # Class-aware crops (TrainTransform.crop_origin): class names, and the fraction of crops centred on
+    # one of their pixels (0: uniform crops only).
+    rare_classes: list[str] | None = None
+    rare_crop_fraction: float = 0.0
 
 
 @dataclass
@@ -120,6 +124,10 @@ class RunSection:
     compile: bool = False  # torch.compile the model (only if it measures faster on the machine)
     sync_bn: bool = False
     threads: int | None = None  # torch.set_num_threads on CPU
+    # Warm restart: start from these weights (a known name such as `camvid`, or a checkpoint file) with
+    # a fresh schedule, so a campaign adds up across runs; booster heads absent from a deploy file start
+    # from scratch. Null: Kaiming init from scratch. --resume (same run, same schedule) takes precedence.
+    init_weights: str | None = None
     deterministic: bool = False
     out_dir: str = "runs/cityscapes"
     log_every: int = 20
@@ -187,6 +195,10 @@ class TrainConfig:
             value = getattr(self.data, name)
             if value is not None and (len(value) != 2 or min(value) < 1):
                 raise ValueError(f"data.{name} must be [height, width], got {value}")
+        if not 0.0 <= self.data.rare_crop_fraction <= 1.0:
+            raise ValueError(f"data.rare_crop_fraction must be in [0, 1], got {self.data.rare_crop_fraction}")
+        if self.data.rare_crop_fraction > 0 and not self.data.rare_classes:
+            raise ValueError("data.rare_crop_fraction > 0 needs data.rare_classes (class names)")
         if self.run.iterations < 1 or self.run.batch_size < 1:
             raise ValueError("run.iterations and run.batch_size must be positive")
 

@@ -275,8 +275,13 @@ class TrainTransform:
     def __init__(self, crop_size: Sequence[int], scales: Sequence[float], mean: Sequence[float],
                  std: Sequence[float], base_size: Sequence[int] | None = None,
                  train_size: Sequence[int] | None = None, hflip: bool = True,
-                 scale_range: Sequence[float] | None = None, photometric: PhotometricJitter | None = None) -> None:
+                 scale_range: Sequence[float] | None = None, photometric: PhotometricJitter | None = None,
+                 rare_class_ids: Sequence[int] = (), rare_crop_fraction: float = 0.0) -> None:
         self.crop_h, self.crop_w = int(crop_size[0]), int(crop_size[1])
+        # Class-aware crops: this fraction of the crops is centred on a random pixel of a rare class
+        # present in the frame, so thin, rare things (pole, sign, pedestrian, bicyclist) are seen often.
+        self.rare_class_ids = np.asarray(sorted(set(int(c) for c in rare_class_ids)), dtype=np.int64)
+        self.rare_crop_fraction = float(rare_crop_fraction)
         self.scales = [float(s) for s in scales]
         self.scale_range = tuple(float(v) for v in scale_range) if scale_range else None
         self.base_size = tuple(base_size) if base_size else None
@@ -299,8 +304,7 @@ class TrainTransform:
         if pad_h or pad_w:
             image = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=0)
             label = cv2.copyMakeBorder(label, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=IGNORE_INDEX)
-        top = int(rng.integers(image.shape[0] - self.crop_h + 1))
-        left = int(rng.integers(image.shape[1] - self.crop_w + 1))
+        top, left = self.crop_origin(label, rng)
         image = image[top:top + self.crop_h, left:left + self.crop_w]
         label = label[top:top + self.crop_h, left:left + self.crop_w]
         if self.train_size and self.train_size != (self.crop_h, self.crop_w):
@@ -310,6 +314,19 @@ class TrainTransform:
             image, label = image[:, ::-1], label[:, ::-1]
         return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
+    def crop_origin(self, label: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
+        """Top-left corner of the crop: uniform, or (rare_crop_fraction of the time) centred on a
+        random rare-class pixel, clamped so the crop stays inside the frame."""
+        max_top, max_left = label.shape[0] - self.crop_h, label.shape[1] - self.crop_w
+        if self.rare_class_ids.size and self.rare_crop_fraction > 0 and rng.random() < self.rare_crop_fraction:
+            ys, xs = np.nonzero(np.isin(label, self.rare_class_ids))
+            if ys.size:
+                k = int(rng.integers(ys.size))
+                top = min(max(int(ys[k]) - self.crop_h // 2, 0), max_top)
+                left = min(max(int(xs[k]) - self.crop_w // 2, 0), max_left)
+                return top, left
+        return int(rng.integers(max_top + 1)), int(rng.integers(max_left + 1))
+
     def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
         image, label = self.geometry(image, label, rng)
         if self.photometric is not None:
@@ -317,6 +334,15 @@ class TrainTransform:
         x = image.astype(np.float32) * self.scale + self.shift
         return (torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))),
                 torch.from_numpy(label).long())
+
+
+def rare_class_ids(class_names: Sequence[str], rare: Sequence[str]) -> list[int]:
+    """Class names -> ids for class-aware crops; an unknown name is an error that lists the classes."""
+    lookup = {name.lower(): index for index, name in enumerate(class_names)}
+    unknown = [name for name in rare if name.lower() not in lookup]
+    if unknown:
+        raise DatasetError(f"data.rare_classes {unknown} are not classes of this dataset: {list(class_names)}")
+    return [lookup[name.lower()] for name in rare]
 
 
 def label_histogram(dataset: SegmentationDataset) -> np.ndarray:

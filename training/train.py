@@ -40,8 +40,9 @@ from torch.utils.data import DataLoader
 
 from bisenetv2_ros.checkpoint import Checkpoint, CheckpointInfo, Normalization, load_checkpoint, save_checkpoint
 from bisenetv2_ros.architectures import ModelConfig, build_model
+from bisenetv2_ros.known_weights import open_weights
 from training.config import TrainConfig, load_config
-from training.datasets import (PhotometricJitter, ResumableSampler, TrainTransform, build_dataset, label_histogram,
+from training.datasets import (PhotometricJitter, rare_class_ids, ResumableSampler, TrainTransform, build_dataset, label_histogram,
                                median_frequency_weights)
 from training.evaluate import evaluate_model, format_table
 from training.losses import BoosterLoss, OhemCrossEntropy
@@ -205,6 +206,9 @@ class Trainer:
         transform = TrainTransform(data.crop_size, data.scales, data.mean, data.std, data.base_size,
                                    data.train_size, data.hflip, data.scale_range, photometric)
         self.train_set = build_dataset(data.dataset, data.root, data.train_split, data.classes_file, transform)
+        if data.rare_classes:
+            transform.rare_class_ids = np.asarray(rare_class_ids(self.train_set.classes.names, data.rare_classes))
+            transform.rare_crop_fraction = data.rare_crop_fraction
         self.val_set = build_dataset(data.dataset, data.root, data.val_split, data.classes_file) if data.val_split else None
         self.classes = self.train_set.classes
 
@@ -243,6 +247,8 @@ class Trainer:
         pending_rng = None
         if resume:
             pending_rng = self._load_latest()
+        if run.init_weights and self.iteration == 0:
+            self._init_from(run.init_weights)
         self.net: nn.Module = self.model
         if run.compile:
             self.net = torch.compile(self.model)
@@ -319,6 +325,23 @@ class Trainer:
             seed_everything(self.config.run.seed + self.env.rank + 7919 * self.iteration)
             return None
         return state["rng"]
+
+    def _init_from(self, weights: str) -> None:
+        """Warm restart: copy the network's weights from a named or saved checkpoint (same architecture,
+        classes and sizes); booster heads a deploy file lacks keep their fresh initialisation."""
+        checkpoint = open_weights(weights).checkpoint
+        if list(checkpoint.info.classes.names) != list(self.classes.names):
+            raise ValueError(f"run.init_weights {weights}: its classes {list(checkpoint.info.classes.names)} are not "
+                             f"this dataset's {list(self.classes.names)}")
+        state = {k: v.float() if v.is_floating_point() else v for k, v in checkpoint.state_dict.items()}
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        bad = [k for k in missing if not k.startswith("aux_heads.")] + list(unexpected)
+        if bad:
+            raise ValueError(f"run.init_weights {weights} does not fit this model: "
+                             f"{len(bad)} keys differ, e.g. {bad[:5]}")
+        if self.env.main:
+            print(f"initialised from {weights} ({checkpoint.kind}, {len(state)} tensors"
+                  f"{', booster heads from scratch' if missing else ''})", flush=True)
 
     def _class_weights(self) -> torch.Tensor | None:
         loss = self.config.loss
