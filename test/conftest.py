@@ -89,3 +89,24 @@ def camvid_dir() -> Path:
     if not (CAMVID_DIR / "train").is_dir():
         pytest.skip(f"real CamVid frames not found at {CAMVID_DIR} (../shared/data/camvid beside the repository)")
     return CAMVID_DIR
+
+
+# Instruction-set flags of CPU families the suite must pass on, for tests that simulate a CPU
+# (``simulated_cpu``) instead of depending on the host's.
+AVX2_FLAGS = frozenset({"sse4_2", "avx", "avx2", "fma"})
+AVX512_BF16_FLAGS = AVX2_FLAGS | {"avx512f", "avx512bw", "avx512_vnni", "avx512_bf16"}  # e.g. AMD EPYC Zen 4
+AMX_FLAGS = AVX512_BF16_FLAGS | {"amx_tile", "amx_bf16", "amx_int8"}  # e.g. Intel Sapphire Rapids
+
+
+@pytest.fixture
+def simulated_cpu(monkeypatch):
+    """simulated_cpu(flags, model="Simulated CPU"): every ``backends.cpu.cpu_info()`` call of the package
+    (the auto rules, the bf16 check, the quantiser settings, the benchmark) sees this CPU instead of the host's."""
+    from bisenetv2_ros.backends import cpu
+
+    def simulate(flags, model: str = "Simulated CPU"):
+        info = cpu.CpuInfo(model, frozenset(flags), "AVX2")
+        monkeypatch.setattr(cpu, "cpu_info", lambda: info)
+        return info
+
+    return simulate

@@ -14,10 +14,10 @@ from bisenetv2_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from bisenetv2_ros.known_weights import load_model
 from bisenetv2_ros.segmenter import Segmenter
 
+from conftest import AMX_FLAGS as SAPPHIRE_RAPIDS
+from conftest import AVX2_FLAGS as AVX2
 from test_backends import random_frames
 
-AVX2 = frozenset({"sse4_2", "avx", "avx2", "fma"})
-SAPPHIRE_RAPIDS = AVX2 | {"avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"}
 HERE = cpu_info()
 
 
@@ -148,8 +148,8 @@ def test_bad_calibration_sets_fail_clearly(tiny_weights, tmp_path):
                   backend_options={"calibration_frames": np.zeros((2, 8, 8), np.uint8)})
 
 
-@pytest.mark.skipif(native_bf16(HERE.flags), reason="this CPU has native bf16")
-def test_bf16_without_native_support_fails_clearly(tiny_weights):
+def test_bf16_without_native_support_fails_clearly(tiny_weights, simulated_cpu):
+    simulated_cpu(AVX2)
     with pytest.raises(BackendError, match="'bf16' needs a CPU with native bf16 .*amx_bf16 or avx512_bf16.*'fp32'"):
         Segmenter(tiny_weights, backend="torch", device="cpu", precision="bf16")
 
