@@ -87,6 +87,10 @@ class DataSection:
     # one of their pixels (0: uniform crops only).
     rare_classes: list[str] | None = None
     rare_crop_fraction: float = 0.0
+    # Copy-paste (training/copy_paste.py): the chance a training sample receives the pixels of these
+    # classes from another random training frame (0: off); classes null: data.rare_classes.
+    copy_paste_probability: float = 0.0
+    copy_paste_classes: list[str] | None = None
 
 
 @dataclass
@@ -199,6 +203,11 @@ class TrainConfig:
             raise ValueError(f"data.rare_crop_fraction must be in [0, 1], got {self.data.rare_crop_fraction}")
         if self.data.rare_crop_fraction > 0 and not self.data.rare_classes:
             raise ValueError("data.rare_crop_fraction > 0 needs data.rare_classes (class names)")
+        if not 0.0 <= self.data.copy_paste_probability <= 1.0:
+            raise ValueError(f"data.copy_paste_probability must be in [0, 1], got {self.data.copy_paste_probability}")
+        if self.data.copy_paste_probability > 0 and not (self.data.copy_paste_classes or self.data.rare_classes):
+            raise ValueError("data.copy_paste_probability > 0 needs data.copy_paste_classes or data.rare_classes "
+                             "(class names)")
         if self.run.iterations < 1 or self.run.batch_size < 1:
             raise ValueError("run.iterations and run.batch_size must be positive")
 

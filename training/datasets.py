@@ -282,6 +282,8 @@ class TrainTransform:
         # present in the frame, so thin, rare things (pole, sign, pedestrian, bicyclist) are seen often.
         self.rare_class_ids = np.asarray(sorted(set(int(c) for c in rare_class_ids)), dtype=np.int64)
         self.rare_crop_fraction = float(rare_crop_fraction)
+        # Copy-paste of rare-class pixels from another frame (training/copy_paste.py), before the geometry.
+        self.paste = None
         self.scales = [float(s) for s in scales]
         self.scale_range = tuple(float(v) for v in scale_range) if scale_range else None
         self.base_size = tuple(base_size) if base_size else None
@@ -328,6 +330,8 @@ class TrainTransform:
         return int(rng.integers(max_top + 1)), int(rng.integers(max_left + 1))
 
     def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
+        if self.paste is not None:
+            image, label = self.paste(image, label, rng)
         image, label = self.geometry(image, label, rng)
         if self.photometric is not None:
             image = self.photometric(image, rng)
@@ -336,12 +340,13 @@ class TrainTransform:
                 torch.from_numpy(label).long())
 
 
-def rare_class_ids(class_names: Sequence[str], rare: Sequence[str]) -> list[int]:
-    """Class names -> ids for class-aware crops; an unknown name is an error that lists the classes."""
+def rare_class_ids(class_names: Sequence[str], rare: Sequence[str], option: str = "data.rare_classes") -> list[int]:
+    """Class names -> ids for class-aware crops and copy-paste; an unknown name is an error that lists
+    the classes (``option``: the config key named in it)."""
     lookup = {name.lower(): index for index, name in enumerate(class_names)}
     unknown = [name for name in rare if name.lower() not in lookup]
     if unknown:
-        raise DatasetError(f"data.rare_classes {unknown} are not classes of this dataset: {list(class_names)}")
+        raise DatasetError(f"{option} {unknown} are not classes of this dataset: {list(class_names)}")
     return [lookup[name.lower()] for name in rare]
 
 

@@ -42,6 +42,7 @@ from bisenetv2_ros.checkpoint import Checkpoint, CheckpointInfo, Normalization, 
 from bisenetv2_ros.architectures import ModelConfig, build_model
 from bisenetv2_ros.known_weights import open_weights
 from training.config import TrainConfig, load_config
+from training.copy_paste import RareClassPaste
 from training.datasets import (PhotometricJitter, rare_class_ids, ResumableSampler, TrainTransform, build_dataset, label_histogram,
                                median_frequency_weights)
 from training.evaluate import evaluate_model, format_table
@@ -209,6 +210,12 @@ class Trainer:
         if data.rare_classes:
             transform.rare_class_ids = np.asarray(rare_class_ids(self.train_set.classes.names, data.rare_classes))
             transform.rare_crop_fraction = data.rare_crop_fraction
+        if data.copy_paste_probability > 0:
+            paste_names = data.copy_paste_classes or data.rare_classes
+            option = "data.copy_paste_classes" if data.copy_paste_classes else "data.rare_classes"
+            transform.paste = RareClassPaste(self.train_set.load, len(self.train_set),
+                                             rare_class_ids(self.train_set.classes.names, paste_names, option),
+                                             data.copy_paste_probability)
         self.val_set = build_dataset(data.dataset, data.root, data.val_split, data.classes_file) if data.val_split else None
         self.classes = self.train_set.classes
 
@@ -334,11 +341,15 @@ class Trainer:
             raise ValueError(f"run.init_weights {weights}: its classes {list(checkpoint.info.classes.names)} are not "
                              f"this dataset's {list(self.classes.names)}")
         state = {k: v.float() if v.is_floating_point() else v for k, v in checkpoint.state_dict.items()}
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
-        bad = [k for k in missing if not k.startswith("aux_heads.")] + list(unexpected)
+        own = self.model.state_dict()
+        # Checked before loading: load_state_dict(strict=False) still raises on a shape mismatch, with
+        # hundreds of lines; one line naming the first differing tensors says more.
+        bad = ([k for k in own if k not in state and not k.startswith("aux_heads.")]
+               + [k for k, v in state.items() if k not in own or own[k].shape != v.shape])
         if bad:
             raise ValueError(f"run.init_weights {weights} does not fit this model: "
                              f"{len(bad)} keys differ, e.g. {bad[:5]}")
+        missing, _ = self.model.load_state_dict(state, strict=False)
         if self.env.main:
             print(f"initialised from {weights} ({checkpoint.kind}, {len(state)} tensors"
                   f"{', booster heads from scratch' if missing else ''})", flush=True)
