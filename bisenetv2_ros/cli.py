@@ -25,6 +25,7 @@ examples:
   bisenetv2 segment frames/ --output frames_seg/       # a folder of images, recursively
   bisenetv2 segment drive.mp4 --batch 4                # colour and overlay videos
   bisenetv2 segment my_bag/ --topic /camera/image_raw  # a rosbag2 folder (MCAP or sqlite3)
+  bisenetv2 segment drive.mp4 --tta                    # offline labels: flip + 3 scales averaged
   bisenetv2 info camvid --json
   bisenetv2 import bisenetv2_cityscapes.pth cityscapes.pt
   bisenetv2 export runs/camvid/latest.pt --output camvid_deploy.pt --half --onnx camvid.onnx
@@ -113,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     bag.add_argument("--copy-input", action="store_true", help="also copy every input message into the output bag")
     bag.add_argument("--storage", choices=("mcap", "sqlite3"), default=None,
                      help="output bag storage (default: the input's)")
+    tta = segment.add_argument_group("test-time augmentation (offline labelling; several times slower)")
+    tta.add_argument("--tta", action="store_true",
+                     help="average the network's scores over a mirrored copy and several input scales before the "
+                          "argmax (needs the torch backend; --backend auto picks it)")
+    tta.add_argument("--tta-scales", type=_tta_scales, default=None, metavar="LIST",
+                     help="input scales of the TTA views, a comma list of factors of --input-size "
+                          "(default: 0.75,1,1.25); implies --tta")
+    tta.add_argument("--tta-no-flip", action="store_true", help="TTA without the mirrored views; implies --tta")
     segment.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     segment.set_defaults(handler=cmd_segment)
 
@@ -241,11 +250,32 @@ def _run_delegated(name: str, argv: list[str]) -> int:
 # segment
 
 
+def _tta_scales(text: str) -> tuple[float, ...]:
+    from .tta import parse_scales
+
+    try:
+        return parse_scales(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def tta_settings(args):
+    """The TTASettings that --tta / --tta-scales / --tta-no-flip ask for, or None."""
+    from .tta import DEFAULT_TTA_SCALES, TTASettings
+
+    if not (args.tta or args.tta_scales or args.tta_no_flip):
+        return None
+    return TTASettings(args.tta_scales or DEFAULT_TTA_SCALES, flip=not args.tta_no_flip)
+
+
 def _make_segmenter(args):
     from .segmenter import Segmenter
 
-    return Segmenter(weights=args.weights, backend=args.backend, device=args.device,
-                     precision=args.precision, input_size=args.input_size,
+    tta = tta_settings(args)
+    # TTA needs logits, which only the torch backend returns: auto means torch then.
+    backend = "torch" if tta is not None and args.backend == "auto" else args.backend
+    return Segmenter(weights=args.weights, backend=backend, device=args.device,
+                     precision=args.precision, input_size=args.input_size, tta=tta,
                      backend_options={"calibration_images": args.calibration_images} if args.calibration_images else None)
 
 
@@ -287,8 +317,10 @@ def cmd_segment(args) -> int:
     for line in summary.skipped:
         print(f"skipped: {line}", file=sys.stderr)
     noun = "frames" if kind == "video" else "images"
+    tta = (f", TTA scales {','.join(f'{s:g}' for s in segmenter.tta.scales)}{' + flip' if segmenter.tta.flip else ''}"
+           if segmenter.tta else "")
     print(f"segmented {summary.frames} {noun} ({', '.join(outputs)}) with {segmenter.weights} "
-          f"[{segmenter.backend_name}, {segmenter.device}, {segmenter.input_size[0]}x{segmenter.input_size[1]}] "
+          f"[{segmenter.backend_name}, {segmenter.device}, {segmenter.input_size[0]}x{segmenter.input_size[1]}{tta}] "
           f"-> {final}")
     return _skipped_status(args, len(summary.skipped), len(summary.skipped) + summary.frames, noun)
 

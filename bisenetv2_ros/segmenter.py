@@ -21,6 +21,7 @@ from .backends import CHANNEL_ORDERS, DEFAULT_PRECISION, Backend, create_backend
 from .classes import ClassSet, colorize
 from .conventions import DEFAULT_INPUT_SIZE
 from .known_weights import OpenedWeights, open_weights
+from .tta import TTASettings
 
 
 class Segmenter:
@@ -41,13 +42,17 @@ class Segmenter:
     engine_cache_dir: where TensorRT engines are cached (default: ``$BISENETV2_CACHE/engines``).
     backend_options: backend-specific settings, e.g. ``{"compile": "inductor"}`` for torch,
         ``{"calibration_images": folder}`` for int8.
+    tta: ``tta.TTASettings`` for offline test-time augmentation (flip + scales, averaged before the
+        argmax; several times slower); needs a backend that returns logits (torch), else a BackendError.
     """
 
     def __init__(self, weights: str | os.PathLike | OpenedWeights | None = None, backend: str = "auto",
                  device: str = "auto", precision: str = DEFAULT_PRECISION,
                  input_size: tuple[int, int] | None = None,
                  engine_cache_dir: str | os.PathLike | None = None,
-                 backend_options: Mapping[str, Any] | None = None) -> None:
+                 backend_options: Mapping[str, Any] | None = None, tta: TTASettings | None = None) -> None:
+        if tta is not None and not isinstance(tta, TTASettings):
+            raise ValueError(f"tta must be a TTASettings (bisenetv2_ros.tta) or None, got {type(tta).__name__}")
         opened = open_weights(weights)
         model, self.info = opened.build_model(), opened.info
         self.weights: str = opened.name
@@ -61,6 +66,9 @@ class Segmenter:
         self.backend_name: str = self.backend.name
         self.device: str = self.backend.device
         self.precision: str = self.backend.precision
+        if tta is not None:
+            self.backend.check_tta()
+        self.tta: TTASettings | None = tta
         self._lut = self.classes.lookup_table()
 
     def segment(self, frame: np.ndarray, channel_order: str = "rgb") -> np.ndarray:
@@ -74,6 +82,8 @@ class Segmenter:
         """NxHxWx3 uint8 frames (one size, e.g. several cameras) -> NxHxW uint8 labels."""
         if channel_order not in CHANNEL_ORDERS:
             raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
+        if self.tta is not None:
+            return self.backend.run_tta(_as_batch(frames), channel_order, self.tta)
         return self.backend.run(_as_batch(frames), channel_order)
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
@@ -101,7 +111,8 @@ class Segmenter:
 
     def __repr__(self) -> str:
         return (f"Segmenter(weights={self.weights!r}, backend={self.backend_name!r}, device={self.device!r}, "
-                f"precision={self.precision!r}, input_size={self.input_size})")
+                f"precision={self.precision!r}, input_size={self.input_size}"
+                + (f", tta={self.tta}" if self.tta else "") + ")")
 
 
 def _as_batch(frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:

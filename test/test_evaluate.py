@@ -77,11 +77,11 @@ def test_flip_and_multiscale_average_probabilities(tiny_weights, frames_dataset)
     plain = predict_logits(model, image[None], info.train_resolution, info.normalization)
     flipped = predict_logits(model, image[None], info.train_resolution, info.normalization, flip=True)
     assert flipped.shape == (1, 11, 40, 60)
-    assert torch.allclose(flipped.sum(1), torch.full((1, 40, 60), 2.0), atol=1e-5)  # two softmaxes summed
+    assert torch.allclose(flipped.sum(1), torch.full((1, 40, 60), 1.0), atol=1e-5)  # the mean of two softmaxes
     mirrored = predict_logits(model, image[None, :, ::-1], info.train_resolution, info.normalization, flip=True)
     torch.testing.assert_close(mirrored, flipped.flip(3), atol=1e-5, rtol=1e-5)  # flip TTA is mirror-symmetric
     multi = predict_logits(model, image[None], info.train_resolution, info.normalization, scales=(0.75, 1.0, 1.5))
-    assert torch.allclose(multi.sum(1), torch.full((1, 40, 60), 3.0), atol=1e-5)
+    assert torch.allclose(multi.sum(1), torch.full((1, 40, 60), 1.0), atol=1e-5)
     assert plain.shape == multi.shape
 
 

@@ -2,9 +2,10 @@
 
 Protocol (paper, Sec. 5): each full-resolution frame is resized to the model resolution and the
 logits are upsampled straight back to the full resolution -- exactly what
-``bisenetv2_ros.segmenter.Segmenter`` does, which the plain evaluation goes through. Flip and
-multi-scale testing need logits, so they run the network through ``predict_logits`` with the same
-pre-processing.
+``bisenetv2_ros.segmenter.Segmenter`` does, which every evaluation here goes through. Flip and
+multi-scale testing (``--tta``, ``--flip``, ``--scales``) run ``bisenetv2_ros.tta`` on the torch
+backend, as ``bisenetv2 segment --tta`` does; ``predict_logits`` (validation during training) uses the
+same code on the training model.
 
     python training/evaluate.py --weights camvid --dataset camvid --root ../shared/data/camvid --split val
 """
@@ -23,12 +24,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from bisenetv2_ros.backends.fused import FusedSegmentation
 from bisenetv2_ros.checkpoint import Normalization
 from bisenetv2_ros.cli_args import add_size_accepting_two_numbers
-from bisenetv2_ros.conventions import DEFAULT_INPUT_SIZE, normalization_scale_shift
 from bisenetv2_ros.classes import IGNORE_INDEX
+from bisenetv2_ros.tta import DEFAULT_TTA_SCALES, TTASettings, tta_scores
 
 
 class ConfusionMatrix:
@@ -87,29 +88,14 @@ def format_table(summary: dict) -> str:
 def predict_logits(model: torch.nn.Module, frames: np.ndarray, input_size: Sequence[int],
                    normalization: Normalization, flip: bool = False, scales: Sequence[float] = (1.0,),
                    device: str | torch.device = "cpu") -> torch.Tensor:
-    """NxHxWx3 uint8 RGB frames -> N x C x H x W softmax-averaged scores at the frame resolution.
+    """NxHxWx3 uint8 RGB frames -> N x C x H x W scores at the frame resolution (eval-mode ``model``).
 
-    Same pre-processing as Segmenter: resize (bilinear) to the model resolution (times each scale),
-    normalise, run, upsample logits to the frame size; flip averages with the mirrored frame.
+    Same pre-processing as Segmenter; one view gives its logits, flip / several scales the mean softmax
+    (``bisenetv2_ros.tta.tta_scores``, the implementation ``segment --tta`` runs too).
     """
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().to(device)
-    if normalization.channel_order == "bgr":
-        x = x.flip(1)
-    multiply, add = (torch.tensor(v, device=device).view(1, 3, 1, 1)
-                     for v in normalization_scale_shift(normalization.mean, normalization.std))
-    out_size = tuple(frames.shape[1:3])
-    total = None
-    for scale in scales:
-        size = (max(1, int(round(input_size[0] * scale))), max(1, int(round(input_size[1] * scale))))
-        resized = F.interpolate(x, size=size, mode="bilinear", align_corners=False) * multiply + add
-        variants = [resized, resized.flip(3)] if flip else [resized]
-        for i, inp in enumerate(variants):
-            logits = model(inp, output_size=out_size)
-            if i == 1:
-                logits = logits.flip(3)
-            probs = logits.float().softmax(1) if (flip or len(scales) > 1) else logits.float()
-            total = probs if total is None else total + probs
-    return total
+    fused = FusedSegmentation(model, normalization, tuple(input_size), "rgb").to(device)
+    frames = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
+    return tta_scores(fused, frames, TTASettings(tuple(scales), flip))
 
 
 def evaluate_model(model: torch.nn.Module, dataset, input_size: Sequence[int], normalization: Normalization,
@@ -182,8 +168,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--classes-file", default=None)
     add_size_accepting_two_numbers(parser, "--input-size",
                                    help="model resolution, e.g. 360x480 (default: the checkpoint's training resolution)")
-    parser.add_argument("--flip", action="store_true", help="average with the mirrored frame")
-    parser.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multi-scale factors")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation as `bisenetv2 segment --tta`: flip + scales "
+                             f"{','.join(f'{s:g}' for s in DEFAULT_TTA_SCALES)} (or --scales), scores averaged "
+                             "before the argmax; torch backend")
+    parser.add_argument("--flip", action="store_true", help="TTA: average with the mirrored frame")
+    parser.add_argument("--scales", type=float, nargs="+", default=None,
+                        help="TTA: multi-scale factors of the input size (default: 1, or the --tta scales)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N frames")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="auto", help="Segmenter backend for the plain protocol")
@@ -206,27 +197,29 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     dataset = build_dataset(args.dataset, args.root, args.split, args.classes_file)
     weights = open_weights(args.weights)  # read once, even for a second (reference) Segmenter
-    if args.flip or args.scales != [1.0]:
-        model, info = weights.build_model().to(args.device), weights.info
-        size = tuple(args.input_size or info.train_resolution or DEFAULT_INPUT_SIZE)
-        result = evaluate_model(model, dataset, size, info.normalization, args.flip, args.scales, args.limit,
-                                args.device, progress=True)
-    else:
-        from bisenetv2_ros.segmenter import Segmenter
-        options = {"calibration_images": args.calibration_images} if args.calibration_images else None
-        make = lambda precision: Segmenter(weights, backend=args.backend, device=args.device,  # noqa: E731
-                                           precision=precision, backend_options=options,
-                                           input_size=tuple(args.input_size) if args.input_size else None)
-        segmenter = make(args.precision)
-        info, size = segmenter.info, segmenter.input_size
-        reference = make(args.reference_precision) if args.reference_precision else None
-        result = evaluate_segmenter(segmenter, dataset, args.limit, progress=True, reference=reference)
-        result.update({"backend": segmenter.backend_name, "precision": segmenter.precision})
+    from bisenetv2_ros.segmenter import Segmenter
+
+    scales = args.scales or (list(DEFAULT_TTA_SCALES) if args.tta else [1.0])
+    flip = args.flip or args.tta
+    try:
+        tta = TTASettings(tuple(scales), flip) if (flip or scales != [1.0]) else None
+    except ValueError as error:
+        parser.error(str(error))
+    options = {"calibration_images": args.calibration_images} if args.calibration_images else None
+    backend = "torch" if tta is not None and args.backend == "auto" else args.backend  # TTA needs logits
+    make = lambda precision, tta=None: Segmenter(weights, backend=backend, device=args.device,  # noqa: E731
+                                                 precision=precision, backend_options=options, tta=tta,
+                                                 input_size=tuple(args.input_size) if args.input_size else None)
+    segmenter = make(args.precision, tta)
+    info, size = segmenter.info, segmenter.input_size
+    reference = make(args.reference_precision) if args.reference_precision else None
+    result = evaluate_segmenter(segmenter, dataset, args.limit, progress=True, reference=reference)
+    result.update({"backend": segmenter.backend_name, "precision": segmenter.precision})
     if list(info.classes.names) != list(dataset.classes.names):
         print(f"warning: checkpoint classes {list(info.classes.names)} differ from dataset classes "
               f"{list(dataset.classes.names)}", file=sys.stderr)
     result.update({"weights": str(args.weights), "dataset": args.dataset, "split": args.split,
-                   "input_size": list(size), "flip": args.flip, "scales": args.scales,
+                   "input_size": list(size), "flip": flip, "scales": scales,
                    "frames": len(dataset) if args.limit is None else min(args.limit, len(dataset))})
     print(format_table(result))
     if "agreement_with_reference" in result:

@@ -52,6 +52,21 @@ class Backend:
     def _run(self, frames: np.ndarray, channel_order: str) -> np.ndarray:
         raise NotImplementedError
 
+    # Backends whose pipeline can stop before the argmax (logits out) set this and implement run_tta.
+    returns_logits = False
+
+    def run_tta(self, frames: np.ndarray, channel_order: str, settings) -> np.ndarray:
+        """Labels from test-time augmentation (``bisenetv2_ros.tta``); needs the network's logits."""
+        self.check_tta()
+        raise NotImplementedError
+
+    def check_tta(self) -> None:
+        """A BackendError unless this backend can run test-time augmentation."""
+        if self.returns_logits:
+            return
+        raise BackendError(f"test-time augmentation needs the network's logits, which the {self.name} backend does "
+                           "not return (its graph ends in the argmax); use backend 'torch'")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(device={self.device!r}, precision={self.precision!r}, input_size={self.input_size})"
 

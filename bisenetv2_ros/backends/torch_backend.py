@@ -124,6 +124,17 @@ class TorchBackend(Backend):
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
         return self.run_tensor(tensor, channel_order).cpu().numpy()
 
+    returns_logits = True
+
+    def run_tta(self, frames: np.ndarray, channel_order: str, settings) -> np.ndarray:
+        """Labels averaged over flip / scale views (``bisenetv2_ros.tta``), eager (compile does not apply)."""
+        from ..tta import tta_scores
+
+        tensor = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+        with torch.inference_mode():
+            scores = tta_scores(self.pipeline(channel_order), tensor, settings)
+            return scores.argmax(dim=1).to(torch.uint8).cpu().numpy()
+
     def run_model(self, x: torch.Tensor) -> torch.Tensor:
         """Network only (for benchmarks): normalised float NCHW at the model size -> logits at that size."""
         with torch.inference_mode():
