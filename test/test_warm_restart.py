@@ -69,3 +69,20 @@ def test_resume_takes_precedence_over_init_weights(stripes, parent_deploy, tmp_p
     fresh = Trainer(_tiny_config(stripes, tmp_path / "new", 3, init_weights=str(parent_deploy)), resume=True,
                     progress=False)
     assert "initialised from" in capsys.readouterr().out and fresh.iteration == 0
+
+
+def test_a_warm_started_run_records_its_parent_lineage_through_a_resume(stripes, parent_deploy, tmp_path):  # noqa: F811
+    import json
+
+    from training.lineage import PARENT_KEY
+
+    config = lambda: _tiny_config(stripes, tmp_path / "run", 4, init_weights=str(parent_deploy))  # noqa: E731
+    first = Trainer(config(), progress=False)
+    first.config.run.iterations = 3  # stop early; the resumed run keeps the 4-iteration schedule
+    first.train()
+    recorded = json.loads(load_checkpoint(tmp_path / "run" / "latest.pt").info.provenance[PARENT_KEY])
+    assert len(recorded) == 1 and recorded[0]["weights"] == str(parent_deploy)
+    assert recorded[0]["iterations"] == "2" and len(recorded[0]["sha256"]) == 64
+    Trainer(config(), resume=True, progress=False).train()
+    final = load_checkpoint(tmp_path / "run" / "latest.pt")
+    assert final.training_state["iteration"] == 4 and json.loads(final.info.provenance[PARENT_KEY]) == recorded

@@ -29,7 +29,7 @@ from bisenetv2_ros.checkpoint import Checkpoint, load_checkpoint
 
 LEGACY_FRAME_SIZE = (720, 1280)  # the engine frame size of the deprecated --tensorrt CACHE_DIR
 # Provenance fields worth keeping in a deployed file (the full config stays in the training run).
-KEPT_PROVENANCE = ("source", "command", "date", "iterations")
+KEPT_PROVENANCE = ("source", "command", "date", "iterations", "lineage")
 
 
 def to_deploy(checkpoint: Checkpoint, metrics: dict[str, float] | None = None,

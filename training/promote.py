@@ -6,8 +6,10 @@ Steps: export the checkpoint as an fp16 deploy file (what ships), evaluate that 
 current default on drive_val (the drive-disjoint CamVid split) and on val through the deployed
 pipeline, and replace bisenetv2_ros/weights/bisenetv2_camvid.pt only when the candidate's drive_val
 mIoU is higher (``--force`` overrides). The shipped file stores both evaluations as metrics
-(drive_val_miou, val_miou, per-class IoU). The script then prints what must change in
-``bisenetv2_ros/known_weights.py`` (the ``camvid`` entry's resolution) and the README table rows.
+(drive_val_miou, val_miou, per-class IoU) and the lineage of its weights (``training/lineage.py``: the
+chain of runs -- config, iterations, seed -- through every warm restart). The script then prints what
+must change in ``bisenetv2_ros/known_weights.py`` (the ``camvid`` entry's resolution, when the
+candidate runs at another one; ``--update-known-weights`` applies it) and the README table rows.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ if __package__ in (None, ""):
 
 import argparse
 import json
+import re
 import shutil
 import tempfile
 from typing import Sequence
@@ -28,10 +31,14 @@ from bisenetv2_ros.checkpoint import load_checkpoint, save_checkpoint
 from bisenetv2_ros.known_weights import DEFAULT_WEIGHTS, KNOWN_WEIGHTS
 from training import evaluate
 from training.export import evaluation_metrics, to_deploy
+from training.lineage import LINEAGE_KEY, describe, lineage_of
 
 REPO = Path(__file__).resolve().parents[1]
 SELECTION_SPLIT = "drive_val"
 REPORT_SPLITS = ("drive_val", "val")
+KNOWN_WEIGHTS_FILE = REPO / "bisenetv2_ros" / "known_weights.py"
+# The default's entry in known_weights.py; group 2 is its training resolution.
+ENTRY_PATTERN = re.compile(r'(info=CheckpointInfo\(CAMVID, IMAGENET_NORMALIZATION, )(\(\d+, \d+\))(, "camvid"\))')
 
 
 def evaluate_file(weights: str, root: str, split: str, folder: Path, threads: int | None) -> dict:
@@ -51,6 +58,17 @@ def entry_update(resolution: Sequence[int]) -> str | None:
             f"(now {entry.info.train_resolution})")
 
 
+def apply_entry_update(resolution: Sequence[int], path: Path = KNOWN_WEIGHTS_FILE) -> None:
+    """Writes the new training resolution into the default's entry of known_weights.py."""
+    text = path.read_text()
+    found = ENTRY_PATTERN.findall(text)
+    if len(found) != 1:
+        raise ValueError(f"{path}: found {len(found)} entries like 'info=CheckpointInfo(CAMVID, "
+                         f"IMAGENET_NORMALIZATION, (H, W), \"camvid\")' instead of one; change the resolution by hand")
+    height, width = (int(v) for v in resolution)
+    path.write_text(ENTRY_PATTERN.sub(lambda m: f"{m.group(1)}({height}, {width}){m.group(3)}", text))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", help="training checkpoint, e.g. runs/camvid_drive/best.pt")
@@ -60,9 +78,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--baseline", default=DEFAULT_WEIGHTS, help="weights to beat (default: the current default)")
     parser.add_argument("--force", action="store_true", help="write even if the candidate does not beat the baseline")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--update-known-weights", action="store_true",
+                        help="also write a changed resolution into the default's entry of known_weights.py")
+    parser.add_argument("--known-weights", type=Path, default=KNOWN_WEIGHTS_FILE, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     checkpoint = load_checkpoint(args.checkpoint)
+    lineage = lineage_of(checkpoint, Path(args.checkpoint).as_posix())  # before the default may be replaced
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         candidate_path = save_checkpoint(to_deploy(checkpoint), folder / "candidate.pt", half=True)
@@ -80,14 +102,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         for result in results.values():
             metrics.update(evaluation_metrics(result))
         notes = {"selected_by": f"{SELECTION_SPLIT} mIoU (CamVid drive 0001TP, never trained on)",
-                 "source_checkpoint": Path(args.checkpoint).as_posix()}
+                 "source_checkpoint": Path(args.checkpoint).as_posix(), LINEAGE_KEY: json.dumps(lineage)}
         deploy = to_deploy(checkpoint, metrics, notes)
         written = save_checkpoint(deploy, folder / "final.pt", half=True)
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(written, args.output)
     print(f"wrote {args.output} (resolution {deploy.info.train_resolution})")
+    print(f"lineage: {describe(lineage)}")
     change = entry_update(deploy.info.train_resolution)
-    print("known_weights.py: " + (change or "the named entry already matches"))
+    if change and args.update_known_weights:
+        apply_entry_update(deploy.info.train_resolution, args.known_weights)
+        print(f"known_weights.py: updated {args.known_weights}: {change}")
+    else:
+        print("known_weights.py: " + (f"change {change} (or rerun with --update-known-weights)" if change
+                                      else "the named entry already matches"))
     for split, result in results.items():
         print(f"README row: {split} mIoU / pixel acc. {100 * result['miou']:.1f} % / "
               f"{100 * result['pixel_accuracy']:.1f} %")

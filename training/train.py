@@ -43,6 +43,7 @@ from bisenetv2_ros.architectures import ModelConfig, build_model
 from bisenetv2_ros.known_weights import open_weights
 from training.config import TrainConfig, load_config
 from training.copy_paste import RareClassPaste
+from training.lineage import PARENT_KEY, weights_lineage
 from training.datasets import (PhotometricJitter, rare_class_ids, ResumableSampler, TrainTransform, build_dataset, label_histogram,
                                median_frequency_weights)
 from training.evaluate import evaluate_model, format_table
@@ -250,6 +251,7 @@ class Trainer:
                                                     zip(self.classes.names, self.class_weights.tolist())), flush=True)
         self.iteration = 0
         self.best_miou = -1.0
+        self.parent_lineage: str | None = None  # JSON; set by a warm start (_init_from) or a resume
         self.history: list[dict[str, Any]] = []
         pending_rng = None
         if resume:
@@ -287,7 +289,8 @@ class Trainer:
             metrics=metrics,
             provenance={"source": "training/train.py", "command": self.command,
                         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        "iterations": str(self.iteration), "config": json.dumps(self.config.to_dict())})
+                        "iterations": str(self.iteration), "config": json.dumps(self.config.to_dict()),
+                        **({PARENT_KEY: self.parent_lineage} if self.parent_lineage else {})})
 
     def _training_state(self) -> dict[str, Any]:
         return {"iteration": self.iteration, "optimizer": self.optimizer.state_dict(),
@@ -325,6 +328,7 @@ class Trainer:
                              f"a new run in another run.out_dir")
         self.iteration = int(state["iteration"])
         self.best_miou = float(state["best_miou"])
+        self.parent_lineage = checkpoint.info.provenance.get(PARENT_KEY)
         self.history = list(state.get("history", []))
         print(f"resumed from {path} at iteration {self.iteration}", flush=True)
         # Per-rank RNG: rank 0's state is stored; other ranks reseed deterministically from it.
@@ -336,7 +340,8 @@ class Trainer:
     def _init_from(self, weights: str) -> None:
         """Warm restart: copy the network's weights from a named or saved checkpoint (same architecture,
         classes and sizes); booster heads a deploy file lacks keep their fresh initialisation."""
-        checkpoint = open_weights(weights).checkpoint
+        opened = open_weights(weights)
+        checkpoint = opened.checkpoint
         if list(checkpoint.info.classes.names) != list(self.classes.names):
             raise ValueError(f"run.init_weights {weights}: its classes {list(checkpoint.info.classes.names)} are not "
                              f"this dataset's {list(self.classes.names)}")
@@ -350,6 +355,8 @@ class Trainer:
             raise ValueError(f"run.init_weights {weights} does not fit this model: "
                              f"{len(bad)} keys differ, e.g. {bad[:5]}")
         missing, _ = self.model.load_state_dict(state, strict=False)
+        # The parent's chain, recorded now: by promotion time the named file may have been replaced.
+        self.parent_lineage = json.dumps(weights_lineage(checkpoint, opened.name, opened.path))
         if self.env.main:
             print(f"initialised from {weights} ({checkpoint.kind}, {len(state)} tensors"
                   f"{', booster heads from scratch' if missing else ''})", flush=True)
