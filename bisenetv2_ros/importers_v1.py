@@ -15,13 +15,30 @@ Two layouts, read off the publishers' model code:
   convention, recalled rather than re-read here: a file that differs fails the strict import by name.
 * ``coincheung-bisenetv1``: CoinCheung/BiSeNet ``lib/models/bisenetv1.py`` and ``lib/models/resnet.py``:
   ``cp.resnet.*`` (torchvision-style ResNet-18), ``cp.arm16/arm32`` (``conv``, ``conv_atten``,
-  ``bn_atten``), ``cp.conv_avg``, ``cp.conv_head32/16``, ``sp.conv1..3/conv_out``, ``ffm.convblk``,
-  ``ffm.conv1/conv2`` (the paper's two 1x1 convs), output head ``conv_out``, auxiliary heads
-  ``conv_out16/conv_out32``. Its current head predicts ``classes x 8 x 8`` channels (with a bias) that a
-  PixelShuffle(8) spreads to full resolution; its earlier head predicted ``classes`` channels (no bias),
-  upsampled bilinearly with ``align_corners=True``. Both are recognised, by the head's bias. Their
-  current Context Path upsamples by a fixed factor 2 (``nn.Upsample(scale_factor=2.)``), ours to the
-  next feature's size: identical for inputs that are multiples of 32, and ours also runs at other sizes.
+  ``bn_atten``), ``cp.conv_avg``, ``cp.conv_head32/16``, ``sp.conv1..3/conv_out``, ``ffm.convblk``, the
+  FFM attention, output head ``conv_out`` (3x3 ``conv`` + 1x1 ``conv_out``), auxiliary heads
+  ``conv_out16/conv_out32``. The file's git history has four layouts of the FFM attention and the
+  output head, all recognised from the tensors:
+
+  ===========================  ===============================  =============================  ===========
+  in the repository            FFM attention                    output head ``conv_out``       weights
+  ===========================  ===============================  =============================  ===========
+  2018-11 .. 2020-09-29        ``ffm.conv1``/``conv2`` (1x1,    classes, no bias; bilinear     Google Drive
+                               ReLU, 1x1: the paper's)          ``align_corners=True``         (74.85)
+  2020-09-29 .. 2021-07-07     same                             classes x 8 x 8, bias;         Google Drive
+                                                                ``PixelShuffle(8)``            (75.55)
+  2021-07-07 .. 2021-07-13     same                             classes, bias; bilinear x8     ``model_final_v1_city.pth``,
+                                                                ``align_corners=False``        ``_coco.pth``
+  2021-07-13 .. today          ``ffm.conv`` + ``ffm.bn`` (1x1,  same                           ``..._city_new.pth``,
+                               BN; "for TensorRT fp16")                                        ``_coco_new``, ``_ade20k``
+  ===========================  ===============================  =============================  ===========
+
+  Decided by: ``ffm.conv`` -> today's; else no head bias -> the first; else the PixelShuffle head when
+  the auxiliary heads say so (``conv_out32`` has 4x the outputs of ``conv_out16``: factor 16 against
+  8) or, without them, when the output count is a multiple of 64; else the 2021-07-07 one. The
+  Context Path upsamples by a fixed factor 2 since 2020-09 (nearest to the next size before); ours
+  goes to the next feature's size: identical for inputs that are multiples of 32, and ours also runs
+  at other sizes.
 
 Auxiliary heads are dropped by name; every other foreign tensor must be used exactly once.
 """
@@ -80,10 +97,12 @@ def _coincheung_units(config: BiSeNetV1Config) -> UnitMap:
     units += [("context.global_context", *conv_bn("cp.conv_avg")),
               ("context.refine32", *conv_bn("cp.conv_head32")),
               ("context.refine16", *conv_bn("cp.conv_head16")),
-              ("ffm.fuse", *conv_bn("ffm.convblk")),
-              ("ffm.attention.0", "ffm.conv1", None),
-              ("ffm.attention.2", "ffm.conv2", None),
-              ("head.conv", *conv_bn("conv_out.conv")),
+              ("ffm.fuse", *conv_bn("ffm.convblk"))]
+    if config.ffm_attention == "conv_bn":
+        units.append(("ffm.attention", "ffm.conv", "ffm.bn"))
+    else:
+        units += [("ffm.attention.0", "ffm.conv1", None), ("ffm.attention.2", "ffm.conv2", None)]
+    units += [("head.conv", *conv_bn("conv_out.conv")),
               ("head.classifier", "conv_out.conv_out", None)]
     return units
 
@@ -97,22 +116,49 @@ def _mmseg_config(state: Mapping[str, torch.Tensor]) -> BiSeNetV1Config:
         aux_heads=False, ffm_attention="conv_bn_relu", head_upsample="bilinear", align_corners=False)
 
 
-def _coincheung_config(state: Mapping[str, torch.Tensor]) -> BiSeNetV1Config:
+def _coincheung_head_upsample(state: Mapping[str, torch.Tensor]) -> str:
+    """"pixel_shuffle" or "bilinear" for a head with a bias and the paper's FFM (see the module doc)."""
     outputs = int(state["conv_out.conv_out.weight"].shape[0])
-    pixel_shuffle = "conv_out.conv_out.bias" in state  # the current head has a bias, the earlier one none
     factor = OUTPUT_STRIDE * OUTPUT_STRIDE
-    if pixel_shuffle and outputs % factor:
-        raise CheckpointError(f"not a {COINCHEUNG_V1} state dict: its PixelShuffle head has {outputs} outputs, "
-                              f"not a multiple of {factor}")
+    if "conv_out16.conv_out.weight" in state and "conv_out32.conv_out.weight" in state:
+        out16, out32 = (int(state[f"{k}.conv_out.weight"].shape[0]) for k in ("conv_out16", "conv_out32"))
+        if out32 == out16 * 4:  # PixelShuffle(16) against PixelShuffle(8)
+            if outputs % factor:
+                raise CheckpointError(f"not a {COINCHEUNG_V1} state dict: its PixelShuffle head has {outputs} "
+                                      f"outputs, not a multiple of {factor}")
+            return "pixel_shuffle"
+        if out32 == out16 == outputs:
+            return "bilinear"
+        raise CheckpointError(f"not a {COINCHEUNG_V1} state dict: head outputs {outputs}, conv_out16 {out16}, "
+                              f"conv_out32 {out32} fit no published layout")
+    return "pixel_shuffle" if outputs % factor == 0 else "bilinear"
+
+
+def _coincheung_config(state: Mapping[str, torch.Tensor]) -> BiSeNetV1Config:
+    """Which of the four published layouts (module doc), from the FFM keys and the head's bias."""
+    has_bias = "conv_out.conv_out.bias" in state
+    if "ffm.conv.weight" in state:  # 2021-07-13 .. today
+        if not has_bias:
+            raise CheckpointError(f"not a {COINCHEUNG_V1} state dict: its FFM has ffm.conv/ffm.bn (2021-07 "
+                                  f"and later) but the head conv_out.conv_out has no bias, which those always have")
+        ffm_attention, head_upsample, align_corners = "conv_bn", "bilinear", False
+    elif "ffm.conv1.weight" in state:
+        ffm_attention = "paper"
+        head_upsample = _coincheung_head_upsample(state) if has_bias else "bilinear"
+        align_corners = not has_bias  # only the 2020 head resized with align_corners=True
+    else:
+        raise CheckpointError(f"not a {COINCHEUNG_V1} state dict: the FFM attention has neither ffm.conv "
+                              f"(2021-07 and later) nor ffm.conv1/ffm.conv2 (before)")
+    outputs = int(state["conv_out.conv_out.weight"].shape[0])
     fused = int(state["ffm.convblk.conv.weight"].shape[0])
+    reduction = max(1, fused // int(state["ffm.conv1.weight"].shape[0])) if ffm_attention == "paper" else 4
     return BiSeNetV1Config(
-        num_classes=outputs // factor if pixel_shuffle else outputs,
+        num_classes=outputs // (OUTPUT_STRIDE * OUTPUT_STRIDE) if head_upsample == "pixel_shuffle" else outputs,
         context_channels=int(state["cp.arm16.conv.conv.weight"].shape[0]),
         fused_channels=fused,
         head_channels=int(state["conv_out.conv.conv.weight"].shape[0]),
-        aux_heads=False, ffm_attention="paper",
-        ffm_reduction=max(1, fused // int(state["ffm.conv1.weight"].shape[0])) if "ffm.conv1.weight" in state else 4,
-        head_upsample="pixel_shuffle" if pixel_shuffle else "bilinear", align_corners=not pixel_shuffle)
+        aux_heads=False, ffm_attention=ffm_attention, ffm_reduction=reduction,
+        head_upsample=head_upsample, align_corners=align_corners)
 
 
 V1_FAMILIES: dict[str, Family] = {
@@ -135,7 +181,7 @@ V1_FAMILIES: dict[str, Family] = {
         config=_coincheung_config,
         units=_coincheung_units,
         is_aux_key=lambda k: k.startswith(("conv_out16.", "conv_out32.")),
-        # The earlier head had no bias: ours is then zero, which is the same function.
+        # The 2020 head had no bias: ours is then zero, which is the same function.
         optional=lambda k: k.endswith("num_batches_tracked") or k == "conv_out.conv_out.bias",
         # Their training code normalises with its own Cityscapes statistics, as for their BiSeNetV2.
         default_info=CheckpointInfo(CITYSCAPES, CITYSCAPES_NORMALIZATION, (1024, 2048), "cityscapes"),

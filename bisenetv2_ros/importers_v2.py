@@ -2,8 +2,20 @@
 
 * ``mmsegmentation``: ``{meta, state_dict}`` files; mmcv ConvModules (``.conv``/``.bn``), an FCN decode
   head, bilinear upsampling in the BGA layer, ImageNet mean/std on RGB.
-* ``coincheung``: bare state dicts; their ConvBNReLU and bare ``nn.Sequential`` units, nearest
-  upsampling in the BGA layer, their own Cityscapes mean/std.
+* ``coincheung``: bare state dicts; their ConvBNReLU and bare ``nn.Sequential`` units, their own
+  Cityscapes mean/std. CoinCheung/BiSeNet ``lib/models/bisenetv2.py`` changed its BGA upsampling and
+  its ``SegmentHead`` output twice; the classifier's key says which layout a file has:
+
+  ========================  =====================  ====================================  ==================
+  in the repository         classifier key         BGA upsampling / head output          weights
+  ========================  =====================  ====================================  ==================
+  2020-05-21 .. 2020-09-29  ``head.conv_out``      bilinear ``align_corners=True`` to    Google Drive
+                                                   the size / the same to the input      (74.39)
+  2020-09-29 .. 2021-07-07  ``head.conv_out.0``    nearest x4 / classes x 8 x 8 outputs  Google Drive
+                            (classes x 64)         and ``PixelShuffle(8)``               (74.12)
+  2021-07-07 .. today       ``head.conv_out.1``    nearest x4 / ``nn.Upsample`` x8,      ``model_final_v2_*``
+                            (``.0`` = Identity)    bilinear ``align_corners=False``      (city, coco, ade20k)
+  ========================  =====================  ====================================  ==================
 
 Both use a depthwise conv + BN + ReLU in the GE layers' expansion (``ge_depthwise_relu``).
 """
@@ -15,10 +27,10 @@ from typing import Iterator, Mapping
 
 import torch
 
-from .checkpoint import CITYSCAPES_NORMALIZATION, IMAGENET_NORMALIZATION, CheckpointInfo
+from .checkpoint import CITYSCAPES_NORMALIZATION, IMAGENET_NORMALIZATION, CheckpointError, CheckpointInfo
 from .classes import CITYSCAPES
 from .key_maps import Family, UnitMap, conv_bn
-from .model import BiSeNetV2Config
+from .model import OUTPUT_STRIDE, BiSeNetV2Config
 
 
 def _ge_units(config: BiSeNetV2Config) -> Iterator[tuple[str, int, int]]:
@@ -104,8 +116,35 @@ def coincheung_units(config: BiSeNetV2Config) -> UnitMap:
               ("bga.semantic_low_gate.1", "bga.right2.2", None),
               ("bga.fuse", *seq("bga.conv", 0)),
               ("head.conv", *conv_bn("head.conv")),
-              ("head.classifier", "head.conv_out.1", None)]
+              ("head.classifier", _coincheung_classifier(config), None)]
     return units
+
+
+# CoinCheung's classifier key per layout (module doc), newest first: (key, BGA upsampling, head upsample)
+_COINCHEUNG_HEADS = (("head.conv_out.1", "nearest", "bilinear"), ("head.conv_out.0", "nearest", "pixel_shuffle"),
+                     ("head.conv_out", "bilinear", "bilinear"))
+
+
+def _coincheung_classifier(config: BiSeNetV2Config) -> str:
+    if config.align_corners:
+        return "head.conv_out"
+    return "head.conv_out.0" if config.head_upsample == "pixel_shuffle" else "head.conv_out.1"
+
+
+def _coincheung_config(state: Mapping[str, torch.Tensor]) -> BiSeNetV2Config:
+    for key, upsample_mode, head_upsample in _COINCHEUNG_HEADS:
+        if f"{key}.weight" in state:
+            outputs = int(state[f"{key}.weight"].shape[0])
+            factor = OUTPUT_STRIDE * OUTPUT_STRIDE if head_upsample == "pixel_shuffle" else 1
+            if outputs % factor:
+                raise CheckpointError(f"not a coincheung BiSeNetV2 state dict: its PixelShuffle head {key} has "
+                                      f"{outputs} outputs, not a multiple of {factor}")
+            return BiSeNetV2Config(
+                num_classes=outputs // factor, head_channels=int(state["head.conv.conv.weight"].shape[0]),
+                aux_heads=False, upsample_mode=upsample_mode, ge_depthwise_relu=True,
+                head_upsample=head_upsample, align_corners=key == "head.conv_out")
+    raise CheckpointError("not a coincheung BiSeNetV2 state dict: no classifier head.conv_out.1 (2021-07 and "
+                          "later), head.conv_out.0 (PixelShuffle, 2020-09) or head.conv_out (2020-05)")
 
 
 def _family(name: str, classifier_key: str, head_conv_key: str, upsample_mode: str, units, is_aux_key,
@@ -129,7 +168,7 @@ V2_FAMILIES: dict[str, Family] = {family.name: family for family in (
             mmseg_units, is_aux_key=lambda k: k.startswith("auxiliary_head."),
             optional=lambda k: k.endswith("num_batches_tracked"), normalization=IMAGENET_NORMALIZATION),
     # CoinCheung's training code normalises with its own Cityscapes statistics.
-    _family("coincheung", "head.conv_out.1.weight", "head.conv.conv.weight", "nearest",
-            coincheung_units, is_aux_key=lambda k: re.match(r"aux(2|3|4|5_4)\.", k) is not None,
-            optional=_bn_counter_or_bias, normalization=CITYSCAPES_NORMALIZATION),
+    Family("coincheung", "BiSeNetV2", ("head.conv.conv.weight",), _coincheung_config, coincheung_units,
+           is_aux_key=lambda k: re.match(r"aux(2|3|4|5_4)\.", k) is not None, optional=_bn_counter_or_bias,
+           default_info=CheckpointInfo(CITYSCAPES, CITYSCAPES_NORMALIZATION, (1024, 2048), "cityscapes")),
 )}

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 UPSAMPLE_MODES = ("bilinear", "nearest")
+HEAD_UPSAMPLES = ("bilinear", "pixel_shuffle")
+OUTPUT_STRIDE = 8  # of the main head's logits, in both networks
 
 
 ConfigT = TypeVar("ConfigT", bound="ConfigFields")
@@ -58,6 +60,12 @@ class BiSeNetV2Config(ConfigFields):
     # ReLU after the last depth-wise conv of each GE layer: not in Fig. 5, but both public
     # implementations (and their Cityscapes weights) have it, so the importers switch it on.
     ge_depthwise_relu: bool = False
+    # How the head's 1/8 output reaches the output size: "bilinear", or "pixel_shuffle" (the head
+    # predicts num_classes x 8 x 8 channels rearranged to full resolution; CoinCheung/BiSeNet's
+    # SegmentHead from 2020-09 to 2021-07). align_corners applies to every bilinear resize of the
+    # network (BGA and output); CoinCheung's code before 2020-09 used True.
+    head_upsample: str = "bilinear"
+    align_corners: bool = False
 
     def __post_init__(self) -> None:
         if self.num_classes < 1 or self.num_classes > 255:
@@ -72,6 +80,12 @@ class BiSeNetV2Config(ConfigFields):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.upsample_mode not in UPSAMPLE_MODES:
             raise ValueError(f"upsample_mode must be one of {UPSAMPLE_MODES}, got {self.upsample_mode!r}")
+        if self.head_upsample not in HEAD_UPSAMPLES:
+            raise ValueError(f"head_upsample must be one of {HEAD_UPSAMPLES}, got {self.head_upsample!r}")
+
+    @property
+    def head_outputs(self) -> int:
+        return self.num_classes * (OUTPUT_STRIDE * OUTPUT_STRIDE if self.head_upsample == "pixel_shuffle" else 1)
 
     @classmethod
     def large(cls, **overrides: Any) -> "BiSeNetV2Config":
@@ -256,9 +270,10 @@ class BilateralGuidedAggregation(nn.Module):
     detail features x sigmoid(semantic depth-wise separable conv), then upsampled. Summed and fused.
     """
 
-    def __init__(self, channels: int, upsample_mode: str = "bilinear") -> None:
+    def __init__(self, channels: int, upsample_mode: str = "bilinear", align_corners: bool = False) -> None:
         super().__init__()
         self.upsample_mode = upsample_mode
+        self.align_corners = align_corners
         self.detail_high = DepthwiseSeparable(channels)
         self.detail_low = nn.Sequential(
             ConvBNReLU(channels, channels, 3, stride=2, relu=False),
@@ -272,7 +287,7 @@ class BilateralGuidedAggregation(nn.Module):
     def _up(self, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
         if self.upsample_mode == "nearest":
             return F.interpolate(x, size=size, mode="nearest")
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=self.align_corners)
 
     def forward(self, detail: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
         size = detail.shape[2:]
@@ -319,6 +334,13 @@ class SegmentationNetwork(nn.Module):
         self.config = self.config.replace(aux_heads=False)
         return self
 
+    def upsample_logits(self, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The head's 1/8 output -> class logits at ``size``: pixel shuffle if the head has one, then
+        (logits, not labels) one bilinear resize straight to the output size."""
+        if self.config.head_upsample == "pixel_shuffle":
+            logits = F.pixel_shuffle(logits, OUTPUT_STRIDE)
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=self.config.align_corners)
+
     def _outputs(self, main: torch.Tensor, aux_features: list[torch.Tensor], size: tuple[int, int]):
         """``main`` alone, or in training mode with heads ``(main, [each head's logits at size])``."""
         if not (self.training and self.aux_heads is not None):
@@ -345,8 +367,8 @@ class BiSeNetV2(SegmentationNetwork):
         cfg = self.config
         self.detail = DetailBranch(cfg)
         self.semantic = SemanticBranch(cfg)
-        self.bga = BilateralGuidedAggregation(cfg.fused_channels, cfg.upsample_mode)
-        self.head = SegmentHead(cfg.fused_channels, cfg.head_channels, cfg.num_classes)
+        self.bga = BilateralGuidedAggregation(cfg.fused_channels, cfg.upsample_mode, cfg.align_corners)
+        self.head = SegmentHead(cfg.fused_channels, cfg.head_channels, cfg.head_outputs)
         if cfg.aux_heads:
             stem, c3, c4, c5 = cfg.semantic_channels
             self.aux_heads = nn.ModuleList(
@@ -365,6 +387,5 @@ class BiSeNetV2(SegmentationNetwork):
     def forward(self, x: torch.Tensor, output_size: tuple[int, int] | None = None):
         size = tuple(output_size) if output_size is not None else tuple(x.shape[2:])
         logits, aux_features = self.forward_logits(x)
-        # Logits (not labels) are upsampled, once, straight to the output size.
-        main = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        return self._outputs(main, aux_features, size)
+        return self._outputs(self.upsample_logits(logits, size), aux_features, size)
+

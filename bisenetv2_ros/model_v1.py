@@ -19,11 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import ConfigFields, ConvBNReLU, SegmentationNetwork, SegmentHead
+from .model import OUTPUT_STRIDE, ConfigFields, ConvBNReLU, SegmentationNetwork, SegmentHead
 
-FFM_ATTENTIONS = ("paper", "conv_bn_relu")
+FFM_ATTENTIONS = ("paper", "conv_bn_relu", "conv_bn")
 HEAD_UPSAMPLES = ("bilinear", "pixel_shuffle")
-OUTPUT_STRIDE = 8
 
 
 @dataclass(frozen=True)
@@ -37,13 +36,15 @@ class BiSeNetV1Config(ConfigFields):
     aux_heads: bool = True  # the two auxiliary heads on the Context Path (Sec. 3.3); training only
     aux_head_channels: int = 64
     # FFM attention vector (Fig. 2c): "paper" = 1x1 conv, ReLU, 1x1 conv (channel reduction
-    # ffm_reduction), sigmoid, as in the figure and in CoinCheung/BiSeNet; "conv_bn_relu" = one 1x1
-    # conv + BN + ReLU, then sigmoid, as mmsegmentation builds it (its code notes the difference).
+    # ffm_reduction), sigmoid, as in the figure and in CoinCheung/BiSeNet until July 2021;
+    # "conv_bn_relu" = one 1x1 conv + BN + ReLU, then sigmoid, as mmsegmentation builds it (its code
+    # notes the difference); "conv_bn" = one 1x1 conv + BN, then sigmoid (CoinCheung/BiSeNet since
+    # 2021-07-13, for TensorRT fp16, and its published "_new" weights).
     ffm_attention: str = "paper"
     ffm_reduction: int = 4
     # How the 1/8 logits reach the output size: "bilinear" interpolation, or "pixel_shuffle" (the
     # head predicts num_classes x 8 x 8 channels that are rearranged to full resolution, then resized
-    # to the output size if it differs; CoinCheung/BiSeNet's current BiSeNetOutput).
+    # to the output size if it differs; CoinCheung/BiSeNet's BiSeNetOutput from 2020-09 to 2021-07).
     head_upsample: str = "bilinear"
     align_corners: bool = False  # of the final bilinear upsampling (CoinCheung's older code used True)
 
@@ -182,8 +183,8 @@ class FeatureFusionModule(nn.Module):
             hidden = max(1, out_channels // reduction)
             self.attention = nn.Sequential(nn.Conv2d(out_channels, hidden, 1, bias=False), nn.ReLU(inplace=True),
                                            nn.Conv2d(hidden, out_channels, 1, bias=False))
-        else:
-            self.attention = ConvBNReLU(out_channels, out_channels, 1)
+        else:  # one 1x1 conv + BN, with a ReLU for "conv_bn_relu"
+            self.attention = ConvBNReLU(out_channels, out_channels, 1, relu=attention == "conv_bn_relu")
 
     def forward(self, spatial: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         features = self.fuse(torch.cat([spatial, context], dim=1))
@@ -224,8 +225,5 @@ class BiSeNetV1(SegmentationNetwork):
     def forward(self, x: torch.Tensor, output_size: tuple[int, int] | None = None):
         size = tuple(output_size) if output_size is not None else tuple(x.shape[2:])
         logits, aux_features = self.forward_logits(x)
-        if self.config.head_upsample == "pixel_shuffle":
-            logits = F.pixel_shuffle(logits, OUTPUT_STRIDE)
-        # Logits (not labels) are upsampled, once, straight to the output size.
-        main = F.interpolate(logits, size=size, mode="bilinear", align_corners=self.config.align_corners)
-        return self._outputs(main, aux_features, size)
+        return self._outputs(self.upsample_logits(logits, size), aux_features, size)
+

@@ -131,7 +131,18 @@ def _cc_ge(b: StateBuilder, key: str, cin: int, cout: int, stride: int) -> None:
     _cc_seq(b, f"{key}.conv2", 0, mid, cout, 1)
 
 
-def coincheung_state_dict(num_classes: int = 19, seed: int = 0, aux: bool = True) -> dict[str, torch.Tensor]:
+# CoinCheung/BiSeNet lib/models/bisenetv2.py over its git history (importers_v2 docstring): the main
+# head's classifier key and outputs per class, and the aux heads' conv_out layout.
+CC_V2_LAYOUTS = {
+    "2020": ("head.conv_out", 1),  # 2020-05 .. 2020-09-29: bilinear align_corners=True in BGA and head
+    "pixel_shuffle": ("head.conv_out.0", 64),  # 2020-09-29 .. 2021-07-07: PixelShuffle(8)
+    "current": ("head.conv_out.1", 1),  # 2021-07-07 ..: Identity, conv, Upsample(x8, bilinear)
+}
+
+
+def coincheung_state_dict(num_classes: int = 19, seed: int = 0, aux: bool = True,
+                          layout: str = "current") -> dict[str, torch.Tensor]:
+    classifier, per_class = CC_V2_LAYOUTS[layout]
     b = StateBuilder(seed)
     for i, (cin, cout, layers) in enumerate([(3, 64, 2), (64, 64, 3), (64, 128, 3)], start=1):
         for j in range(layers):
@@ -153,12 +164,17 @@ def coincheung_state_dict(num_classes: int = 19, seed: int = 0, aux: bool = True
     _cc_seq(b, "bga.right1", 0, 128, 128, 3)
     _cc_seq(b, "bga.conv", 0, 128, 128, 3)
     _cc_cbr(b, "head.conv", 128, 1024, 3)
-    b.conv("head.conv_out.1", 1024, num_classes, 1, bias=True)
-    if aux:  # SegmentHead(aux=True): conv, then [upsample, ConvBNReLU(mid, up^2)], 1x1 conv
-        for name, cin, up in [("aux2", 16, 4), ("aux3", 32, 8), ("aux4", 64, 16), ("aux5_4", 128, 32)]:
-            _cc_cbr(b, f"{name}.conv", cin, 128, 3)
+    b.conv(classifier, 1024, num_classes * per_class, 1, bias=True)
+    for name, cin, up in [("aux2", 16, 4), ("aux3", 32, 8), ("aux4", 64, 16), ("aux5_4", 128, 32)] if aux else []:
+        _cc_cbr(b, f"{name}.conv", cin, 128, 3)
+        if layout == "current":  # SegmentHead(aux=True): conv, [upsample, ConvBNReLU(mid, up^2)], 1x1 conv
             _cc_cbr(b, f"{name}.conv_out.0.1", 128, up * up, 3)
             b.conv(f"{name}.conv_out.1", up * up, num_classes, 1, bias=True)
+        elif layout == "pixel_shuffle":  # ConvBNReLU(mid, up^2), 1x1 conv to classes x up^2, PixelShuffle
+            _cc_cbr(b, f"{name}.conv_out.0", 128, up * up, 3)
+            b.conv(f"{name}.conv_out.1", up * up, num_classes * up * up, 1, bias=True)
+        else:  # the plain SegmentHead
+            b.conv(f"{name}.conv_out", 128, num_classes, 1, bias=True)
     return b.state
 
 
@@ -260,11 +276,20 @@ def coincheung_reference(sd, x):
     left2 = F.avg_pool2d(seq("bga.left2", 0, d, stride=2), 3, 2, 1)
     right1 = seq("bga.right1", 0, s)
     right2 = _conv(sd, "bga.right2.2", seq("bga.right2", 0, s, depthwise=True))
-    right1 = F.interpolate(right1, scale_factor=4, mode="nearest")  # nn.Upsample(scale_factor=4)
-    left = left1 * torch.sigmoid(right1)
-    right = F.interpolate(left2 * torch.sigmoid(right2), scale_factor=4, mode="nearest")
+    if "head.conv_out.weight" in sd:  # before 2020-09-29: F.interpolate(bilinear, align_corners=True, size)
+        up = lambda t: F.interpolate(t, size=d.shape[2:], mode="bilinear", align_corners=True)  # noqa: E731
+    else:  # nn.Upsample(scale_factor=4)
+        up = lambda t: F.interpolate(t, scale_factor=4, mode="nearest")  # noqa: E731
+    left = left1 * torch.sigmoid(up(right1))
+    right = up(left2 * torch.sigmoid(right2))
     feature = seq("bga.conv", 0, left + right, relu=True)
-    logits = _conv(sd, "head.conv_out.1", cbr(sd, "head.conv", feature))  # dropout off, conv_out.0 = Identity
+    feature = cbr(sd, "head.conv", feature)  # dropout off
+    if "head.conv_out.weight" in sd:
+        logits = _conv(sd, "head.conv_out", feature)
+        return F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=True)
+    if "head.conv_out.0.weight" in sd:
+        return F.pixel_shuffle(_conv(sd, "head.conv_out.0", feature), 8)
+    logits = _conv(sd, "head.conv_out.1", feature)  # conv_out.0 = Identity
     return F.interpolate(logits, scale_factor=8, mode="bilinear", align_corners=False)
 
 
@@ -470,7 +495,7 @@ def test_extra_unknown_key_is_named(family, foreign):
 
 
 def test_state_dict_of_another_network_is_refused():
-    with pytest.raises(CheckpointError, match="not a coincheung BiSeNetV2 state dict.*head.conv_out.1.weight"):
+    with pytest.raises(CheckpointError, match="not a coincheung BiSeNetV2 state dict.*head.conv.conv.weight"):
         import_state_dict({"fc.weight": torch.zeros(2, 2)}, "coincheung")
     with pytest.raises(CheckpointError, match="unknown checkpoint family 'timm'"):
         import_state_dict({}, "timm")
@@ -487,3 +512,37 @@ def test_unknown_file_layout_lists_the_known_families(tmp_path):
 def test_import_checkpoint_passes_our_own_format_through(tiny_weights):
     checkpoint = import_checkpoint(tiny_weights)
     assert checkpoint.state_dict.keys() == load_checkpoint(tiny_weights).state_dict.keys()
+
+
+# --------------------------------------------------------------------------------------------
+# CoinCheung's earlier BiSeNetV2 layouts (its git history, importers_v2 docstring)
+
+
+@pytest.mark.parametrize("layout,settings", [
+    ("2020", ("bilinear", "bilinear", True)),
+    ("pixel_shuffle", ("nearest", "pixel_shuffle", False)),
+    ("current", ("nearest", "bilinear", False)),
+])
+def test_every_coincheung_v2_layout_imports_to_the_same_logits(layout, settings, inputs):
+    state = coincheung_state_dict(seed=4, layout=layout)
+    checkpoint = import_state_dict(state, "coincheung")
+    config = checkpoint.config
+    assert (config.upsample_mode, config.head_upsample, config.align_corners) == settings
+    assert config.num_classes == 19 and detect_family(state) == "coincheung"
+    with torch.inference_mode():
+        ours, reference = checkpoint.build_model()(inputs), coincheung_reference(state, inputs)
+    assert ours.shape == reference.shape == (2, 19, 64, 96)
+    torch.testing.assert_close(ours, reference, atol=1e-4, rtol=1e-4)
+
+
+def test_coincheung_v2_pixel_shuffle_head_of_odd_width_is_refused():
+    state = coincheung_state_dict(seed=4, aux=False, layout="pixel_shuffle")
+    state["head.conv_out.0.weight"] = torch.zeros(19 * 64 - 1, 1024, 1, 1)
+    with pytest.raises(CheckpointError, match="PixelShuffle head head.conv_out.0 has 1215 outputs"):
+        import_state_dict(state, "coincheung")
+
+
+def test_coincheung_v2_without_a_classifier_names_the_three_layouts():
+    state = {k: v for k, v in coincheung_state_dict(seed=4, aux=False).items() if not k.startswith("head.conv_out")}
+    with pytest.raises(CheckpointError, match=r"no classifier head\.conv_out\.1 .* head\.conv_out\.0 .* head\.conv_out "):
+        import_state_dict(state, "coincheung")

@@ -70,10 +70,19 @@ def mmseg_v1_state_dict(num_classes: int = 19, seed: int = 0, aux: bool = True) 
     return b.state
 
 
+# CoinCheung/BiSeNet lib/models/bisenetv1.py over its git history (importers_v1 docstring):
+# layout -> (FFM attention keys, head: outputs per class of the main/16/32 heads, head bias)
+CC_LAYOUTS = {
+    "2020": ("mlp", (1, 1, 1), False),  # 2018-11 .. 2020-09-29: bilinear align_corners=True to the input size
+    "pixel_shuffle": ("mlp", (64, 64, 256), True),  # 2020-09-29 .. 2021-07-07: PixelShuffle(8 / 8 / 16)
+    "2021-07-07": ("mlp", (1, 1, 1), True),  # nn.Upsample(x8 / x8 / x16, bilinear, align_corners=False)
+    "current": ("conv_bn", (1, 1, 1), True),  # 2021-07-13 ..: FFM conv + BN, head as 2021-07-07
+}
+
+
 def coincheung_v1_state_dict(num_classes: int = 19, seed: int = 0, aux: bool = True,
-                             pixel_shuffle: bool = True) -> dict[str, torch.Tensor]:
-    """pixel_shuffle: their current BiSeNetOutput (classes x up^2 outputs with bias, PixelShuffle);
-    otherwise the earlier one (classes outputs, no bias, bilinear align_corners=True)."""
+                             layout: str = "current") -> dict[str, torch.Tensor]:
+    ffm, per_class, bias = CC_LAYOUTS[layout]
     b = StateBuilder(seed)
     _resnet18(b, "cp.resnet")
     for arm, cin in (("arm16", 256), ("arm32", 512)):
@@ -86,17 +95,21 @@ def coincheung_v1_state_dict(num_classes: int = 19, seed: int = 0, aux: bool = T
     for name, cin, cout, k in [("conv1", 3, 64, 7), ("conv2", 64, 64, 3), ("conv3", 64, 64, 3), ("conv_out", 64, 128, 1)]:
         _cm(b, f"sp.{name}", cin, cout, k)
     _cm(b, "ffm.convblk", 256, 256, 1)
-    b.conv("ffm.conv1", 256, 64, 1)
-    b.conv("ffm.conv2", 64, 256, 1)
+    if ffm == "mlp":  # out_chan // 4 hidden, no biases
+        b.conv("ffm.conv1", 256, 64, 1)
+        b.conv("ffm.conv2", 64, 256, 1)
+    else:
+        b.conv("ffm.conv", 256, 256, 1)
+        b.bn("ffm.bn", 256)
 
-    def output(name: str, cin: int, mid: int, up: int) -> None:
+    def output(name: str, cin: int, mid: int, factor: int) -> None:
         _cm(b, f"{name}.conv", cin, mid, 3)
-        b.conv(f"{name}.conv_out", mid, num_classes * (up * up if pixel_shuffle else 1), 1, bias=pixel_shuffle)
+        b.conv(f"{name}.conv_out", mid, num_classes * factor, 1, bias=bias)
 
-    output("conv_out", 256, 256, 8)
+    output("conv_out", 256, 256, per_class[0])
     if aux:
-        output("conv_out16", 128, 64, 8)
-        output("conv_out32", 128, 64, 16)
+        output("conv_out16", 128, 64, per_class[1])
+        output("conv_out32", 128, 64, per_class[2])
     return b.state
 
 
@@ -144,7 +157,10 @@ def mmseg_v1_reference(sd, x):
 
 
 def coincheung_v1_reference(sd, x):
+    """The forward of CoinCheung's BiSeNetV1 in the layout the keys show (see CC_LAYOUTS)."""
     cbr = lambda key, t, **kw: _cbr(sd, key, t, **kw)  # noqa: E731
+    before_2020_09 = "conv_out.conv_out.bias" not in sd
+    pixel_shuffle = not before_2020_09 and sd["conv_out.conv_out.weight"].shape[0] % 64 == 0
     c8, c16, c32 = _resnet18_reference(sd, "cp.resnet", x)
 
     def arm(name, t):
@@ -152,19 +168,30 @@ def coincheung_v1_reference(sd, x):
         atten = _bn(sd, f"cp.{name}.bn_atten", _conv(sd, f"cp.{name}.conv_atten", t.mean(dim=(2, 3), keepdim=True)))
         return t * torch.sigmoid(atten)
 
+    def up(t, like):  # F.interpolate(nearest, size) before 2020-09, nn.Upsample(scale_factor=2.) after
+        if before_2020_09:
+            return F.interpolate(t, size=like.shape[2:], mode="nearest")
+        return F.interpolate(t, scale_factor=2.0, mode="nearest")
+
     avg = cbr("cp.conv_avg", c32.mean(dim=(2, 3), keepdim=True))
-    up32 = cbr("cp.conv_head32", F.interpolate(arm("arm32", c32) + avg, scale_factor=2.0, mode="nearest"))
-    up16 = cbr("cp.conv_head16", F.interpolate(arm("arm16", c16) + up32, scale_factor=2.0, mode="nearest"))
+    up32 = cbr("cp.conv_head32", up(arm("arm32", c32) + avg, c16))
+    up16 = cbr("cp.conv_head16", up(arm("arm16", c16) + up32, c8))
     s = x
     for name, stride in (("conv1", 2), ("conv2", 2), ("conv3", 2), ("conv_out", 1)):
         s = cbr(f"sp.{name}", s, stride=stride)
     feat = cbr("ffm.convblk", torch.cat([s, up16], dim=1))
-    atten = _conv(sd, "ffm.conv2", F.relu(_conv(sd, "ffm.conv1", feat.mean(dim=(2, 3), keepdim=True))))
+    pooled = feat.mean(dim=(2, 3), keepdim=True)
+    if "ffm.conv.weight" in sd:  # 2021-07-13 ..: conv + BN
+        atten = _bn(sd, "ffm.bn", _conv(sd, "ffm.conv", pooled))
+    else:  # the paper's two 1x1 convs with a ReLU
+        atten = _conv(sd, "ffm.conv2", F.relu(_conv(sd, "ffm.conv1", pooled)))
     feat = feat * torch.sigmoid(atten) + feat
     out = _conv(sd, "conv_out.conv_out", cbr("conv_out.conv", feat))
-    if "conv_out.conv_out.bias" in sd:  # current head: PixelShuffle(8)
+    if before_2020_09:
+        return F.interpolate(out, size=x.shape[2:], mode="bilinear", align_corners=True)
+    if pixel_shuffle:
         return F.pixel_shuffle(out, 8)
-    return F.interpolate(out, size=x.shape[2:], mode="bilinear", align_corners=True)  # earlier head
+    return F.interpolate(out, scale_factor=8.0, mode="bilinear", align_corners=False)  # nn.Upsample
 
 
 FAMILIES = {
@@ -213,14 +240,48 @@ def test_mmseg_v1_import_at_odd_size(foreign):
         torch.testing.assert_close(checkpoint.build_model()(x), mmseg_v1_reference(state, x), atol=2e-4, rtol=2e-4)
 
 
-def test_coincheung_earlier_head_layout(inputs):
-    state = coincheung_v1_state_dict(seed=5, aux=False, pixel_shuffle=False)
+@pytest.mark.parametrize("layout,settings", [
+    ("2020", ("paper", "bilinear", True)),
+    ("pixel_shuffle", ("paper", "pixel_shuffle", False)),
+    ("2021-07-07", ("paper", "bilinear", False)),
+    ("current", ("conv_bn", "bilinear", False)),
+])
+@pytest.mark.parametrize("aux", [True, False])
+def test_every_coincheung_v1_layout_imports_to_the_same_logits(layout, settings, aux, inputs):
+    state = coincheung_v1_state_dict(seed=5, aux=aux, layout=layout)
     checkpoint = import_state_dict(state, COINCHEUNG_V1)
-    assert checkpoint.config.head_upsample == "bilinear" and checkpoint.config.align_corners is True
-    assert torch.count_nonzero(checkpoint.state_dict["head.classifier.bias"]) == 0  # they had none
+    config = checkpoint.config
+    assert (config.ffm_attention, config.head_upsample, config.align_corners) == settings
+    assert config.num_classes == 19
+    if layout == "2020":
+        assert torch.count_nonzero(checkpoint.state_dict["head.classifier.bias"]) == 0  # it had none
     with torch.inference_mode():
-        torch.testing.assert_close(checkpoint.build_model()(inputs), coincheung_v1_reference(state, inputs),
-                                   atol=2e-4, rtol=2e-4)
+        ours, reference = checkpoint.build_model()(inputs), coincheung_v1_reference(state, inputs)
+    assert ours.shape == reference.shape == (1, 19, 64, 96)
+    torch.testing.assert_close(ours, reference, atol=2e-4, rtol=2e-4)
+
+
+def test_coincheung_v1_171_and_150_class_heads(inputs):
+    # CoinCheung's COCO-Stuff and ADE20K weights (today's layout): the class count comes from the head.
+    for classes in (171, 150):
+        state = coincheung_v1_state_dict(num_classes=classes, seed=6, layout="current")
+        checkpoint = import_state_dict(state, COINCHEUNG_V1)
+        assert checkpoint.config.num_classes == classes and checkpoint.config.head_upsample == "bilinear"
+        with torch.inference_mode():
+            torch.testing.assert_close(checkpoint.build_model()(inputs), coincheung_v1_reference(state, inputs),
+                                       atol=2e-4, rtol=2e-4)
+
+
+def test_coincheung_v1_ffm_of_no_layout_is_named(foreign):
+    state = {k: v for k, v in foreign[COINCHEUNG_V1][0].items() if not k.startswith("ffm.conv.")}
+    with pytest.raises(CheckpointError, match="FFM attention has neither ffm.conv .* nor ffm.conv1/ffm.conv2"):
+        import_state_dict(state, COINCHEUNG_V1)
+
+
+def test_coincheung_v1_current_ffm_without_head_bias_is_refused(foreign):
+    state = {k: v for k, v in foreign[COINCHEUNG_V1][0].items() if k != "conv_out.conv_out.bias"}
+    with pytest.raises(CheckpointError, match="conv_out.conv_out has no bias"):
+        import_state_dict(state, COINCHEUNG_V1)
 
 
 def test_v1_reference_detects_a_wrong_mapping(foreign, inputs):
@@ -261,7 +322,8 @@ def test_every_main_path_tensor_is_used_once_and_aux_heads_are_dropped(family, f
     (COINCHEUNG_V1, "context.backbone.layer2.1.conv2.1.running_mean", "cp.resnet.layer2.1.bn2.running_mean"),
     (COINCHEUNG_V1, "context.arm16.attention.0.weight", "cp.arm16.conv_atten.weight"),
     (COINCHEUNG_V1, "context.refine32.0.weight", "cp.conv_head32.conv.weight"),
-    (COINCHEUNG_V1, "ffm.attention.2.weight", "ffm.conv2.weight"),
+    (COINCHEUNG_V1, "ffm.attention.0.weight", "ffm.conv.weight"),
+    (COINCHEUNG_V1, "ffm.attention.1.running_var", "ffm.bn.running_var"),
     (COINCHEUNG_V1, "head.classifier.weight", "conv_out.conv_out.weight"),
 ])
 def test_key_mapping(family, ours, theirs, foreign):
@@ -272,7 +334,7 @@ def test_key_mapping(family, ours, theirs, foreign):
 def test_import_settings_per_family(foreign):
     mm, cc = foreign[MMSEG_V1][1].config, foreign[COINCHEUNG_V1][1].config
     assert (mm.ffm_attention, mm.head_upsample, mm.align_corners) == ("conv_bn_relu", "bilinear", False)
-    assert (cc.ffm_attention, cc.head_upsample, cc.ffm_reduction) == ("paper", "pixel_shuffle", 4)
+    assert (cc.ffm_attention, cc.head_upsample, cc.align_corners) == ("conv_bn", "bilinear", False)
     assert mm.num_classes == cc.num_classes == 19 and mm.head_channels == cc.head_channels == 256
     assert foreign[MMSEG_V1][1].info.normalization.mean == (0.485, 0.456, 0.406)
     assert foreign[COINCHEUNG_V1][1].info.normalization.mean == (0.3257, 0.3690, 0.3223)
@@ -336,11 +398,27 @@ def test_a_v2_state_dict_is_not_a_v1_one():
     assert detect_family(mmseg_state_dict(aux=False)) == "mmsegmentation"  # V2 files still go to V2
 
 
-def test_pixel_shuffle_head_with_odd_channel_count_is_refused(foreign):
-    state = dict(foreign[COINCHEUNG_V1][0])
+def test_pixel_shuffle_head_with_odd_channel_count_is_refused():
+    state = coincheung_v1_state_dict(seed=2, layout="pixel_shuffle")
     state["conv_out.conv_out.weight"] = torch.zeros(19 * 64 + 1, 256, 1, 1)
     with pytest.raises(CheckpointError, match="PixelShuffle head has 1217 outputs"):
         import_state_dict(state, COINCHEUNG_V1)
+
+
+def test_aux_heads_of_no_layout_are_named():
+    state = coincheung_v1_state_dict(seed=2, layout="2021-07-07")
+    state["conv_out32.conv_out.weight"] = torch.zeros(19 * 2, 64, 1, 1)
+    with pytest.raises(CheckpointError, match="head outputs 19, conv_out16 19, conv_out32 38 fit no published layout"):
+        import_state_dict(state, COINCHEUNG_V1)
+
+
+def test_the_user_report_file_imports(tmp_path, capsys):
+    """The issue's case: a state dict made by today's lib/models/bisenetv1.py (aux_mode='train')."""
+    from bisenetv2_ros.cli import main
+
+    torch.save(coincheung_v1_state_dict(seed=9, layout="current"), tmp_path / "model_final_v1_city_new.pth")
+    assert main(["import", str(tmp_path / "model_final_v1_city_new.pth"), str(tmp_path / "v1.pt")]) == 0
+    assert "coincheung-bisenetv1, 19 classes" in capsys.readouterr().out
 
 
 def test_cli_import_and_info_of_a_v1_file(foreign, tmp_path, capsys):
@@ -352,4 +430,4 @@ def test_cli_import_and_info_of_a_v1_file(foreign, tmp_path, capsys):
     assert "coincheung-bisenetv1, 19 classes" in capsys.readouterr().out
     assert main(["info", str(tmp_path / "v1.pt")]) == 0
     out = capsys.readouterr().out
-    assert "model:            bisenetv1: num_classes=19" in out and "head_upsample=pixel_shuffle" in out
+    assert "model:            bisenetv1: num_classes=19" in out and "ffm_attention=conv_bn," in out

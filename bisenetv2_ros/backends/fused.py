@@ -66,7 +66,7 @@ class FusedSegmentation(nn.Module):
             # The 1/8 logits go back to float32 before the upsampling and the argmax: bf16 keeps only
             # 8 bits of mantissa, so close class scores would tie and flip labels.
             logits = self.model.forward_logits(x.to(self.network_dtype))[0].float()
-            logits = F.interpolate(logits, size=tuple(frames.shape[1:3]), mode="bilinear", align_corners=False)
+            logits = self.model.upsample_logits(logits, tuple(frames.shape[1:3]))
         else:
             logits = self.model(x, output_size=frames.shape[1:3])
         return logits.argmax(dim=1).to(torch.uint8)
