@@ -1,8 +1,9 @@
 """Downloading the public checkpoints listed in ``known_weights.KNOWN_WEIGHTS`` into the cache.
 
 A file is streamed into a hidden temporary file in the cache folder, its SHA-256 is checked against
-the prefix its publisher put in the file name, it is test-converted with the importer (so a file
-that downloads fine but does not fit the model fails here, not on the robot), and only then renamed
+the prefix its publisher put in the file name (where one is published), it is test-converted with the
+importer and its class count checked (so a file that downloads fine but does not fit the model fails
+here, not on the robot), and only then renamed
 to its final name, where ``known_weights.open_weights`` finds it by name.
 """
 
@@ -51,9 +52,8 @@ def download_weights(name: str, url: str | None = None, force: bool = False,
                      timeout: float = TIMEOUT_S) -> tuple[Path, bool]:
     """Fetches the known weights ``name`` into the cache; returns (path, downloaded). ``downloaded``
     is False when a verified copy was already there. ``progress(bytes_done, total_or_None)``."""
-    from .checkpoint import CheckpointError
-    from .importers import import_checkpoint
-    from .known_weights import KNOWN_WEIGHTS, cache_dir, find_known
+    from .checkpoint import CheckpointError, read_checkpoint_file
+    from .known_weights import KNOWN_WEIGHTS, cache_dir, checkpoint_of_entry, find_known
 
     entry = find_known(name) if name else None
     if entry is None:
@@ -79,7 +79,7 @@ def download_weights(name: str, url: str | None = None, force: bool = False,
                 f"{entry.sha256_prefix} as published; the file was discarded (a damaged download or a changed file)"
             )
         try:
-            import_checkpoint(tmp, family=entry.family, info=entry.info)
+            checkpoint_of_entry(read_checkpoint_file(tmp), tmp, entry)
         except CheckpointError as error:
             first_line = str(error).splitlines()[0]
             raise DownloadError(f"{address} downloaded but is not a usable {entry.family} checkpoint: "

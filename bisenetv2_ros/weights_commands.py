@@ -12,15 +12,19 @@ def cmd_download(args) -> int:
     from .known_weights import KNOWN_WEIGHTS, cache_dir
 
     if args.list:
-        print(f"{'NAME':24} {'mIoU':>6} {'ms+flip':>8}  {'DATASET':11} DESCRIPTION")
+        print(f"{'NAME':32} {'mIoU':>6} {'ms+flip':>8} {'CLASSES':>7}  {'DATASET':14} {'CHECKSUM':9} DESCRIPTION")
         for name, entry in KNOWN_WEIGHTS.items():
             miou = entry.info.metrics.get("val_miou")
             ms = entry.info.metrics.get("val_miou_ms_flip")
             where = "packaged" if entry.embedded else (
                 "cached" if (cache_dir() / entry.file_name).is_file() else "not downloaded")
-            print(f"{name:24} {_metric(miou):>6} {_metric(ms):>8}  {entry.info.dataset:11} "
-                  f"{entry.description} [{where}]")
-        print(f"(mIoU: validation mean IoU in % as published; cache: {cache_dir()})")
+            checksum = "-" if entry.embedded else (entry.sha256_prefix or "none")
+            print(f"{name:32} {_metric(miou):>6} {_metric(ms):>8} {len(entry.info.classes):>7}  "
+                  f"{entry.info.dataset:14} {checksum:9} {entry.description} [{where}]")
+        print(f"(mIoU: validation mean IoU in % as published, single scale, and multi-scale with flip; "
+              f"checksum: the SHA-256 prefix the publisher states, checked on download; none: the publisher "
+              f"states none, so a download is checked by importing it, every tensor's name and shape; "
+              f"evaluate with training/evaluate.py --protocol <publisher>; cache: {cache_dir()})")
         return 0
     if not args.name:
         raise CliError("name the weights to download, or pass --list to see them")
@@ -57,7 +61,7 @@ def _describe(weights: str) -> dict:
     if entry is not None:
         result["known_weights"] = {"description": entry.description, "family": entry.family,
                                    "url": entry.url, "sha256_prefix": entry.sha256_prefix,
-                                   "file_name": entry.file_name}
+                                   "file_name": entry.file_name, "protocol": entry.protocol}
     try:
         resolve_weights(weights)
     except CheckpointError as error:
