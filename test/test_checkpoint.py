@@ -360,12 +360,15 @@ def test_a_path_resolves_to_itself(tiny_weights):
 def test_known_weights_entries_are_consistent():
     for name, entry in KNOWN_WEIGHTS.items():
         assert entry.name == name
-        assert entry.family in ("bisenetv2_ros", "mmsegmentation", "coincheung", "mmsegmentation-bisenetv1")
+        assert entry.family in ("bisenetv2_ros", "mmsegmentation", "coincheung", "mmsegmentation-bisenetv1",
+                                "coincheung-bisenetv1")
         assert entry.embedded == (entry.url is None)
         if entry.url:
             assert entry.url.startswith("https://") and entry.url.endswith(entry.file_name)
-            assert entry.sha256_prefix and entry.sha256_prefix in entry.file_name
-        assert len(entry.info.classes) in (11, 19)
+            # mmsegmentation states a hash (in the file name); CoinCheung none (test_known_weights_zoo.py)
+            assert (entry.sha256_prefix is not None) == entry.family.startswith("mmsegmentation")
+            assert entry.sha256_prefix is None or entry.sha256_prefix in entry.file_name
+        assert len(entry.info.classes) in (11, 19, 150, 171)
 
 
 def test_saved_file_gets_the_usual_permissions(tmp_path):
