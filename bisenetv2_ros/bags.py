@@ -18,6 +18,7 @@ import numpy as np
 
 from . import messages
 from .classes import colorize
+from .conventions import DEFAULT_MAX_INPUT_PIXELS
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -45,14 +46,25 @@ def _rosbags():
 # Message <-> array: the node's converters (bisenetv2_ros.messages), so bag and live input decode alike.
 
 
-def decode_frame(msg: Any, msgtype: str) -> tuple[np.ndarray, str]:
+def decode_frame(msg: Any, msgtype: str, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
+                 limit_name: str = "--max-input-pixels") -> tuple[np.ndarray, str]:
     """Image (any encoding of messages.ENCODINGS) or CompressedImage -> (HxWx3 uint8 frame, 'rgb'|'bgr').
 
-    Raises messages.ImageConversionError naming the problem (encoding, size, data).
+    Raises messages.ImageConversionError naming the problem (encoding, size, data, above ``max_pixels``).
     """
     if msgtype == COMPRESSED_TYPE:
-        return messages.compressed_to_frame(msg)
-    return messages.image_to_frame(msg)
+        return messages.compressed_to_frame(msg, max_pixels, limit_name)
+    return messages.image_to_frame(msg, max_pixels, limit_name)
+
+
+def deserialize(typestore: Any, raw: bytes, msgtype: str) -> Any:
+    """A message from its CDR bytes; a corrupt payload is an ImageConversionError (skipped like a bad frame)."""
+    from rosbags.serde import SerdeError
+
+    try:
+        return typestore.deserialize_cdr(raw, msgtype)
+    except (SerdeError, ValueError) as error:  # ValueError: e.g. a string that is not UTF-8
+        raise messages.ImageConversionError(f"corrupt CDR payload: not a readable {msgtype}") from error
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,10 +135,13 @@ class BagSummary:
 def segment_bag(segmenter, bag: Path, output: Path, topic: str | None = None, batch_size: int = 1,
                 copy_input: bool = False, storage: str | None = None,
                 progress: Callable[[int], None] = lambda n: None,
-                on_topic: Callable[[str, int], None] = lambda topic, count: None) -> BagSummary:
+                on_topic: Callable[[str, int], None] = lambda topic, count: None,
+                max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> BagSummary:
     """Writes the segmented bag to ``output`` (which must not exist; the caller stages it).
 
     ``on_topic(topic, frame_count)`` is called once the camera topic is known (for a progress bar).
+    Frames that cannot be deserialized or decoded, or above ``max_input_pixels``, are skipped and
+    counted by reason in the summary.
     """
     Reader, Writer, StoragePlugin, typestore = _rosbags()
     storage = storage or storage_of(bag)
@@ -175,9 +190,9 @@ def segment_bag(segmenter, bag: Path, output: Path, topic: str | None = None, ba
             for conn, timestamp, raw in reader.messages(connections=selected):
                 frame = None
                 if conn.id in camera_ids:
-                    msg = typestore.deserialize_cdr(raw, conn.msgtype)
                     try:
-                        frame, order = decode_frame(msg, conn.msgtype)
+                        msg = deserialize(typestore, raw, conn.msgtype)
+                        frame, order = decode_frame(msg, conn.msgtype, max_input_pixels)
                     except messages.ImageConversionError as error:
                         summary.skipped[str(error)] += 1
                         progress(1)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .cli_args import CliError, positive_int, progress_bar as _progress_bar, size_or_comma
+from .conventions import DEFAULT_MAX_INPUT_PIXELS
 from .weights_commands import cmd_download, cmd_import, cmd_info
 
 PROG = "bisenetv2"
@@ -103,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--outputs", type=_outputs, default=None, metavar="KINDS",
                          help="comma list of labels,color,overlay (images default: all three; videos: "
                               "color,overlay; labels writes one PNG per frame)")
+    segment.add_argument("--max-input-pixels", type=positive_int, default=DEFAULT_MAX_INPUT_PIXELS, metavar="N",
+                         help="largest image or frame (width x height) to read; larger ones are skipped, compressed "
+                              f"ones judged by their header before decoding (default: {DEFAULT_MAX_INPUT_PIXELS}, "
+                              "4096x4096)")
     segment.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the palette (default: 0.5)")
     segment.add_argument("--skip-bad", action="store_true",
                          help="exit 0 even when some inputs were skipped (images that cannot be read, bag frames "
@@ -297,20 +302,20 @@ def cmd_segment(args) -> int:
             raise CliError(f"folder {args.input} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         root = args.input
     elif kind == "image":
-        media.read_image(args.input)  # fail before loading the model when the file is unreadable
+        media.read_image(args.input, args.max_input_pixels)  # fail before loading the model when the file is unreadable
         images, root = [args.input], None
     segmenter = _make_segmenter(args)
     with media.StagedOutput(output, overwrite=args.overwrite) as staged:
         if kind == "video":
-            capture, info = media.open_video(args.input)
+            capture, info = media.open_video(args.input, args.max_input_pixels)
             capture.release()
             with _progress_bar(info.frame_count, args.quiet) as bar:
                 summary = media.segment_video(segmenter, args.input, staged.path, outputs, args.batch,
-                                              args.alpha, bar.update)
+                                              args.alpha, bar.update, args.max_input_pixels)
         else:
             with _progress_bar(len(images), args.quiet, "image") as bar:
                 summary = media.segment_images(segmenter, images, root, staged.path, outputs, args.batch,
-                                               args.alpha, bar.update)
+                                               args.alpha, bar.update, args.max_input_pixels)
             if summary.frames == 0:
                 raise CliError("no image could be read: " + "; ".join(summary.skipped[:3]))
         final = staged.commit()
@@ -354,7 +359,8 @@ def _segment_bag(args, output: Path) -> int:
                 bar.set_description(topic)
 
             summary = bags.segment_bag(segmenter, args.input, staged.path, args.topic, args.batch,
-                                       args.copy_input, args.storage, bar.update, on_topic)
+                                       args.copy_input, args.storage, bar.update, on_topic,
+                                       max_input_pixels=args.max_input_pixels)
         if summary.frames == 0:
             raise CliError(f"no frame of {summary.topic} could be decoded:{_reason_lines(summary.skipped)}")
         final = staged.commit()

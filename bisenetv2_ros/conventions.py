@@ -10,6 +10,13 @@ DEFAULT_INPUT_SIZE: tuple[int, int] = (512, 1024)
 # Files treated as images by folder inputs, datasets and calibration folders.
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
+# Largest frame (width x height) any input door accepts: raw and compressed ROS images, image files,
+# video frames (node parameter / CLI option max_input_pixels). 4096x4096: above every common camera
+# (a 20 MP sensor needs the limit raised), and a decoded frame of 48 MiB at 3 bytes per pixel.
+DEFAULT_MAX_INPUT_PIXELS: int = 4096 * 4096
+# Largest side in pixels, whatever the pixel limit (OpenCV's resize and colour conversions use int sizes).
+MAX_IMAGE_SIDE: int = 32768
+
 # The channel orders a frame can arrive in; the network's own order is stored with its weights.
 CHANNEL_ORDERS: tuple[str, ...] = ("rgb", "bgr")
 

@@ -1,8 +1,11 @@
-"""Atomic file writes: readers see the old file or the complete new one, never a partial one."""
+"""Atomic file writes (readers see the old file or the complete new one, never a partial one), and
+the check that an input is a plain file: reading a FIFO blocks until a writer comes, a device
+(/dev/zero, /dev/urandom) never ends."""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,3 +58,25 @@ def _current_umask() -> int:
     umask = os.umask(0o022)
     os.umask(umask)
     return umask
+
+
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                  (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def special_file_kind(path: str | os.PathLike) -> str | None:
+    """'a FIFO (named pipe)', 'a character device', ... when ``path`` is one (links followed), else None
+    (a regular file, a folder, or nothing there)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    return next((kind for test, kind in _SPECIAL_KINDS if test(mode)), None)
+
+
+def special_file_problem(path: str | os.PathLike, what: str = "input") -> str | None:
+    """The one-line refusal of a special file given as ``what``, or None for anything else."""
+    kind = special_file_kind(path)
+    if kind is None:
+        return None
+    return f"{what} {path} is {kind}, not a regular file; reading it could block or never end: give a file"

@@ -17,7 +17,10 @@ from typing import Callable, Iterable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from .conventions import IMAGE_SUFFIXES, is_image_file
+from .conventions import DEFAULT_MAX_INPUT_PIXELS, IMAGE_SUFFIXES, is_image_file
+from .fileio import special_file_problem
+from .image_headers import HEADER_FORMATS, declared_size
+from .messages import ImageConversionError, check_frame_size
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 IMAGE_OUTPUTS = ("labels", "color", "overlay")
@@ -37,8 +40,14 @@ def input_kind(path: str | os.PathLike) -> str:
         raise MediaError(f"input {path} does not exist")
     if path.is_dir():
         if (path / "metadata.yaml").is_file():
+            special = next(filter(None, (special_file_problem(p, "bag file") for p in path.iterdir())), None)
+            if special:
+                raise MediaError(special)
             return "bag"
         return "folder"
+    special = special_file_problem(path)
+    if special:
+        raise MediaError(special)
     suffix = path.suffix.lower()
     if is_image_file(path):
         return "image"
@@ -107,9 +116,25 @@ class StagedOutput:
 # Reading
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """HxWx3 uint8 BGR (grey and 16-bit images are converted by OpenCV)."""
-    frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> np.ndarray:
+    """HxWx3 uint8 BGR (grey and 16-bit images are converted by OpenCV). The size in the file's
+    header is checked against ``max_pixels`` before decoding; special files are refused."""
+    special = special_file_problem(path, "image")
+    if special:
+        raise MediaError(special)
+    try:
+        data = np.fromfile(path, np.uint8)
+    except (OSError, ValueError) as error:
+        raise MediaError(f"cannot read image {path}: {getattr(error, 'strerror', None) or error}") from error
+    size = declared_size(data)
+    if size is None:
+        raise MediaError(f"cannot read image {path}: not an image OpenCV can decode, or unreadable "
+                         f"(no {HEADER_FORMATS} header)")
+    _check_size(size, max_pixels, f"image {path}")
+    try:
+        frame = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error:
+        frame = None
     if frame is None:
         raise MediaError(f"cannot read image {path}: not an image OpenCV can decode, or unreadable")
     return frame
@@ -126,6 +151,13 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return sorted(found)
 
 
+def _check_size(size: tuple[int, int], max_pixels: int, what: str) -> None:
+    try:
+        check_frame_size(*size, max_pixels, what=what, limit_name="--max-input-pixels")
+    except ImageConversionError as error:
+        raise MediaError(str(error)) from None
+
+
 @dataclass
 class VideoInfo:
     fps: float
@@ -134,7 +166,13 @@ class VideoInfo:
     height: int
 
 
-def open_video(path: str | os.PathLike) -> tuple[cv2.VideoCapture, VideoInfo]:
+def open_video(path: str | os.PathLike,
+               max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> tuple[cv2.VideoCapture, VideoInfo]:
+    """An open capture and what its container states; frames above ``max_pixels`` are refused before
+    the first is decoded."""
+    special = special_file_problem(path, "video")
+    if special:
+        raise MediaError(special)
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise MediaError(f"cannot open video {path}: OpenCV cannot decode this file")
@@ -145,6 +183,11 @@ def open_video(path: str | os.PathLike) -> tuple[cv2.VideoCapture, VideoInfo]:
         width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
         height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
     )
+    try:
+        _check_size((info.width, info.height), max_pixels, f"video {path} (frames)")
+    except MediaError:
+        capture.release()
+        raise
     return capture, info
 
 
@@ -190,7 +233,8 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 def segment_images(segmenter, images: Sequence[Path], root: Path | None, output: Path,
                    outputs: Sequence[str] = IMAGE_OUTPUTS, batch_size: int = 1, alpha: float = 0.5,
-                   progress: Callable[[int], None] = lambda n: None) -> Summary:
+                   progress: Callable[[int], None] = lambda n: None,
+                   max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> Summary:
     """Segments image files into ``output/<kind>/<path relative to root>.png`` for each kind in
     ``outputs`` (labels: uint8 class ids; color: palette; overlay: palette blended over the image).
     Unreadable images are skipped and listed in the summary."""
@@ -199,7 +243,7 @@ def segment_images(segmenter, images: Sequence[Path], root: Path | None, output:
     def readable() -> Iterator[tuple[Path, np.ndarray]]:
         for path in images:
             try:
-                yield path, read_image(path)
+                yield path, read_image(path, max_pixels)
             except MediaError as error:
                 summary.skipped.append(str(error))
                 progress(1)
@@ -228,10 +272,11 @@ def render(segmenter, kind: str, frame_bgr: np.ndarray, labels: np.ndarray, alph
 
 def segment_video(segmenter, path: Path, output: Path, outputs: Sequence[str] = ("color", "overlay"),
                   batch_size: int = 1, alpha: float = 0.5,
-                  progress: Callable[[int], None] = lambda n: None) -> Summary:
+                  progress: Callable[[int], None] = lambda n: None,
+                  max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> Summary:
     """Segments a video into ``output/color.mp4`` and ``output/overlay.mp4`` (same frame rate and
     size as the input) and, with ``labels`` in ``outputs``, ``output/labels/<frame index>.png``."""
-    capture, info = open_video(path)
+    capture, info = open_video(path, max_pixels)
     fourcc, extension = VIDEO_CODEC
     writers: dict[str, cv2.VideoWriter] = {}
     summary = Summary()

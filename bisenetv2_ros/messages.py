@@ -8,6 +8,15 @@ Hot-path rules (measured on a 2-core CPU at 1920x1080, see the ROS facts file):
 - reading ``msg.data`` is a zero-copy ``np.frombuffer`` view; padded rows give a strided view;
 - rclpy ``data`` fields are filled with ``ndarray.tobytes()`` (assigning an ndarray costs ~570 ms);
 - colorizing is one table lookup (``classes.colorize``: ``cv2.applyColorMap`` with our palette, ~2.4 ms).
+
+Limits, checked from the declared sizes before anything is allocated (a message's fields are untrusted):
+width and height at most ``MAX_IMAGE_SIDE``, width x height at most ``max_pixels`` (the node's
+``max_input_pixels``), ``step`` at least a row and at most ``MAX_STEP``, ``data`` exactly ``step x height``
+bytes (the last row's padding may be left out); a compressed frame's size is read from its header
+(``image_headers``) before it is decoded. Memory per frame, beyond the message itself: raw rgb/bgr(a)
+frames none (views); mono and YUV one 3-byte-per-pixel frame plus, for padded rows, one contiguous
+copy of the input: at most 5 bytes per pixel, i.e. 5/3 of the decoded frame (H x W x 3 bytes);
+compressed frames the decoded frame plus the decoder's workspace (test_message_limits checks both).
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ import cv2
 import numpy as np
 
 from .classes import IGNORE_INDEX, ClassSet
+from .conventions import DEFAULT_MAX_INPUT_PIXELS, MAX_IMAGE_SIDE
+from .image_headers import declared_size
 
 
 class ImageConversionError(ValueError):
@@ -52,6 +63,8 @@ ENCODINGS: dict[str, EncodingInfo] = {
 }
 SUPPORTED_ENCODINGS = tuple(ENCODINGS)
 
+MAX_STEP = MAX_IMAGE_SIDE * 4  # the longest row: the widest image in the widest (4-byte) encoding
+
 _YUV_TO_RGB = {"uyvy": cv2.COLOR_YUV2RGB_UYVY, "yuyv": cv2.COLOR_YUV2RGB_YUY2}
 
 
@@ -67,36 +80,68 @@ def _byte_view(data: Any) -> np.ndarray:
     """``msg.data`` (array.array, bytes, memoryview or numpy uint8) as a flat uint8 view, no copy."""
     if isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 1:
         return data
-    return np.frombuffer(data, np.uint8)
+    try:
+        return np.frombuffer(data, np.uint8)
+    except (TypeError, ValueError) as error:  # not a contiguous byte buffer
+        raise ImageConversionError(f"image data is not a byte buffer ({type(data).__name__}: {error})") from None
 
 
-def image_to_array(msg: Any) -> tuple[np.ndarray, EncodingInfo]:
+def _declared_int(msg: Any, name: str) -> int:
+    value = getattr(msg, name, None)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ImageConversionError(f"image field {name} must be an integer, got {type(value).__name__}")
+    return int(value)
+
+
+def check_frame_size(width: int, height: int, max_pixels: int, what: str = "image",
+                     limit_name: str = "max_input_pixels") -> None:
+    """Refuses an empty frame, a side above MAX_IMAGE_SIDE or more than ``max_pixels`` pixels
+    (``limit_name``: what the user raises, the node's parameter or the CLI's option)."""
+    if width <= 0 or height <= 0:
+        raise ImageConversionError(f"empty {what} ({width}x{height} pixels)")
+    if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
+        raise ImageConversionError(f"{what} of {width}x{height} pixels refused: a side above {MAX_IMAGE_SIDE} pixels")
+    if width * height > max_pixels:
+        raise ImageConversionError(
+            f"{what} of {width}x{height} pixels ({width * height / 1e6:.1f} MP) refused: above {limit_name} "
+            f"{max_pixels} ({max_pixels / 1e6:.1f} MP); raise {limit_name} to accept such frames")
+
+
+def image_to_array(msg: Any, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
+                   limit_name: str = "max_input_pixels") -> tuple[np.ndarray, EncodingInfo]:
     """``sensor_msgs/Image`` -> (pixel array, encoding) without copying the data.
 
     The array is HxWxC uint8 in the message's own layout (C = 3 rgb/bgr, 4 rgba/bgra, 1 mono,
     2 for the packed YUV 4:2:2 encodings). Rows padded beyond ``width * bytes_per_pixel`` give a
-    strided view. ``is_bigendian`` does not matter for 8-bit channels and is ignored.
+    strided view. ``is_bigendian`` does not matter for 8-bit channels and is ignored. Every declared
+    size is checked against the limits and the data before anything is allocated.
     """
     info = encoding_info(msg.encoding)
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height == 0 or width == 0:
-        raise ImageConversionError(f"empty image ({width}x{height} pixels)")
+    height, width, step = (_declared_int(msg, name) for name in ("height", "width", "step"))
+    check_frame_size(width, height, max_pixels, limit_name=limit_name)
     row_bytes = width * info.bytes_per_pixel
     if info.layout in ("uyvy", "yuyv") and width % 2:
         raise ImageConversionError(f"{info.name} images need an even width, got {width}")
     if step < row_bytes:
         raise ImageConversionError(
             f"step {step} is smaller than width {width} x {info.bytes_per_pixel} bytes per pixel ({info.name})")
+    if step > MAX_STEP:
+        raise ImageConversionError(f"step {step} refused: above {MAX_STEP} bytes per row "
+                                   f"(width {width} x {info.bytes_per_pixel} bytes per pixel needs {row_bytes})")
     data = _byte_view(msg.data)
     needed = step * (height - 1) + row_bytes  # the last row's padding may be left out
     if data.size < needed:
         raise ImageConversionError(
             f"truncated image data: {data.size} bytes, {needed} needed for {width}x{height} "
             f"{info.name} with step {step}")
-    rows = data[: step * height] if data.size >= step * height else np.concatenate(
-        [data[:needed], np.zeros(step * height - needed, np.uint8)])  # rare: copy only then
-    pixels = rows.reshape(height, step)[:, :row_bytes].reshape(height, width, info.bytes_per_pixel)
-    return pixels, info
+    if data.size > step * height:
+        raise ImageConversionError(
+            f"image data of {data.size} bytes is more than step {step} x height {height} = {step * height} bytes")
+    if data.size == step * height:
+        rows = data.reshape(height, step)[:, :row_bytes]
+    else:  # the last row's padding is missing: a strided view that stays inside the data
+        rows = np.lib.stride_tricks.as_strided(data, shape=(height, row_bytes), strides=(step, 1), writeable=False)
+    return rows.reshape(height, width, info.bytes_per_pixel), info
 
 
 def array_to_color(pixels: np.ndarray, info: EncodingInfo) -> tuple[np.ndarray, str]:
@@ -114,9 +159,10 @@ def array_to_color(pixels: np.ndarray, info: EncodingInfo) -> tuple[np.ndarray, 
     return cv2.cvtColor(np.ascontiguousarray(pixels), _YUV_TO_RGB[layout]), "rgb"
 
 
-def image_to_frame(msg: Any) -> tuple[np.ndarray, str]:
+def image_to_frame(msg: Any, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
+                   limit_name: str = "max_input_pixels") -> tuple[np.ndarray, str]:
     """``sensor_msgs/Image`` -> (HxWx3 uint8 frame, 'rgb' | 'bgr'); raises ImageConversionError."""
-    pixels, info = image_to_array(msg)
+    pixels, info = image_to_array(msg, max_pixels, limit_name)
     return array_to_color(pixels, info)
 
 
@@ -125,15 +171,26 @@ def to_rgb(frame: np.ndarray, channel_order: str) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if channel_order == "bgr" else frame
 
 
-def compressed_to_frame(msg: Any) -> tuple[np.ndarray, str]:
-    """``sensor_msgs/CompressedImage`` (JPEG or PNG) -> (HxWx3 uint8 BGR frame, 'bgr')."""
+def compressed_to_frame(msg: Any, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
+                        limit_name: str = "max_input_pixels") -> tuple[np.ndarray, str]:
+    """``sensor_msgs/CompressedImage`` (JPEG or PNG) -> (HxWx3 uint8 BGR frame, 'bgr').
+
+    The size its header declares is checked against ``max_pixels`` before decoding."""
     fmt = str(msg.format).lower()
     if "compresseddepth" in fmt:
         raise ImageConversionError(f"compressed depth images are not supported (format {msg.format!r})")
     data = _byte_view(msg.data)
     if data.size == 0:
         raise ImageConversionError(f"empty compressed image (format {msg.format!r})")
-    frame = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    size = declared_size(data)
+    if size is None:
+        raise ImageConversionError(f"cannot decode compressed image of {data.size} bytes (format {msg.format!r}): "
+                                   "no JPEG or PNG header; JPEG and PNG are supported")
+    check_frame_size(*size, max_pixels, what=f"compressed image ({msg.format})", limit_name=limit_name)
+    try:
+        frame = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error:  # OpenCV mostly returns None, but some damaged streams raise
+        frame = None
     if frame is None or frame.size == 0:
         raise ImageConversionError(
             f"cannot decode compressed image of {data.size} bytes (format {msg.format!r}); JPEG and PNG are supported")

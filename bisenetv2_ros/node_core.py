@@ -107,11 +107,11 @@ class SegmentationPipeline:
             self.model_name = self.settings.weights
         self._lookup_table = self.classes.lookup_table()
 
-    @staticmethod
-    def decode(item: FrameItem) -> tuple[np.ndarray, str]:
+    def decode(self, item: FrameItem) -> tuple[np.ndarray, str]:
+        """The frame of a message; raises ImageConversionError (max_input_pixels checked before decoding)."""
         if item.compressed:
-            return messages.compressed_to_frame(item.msg)
-        return messages.image_to_frame(item.msg)
+            return messages.compressed_to_frame(item.msg, self.settings.max_input_pixels)
+        return messages.image_to_frame(item.msg, self.settings.max_input_pixels)
 
     def process(self, item: FrameItem, camera: int = 0) -> bool:
         """One frame of one camera; False when it was invalid or failed (counted and reported)."""

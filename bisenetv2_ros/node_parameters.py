@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Mapping
 
 from .backends import BACKENDS, DEFAULT_PRECISION, PRECISIONS
+from .conventions import DEFAULT_MAX_INPUT_PIXELS, MAX_IMAGE_SIDE
 from .known_weights import DEFAULT_WEIGHTS
 
 IMAGE_QOS = ("sensor_data", "reliable")
@@ -41,7 +42,7 @@ class ParameterSpec:
         if self.choices:
             return "one of: " + ", ".join(self.choices)
         if self.range:
-            return f"{self.range[0]:g} .. {self.range[1]:g}"
+            return f"{_bound(self.range[0])} .. {_bound(self.range[1])}"
         return ""
 
 
@@ -64,6 +65,9 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
                   choices=IMAGE_QOS),
     ParameterSpec("input_transport", "raw", "raw: subscribe `image`; compressed: `image/compressed` (JPEG/PNG).",
                   choices=INPUT_TRANSPORTS),
+    ParameterSpec("max_input_pixels", DEFAULT_MAX_INPUT_PIXELS, "Largest input frame (width x height) accepted; "
+                  "larger ones (compressed: measured from their header, before decoding) are dropped, counted and "
+                  "warned about.", range=(1, MAX_IMAGE_SIDE * MAX_IMAGE_SIDE)),
     ParameterSpec("publish_color", True, "Publish `color`, the palette mask (rgb8).", runtime=True),
     ParameterSpec("publish_overlay", False, "Publish `overlay`, the mask blended over the image (rgb8).",
                   runtime=True),
@@ -82,6 +86,11 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
 )
 SPECS_BY_NAME = {spec.name: spec for spec in PARAMETER_SPECS}
 RUNTIME_PARAMETERS = tuple(spec.name for spec in PARAMETER_SPECS if spec.runtime)
+
+
+def _bound(value: float) -> str:
+    """A range bound as written: integers in full (1073741824, not 1.07374e+09), floats short."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 class SettingsError(ValueError):
@@ -109,7 +118,7 @@ def validate_value(spec: ParameterSpec, value: Any) -> str | None:
     if spec.range is not None:
         low, high = spec.range
         if not (math.isfinite(float(value)) and low <= value <= high):
-            return f"parameter '{spec.name}' must be within {low:g}..{high:g}; got {value!r}"
+            return f"parameter '{spec.name}' must be within {_bound(low)}..{_bound(high)}; got {value!r}"
     return None
 
 

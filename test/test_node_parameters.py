@@ -117,3 +117,25 @@ def test_parameter_descriptions_name_commands_that_exist():
     mentioned = [m for text in texts for m in re.findall(r"\bbisenetv2 ([a-z][\w-]*)", text)]
     assert mentioned.count("download") >= 2  # the weights parameter and the params file: `bisenetv2 download --list`
     assert set(mentioned) <= commands, f"unknown commands named: {set(mentioned) - commands}"
+
+
+def test_params_file_and_readme_list_every_parameter_with_its_default():
+    """config/segmentation.yaml sets every parameter to its spec's default (`cameras` only in a comment: an
+    empty list cannot be written there), and the README's parameter table names each one."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    values = yaml.safe_load((root / "config/segmentation.yaml").read_text())["/**"]["ros__parameters"]
+    assert values == {spec.name: spec.default for spec in node_parameters.PARAMETER_SPECS if spec.name != "cameras"}
+    readme = (root / "README.md").read_text()
+    table = readme.split("### Parameters", 1)[1].split("\n#", 1)[0]
+    named = {name for line in table.splitlines() if line.startswith("| `")
+             for name in re.findall(r"`(\w+)`", line.split("|")[1])}
+    assert named == {spec.name for spec in node_parameters.PARAMETER_SPECS}
+    assert node_parameters.SPECS_BY_NAME["max_input_pixels"].default == 4096 * 4096
+    assert node_parameters.validate_value(node_parameters.SPECS_BY_NAME["max_input_pixels"], 16_000_000) is None
+    assert node_parameters.validate_value(node_parameters.SPECS_BY_NAME["max_input_pixels"], 0) == (
+        "parameter 'max_input_pixels' must be within 1..1073741824; got 0")
