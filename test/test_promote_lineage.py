@@ -59,7 +59,17 @@ def test_a_promoted_run_records_its_config_iterations_and_seed(camvid_root, tmp_
         candidate.as_posix(), 5, 3, None)
     assert entry["config"]["run"]["seed"] == 3 and entry["config"]["data"]["dataset"] == "camvid"
     assert entry["train_resolution"] == [32, 32] and entry["command"] == "python training/train.py # seed 3"
-    assert f"lineage: {candidate.as_posix()} (5 it., seed 3)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"lineage: {candidate.as_posix()} (5 it., seed 3)" in out
+    table = out.split("README per-class table (IoU in %):\n")[1].splitlines()
+    assert table[0] == "| split | mIoU | pixel acc. | " + " | ".join(CAMVID.names) + " |"
+    assert table[1] == "|---" * 14 + "|"
+    metrics = load_checkpoint(shipped).info.metrics
+    for line, split in zip(table[2:4], ("drive_val", "val")):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[0] == f"`{split}` (2)" and len(cells) == 14  # the fake CamVid has 2 frames per split
+        assert cells[1] == f"{100 * metrics[f'{split}_miou']:.1f}"
+        assert cells[3 + 2] == (f"{100 * metrics[f'{split}_iou/pole']:.1f}" if f"{split}_iou/pole" in metrics else "n/a")
     # A later export of the shipped file keeps the lineage (KEPT_PROVENANCE).
     from training.export import to_deploy
     assert to_deploy(load_checkpoint(shipped)).info.provenance[LINEAGE_KEY] == \

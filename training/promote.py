@@ -58,6 +58,17 @@ def entry_update(resolution: Sequence[int]) -> str | None:
             f"(now {entry.info.train_resolution})")
 
 
+def per_class_table(results: dict[str, dict]) -> list[str]:
+    """Markdown rows as in the README's table: split (frames) | mIoU | pixel acc. | IoU of each class, in %."""
+    names = list(next(iter(results.values()))["per_class_iou"])
+    lines = ["| split | mIoU | pixel acc. | " + " | ".join(names) + " |", "|---" * (len(names) + 3) + "|"]
+    for split, result in results.items():
+        ious = ["n/a" if v is None else f"{100 * v:.1f}" for v in result["per_class_iou"].values()]
+        lines.append(f"| `{split}` ({result.get('frames', '?')}) | {100 * result['miou']:.1f} | "
+                     f"{100 * result['pixel_accuracy']:.1f} | " + " | ".join(ious) + " |")
+    return lines
+
+
 def apply_entry_update(resolution: Sequence[int], path: Path = KNOWN_WEIGHTS_FILE) -> None:
     """Writes the new training resolution into the default's entry of known_weights.py."""
     text = path.read_text()
@@ -116,9 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print("known_weights.py: " + (f"change {change} (or rerun with --update-known-weights)" if change
                                       else "the named entry already matches"))
-    for split, result in results.items():
-        print(f"README row: {split} mIoU / pixel acc. {100 * result['miou']:.1f} % / "
-              f"{100 * result['pixel_accuracy']:.1f} %")
+    print("README per-class table (IoU in %):")
+    print("\n".join(per_class_table(results)))
     return 0
 
 
