@@ -92,9 +92,7 @@ def tta_scores(fused: FusedSegmentation, frames: torch.Tensor, settings: TTASett
 
 def _logits(fused: FusedSegmentation, x: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
     """As FusedSegmentation.forward, up to (not including) the argmax."""
-    import torch.nn.functional as F
-
     if fused.network_dtype is not None:
         logits = fused.model.forward_logits(x.to(fused.network_dtype))[0].float()
-        return F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
+        return fused.model.upsample_logits(logits, out_size)
     return fused.model(x, output_size=out_size)

@@ -167,3 +167,24 @@ def test_evaluate_tta_goes_through_the_same_segmenter_path(tiny_weights, labelle
         evaluate_main([*common, "--scales", "0", "--output", str(tmp_path / "bad.json")])
     with pytest.raises(BackendError, match="needs the network's logits"):
         evaluate_main([*common, "--tta", "--backend", "onnxruntime", "--output", str(tmp_path / "ort.json")])
+
+
+def test_reduced_network_precision_single_view_equals_the_plain_bf16_labels(tiny_weights):
+    # emulate_bf16: the bf16 path runs on any CPU (slowly), so this does not depend on the instruction set.
+    options = {"emulate_bf16": True}
+    plain_bf16 = Segmenter(tiny_weights, backend="torch", device="cpu", precision="bf16", backend_options=options)
+    single = Segmenter(tiny_weights, backend="torch", device="cpu", precision="bf16", backend_options=options,
+                       tta=TTASettings((1.0,), flip=False))
+    frames = smooth_frames(6)
+    np.testing.assert_array_equal(single.segment_batch(frames), plain_bf16.segment_batch(frames))
+    assert single.segment_batch(frames).shape == (2, 40, 56)
+
+
+def test_tta_runs_bisenetv1_too(tiny_v1_weights):
+    plain_v1 = Segmenter(tiny_v1_weights, backend="torch", device="cpu", precision="fp32")
+    single = Segmenter(tiny_v1_weights, backend="torch", device="cpu", precision="fp32",
+                       tta=TTASettings((1.0,), flip=False))
+    frames = smooth_frames(7)
+    np.testing.assert_array_equal(single.segment_batch(frames), plain_v1.segment_batch(frames))
+    full = Segmenter(tiny_v1_weights, backend="torch", device="cpu", precision="fp32", tta=TTASettings())
+    assert full.segment_batch(frames).shape == (2, 40, 56)
