@@ -72,9 +72,11 @@ class CheckpointInfo:
     dataset: str = "unknown"
     metrics: Mapping[str, float] = field(default_factory=dict)  # e.g. {"val_miou": 0.72}
     provenance: Mapping[str, str] = field(default_factory=dict)  # source, commit, command, date
+    # int8 activation ranges measured on the training frames (backends/calibration_table.py), or None.
+    calibration: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        values = {
             "classes": list(self.classes.names),
             "palette": [list(c) for c in self.classes.palette],
             "normalization": {
@@ -87,6 +89,9 @@ class CheckpointInfo:
             "metrics": {k: float(v) for k, v in self.metrics.items()},
             "provenance": {k: str(v) for k, v in self.provenance.items()},
         }
+        if self.calibration is not None:  # absent, not None, in files without one (as before)
+            values["calibration"] = dict(self.calibration)
+        return values
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "CheckpointInfo":
@@ -100,6 +105,7 @@ class CheckpointInfo:
                 dataset=str(values.get("dataset", "unknown")),
                 metrics=dict(values.get("metrics", {})),
                 provenance=dict(values.get("provenance", {})),
+                calibration=values.get("calibration"),
             )
         except (KeyError, TypeError, IndexError) as error:
             raise CheckpointError(f"checkpoint info is incomplete or malformed: {error!r}") from error

@@ -71,8 +71,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="auto, fp32, fp16 (GPU), bf16 (CPU with native bf16) or int8 (default: auto: on a CPU "
                             "the fastest path its instruction set runs natively, on a GPU fp32; the choice is logged)")
     group.add_argument("--calibration-images", default=None, metavar="FOLDER",
-                       help="int8: folder of representative frames to calibrate on (default: the frames the "
-                            "checkpoint was trained on, when known)")
+                       help="int8: folder of representative frames to calibrate on (default: the calibration "
+                            "table the weights carry, else the frames they were trained on, when known)")
     group.add_argument("--input-size", type=size_or_comma, default=None, metavar="HxW",
                        help="network input size, e.g. 360x480 (default: the checkpoint's training resolution)")
 

@@ -101,12 +101,15 @@ class ExportResult:
     onnx: Path | None = None
     engine: Path | None = None
     frame_shape: tuple[int, int, int] | None = None
+    int8_ranges: str | None = None  # what happened to the deploy checkpoint's int8 calibration table
 
     def lines(self) -> list[str]:
         """One line per file written, for the user."""
         lines = []
         if self.deploy:
             lines.append(f"deploy checkpoint ({self.source_kind} -> deploy{', fp16' if self.half else ''}) -> {self.deploy}")
+            if self.int8_ranges:
+                lines.append(f"  int8 calibration table: {self.int8_ranges}")
         if self.onnx:
             lines.append(f"ONNX model (uint8 frames in, uint8 labels out; network {self.input_size[0]}x{self.input_size[1]}) "
                          f"-> {self.onnx}")
@@ -118,6 +121,7 @@ class ExportResult:
 def export_checkpoint(checkpoint: Checkpoint, request: ExportRequest) -> ExportResult:
     """Writes what ``request`` asks for from ``checkpoint`` (any kind: booster heads and training state
     are dropped). All or nothing: on any error no output file exists afterwards."""
+    from .backends.calibration_store import deploy_calibration
     from .backends.tensorrt_backend import prebuild_engine, require_engine_build
     from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
@@ -126,12 +130,14 @@ def export_checkpoint(checkpoint: Checkpoint, request: ExportRequest) -> ExportR
         require_engine_build(request.precision, request.calibration_images)  # before anything is written
     deploy = Checkpoint.from_model(checkpoint.build_model(for_inference=True), checkpoint.info, kind="deploy")
     written: dict[str, Path] = {}
+    int8_ranges = None
     with staged_files() as stage:
         if request.output is not None:
             staged = stage(request.output)
             save_checkpoint(deploy, staged, half=request.half)
-            if request.half:  # the graphs get the weights exactly as stored (rounded to fp16)
-                deploy = load_checkpoint(staged)
+            # Measured on the weights exactly as stored (rounded to fp16 with --half), as the graphs are.
+            int8_ranges = deploy_calibration(staged, request.calibration_images)
+            deploy = load_checkpoint(staged)
             written["deploy"] = Path(request.output)
         model, info = deploy.build_model(for_inference=True), deploy.info
         size = tuple(request.input_size or info.train_resolution or DEFAULT_INPUT_SIZE)
@@ -148,7 +154,8 @@ def export_checkpoint(checkpoint: Checkpoint, request: ExportRequest) -> ExportR
             written["engine"] = prebuild_engine(model, info.normalization, size, frame_shape, request.precision,
                                                 request.channel_order, request.engine,
                                                 calibration_images=request.calibration_images)
-    return ExportResult(checkpoint.kind, size, request.half, request.precision, frame_shape=frame_shape, **written)
+    return ExportResult(checkpoint.kind, size, request.half, request.precision, frame_shape=frame_shape,
+                        int8_ranges=int8_ranges, **written)
 
 
 @contextmanager
@@ -252,7 +259,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=ENGINE_PRECISIONS, default="fp16",
                         help="TensorRT engine precision (default: fp16)")
     parser.add_argument("--calibration-images", type=Path, default=None, metavar="DIR",
-                        help="folder of representative frames for an int8 engine")
+                        help="folder of representative frames for an int8 engine, and for the int8 activation "
+                             "ranges stored in the deploy checkpoint (default: its training frames, where known)")
     parser.add_argument("--channel-order", choices=CHANNEL_ORDERS, default="rgb",
                         help="channel order of the frames the model / engine will get (default: rgb)")
     parser.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (default: {MIN_OPSET})")

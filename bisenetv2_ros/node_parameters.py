@@ -60,7 +60,7 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec("engine_cache_dir", "", "Folder for built TensorRT engines and int8 ONNX Runtime graphs; "
                   "empty = the default cache."),
     ParameterSpec("calibration_images", "", "int8: folder of representative frames to calibrate on; empty = the "
-                  "frames the checkpoint was trained on, when known."),
+                  "calibration table the weights carry, else the frames they were trained on, when known."),
     ParameterSpec("image_qos", "sensor_data", "Input subscription reliability (depth 1 either way).",
                   choices=IMAGE_QOS),
     ParameterSpec("input_transport", "raw", "raw: subscribe `image`; compressed: `image/compressed` (JPEG/PNG).",

@@ -36,8 +36,8 @@ class Segmenter:
         torch bf16 with AMX / AVX512-BF16, else ONNX Runtime int8 when calibration frames are known,
         else fp32; on a GPU fp32; the choice and the reason are logged), "fp32", "fp16" (GPU),
         "bf16" (torch on a CPU with native bf16) or "int8" (onnxruntime on CPU, tensorrt on GPU;
-        calibrated on ``backend_options={"calibration_images": folder}``, by default on the frames
-        the checkpoint was trained on when they are known).
+        calibrated on ``backend_options={"calibration_images": folder}``, by default with the
+        calibration table the weights carry, else on the frames they were trained on when known).
     input_size: (height, width) the network runs at; default: the checkpoint's training resolution.
     engine_cache_dir: where TensorRT engines are cached (default: ``$BISENETV2_CACHE/engines``).
     backend_options: backend-specific settings, e.g. ``{"compile": "inductor"}`` for torch,

@@ -53,6 +53,7 @@ def _metric(value) -> str:
 
 def _describe(weights: str) -> dict:
     """Everything known of a checkpoint path or weights name, as plain data."""
+    from .backends.calibration_table import summary as calibration_summary
     from .checkpoint import CheckpointError
     from .known_weights import find_known, open_weights, resolve_weights
 
@@ -83,7 +84,8 @@ def _describe(weights: str) -> dict:
     info_dict = info.to_dict()
     result.update(dataset=info_dict["dataset"], classes=info_dict["classes"], palette=info_dict["palette"],
                   normalization=info_dict["normalization"], train_resolution=info_dict["train_resolution"],
-                  metrics=info_dict["metrics"], provenance=info_dict["provenance"])
+                  metrics=info_dict["metrics"], provenance=info_dict["provenance"],
+                  int8_calibration=calibration_summary(info.calibration))
     return result
 
 
@@ -119,6 +121,7 @@ def cmd_info(args) -> int:
     lines.append("metrics:          " + (", ".join(f"{k}={v:g}" for k, v in metrics.items()) or "none recorded"))
     provenance = description["provenance"]
     lines.append("provenance:       " + (", ".join(f"{k}={v}" for k, v in provenance.items()) or "none recorded"))
+    lines.append("int8 calibration: " + description["int8_calibration"])
     print("\n".join(lines))
     return 0
 

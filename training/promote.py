@@ -6,8 +6,10 @@ Steps: export the checkpoint as an fp16 deploy file (what ships), evaluate that 
 current default on drive_val (the drive-disjoint CamVid split) and on val through the deployed
 pipeline, and replace bisenetv2_ros/weights/bisenetv2_camvid.pt only when the candidate's drive_val
 mIoU is higher (``--force`` overrides). The shipped file stores both evaluations as metrics
-(drive_val_miou, val_miou, per-class IoU) and the lineage of its weights (``training/lineage.py``: the
-chain of runs -- config, iterations, seed -- through every warm restart). The script then prints what
+(drive_val_miou, val_miou, per-class IoU), the int8 activation ranges measured on the training
+frames (``backends/calibration_table.py``; numbers only, no frames ship) and the lineage of its
+weights (``training/lineage.py``: the chain of runs -- config, iterations, seed -- through every warm
+restart). The script then prints what
 must change in ``bisenetv2_ros/known_weights.py`` (the ``camvid`` entry's resolution, when the
 candidate runs at another one; ``--update-known-weights`` applies it) and the README table rows.
 """
@@ -27,6 +29,9 @@ import shutil
 import tempfile
 from typing import Sequence
 
+from bisenetv2_ros.backends.calibration_store import calibrate_checkpoint_file
+from bisenetv2_ros.backends.calibration_table import summary
+from bisenetv2_ros.backends.int8 import training_calibration
 from bisenetv2_ros.checkpoint import load_checkpoint, save_checkpoint
 from bisenetv2_ros.known_weights import DEFAULT_WEIGHTS, KNOWN_WEIGHTS
 from training import evaluate
@@ -116,6 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "source_checkpoint": Path(args.checkpoint).as_posix(), LINEAGE_KEY: json.dumps(lineage)}
         deploy = to_deploy(checkpoint, metrics, notes)
         written = save_checkpoint(deploy, folder / "final.pt", half=True)
+        # int8 needs activation ranges; measured here on the training frames, so the shipped file
+        # carries them and int8 works where no dataset is (the frames themselves never ship).
+        table = calibrate_checkpoint_file(written, training_calibration(deploy.info.dataset, args.root),
+                                          deploy.info.dataset)
+        print(f"int8 calibration table: {summary(table)}")
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(written, args.output)
     print(f"wrote {args.output} (resolution {deploy.info.train_resolution})")

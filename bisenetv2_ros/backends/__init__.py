@@ -95,9 +95,11 @@ def create_backend(name: str, model, info, device: str | None = "auto", precisio
     if precision == "auto":
         calibration = any(options.get(k) is not None for k in CALIBRATION_OPTIONS)
         if not calibration:
+            from .calibration_table import usable_table
             from .int8 import default_calibration_folder
 
-            calibration = default_calibration_folder(getattr(info, "dataset", "unknown")) is not None
+            calibration = (usable_table(getattr(info, "calibration", None), model, info.normalization) is not None
+                           or default_calibration_folder(getattr(info, "dataset", "unknown")) is not None)
         precision, name, device = resolve_auto_precision(name, device, calibration)
     if name == "auto":
         name, device = choose_backend(device, precision)
@@ -108,10 +110,11 @@ def create_backend(name: str, model, info, device: str | None = "auto", precisio
     if precision != "int8" and name != "tensorrt":
         # Calibration settings matter to int8 only; auto may have chosen another path (node and CLI
         # pass them whenever the user gave them).
-        for key in CALIBRATION_OPTIONS:
+        for key in (*CALIBRATION_OPTIONS, "calibration_table"):
             options.pop(key, None)
     if name == "onnxruntime" and precision == "int8":
         options.setdefault("dataset", getattr(info, "dataset", "unknown"))
+        options.setdefault("calibration_table", getattr(info, "calibration", None))
         if engine_cache_dir is not None:
             options.setdefault("cache_dir", engine_cache_dir)
     if name == "torch":

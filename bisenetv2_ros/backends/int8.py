@@ -5,9 +5,11 @@ ranges calibrated on real frames. The uint8 pre-processing (cast, resize, normal
 tail (the classifier convolution, the logits upsampling and the argmax) stay float, so the class
 scores are never rounded to 256 levels before the argmax (rounded scores tie, and ties flip labels).
 
-Calibration frames come from, in order: ``calibration_frames`` (an array, for tests and timing
-runs), ``calibration_images`` (a folder the user gives), the frames the checkpoint was trained on
-when we know where they are (``default_calibration_folder``), else a clear error. A quantised graph
+Calibration comes from, in order: ``calibration_frames`` (an array, for tests and timing runs),
+``calibration_images`` (a folder the user gives), the activation ranges the checkpoint carries
+(``calibration_table.py``: measured on its training frames when it was promoted or exported, so no
+dataset is needed), the frames the checkpoint was trained on when we know where they are
+(``default_calibration_folder``), else a clear error. A quantised graph
 is cached like a TensorRT engine (``engine_cache.EngineCache``): keyed by the source ONNX hash, the
 ONNX Runtime version, the precision, the quantiser settings and the calibration set's fingerprint,
 written atomically; a stale or corrupt file is rebuilt with a log line.
@@ -20,7 +22,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -121,10 +123,19 @@ def frames_fingerprint(frames: np.ndarray) -> str:
 
 
 class CalibrationSet:
-    """The frames to calibrate on, resolved lazily (reading images only when a graph is built)."""
+    """What to calibrate on: frames resolved lazily (reading images only when a graph is built), or
+    the activation ranges a checkpoint carries (``table``, already checked against the weights by
+    ``calibration_table.table_problem``; used when neither frames nor a folder are given)."""
 
     def __init__(self, frames: np.ndarray | None = None, folder: str | os.PathLike | None = None,
-                 dataset: str = "unknown", limit: int = DEFAULT_CALIBRATION_FRAMES) -> None:
+                 dataset: str = "unknown", limit: int = DEFAULT_CALIBRATION_FRAMES,
+                 table: Mapping[str, Any] | None = None, prefixes: tuple[str, ...] = ()) -> None:
+        self.table = None
+        if frames is None and folder is None and table is not None:
+            self.frames, self.files, self.table = None, None, table
+            self.source = (f"the activation ranges the weights carry ({table['frames']} frames of {table['source']}, "
+                           f"{len(table['tensors'])} tensors)")
+            return
         if frames is not None:
             frames = np.asarray(frames)
             if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3 or not len(frames):
@@ -132,7 +143,6 @@ class CalibrationSet:
                                    f"{frames.dtype} {frames.shape}")
             self.frames, self.files, self.source = frames, None, f"{len(frames)} given frames"
             return
-        prefixes: tuple[str, ...] = ()
         if folder is None:
             folder, prefixes = default_calibration_folder(dataset), training_frame_prefixes(dataset)
             if folder is None:
@@ -144,6 +154,10 @@ class CalibrationSet:
         self.source = f"{len(self.files)} images from {folder}"
 
     def fingerprint(self) -> str:
+        if self.table is not None:
+            from .calibration_table import table_fingerprint
+
+            return "table:" + table_fingerprint(self.table)
         return frames_fingerprint(self.frames) if self.frames is not None else files_fingerprint(self.files)
 
     def frames_at(self, size: tuple[int, int], channel_order: str) -> np.ndarray:
@@ -215,14 +229,18 @@ def _inline_shared_initializers(model) -> None:
     model.graph.node.extend(keep)
 
 
-def quantize_fused_onnx(onnx_bytes: bytes, frames: np.ndarray, batch: int = 1, per_channel: bool = True,
+def quantize_fused_onnx(onnx_bytes: bytes, frames: np.ndarray | None, batch: int = 1, per_channel: bool = True,
                         quant_format: str = "QDQ", activation_type: str = "QUInt8",
                         calibrate_method: str = "MinMax", extra_options: dict[str, Any] | None = None,
                         reduce_range: bool = False, weight_type: str = "QInt8",
-                        keep_float: Sequence[str] = ()) -> bytes:
+                        keep_float: Sequence[str] = (), ranges: Mapping[str, Sequence[float]] | None = None,
+                        measured: dict[str, tuple[float, float]] | None = None) -> bytes:
     """Statically quantised copy of a fused graph (uint8 ``frames`` input), calibrated on ``frames``.
 
     batch: the graph's fixed batch size (1 for a dynamic batch); frames are fed in groups of it.
+    ranges: {tensor: (lowest, highest)} measured before (a checkpoint's calibration table, see
+    ``calibration_table.py``), used instead of ``frames`` (pass None); every float activation of the
+    quantised nodes must have one. measured: a dict that receives the ranges used, by tensor name.
     """
     import onnx
     from onnxruntime import quantization as q
@@ -234,6 +252,23 @@ def quantize_fused_onnx(onnx_bytes: bytes, frames: np.ndarray, batch: int = 1, p
         kept += [n for n in quantised if n.startswith(tuple(keep_float))]
         quantised = [n for n in quantised if not n.startswith(tuple(keep_float))]
     input_name = model.graph.input[0].name
+    if ranges is not None or measured is not None:
+        import inspect
+
+        if "calibration_cache_path" not in inspect.signature(q.quantize_static).parameters:
+            raise BackendError(f"int8 from stored activation ranges needs onnxruntime's quantize_static("
+                               f"calibration_cache_path=), which onnxruntime {_ort_version()} lacks; upgrade onnxruntime "
+                               f"(1.32 has it) or give calibration frames (calibration_images)")
+    if ranges is not None:
+        from .calibration_table import missing_tensors
+
+        missing = missing_tensors(model, quantised, {"tensors": ranges})
+        if missing:
+            raise BackendError(f"the calibration table has no range for {len(missing)} tensors of this graph "
+                               f"({', '.join(missing[:3])}, ...): it was made for a graph exported differently; "
+                               f"{NO_CALIBRATION_HELP}")
+    elif frames is None:
+        raise ValueError("quantize_fused_onnx needs calibration frames or ranges")
 
     class Reader(q.CalibrationDataReader):
         def __init__(self) -> None:
@@ -250,10 +285,16 @@ def quantize_fused_onnx(onnx_bytes: bytes, frames: np.ndarray, batch: int = 1, p
     root = logging.getLogger()
     root.addFilter(_quiet_quantizer)  # its advice goes to the root logger as warnings, per bias
     try:
-        return _quantize(q, model, Reader(), quantised, kept, per_channel, quant_format, activation_type,
-                         calibrate_method, options, reduce_range, weight_type)
+        return _quantize(q, model, Reader() if ranges is None else None, quantised, kept, per_channel, quant_format,
+                         activation_type, calibrate_method, options, reduce_range, weight_type, ranges, measured)
     finally:
         root.removeFilter(_quiet_quantizer)
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
 
 
 def _quiet_quantizer(record: logging.LogRecord) -> bool:
@@ -261,11 +302,19 @@ def _quiet_quantizer(record: logging.LogRecord) -> bool:
 
 
 def _quantize(q, model, reader, quantised, kept, per_channel, quant_format, activation_type, calibrate_method,
-              options, reduce_range, weight_type) -> bytes:
+              options, reduce_range, weight_type, ranges, measured) -> bytes:
     import onnx
+
+    from .calibration_table import read_ort_calibration_cache, write_ort_calibration_cache
 
     with tempfile.TemporaryDirectory(prefix="bisenetv2_int8_") as folder:
         source, target = Path(folder) / "float.onnx", Path(folder) / "int8.onnx"
+        # ONNX Runtime's calibration cache: read instead of calibrating when it exists (ranges
+        # given), written after calibrating otherwise (ranges wanted).
+        cache = Path(folder) / "ranges.json"
+        if ranges is not None:
+            write_ort_calibration_cache({"tensors": ranges}, cache)
+        use_cache = {"calibration_cache_path": str(cache)} if ranges is not None or measured is not None else {}
         # No q.quant_pre_process: the exported graph is already constant-folded with the batch norms
         # folded into the convolutions, and the calibrator infers shapes itself.
         onnx.save(model, str(source))
@@ -278,6 +327,56 @@ def _quantize(q, model, reader, quantised, kept, per_channel, quant_format, acti
             reduce_range=reduce_range,
             nodes_to_quantize=quantised, nodes_to_exclude=kept,
             calibrate_method=getattr(q.CalibrationMethod, calibrate_method),
-            extra_options=options,
+            extra_options=options, **use_cache,
         )
+        if measured is not None:
+            measured.update(read_ort_calibration_cache(cache))
         return target.read_bytes()
+
+
+def training_calibration(dataset: str, dataset_root: str | os.PathLike | None = None,
+                         limit: int = DEFAULT_CALIBRATION_FRAMES) -> CalibrationSet:
+    """The frames a checkpoint trained on ``dataset`` ("camvid:drive_train") learnt from: under
+    ``dataset_root`` (the folder holding the dataset's splits) when given, else where the workplace
+    keeps them (``default_calibration_folder``); a clear error when unknown."""
+    if dataset_root is None:
+        return CalibrationSet(dataset=dataset, limit=limit)
+    name, _, split = str(dataset).lower().partition(":")
+    folder, prefixes = SPLIT_FRAMES.get((name, split), (split or "train", ()))
+    return CalibrationSet(folder=Path(dataset_root) / folder, limit=limit, prefixes=prefixes)
+
+
+def calibration_for(model, normalization, frames: np.ndarray | None = None, images: str | os.PathLike | None = None,
+                    dataset: str = "unknown", limit: int | None = None, table: Any = None) -> CalibrationSet:
+    """The CalibrationSet a backend's int8 graphs use: given frames or folder, else the weights' table
+    (when it fits them, ``calibration_table.usable_table``), else the training frames, else an error."""
+    from .calibration_table import usable_table
+
+    if frames is None and images is None:
+        table = usable_table(table, model, normalization)
+    return CalibrationSet(frames, images, dataset, int(limit or DEFAULT_CALIBRATION_FRAMES), table)
+
+
+def quantize_with(calibration: CalibrationSet, onnx_bytes: bytes, input_size: tuple[int, int],
+                  graph_shape: tuple | None, channel_order: str, settings: Mapping[str, Any],
+                  quant_format: str = "QDQ") -> bytes:
+    """The int8 graph of ``onnx_bytes`` (a fused graph; ``graph_shape`` its fixed (batch, height, width)
+    or None) from ``calibration``: its stored ranges, or its frames at the graph's size."""
+    if calibration.table is not None:
+        return quantize_fused_onnx(onnx_bytes, None, quant_format=quant_format, ranges=calibration.table["tensors"],
+                                   **settings)
+    # Frames at the graph's fixed size when it has one, else at the model size (no resize needed).
+    fixed = graph_shape is not None and graph_shape[1] is not None
+    frames = calibration.frames_at(tuple(graph_shape[1:]) if fixed else tuple(input_size), channel_order)
+    batch = graph_shape[0] if graph_shape is not None and graph_shape[0] else 1
+    return quantize_fused_onnx(onnx_bytes, frames, batch=batch, quant_format=quant_format, **settings)
+
+
+def int8_cache_key(onnx_bytes: bytes, calibration: CalibrationSet, input_size: tuple[int, int],
+                   settings: Mapping[str, Any], quant_format: str = "QDQ") -> dict[str, Any]:
+    """What a cached int8 graph depends on (besides the runtime that runs it)."""
+    import onnxruntime as ort
+
+    return {"onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(), "onnxruntime": ort.__version__, "precision": "int8",
+            "quantizer": {"version": QUANTIZER_VERSION, "format": quant_format, **settings},
+            "calibration": calibration.fingerprint(), "calibration_size": list(input_size)}

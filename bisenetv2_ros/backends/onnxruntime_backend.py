@@ -66,7 +66,7 @@ class OnnxRuntimeBackend(Backend):
                  opset: int = MIN_OPSET, spin: bool = False, calibration_images: str | os.PathLike | None = None,
                  calibration_frames: np.ndarray | None = None, calibration_limit: int | None = None,
                  dataset: str = "unknown", cache_dir: str | os.PathLike | None = None,
-                 quant_format: str = "QDQ") -> None:
+                 quant_format: str = "QDQ", calibration_table: dict | None = None) -> None:
         if device not in ("auto", None, "cpu") and not str(device).startswith("cuda"):
             raise BackendError(f"unknown device {device!r}; use 'cpu' or 'cuda[:n]'")
         device = "cpu" if device in ("auto", None) else device
@@ -75,13 +75,13 @@ class OnnxRuntimeBackend(Backend):
         super().__init__(device, precision, input_size)
         self.calibration = None
         if precision == "int8":
-            from .int8 import DEFAULT_CALIBRATION_FRAMES, CalibrationSet, QUANT_FORMATS
+            from .int8 import QUANT_FORMATS, calibration_for
 
             if quant_format not in QUANT_FORMATS:
                 raise BackendError(f"unknown quant_format {quant_format!r}; choose one of {QUANT_FORMATS}")
             # Resolved now, so that a missing folder fails at start-up, not at the first frame.
-            self.calibration = CalibrationSet(calibration_frames, calibration_images, dataset,
-                                              int(calibration_limit or DEFAULT_CALIBRATION_FRAMES))
+            self.calibration = calibration_for(model, normalization, calibration_frames, calibration_images, dataset,
+                                               calibration_limit, calibration_table)
             self.cache_dir = Path(cache_dir) if cache_dir else default_engine_cache_dir()
         self.quant_format = quant_format
         self.model, self.normalization = model.eval(), normalization
@@ -118,30 +118,22 @@ class OnnxRuntimeBackend(Backend):
         return session
 
     def _int8_session(self, onnx_bytes: bytes, channel_order: str, graph_shape: tuple | None):
-        """The quantised graph from the cache, or quantised now (and cached) from calibration frames."""
+        """The quantised graph from the cache, or quantised now (and cached) from the calibration."""
         import hashlib
 
-        import onnxruntime as ort
-
         from .cpu import cpu_info
-        from .int8 import QUANTIZER_VERSION, quantize_fused_onnx, quantizer_settings
+        from .int8 import int8_cache_key, quantize_with, quantizer_settings
 
         settings = quantizer_settings(cpu_info().flags)
         source_hash = hashlib.sha256(onnx_bytes).hexdigest()
         shape = "dynamic" if graph_shape is None else "x".join("N" if v is None else str(v) for v in graph_shape)
         slot = {"name": f"onnxruntime-{source_hash[:12]}", "precision": "int8", "shape": shape, "order": channel_order}
-        key = {"onnx_sha256": source_hash, "onnxruntime": ort.__version__, "precision": "int8",
-               "quantizer": {"version": QUANTIZER_VERSION, "format": self.quant_format, **settings},
-               "calibration": self.calibration.fingerprint(),
-               "calibration_size": list(self.input_size)}
+        key = int8_cache_key(onnx_bytes, self.calibration, self.input_size, settings, self.quant_format)
 
         def build() -> bytes:
             LOGGER.info("onnxruntime int8: calibrating on %s (one-off; the result is cached)", self.calibration.source)
-            # Frames at the graph's fixed size when it has one, else at the model size (no resize needed).
-            fixed = graph_shape is not None and graph_shape[1] is not None
-            frames = self.calibration.frames_at(tuple(graph_shape[1:]) if fixed else self.input_size, channel_order)
-            batch = graph_shape[0] if graph_shape is not None and graph_shape[0] else 1
-            return quantize_fused_onnx(onnx_bytes, frames, batch=batch, quant_format=self.quant_format, **settings)
+            return quantize_with(self.calibration, onnx_bytes, self.input_size, graph_shape, channel_order, settings,
+                                 self.quant_format)
 
         session, path = EngineCache(self.cache_dir).load_or_build(
             slot, key, build, self._new_session)
