@@ -201,6 +201,19 @@ def preview(items: list[str], limit: int = 8) -> str:
     return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
 
 
+def check_tensors(state: Any, source: str | os.PathLike) -> None:
+    """Raises CheckpointError unless ``state`` maps names to tensors (what every conversion assumes)."""
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{source}: the state dict is a {type(state).__name__}, not a mapping of names to tensors")
+    bad = [key for key, value in state.items() if not isinstance(value, torch.Tensor)]
+    if bad:
+        value = state[bad[0]]
+        raise CheckpointError(
+            f"{source}: state dict entry {str(bad[0])!r} holds {type(value).__name__} {repr(value)[:40]}, not a tensor"
+            f"{f' ({len(bad)} such entries: {preview([str(k) for k in bad], 3)})' if len(bad) > 1 else ''}; "
+            "the file is damaged or holds more than weights: save only the model's state_dict()")
+
+
 # --------------------------------------------------------------------------------------------
 # Writing and reading
 
@@ -315,6 +328,7 @@ def checkpoint_from_data(data: Any, source: str | os.PathLike) -> Checkpoint:
         state = data["state_dict"]
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{source}: malformed checkpoint: {error}") from error
+    check_tensors(state, source)
     state = {k: (v.float() if v.dtype == torch.float16 else v) for k, v in state.items()}
     return Checkpoint(config, info, state, data.get("kind", "deploy"), data.get("training_state"))
 

@@ -5,12 +5,18 @@ the prefix its publisher put in the file name (where one is published), it is te
 importer and its class count checked (so a file that downloads fine but does not fit the model fails
 here, not on the robot), and only then renamed
 to its final name, where ``known_weights.open_weights`` finds it by name.
+
+Nothing waits forever: each read waits at most ``timeout`` seconds, and the whole transfer ends
+after ``deadline`` seconds (checked between reads, so at most one read timeout later); a malformed
+HTTP answer, a connection cut mid-file or a special file behind a ``file://`` URL is one error line.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
+import time
 import socket
 import tempfile
 import urllib.error
@@ -21,7 +27,8 @@ from typing import Callable
 
 BASE_URL_ENV = "BISENETV2_DOWNLOAD_BASE"  # replaces everything before the file name (mirrors, tests)
 CHUNK_BYTES = 1 << 20
-TIMEOUT_S = 30.0
+TIMEOUT_S = 30.0     # per read (connect, headers, each chunk)
+DEADLINE_S = 1800.0  # the whole transfer: 30 min, a 200 MB file at 110 KB/s
 
 
 class DownloadError(RuntimeError):
@@ -49,7 +56,7 @@ def sha256_of(path: Path) -> str:
 
 def download_weights(name: str, url: str | None = None, force: bool = False,
                      progress: Callable[[int, int | None], None] = lambda done, total: None,
-                     timeout: float = TIMEOUT_S) -> tuple[Path, bool]:
+                     timeout: float = TIMEOUT_S, deadline: float = DEADLINE_S) -> tuple[Path, bool]:
     """Fetches the known weights ``name`` into the cache; returns (path, downloaded). ``downloaded``
     is False when a verified copy was already there. ``progress(bytes_done, total_or_None)``."""
     from .checkpoint import CheckpointError, read_checkpoint_file
@@ -70,7 +77,7 @@ def download_weights(name: str, url: str | None = None, force: bool = False,
     tmp = Path(tmp_name)
     try:
         with os.fdopen(handle, "wb") as out:
-            digest = _fetch(address, out, progress, timeout, folder)
+            digest = _fetch(address, out, progress, timeout, folder, deadline)
             out.flush()
             os.fsync(out.fileno())
         if not _matches(digest, entry.sha256_prefix):
@@ -95,16 +102,30 @@ def _matches(digest: str, prefix: str | None) -> bool:
     return prefix is None or digest.lower().startswith(prefix.lower())
 
 
-def _fetch(address: str, out, progress: Callable[[int, int | None], None], timeout: float, folder: Path) -> str:
-    host = urllib.parse.urlsplit(address).netloc or address
+def _fetch(address: str, out, progress: Callable[[int, int | None], None], timeout: float, folder: Path,
+           deadline: float = DEADLINE_S) -> str:
+    parts = urllib.parse.urlsplit(address)
+    host = parts.netloc or address
+    if parts.scheme == "file":  # opening a FIFO would block until a writer comes
+        from .fileio import special_file_problem
+
+        problem = special_file_problem(urllib.request.url2pathname(parts.path), "--url")
+        if problem:
+            raise DownloadError(problem)
     digest = hashlib.sha256()
+    ends = time.monotonic() + deadline
     try:
         with urllib.request.urlopen(address, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             done = 0
             while True:
-                chunk = response.read(CHUNK_BYTES)
+                if time.monotonic() > ends:
+                    raise DownloadError(f"download of {address} took longer than {deadline:g} s ({done} bytes "
+                                        f"received); the file was discarded; try again or use a nearer --url")
+                # read1: whatever one read brings (at most `timeout` s), so the deadline is checked
+                # even when the server drips bytes; read() would wait for the whole chunk
+                chunk = response.read1(CHUNK_BYTES) if hasattr(response, "read1") else response.read(CHUNK_BYTES)
                 if not chunk:
                     break
                 out.write(chunk)
@@ -115,6 +136,15 @@ def _fetch(address: str, out, progress: Callable[[int, int | None], None], timeo
                 raise DownloadError(f"download of {address} stopped after {done} of {total} bytes; try again")
     except urllib.error.HTTPError as error:
         raise DownloadError(f"{host} answered HTTP {error.code} {error.reason} for {address}") from error
+    except http.client.IncompleteRead as error:
+        raise DownloadError(f"{host} closed the connection {len(error.partial)} bytes into a chunk of {address}; "
+                            "the file was discarded; try again") from error
+    except http.client.RemoteDisconnected as error:  # reached, but it hung up before answering
+        raise DownloadError(f"{host} closed the connection without an HTTP answer for {address} "
+                            f"({_reason(error)}); try again, or use another --url") from error
+    except http.client.HTTPException as error:  # BadStatusLine, LineTooLong, ...: not a valid HTTP answer
+        raise DownloadError(f"{host} sent a malformed HTTP answer for {address} ({type(error).__name__}: "
+                            f"{' '.join(_reason(error).split())[:80]}); try again, or use another --url") from error
     except urllib.error.URLError as error:
         raise DownloadError(f"cannot reach {host} ({_reason(error.reason)}): are you offline? "
                             f"fetch {address} elsewhere and copy it into {folder}") from error

@@ -14,8 +14,8 @@ from typing import Any, Mapping
 
 import torch
 
-from .checkpoint import (FORMAT_NAME, Checkpoint, CheckpointError, CheckpointInfo, checkpoint_from_data, detect_family,
-                         preview, read_checkpoint_file)
+from .checkpoint import (FORMAT_NAME, Checkpoint, CheckpointError, CheckpointInfo, check_tensors, checkpoint_from_data,
+                         detect_family, preview, read_checkpoint_file)
 from .importers_v1 import V1_FAMILIES
 from .importers_v2 import V2_FAMILIES
 from .key_maps import Family, convert_family
@@ -50,6 +50,7 @@ def checkpoint_from_any(data: Any, source: str | os.PathLike, family: str | None
             f"(first keys: {preview(list(data)[:5])}); known families: {sorted(FAMILIES)}"
         )
     state = data.get("state_dict", data)  # mmsegmentation nests it; CoinCheung saves it bare
+    check_tensors(state, source)
     checkpoint = import_state_dict(state, family, info)
     checkpoint.info = dataclasses.replace(
         checkpoint.info, provenance={**checkpoint.info.provenance, "source_file": Path(source).name}

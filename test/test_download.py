@@ -158,3 +158,87 @@ def test_unknown_name_lists_the_known_ones(cache, capsys):
     assert cli.main(["download", "imagenet"]) == 1
     err = capsys.readouterr().err
     assert "unknown weights 'imagenet'" in err and NAME in err
+
+
+# --------------------------------------------------------------------------------------------
+# Malformed answers, a server that drips, special files: one line each, nothing left in the cache
+
+
+class CannedServer:
+    """A TCP server on 127.0.0.1 answering every request with ``answer`` bytes (then, with ``drip``,
+    one byte every 0.1 s for up to 20 s), then closing: HTTP answers http.server would never send."""
+
+    def __init__(self, answer: bytes, drip: bool = False) -> None:
+        import socketserver
+        import time
+
+        canned = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # the request's lines, up to the blank one
+                self.wfile.write(answer)
+                self.wfile.flush()
+                ends = time.monotonic() + 20
+                while canned.dripping and drip and time.monotonic() < ends:
+                    time.sleep(0.1)
+                    try:
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                    except OSError:
+                        return
+
+        self.dripping = True
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/{known_weights.KNOWN_WEIGHTS[NAME].file_name}"
+
+    def close(self) -> None:
+        self.dripping = False
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("answer,message", [
+    (b"garbage\r\n\r\n", "sent a malformed HTTP answer for {url} (BadStatusLine: "),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\nZZ\r\n",
+     "closed the connection 0 bytes into a chunk of {url}; the file was discarded; try again"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789",
+     "download of {url} stopped after 10 of 1000 bytes; try again"),
+    (b"", "closed the connection without an HTTP answer for {url} (Remote end closed connection"),
+], ids=["bad-status-line", "incomplete-read", "short-body", "no-answer"])
+def test_malformed_http_answers_are_one_line(cache, capsys, answer, message):
+    server = CannedServer(answer)
+    try:
+        assert cli.main(["download", NAME, "--quiet", "--url", server.url]) == 1
+    finally:
+        server.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message.format(url=server.url) in err[0], err
+    assert not cache.exists() or list(cache.iterdir()) == []
+
+
+def test_a_dripping_server_meets_the_overall_deadline(cache):
+    """Each byte arrives well within the per-read timeout; only the overall deadline ends the transfer."""
+    from bisenetv2_ros.download import DownloadError, download_weights
+
+    server = CannedServer(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", drip=True)
+    try:
+        with pytest.raises(DownloadError, match=r"took longer than 0.5 s \(\d+ bytes received\); the file was discarded"):
+            download_weights(NAME, url=server.url, timeout=5.0, deadline=0.5)
+    finally:
+        server.close()
+    assert list(cache.iterdir()) == []
+
+
+def test_a_fifo_behind_a_file_url_is_refused(cache, tmp_path, capsys):
+    import os
+
+    fifo = tmp_path / "weights.pth"
+    os.mkfifo(fifo)
+    assert cli.main(["download", NAME, "--quiet", "--url", fifo.as_uri()]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"bisenetv2 download: error: --url {fifo} is a FIFO (named pipe), not a regular file; "
+                   "reading it could block or never end: give a file"]

@@ -546,3 +546,38 @@ def test_coincheung_v2_without_a_classifier_names_the_three_layouts():
     state = {k: v for k, v in coincheung_state_dict(seed=4, aux=False).items() if not k.startswith("head.conv_out")}
     with pytest.raises(CheckpointError, match=r"no classifier head\.conv_out\.1 .* head\.conv_out\.0 .* head\.conv_out "):
         import_state_dict(state, "coincheung")
+
+
+@pytest.mark.parametrize("value,shown", [(7, "int 7"), ("weights", "str 'weights'"), (None, "NoneType None"),
+                                         ([1.0, 2.0], "list [1.0, 2.0]")])
+def test_a_non_tensor_value_in_a_state_dict_is_one_line(tmp_path, tiny_weights, capsys, value, shown):
+    """`bisenetv2 import` of a public (mmsegmentation) file and of one of ours holding a non-tensor value."""
+    from bisenetv2_ros import cli
+    from test_download import make_mmseg_checkpoint
+
+    public, _ = make_mmseg_checkpoint(tmp_path / "public.pth")
+    data = torch.load(public, weights_only=True)
+    key = sorted(data["state_dict"])[0]
+    data["state_dict"][key] = value
+    torch.save(data, public)
+    ours = torch.load(tiny_weights, weights_only=True)
+    our_key = sorted(ours["state_dict"])[0]
+    ours["state_dict"][our_key] = value
+    torch.save(ours, tmp_path / "ours.pt")
+    for source, name in ((public, key), (tmp_path / "ours.pt", our_key)):
+        assert cli.main(["import", str(source), str(tmp_path / "out.pt")]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"bisenetv2 import: error: {source}: state dict entry '{name}' holds {shown}, not a tensor; "
+                       "the file is damaged or holds more than weights: save only the model's state_dict()"]
+        assert not (tmp_path / "out.pt").exists()
+
+
+def test_check_tensors_counts_every_bad_entry():
+    from bisenetv2_ros.checkpoint import check_tensors
+
+    check_tensors({"a": torch.zeros(1)}, "x.pt")  # fine: nothing raised
+    with pytest.raises(CheckpointError, match=r"^x\.pt: state dict entry 'b' holds int 1, not a tensor "
+                                              r"\(2 such entries: b, c\)"):
+        check_tensors({"a": torch.zeros(1), "b": 1, "c": 2.0}, "x.pt")
+    with pytest.raises(CheckpointError, match="^x.pt: the state dict is a list, not a mapping"):
+        check_tensors([torch.zeros(1)], "x.pt")
