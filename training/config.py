@@ -58,7 +58,7 @@ ModelSection = dataclasses.make_dataclass(
 
 @dataclass
 class DataSection:
-    dataset: str = "cityscapes"  # cityscapes | camvid | folder
+    dataset: str = "cityscapes"  # cityscapes | camvid | folder | coco-stuff | ade20k
     root: str = "data/cityscapes"
     train_split: str = "train"
     val_split: str = "val"
@@ -181,8 +181,9 @@ class TrainConfig:
                 others = [a for a, (t, _) in ARCHITECTURES.items() if name in t.__dataclass_fields__]
                 raise ValueError(f"model.{name} applies to {' and '.join(others)} only, not {architecture}")
         self.model.model_config(num_classes=1)  # the network's own checks of the values, before any work
-        if self.data.dataset not in ("cityscapes", "camvid", "folder"):
-            raise ValueError(f"data.dataset must be cityscapes, camvid or folder, got {self.data.dataset!r}")
+        if self.data.dataset not in ("cityscapes", "camvid", "folder", "coco-stuff", "ade20k"):
+            raise ValueError(f"data.dataset must be cityscapes, camvid, folder, coco-stuff or ade20k, "
+                             f"got {self.data.dataset!r}")
         if self.run.amp not in ("none", "bf16", "fp16", "auto"):
             raise ValueError(f"run.amp must be none, bf16, fp16 or auto, got {self.run.amp!r}")
         if self.loss.class_weighting not in ("none", "median_frequency"):

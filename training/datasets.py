@@ -1,4 +1,5 @@
-"""Segmentation datasets (Cityscapes, CamVid SegNet layout, generic folders) and training augmentation.
+"""Segmentation datasets (Cityscapes, CamVid SegNet layout, generic folders; COCO-Stuff and ADE20K in
+``datasets_zoo``) and training augmentation.
 
 Every dataset yields uint8 RGB images and uint8 label maps in train ids (IGNORE_INDEX = 255 for
 unlabelled pixels). Training samples are indexed by ``(index, seed)``: the augmentation of a sample
@@ -219,7 +220,11 @@ def build_dataset(kind: str, root: str | Path, split: str, classes_file: str | N
         return camvid(root, split, transform)
     if kind == "folder":
         return folder(root, split, classes_file, transform)
-    raise ValueError(f"unknown dataset kind {kind!r}; use cityscapes, camvid or folder")
+    if kind in ("coco-stuff", "ade20k"):
+        from . import datasets_zoo
+
+        return (datasets_zoo.coco_stuff if kind == "coco-stuff" else datasets_zoo.ade20k)(root, split, transform)
+    raise ValueError(f"unknown dataset kind {kind!r}; use cityscapes, camvid, folder, coco-stuff or ade20k")
 
 
 # --------------------------------------------------------------------------------------------

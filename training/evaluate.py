@@ -1,6 +1,10 @@
 """Exact mIoU evaluation: confusion matrix (np.bincount), per-class IoU, pixel accuracy.
 
-Protocol (paper, Sec. 5): each full-resolution frame is resized to the model resolution and the
+``--protocol mmseg|coincheung`` runs that publisher's test pipeline instead (``training/protocols.py``), to
+check an imported checkpoint against its published mIoU; ``--protocol paper`` the project pipeline at the
+paper's resolution. The default (``project``) is described here:
+
+The project protocol (the paper's, Sec. 5, at the checkpoint's resolution): each full-resolution frame is resized to the model resolution and the
 logits are upsampled straight back to the full resolution -- exactly what
 ``bisenetv2_ros.segmenter.Segmenter`` does, which every evaluation here goes through. Flip and
 multi-scale testing (``--tta``, ``--flip``, ``--scales``) run ``bisenetv2_ros.tta`` on the torch
@@ -8,6 +12,7 @@ backend, as ``bisenetv2 segment --tta`` does; ``predict_logits`` (validation dur
 same code on the training model.
 
     python training/evaluate.py --weights camvid --dataset camvid --root ../shared/data/camvid --split val
+    python training/evaluate.py --weights mmseg-cityscapes --dataset cityscapes --root /data/cityscapes --protocol mmseg
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ if __package__ in (None, ""):  # run as a script: make `training` and `bisenetv2
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
+import dataclasses
 import json
 from typing import Sequence
 
@@ -30,6 +36,10 @@ from bisenetv2_ros.checkpoint import Normalization
 from bisenetv2_ros.cli_args import add_size_accepting_two_numbers
 from bisenetv2_ros.classes import IGNORE_INDEX
 from bisenetv2_ros.tta import DEFAULT_TTA_SCALES, TTASettings, tta_scores
+from training.protocols import COINCHEUNG_MODES, PROTOCOLS, choose_protocol, publisher_miou, publisher_predictor
+
+DATASET_KINDS = ("cityscapes", "camvid", "folder", "coco-stuff", "ade20k")
+PROTOCOL_DATASETS = {"coco-stuff": "coco-stuff164k"}  # --dataset -> the dataset names of the publishers' configs
 
 
 class ConfusionMatrix:
@@ -143,10 +153,11 @@ def evaluate_segmenter(segmenter, dataset, limit: int | None = None, progress: b
     return result
 
 
-def _evaluate(dataset, predict, limit: int | None, progress: bool, with_label: bool = False) -> dict:
-    """Accumulates one confusion matrix over the dataset; ``predict(image) -> labels``
-    (``predict(image, label)`` with ``with_label``)."""
-    matrix = ConfusionMatrix(len(dataset.classes))
+def _evaluate(dataset, predict, limit: int | None, progress: bool, with_label: bool = False,
+              matrix: ConfusionMatrix | None = None) -> dict:
+    """Accumulates one confusion matrix (``matrix``, else a new one) over the dataset;
+    ``predict(image) -> labels`` (``predict(image, label)`` with ``with_label``)."""
+    matrix = matrix or ConfusionMatrix(len(dataset.classes))
     indices = range(len(dataset) if limit is None else min(limit, len(dataset)))
     if progress:
         from tqdm import tqdm
@@ -160,7 +171,7 @@ def _evaluate(dataset, predict, limit: int | None, progress: bool, with_label: b
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description="Exact mIoU of a checkpoint on a dataset split.")
     parser.add_argument("--weights", required=True, help="checkpoint path or known weights name")
-    parser.add_argument("--dataset", choices=("cityscapes", "camvid", "folder"), required=True)
+    parser.add_argument("--dataset", choices=DATASET_KINDS, required=True)
     parser.add_argument("--root", required=True)
     parser.add_argument("--split", default="val",
                         help="dataset split; CamVid also has the drive-disjoint drive_train / drive_val "
@@ -185,6 +196,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--reference-precision", default=None, metavar="PRECISION",
                         help="also run this precision (e.g. fp32) on the same frames and report the fraction "
                              "of pixels whose labels agree with it")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="project",
+                        help="project: this package's pipeline (default); paper: the same at the BiSeNetV2 "
+                             "paper's resolution; mmseg / coincheung: that publisher's test pipeline "
+                             "(training/protocols.py), to check an imported checkpoint's published mIoU")
+    parser.add_argument("--mmseg-mode", choices=("whole", "slide"), default="whole",
+                        help="mmseg: inference mode (every BiSeNet config uses whole)")
+    add_size_accepting_two_numbers(parser, "--crop-size", help="mmseg slide window / coincheung crop, HxW")
+    add_size_accepting_two_numbers(parser, "--stride", help="mmseg slide stride, HxW")
+    parser.add_argument("--ms-flip", action="store_true", help="mmseg: its mIoU(ms+flip) pipeline")
+    parser.add_argument("--coincheung-eval", choices=COINCHEUNG_MODES, default="ss",
+                        help="coincheung: which column of its tables (single scale, crop, multi-scale+flip, both)")
     parser.add_argument("--output", default=None, help="write the JSON result here")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
@@ -197,6 +219,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     dataset = build_dataset(args.dataset, args.root, args.split, args.classes_file)
     weights = open_weights(args.weights)  # read once, even for a second (reference) Segmenter
+    try:
+        choice = choose_protocol(args.protocol, PROTOCOL_DATASETS.get(args.dataset, args.dataset),
+                                 weights.architecture, mmseg_mode=args.mmseg_mode,
+                                 crop_size=tuple(args.crop_size) if args.crop_size else None,
+                                 stride=tuple(args.stride) if args.stride else None, ms_flip=args.ms_flip,
+                                 coincheung_mode=args.coincheung_eval,
+                                 input_size=tuple(args.input_size) if args.input_size else None)
+    except ValueError as error:
+        parser.error(str(error))
+    if choice.settings is not None:
+        if args.tta or args.flip or args.scales:
+            parser.error(f"--protocol {args.protocol} has its own scales and flip (--ms-flip, --coincheung-eval); "
+                         f"--tta/--flip/--scales belong to the project protocol")
+        return _evaluate_publisher(args, choice, weights, dataset)
     from bisenetv2_ros.segmenter import Segmenter
 
     scales = args.scales or (list(DEFAULT_TTA_SCALES) if args.tta else [1.0])
@@ -209,19 +245,46 @@ def main(argv: Sequence[str] | None = None) -> dict:
     backend = "torch" if tta is not None and args.backend == "auto" else args.backend  # TTA needs logits
     make = lambda precision, tta=None: Segmenter(weights, backend=backend, device=args.device,  # noqa: E731
                                                  precision=precision, backend_options=options, tta=tta,
-                                                 input_size=tuple(args.input_size) if args.input_size else None)
+                                                 input_size=choice.input_size)
     segmenter = make(args.precision, tta)
     info, size = segmenter.info, segmenter.input_size
     reference = make(args.reference_precision) if args.reference_precision else None
     result = evaluate_segmenter(segmenter, dataset, args.limit, progress=True, reference=reference)
     result.update({"backend": segmenter.backend_name, "precision": segmenter.precision})
+    result.update({"weights": str(args.weights), "dataset": args.dataset, "split": args.split,
+                   "input_size": list(size), "flip": flip, "scales": scales, "protocol": args.protocol,
+                   "frames": len(dataset) if args.limit is None else min(args.limit, len(dataset))})
+    _warn_if_classes_differ(info, dataset)
+    return _report(args, result)
+
+
+def _evaluate_publisher(args, choice, weights, dataset) -> dict:
+    """mmseg / coincheung: the publisher's pipeline on the torch model (fp32, ``--device``)."""
+    model = weights.build_model().to(args.device).eval()
+    matrix = ConfusionMatrix(len(dataset.classes))
+    predict = publisher_predictor(choice, model, weights.info.normalization, args.device)
+    result = _evaluate(dataset, predict, args.limit, progress=True, matrix=matrix)
+    if args.protocol == "coincheung":  # its tools/evaluate.py divides by tp + fp + fn + 1
+        result["miou_publisher_formula"] = publisher_miou(matrix.matrix)
+    result.update({"weights": str(args.weights), "dataset": args.dataset, "split": args.split,
+                   "protocol": args.protocol, "protocol_settings": dataclasses.asdict(choice.settings),
+                   "backend": "torch", "precision": "fp32",
+                   "frames": len(dataset) if args.limit is None else min(args.limit, len(dataset))})
+    _warn_if_classes_differ(weights.info, dataset)
+    return _report(args, result)
+
+
+def _warn_if_classes_differ(info, dataset) -> None:
     if list(info.classes.names) != list(dataset.classes.names):
         print(f"warning: checkpoint classes {list(info.classes.names)} differ from dataset classes "
               f"{list(dataset.classes.names)}", file=sys.stderr)
-    result.update({"weights": str(args.weights), "dataset": args.dataset, "split": args.split,
-                   "input_size": list(size), "flip": flip, "scales": scales,
-                   "frames": len(dataset) if args.limit is None else min(args.limit, len(dataset))})
+
+
+def _report(args, result: dict) -> dict:
     print(format_table(result))
+    if "miou_publisher_formula" in result:
+        print(f"{'mIoU, +1 in each denominator (as CoinCheung/BiSeNet computes it)':<16} "
+              f"{100 * result['miou_publisher_formula']:6.2f}%")
     if "agreement_with_reference" in result:
         reference = result["reference"]
         print(f"{args.precision} ({result['backend']}) vs {reference['precision']} ({reference['backend']}): labels "
