@@ -4,8 +4,8 @@
 check an imported checkpoint against its published mIoU; ``--protocol paper`` the project pipeline at the
 paper's resolution. The default (``project``) is described here:
 
-The project protocol (the paper's, Sec. 5, at the checkpoint's resolution): each full-resolution frame is resized to the model resolution and the
-logits are upsampled straight back to the full resolution -- exactly what
+The project protocol (the paper's, Sec. 5, at the checkpoint's resolution): each full-resolution frame
+is resized to the model resolution and the logits are upsampled straight back to the full resolution -- exactly what
 ``bisenetv2_ros.segmenter.Segmenter`` does, which every evaluation here goes through. Flip and
 multi-scale testing (``--tta``, ``--flip``, ``--scales``) run ``bisenetv2_ros.tta`` on the torch
 backend, as ``bisenetv2 segment --tta`` does; ``predict_logits`` (validation during training) uses the
