@@ -28,7 +28,7 @@ from .architectures import (ARCHITECTURES, DEFAULT_ARCHITECTURE, ModelConfig, Se
                             build_model, config_from_dict)
 from .classes import ClassSet
 from .conventions import CHANNEL_ORDERS, IMAGENET_MEAN, IMAGENET_STD, strip_aux_heads
-from .fileio import atomic_open
+from .fileio import atomic_open, special_file_problem
 
 FORMAT_NAME = "bisenetv2_ros"
 FORMAT_VERSION = 1
@@ -244,6 +244,9 @@ def read_checkpoint_file(path: str | os.PathLike) -> Any:
     damaged download, a pickle of arbitrary objects -- is one CheckpointError saying what it is.
     """
     path = Path(path)
+    special = special_file_problem(path, "checkpoint")
+    if special:
+        raise CheckpointError(special)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {path} does not exist")
     try:

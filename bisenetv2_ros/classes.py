@@ -8,6 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .fileio import special_file_problem
+
 IGNORE_INDEX = 255  # "unlabelled" in label images, losses and metrics
 
 
@@ -52,6 +54,9 @@ class ClassSet:
         generated, distinct one.
         """
         path = Path(path)
+        special = special_file_problem(path, "class file")
+        if special:
+            raise ValueError(special)
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as error:

@@ -17,6 +17,7 @@ from .checkpoint import (CITYSCAPES_NORMALIZATION, FORMAT_NAME, IMAGENET_NORMALI
                          CheckpointInfo, Normalization, read_checkpoint_file)
 from .class_tables import ADE20K, COCO_STUFF
 from .classes import CAMVID, CITYSCAPES
+from .fileio import special_file_problem
 from .importers import checkpoint_from_any
 
 # What the node, the CLI, the Segmenter and the benchmarks open when no weights are given.
@@ -177,6 +178,9 @@ def resolve_weights(weights: str | os.PathLike | None = None) -> Path:
         path = Path(text).expanduser()
         if path.is_file():
             return path
+        special = special_file_problem(path, "weights")
+        if special:
+            raise CheckpointError(special)
         raise CheckpointError(
             f"weights {text!r} is neither an existing file nor a known name ({', '.join(KNOWN_WEIGHTS)})"
         )

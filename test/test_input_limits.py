@@ -159,3 +159,20 @@ def test_bag_folder_holding_a_special_file_is_refused(tmp_path):
     os.mkfifo(folder / "bag_0.mcap")
     with pytest.raises(media.MediaError, match=r"^bag file .*bag_0\.mcap is a FIFO"):
         media.input_kind(folder)
+
+
+def test_special_files_as_weights_classes_or_import_source_are_refused(fifo, tmp_path, capsys):
+    from bisenetv2_ros.checkpoint import CheckpointError, read_checkpoint_file
+    from bisenetv2_ros.classes import ClassSet
+    from bisenetv2_ros.known_weights import resolve_weights
+
+    with pytest.raises(CheckpointError, match=rf"^weights {fifo} is a FIFO \(named pipe\), not a regular file"):
+        resolve_weights(str(fifo))
+    with pytest.raises(CheckpointError, match="^checkpoint /dev/zero is a character device, not a regular file"):
+        read_checkpoint_file("/dev/zero")
+    with pytest.raises(ValueError, match=rf"^class file {fifo} is a FIFO"):
+        ClassSet.from_file(fifo)
+    assert cli.main(["import", str(fifo), str(tmp_path / "out.pt")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"bisenetv2 import: error: checkpoint {fifo} is a FIFO (named pipe), not a regular file; "
+                   "reading it could block or never end: give a file"]
