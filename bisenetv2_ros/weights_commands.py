@@ -99,7 +99,11 @@ def cmd_info(args) -> int:
         known = description["known_weights"]
         lines.append(f"description:      {known['description']}")
         if known["url"]:
-            lines.append(f"url:              {known['url']} (sha256 {known['sha256_prefix']}...)")
+            checksum = (f"sha256 {known['sha256_prefix']}..." if known["sha256_prefix"] else
+                        "no checksum published: checked by importing it")
+            lines.append(f"url:              {known['url']} ({checksum})")
+        if known["protocol"]:
+            lines.append(f"published mIoU:   with training/evaluate.py --protocol {known['protocol']}")
     lines.append(f"file:             {description.get('file') or 'not downloaded: ' + description.get('note', '')}")
     if "kind" in description:
         config = description["model_config"]
