@@ -31,8 +31,9 @@ import torch
 
 from .architectures import ARCHITECTURES
 from .backends import BACKENDS, DEFAULT_PRECISION, PRECISIONS
+from .backends.background_load import BackgroundLoad
 from .backends.fused import FusedSegmentation
-from .cli_args import add_size, complete, positive_int
+from .cli_args import add_size, complete, non_negative_int, positive_int
 from .conventions import DEFAULT_INPUT_SIZE
 
 
@@ -74,6 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare", action="store_true",
                         help="eager torch fp32 vs optimised torch CPU vs onnxruntime fp32 vs the reduced-precision "
                              "paths this CPU runs (onnxruntime int8, torch bf16), interleaved, with ratios")
+    parser.add_argument("--background-load", type=non_negative_int, default=0, metavar="N",
+                        help="time while N competing busy processes run (started and stopped by the benchmark): "
+                             "a robot's CPU is shared with drivers, localisation and planning")
     parser.add_argument("--memory-frames", type=int, default=0, metavar="N",
                         help="also run N frames end to end and report RSS at the start and the end")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -109,9 +113,14 @@ def run(args: argparse.Namespace) -> int:
             if args.calibration_images:
                 options["calibration_images"] = args.calibration_images
             seg = Segmenter(next(iter(checkpoints.values())), backend=args.backend, device=args.device, precision=args.precision,
-                            input_size=model_size, engine_cache_dir=args.engine_cache, backend_options=options)
+                            input_size=model_size, engine_cache_dir=args.engine_cache, backend_options=options,
+                            frame_size=args.frame_size, batch=args.batch)
             result = _single(args, seg)
+            if seg.auto_decision is not None:  # the table auto measured (or read from its cache) on this machine
+                result["auto"] = {"table": seg.auto_decision.table_lines(), "rows": seg.auto_decision.rows,
+                                  "measured_at": seg.auto_decision.measured_at}
     result["weights"] = str(args.weights or "default") + (f" ({note})" if note else "")
+    result["background_load"] = args.background_load
     result["machine"] = _machine()
     if args.json:
         print(json.dumps(result, indent=2))
@@ -241,12 +250,13 @@ def _single(args, seg) -> dict[str, Any]:
     # Model-only and end-to-end alternate, so that load from other processes hits both alike.
     # End to end is wall time on every device: it includes the host<->device copies a node pays.
     model_times, e2e = [], []
-    for _ in range(args.iters):
-        if model_call:
-            model_times.append(timed(model_call))
-        start = time.perf_counter()
-        seg.segment_batch(frames, args.channel_order)
-        e2e.append((time.perf_counter() - start) * 1000.0)
+    with BackgroundLoad(args.background_load):
+        for _ in range(args.iters):
+            if model_call:
+                model_times.append(timed(model_call))
+            start = time.perf_counter()
+            seg.segment_batch(frames, args.channel_order)
+            e2e.append((time.perf_counter() - start) * 1000.0)
     results["model_only"] = (_stats(model_times, args.batch) if model_call else
                              "not measured for this backend (its engine or quantised graph holds the whole pipeline)")
     results["end_to_end"] = _stats(e2e, args.batch)
@@ -331,11 +341,12 @@ def _compare(args, checkpoints: dict[str, Any], model_size) -> dict[str, Any]:
         for call in variants.values():
             call()
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.iters):
-        for name, call in variants.items():
-            start = time.perf_counter()
-            call()
-            times[name].append((time.perf_counter() - start) * 1000.0)
+    with BackgroundLoad(args.background_load):
+        for _ in range(args.iters):
+            for name, call in variants.items():
+                start = time.perf_counter()
+                call()
+                times[name].append((time.perf_counter() - start) * 1000.0)
     stats = {name: _stats(t, args.batch) for name, t in times.items()}
 
     def ratio(reference: str, name: str) -> float:
@@ -370,6 +381,8 @@ def _print_table(result: dict[str, Any]) -> None:
     print(f"CPU: {cpu['model']}; instruction sets: {' '.join(cpu['isa_flags']) or 'none reported'}; "
           f"torch kernels: {cpu['torch_capability']}")
     print(f"machine: {result['machine']}")
+    if result.get("background_load"):
+        print(f"timed with {result['background_load']} competing busy process(es) running")
     if "variants" in result:
         print(f"{result['mode']}: model {result['model_input_hxw']} (HxW), frame {result['frame_hxw']} (HxW), "
               f"batch {result['batch']}, {result['iters']} iterations, threads {result['threads']}")
@@ -401,6 +414,8 @@ def _print_table(result: dict[str, Any]) -> None:
                                                if "gpu_peak_allocated_mib" in result else ""))
     if "rss_over_frames" in result:
         print(f"  RSS over frames: {result['rss_over_frames']}")
+    if "auto" in result:
+        print("\n".join(result["auto"]["table"]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

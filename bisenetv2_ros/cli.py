@@ -39,6 +39,7 @@ Run `bisenetv2 COMMAND --help` for the options of one command.
 # name -> (module, one-line description). Their modules provide add_arguments(parser) and run(args).
 DELEGATED = {
     "benchmark": ("bisenetv2_ros.benchmark", "measure segmentation speed of the backends (frames/s, latency)"),
+    "tune": ("bisenetv2_ros.tune", "measure and cache what backend/precision auto picks on this machine"),
     "report": ("bisenetv2_ros.report", "parameters and multiply-accumulates (GMACs) of a BiSeNetV2, by part"),
     "benchmark-messages": ("bisenetv2_ros.messages_benchmark",
                            "measure ROS message conversion costs (image decode, label/colour encode)"),
@@ -69,7 +70,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda[:N] (default: auto)")
     group.add_argument("--precision", default="auto",
                        help="auto, fp32, fp16 (GPU), bf16 (CPU with native bf16) or int8 (default: auto: on a CPU "
-                            "the fastest path its instruction set runs natively, on a GPU fp32; the choice is logged)")
+                            "the fastest path measured here, cached (see `bisenetv2 tune`), on a GPU fp32; logged)")
     group.add_argument("--calibration-images", default=None, metavar="FOLDER",
                        help="int8: folder of representative frames to calibrate on (default: the calibration "
                             "table the weights carry, else the frames they were trained on, when known)")

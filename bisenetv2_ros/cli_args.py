@@ -25,6 +25,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse ``type=`` for counts that may be 0 (e.g. competing busy processes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}")
+    return value
+
+
 def size_or_comma(text: str) -> tuple[int, int]:
     """``size_argument`` that also takes HEIGHT,WIDTH (`bisenetv2 segment --input-size 512,1024`)."""
     return size_argument(str(text).replace(",", "x"))

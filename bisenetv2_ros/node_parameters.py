@@ -50,8 +50,8 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec("weights", DEFAULT_WEIGHTS, "Checkpoint file path or known weights name (names: `bisenetv2 download --list`)."),
     ParameterSpec("backend", "auto", "Inference backend; auto picks the fastest available.", choices=BACKENDS),
     ParameterSpec("device", "auto", "Device: auto (a GPU when the backend can use one, else cpu), cpu, cuda, cuda:N."),
-    ParameterSpec("precision", DEFAULT_PRECISION, "Inference precision: auto (CPU: the fastest its instruction set "
-                  "runs natively, logged; GPU: fp32), fp32, fp16 (GPU), bf16 (CPU with native bf16), int8.",
+    ParameterSpec("precision", DEFAULT_PRECISION, "Inference precision: auto (CPU: the fastest path measured on this "
+                  "machine, cached, logged; GPU: fp32), fp32, fp16 (GPU), bf16 (CPU with native bf16), int8.",
                   choices=PRECISIONS),
     ParameterSpec("input_height", 0, "Network input height in pixels; 0 = the checkpoint's training resolution.",
                   range=(0, MAX_INPUT_SIDE)),

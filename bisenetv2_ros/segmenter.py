@@ -29,40 +29,48 @@ class Segmenter:
 
     weights: a known name (``bisenetv2_ros.known_weights.KNOWN_WEIGHTS``), a checkpoint path, weights
         already opened with ``open_weights`` (several Segmenters, one read), or None: ``DEFAULT_WEIGHTS``.
-    backend: "auto" (TensorRT with a GPU, else torch CUDA, else ONNX Runtime CPU, else torch CPU),
-        "torch", "onnxruntime" or "tensorrt".
+    backend: "auto" (on a CPU the fastest path measured here, see precision; with a GPU TensorRT, else
+        torch CUDA), "torch", "onnxruntime" or "tensorrt".
     device: "auto" (a GPU when visible), "cpu", "cuda" or "cuda:N"; the attribute holds the resolved one.
-    precision: "auto" (default: on a CPU the fastest path its instruction set runs natively --
-        torch bf16 with AMX / AVX512-BF16, else ONNX Runtime int8 when calibration frames are known,
-        else fp32; on a GPU fp32; the choice and the reason are logged), "fp32", "fp16" (GPU),
+    precision: "auto" (default: on a CPU the fastest path *measured* on this machine for these weights
+        and ``frame_size``/``batch`` -- torch fp32 / bf16 (native only), ONNX Runtime fp32 / int8
+        (with calibration frames), quiet and under one competing process, labels within 1 % of fp32;
+        cached, logged once; ``backends.measured_auto``. ``BISENETV2_AUTO=rule`` picks by CPU flags
+        instead. On a GPU fp32), "fp32", "fp16" (GPU),
         "bf16" (torch on a CPU with native bf16) or "int8" (onnxruntime on CPU, tensorrt on GPU;
         calibrated on ``backend_options={"calibration_images": folder}``, by default with the
         calibration table the weights carry, else on the frames they were trained on when known).
     input_size: (height, width) the network runs at; default: the checkpoint's training resolution.
     engine_cache_dir: where TensorRT engines are cached (default: ``$BISENETV2_CACHE/engines``).
     backend_options: backend-specific settings, e.g. ``{"compile": "inductor"}`` for torch,
-        ``{"calibration_images": folder}`` for int8.
+        ``{"calibration_images": folder}`` for int8, ``{"auto_remeasure": True}`` to measure auto afresh.
     tta: ``tta.TTASettings`` for offline test-time augmentation (flip + scales, averaged before the
         argmax; several times slower); needs a backend that returns logits (torch), else a BackendError.
+    frame_size, batch: the (height, width) and count of the frames per call auto measures with
+        (default: one frame at ``input_size``); any size still works afterwards.
     """
 
     def __init__(self, weights: str | os.PathLike | OpenedWeights | None = None, backend: str = "auto",
                  device: str = "auto", precision: str = DEFAULT_PRECISION,
                  input_size: tuple[int, int] | None = None,
                  engine_cache_dir: str | os.PathLike | None = None,
-                 backend_options: Mapping[str, Any] | None = None, tta: TTASettings | None = None) -> None:
+                 backend_options: Mapping[str, Any] | None = None, tta: TTASettings | None = None,
+                 frame_size: tuple[int, int] | None = None, batch: int = 1) -> None:
         if tta is not None and not isinstance(tta, TTASettings):
             raise ValueError(f"tta must be a TTASettings (bisenetv2_ros.tta) or None, got {type(tta).__name__}")
         opened = open_weights(weights)
         model, self.info = opened.build_model(), opened.info
         self.weights: str = opened.name
         self.classes: ClassSet = self.info.classes
-        size = tuple(input_size or self.info.train_resolution or DEFAULT_INPUT_SIZE)
-        if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in size):
-            raise ValueError(f"input_size must be (height, width) with positive integers, got {input_size!r}")
-        self.input_size: tuple[int, int] = (int(size[0]), int(size[1]))
+        self.input_size: tuple[int, int] = _size(input_size or self.info.train_resolution or DEFAULT_INPUT_SIZE,
+                                                 "input_size", input_size)
+        if not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise ValueError(f"batch must be a positive integer, got {batch!r}")
+        frame_shape = (int(batch), *(_size(frame_size, "frame_size") if frame_size else self.input_size))
         self.backend: Backend = create_backend(backend, model, self.info, device, precision, self.input_size,
-                                               engine_cache_dir, backend_options)
+                                               engine_cache_dir, backend_options, frame_shape)
+        # The measured auto decision (backends.measured_auto.Decision: its table) when auto measured, else None.
+        self.auto_decision = getattr(self.backend, "auto_decision", None)
         self.backend_name: str = self.backend.name
         self.device: str = self.backend.device
         self.precision: str = self.backend.precision
@@ -113,6 +121,13 @@ class Segmenter:
         return (f"Segmenter(weights={self.weights!r}, backend={self.backend_name!r}, device={self.device!r}, "
                 f"precision={self.precision!r}, input_size={self.input_size}"
                 + (f", tta={self.tta}" if self.tta else "") + ")")
+
+
+def _size(size, name: str, given=None) -> tuple[int, int]:
+    size = tuple(size)
+    if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in size):
+        raise ValueError(f"{name} must be (height, width) with positive integers, got {given if given is not None else size!r}")
+    return int(size[0]), int(size[1])
 
 
 def _as_batch(frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:

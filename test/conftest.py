@@ -18,6 +18,11 @@ from bisenetv2_ros.model_v1 import BiSeNetV1, BiSeNetV1Config
 # synchronisation cost (measured 3-5x slower on a loaded 2-core machine).
 torch.set_num_threads(1)
 
+# `auto` backend/precision by the instruction-set rule, not by timing this machine: a test's path must
+# not depend on the host's speed or load. test_measured_auto.py switches measuring on with simulated
+# timings (and once for real, asserting no figures).
+os.environ["BISENETV2_AUTO"] = "rule"
+
 # ROS 2 traffic of the tests (in-process nodes and node processes, which inherit this) stays on this
 # machine and in a domain of its own, so parallel runs and other ROS graphs never see each other.
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"

@@ -1,8 +1,9 @@
 """Inference backends behind one small interface, chosen by name.
 
 Every backend runs the same fused pipeline (``fused.FusedSegmentation``): uint8 NHWC frames in,
-uint8 NHW labels at the frame size out. ``create_backend`` picks and builds one; ``"auto"`` tries
-TensorRT (with a GPU), then torch CUDA, then ONNX Runtime CPU, then torch CPU, and logs its choice.
+uint8 NHW labels at the frame size out. ``create_backend`` picks and builds one; ``"auto"`` on a CPU
+measures the candidate paths (``measured_auto``), on a GPU it tries TensorRT, then torch CUDA; it logs
+its choice.
 The interface, the names and device resolution live in ``base.py`` (re-exported here); the ONNX
 graphs the onnxruntime and tensorrt backends run are built by ``onnx_graph.py``.
 """
@@ -21,7 +22,8 @@ from .base import (BACKENDS, DEFAULT_PRECISION, PRECISIONS, SUPPORTED_PRECISIONS
                    resolve_device, tensorrt_importable)
 
 __all__ = ["BACKENDS", "CALIBRATION_OPTIONS", "CHANNEL_ORDERS", "DEFAULT_PRECISION", "PRECISIONS",
-           "SUPPORTED_PRECISIONS", "Backend", "BackendError", "check_precision", "choose_backend", "create_backend",
+           "SUPPORTED_PRECISIONS", "Backend", "BackendError", "calibration_available", "check_precision", "choose_backend",
+           "create_backend",
            "cuda_available", "onnxruntime_cuda_available", "onnxruntime_importable", "resolve_auto_precision", "resolve_device",
            "tensorrt_importable"]
 
@@ -79,28 +81,49 @@ def choose_backend(device: str | None = "auto", precision: str = "fp32") -> tupl
     return choice, device
 
 
+def calibration_available(model, info, options: Mapping[str, Any]) -> bool:
+    """int8 calibration is given in ``options``, carried by the weights (a table) or known frames."""
+    if any(options.get(k) is not None for k in CALIBRATION_OPTIONS):
+        return True
+    from .calibration_table import usable_table
+    from .int8 import default_calibration_folder
+
+    return (usable_table(getattr(info, "calibration", None), model, info.normalization) is not None
+            or default_calibration_folder(getattr(info, "dataset", "unknown")) is not None)
+
+
 def create_backend(name: str, model, info, device: str | None = "auto", precision: str = "fp32",
                    input_size: tuple[int, int] = DEFAULT_INPUT_SIZE, engine_cache_dir: str | os.PathLike | None = None,
-                   options: Mapping[str, Any] | None = None) -> Backend:
+                   options: Mapping[str, Any] | None = None, frame_shape: tuple[int, int, int] | None = None) -> Backend:
     """Builds backend ``name`` ('auto', 'torch', 'onnxruntime', 'tensorrt') for an eval-mode BiSeNetV2 or BiSeNetV1.
 
     ``options`` are backend-specific keyword arguments (e.g. ``{"compile": "inductor"}`` for torch,
     ``{"dynamic": False}`` for onnxruntime, ``{"calibration_images": DIR}`` for tensorrt int8).
+    With 'auto' backend or precision on a CPU the path is measured (``measured_auto``) on frames of
+    ``frame_shape`` (batch, height, width; default one frame at ``input_size``); option
+    ``auto_remeasure=True`` ignores a cached decision.
     """
     options = dict(options or {})
+    remeasure = bool(options.pop("auto_remeasure", False))
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}; choose one of {BACKENDS}")
     if precision not in PRECISIONS:
         raise BackendError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
-    if precision == "auto":
-        calibration = any(options.get(k) is not None for k in CALIBRATION_OPTIONS)
-        if not calibration:
-            from .calibration_table import usable_table
-            from .int8 import default_calibration_folder
+    if "auto" in (name, precision) and name != "tensorrt":
+        from .measured_auto import measured_backend, measuring_enabled
 
-            calibration = (usable_table(getattr(info, "calibration", None), model, info.normalization) is not None
-                           or default_calibration_folder(getattr(info, "dataset", "unknown")) is not None)
-        precision, name, device = resolve_auto_precision(name, device, calibration)
+        if measuring_enabled() and resolve_device(device, None if name == "auto" else name) == "cpu":
+            def build(candidate):
+                return create_backend(candidate.backend, model, info, "cpu", candidate.precision, input_size,
+                                      engine_cache_dir, {**options, **candidate.options})
+
+            chosen = measured_backend(name, precision, model, info, input_size, frame_shape or (1, *input_size),
+                                      options, calibration_available(model, info, options), engine_cache_dir,
+                                      build, remeasure)
+            if chosen is not None:
+                return chosen
+    if precision == "auto":
+        precision, name, device = resolve_auto_precision(name, device, calibration_available(model, info, options))
     if name == "auto":
         name, device = choose_backend(device, precision)
     if name == "tensorrt":

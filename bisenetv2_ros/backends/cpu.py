@@ -1,4 +1,8 @@
-"""What this CPU can do, and the ``precision: auto`` rule that follows from it.
+"""What this CPU can do, and the instruction-set rule for ``precision: auto``.
+
+The rule serves where nothing is measured (``BISENETV2_AUTO=rule``, a single candidate); by
+default auto measures the candidate paths instead (``measured_auto``), since flags do not say
+what is fast.
 
 The rule is a pure function of the instruction-set flags (``auto_precision``), so it is tested
 without the hardware; ``cpu_info`` reads the flags from /proc/cpuinfo (Linux, x86 and ARM) and

@@ -37,10 +37,10 @@ class CacheEntryError(ValueError):
     """A cache file that is not a valid entry (truncated, bad header, bad checksum)."""
 
 
-def slot_file_name(slot: Mapping[str, Any]) -> str:
+def slot_file_name(slot: Mapping[str, Any], suffix: str = ".engine") -> str:
     """A readable, filesystem-safe file name for a slot, e.g. 'tiny-fp16-1x720x1280-rgb.engine'."""
     text = "-".join(str(v) for v in slot.values())
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text) + ".engine"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text) + suffix
 
 
 def encode_entry(key: Mapping[str, Any], payload: bytes) -> bytes:
@@ -72,14 +72,17 @@ class EngineCache:
     """``load_or_build(slot, key, build, deserialize)`` -> (engine, path).
 
     build() -> bytes makes a fresh serialized engine; deserialize(bytes) -> engine or None (None or an
-    exception means the bytes are unusable). Keys are JSON-serialisable mappings.
+    exception means the bytes are unusable). Keys are JSON-serialisable mappings. ``kind`` names what
+    is cached in the log lines and ``suffix`` ends the file names: other artefacts than engines (the
+    measured ``auto`` decisions) share the format.
     """
 
-    def __init__(self, directory: str | os.PathLike) -> None:
+    def __init__(self, directory: str | os.PathLike, kind: str = "engine", suffix: str = ".engine") -> None:
         self.directory = Path(directory)
+        self.kind, self.suffix = kind, suffix
 
     def path(self, slot: Mapping[str, Any]) -> Path:
-        return self.directory / slot_file_name(slot)
+        return self.directory / slot_file_name(slot, self.suffix)
 
     def load_or_build(self, slot: Mapping[str, Any], key: Mapping[str, Any], build: Callable[[], bytes],
                       deserialize: Callable[[bytes], Engine | None]) -> tuple[Engine, Path]:
@@ -88,33 +91,33 @@ class EngineCache:
         if path.is_file():
             engine = self._try_load(path, wanted, deserialize)
             if engine is not None:
-                LOGGER.info("engine cache hit: %s", path)
+                LOGGER.info("%s cache hit: %s", self.kind, path)
                 return engine, path
         else:
-            LOGGER.info("engine cache miss: building %s", path)
+            LOGGER.info("%s cache miss: building %s", self.kind, path)
         payload = bytes(build())
         engine = deserialize(payload)
         if engine is None:
-            raise RuntimeError(f"a freshly built engine for {path.name} could not be deserialized")
+            raise RuntimeError(f"a freshly built {self.kind} for {path.name} could not be deserialized")
         write_atomic(path, encode_entry(wanted, payload))
-        LOGGER.info("engine cached: %s (%.1f MiB)", path, len(payload) / 2**20)
+        LOGGER.info("%s cached: %s (%.1f MiB)", self.kind, path, len(payload) / 2**20)
         return engine, path
 
     def _try_load(self, path: Path, wanted: dict, deserialize: Callable[[bytes], Engine | None]) -> Engine | None:
         try:
             key, payload = decode_entry(path.read_bytes())
         except (CacheEntryError, OSError) as error:
-            LOGGER.warning("engine cache file %s is corrupt (%s); rebuilding", path, error)
+            LOGGER.warning("%s cache file %s is corrupt (%s); rebuilding", self.kind, path, error)
             return None
         if key != wanted:
             changed = sorted(k for k in set(key) | set(wanted) if key.get(k) != wanted.get(k))
-            LOGGER.warning("engine cache file %s is stale (changed: %s); rebuilding", path, ", ".join(changed))
+            LOGGER.warning("%s cache file %s is stale (changed: %s); rebuilding", self.kind, path, ", ".join(changed))
             return None
         try:
             engine = deserialize(payload)
         except Exception as error:  # a plan from another build of the runtime may fail in many ways
-            LOGGER.warning("engine cache file %s failed to deserialize (%s); rebuilding", path, error)
+            LOGGER.warning("%s cache file %s failed to deserialize (%s); rebuilding", self.kind, path, error)
             return None
         if engine is None:
-            LOGGER.warning("engine cache file %s failed to deserialize; rebuilding", path)
+            LOGGER.warning("%s cache file %s failed to deserialize; rebuilding", self.kind, path)
         return engine
