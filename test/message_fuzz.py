@@ -202,16 +202,22 @@ def main() -> None:
     parser.add_argument("--cap-mib", type=int, default=512)
     args = parser.parse_args()
     import cv2  # noqa: F401 - mapped before the cap: the cap is for the conversions, not the libraries
-    import numpy  # noqa: F401
+    import numpy
 
     from bisenetv2_ros import messages  # noqa: F401
 
     cap = cap_address_space(args.cap_mib)
+    try:  # the cap must really hold: an allocation of its whole size has to fail
+        numpy.empty(cap, numpy.uint8)
+        cap_enforced = False
+    except MemoryError:
+        cap_enforced = True
     if args.mode == "fuzz":
         result = fuzz(args.seed, args.count, args.max_pixels)
     else:
         result = decode_peak(args.image)
     result["address_space_cap"] = cap
+    result["cap_enforced"] = cap_enforced
     json.dump(result, sys.stdout)
 
 

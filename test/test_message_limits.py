@@ -263,7 +263,7 @@ def test_fuzzed_messages_raise_only_conversion_errors_within_the_memory_bound():
     buffer types, truncated, corrupted and header-patched JPEG/PNG/BMP/WebP) under a 512 MiB address
     space cap: nothing but ImageConversionError, and each conversion's peak within the stated bound."""
     report = run_helper("fuzz", "--seed", "20", "--count", "900", "--max-pixels", str(1 << 20), "--cap-mib", "512")
-    assert report["cases"] == 900
+    assert report["cases"] == 900 and report["cap_enforced"]
     assert report["unexpected"] == []
     assert report["over_bound"] == []
     assert report["refused"] > 300 and report["accepted"] > 50  # both sides of the checks were exercised
@@ -281,5 +281,6 @@ def test_decoding_peak_stays_within_four_decoded_frames(tmp_path, kind):
     path = tmp_path / "frame.bin"
     cv2.imencode(".jpg" if "jpeg" in kind else ".png", pixels, params)[1].tofile(path)
     report = run_helper("decode-peak", "--image", str(path), "--cap-mib", "512")
+    assert report["cap_enforced"]
     assert report["frame_bytes"] == side * side * 3
     assert report["frame_bytes"] <= report["peak_growth_bytes"] <= 4 * report["frame_bytes"]  # measured: 2.0x PNG, 3.0x JPEG

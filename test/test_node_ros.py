@@ -146,3 +146,42 @@ def test_startup_error_is_one_line(ros, tmp_path):
     with pytest.raises(node_core.StartupError, match="backend"):
         SegmentationNode(namespace="/startup_error_test2",
                          parameter_overrides=[Parameter("backend", value="cuda")])
+
+
+def test_oversized_frames_are_dropped_and_counted(make_node, probe):
+    """A PNG whose header declares 20000x20000 and a raw frame with a 4 GB step: dropped, counted as
+    invalid, the node unharmed; a frame within max_input_pixels still goes through."""
+    import cv2
+
+    from test_message_limits import png_declaring
+
+    node = make_node("/limits_test", input_transport="compressed", max_input_pixels=1200)
+    limit = node.describe_parameter("max_input_pixels")
+    assert limit.read_only and (limit.integer_range[0].from_value, limit.integer_range[0].to_value) == (1, 32768**2)
+    labels = []
+    probe.create_subscription(Image, "/limits_test/labels", labels.append, RELIABLE)
+    publisher = probe.create_publisher(CompressedImage, "/limits_test/image/compressed", RELIABLE)
+    huge = CompressedImage(header=Header(stamp=Time(sec=1, nanosec=0), frame_id="cam_c"), format="png",
+                           data=png_declaring(20000, 20000))
+    huge_sent = []
+    assert spin_both(node, probe, lambda: node.stats.dropped_invalid >= 1, timeout=20,
+                     step=lambda: (publisher.publish(huge), huge_sent.append(1), time.sleep(0.05)))
+    # a real 50x50 PNG (2500 pixels) decodes fine: only the limit can drop it. Each huge frame is at
+    # most one drop, so more drops than huge frames sent means a 50x50 one was dropped too.
+    over = CompressedImage(header=Header(stamp=Time(sec=3, nanosec=0), frame_id="cam_c"), format="png",
+                           data=cv2.imencode(".png", np.zeros((50, 50, 3), np.uint8))[1].tobytes())
+    assert spin_both(node, probe, lambda: node.stats.dropped_invalid > len(huge_sent), timeout=20,
+                     step=lambda: (publisher.publish(over), time.sleep(0.05)))
+    assert labels == [] and node.worker.alive and node.stats.processed == 0
+    fits = cv2.imencode(".png", np.zeros((30, 40, 3), np.uint8))[1].tobytes()  # 1200 pixels: at the limit
+    msg = CompressedImage(header=Header(stamp=Time(sec=7, nanosec=0), frame_id="cam_c"), format="png", data=fits)
+    assert spin_both(node, probe, lambda: bool(labels), step=lambda: (publisher.publish(msg), time.sleep(0.02)))
+    assert (labels[0].height, labels[0].width) == (30, 40)
+
+    raw_node = make_node("/raw_limits_test")
+    raw_publisher = probe.create_publisher(Image, "/raw_limits_test/image", RELIABLE)
+    step_4gb = Image(header=Header(stamp=Time(sec=2, nanosec=0), frame_id="cam"), height=1, width=10, encoding="rgb8",
+                     is_bigendian=0, step=4294967295, data=bytes(30))
+    assert spin_both(raw_node, probe, lambda: raw_node.stats.dropped_invalid >= 1, timeout=20,
+                     step=lambda: (raw_publisher.publish(step_4gb), time.sleep(0.05)))
+    assert raw_node.worker.alive and raw_node.stats.processed == 0
