@@ -333,7 +333,30 @@ def checkpoint_from_data(data: Any, source: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{source}: malformed checkpoint: {error}") from error
     check_tensors(state, source)
     state = {k: (v.float() if v.dtype == torch.float16 else v) for k, v in state.items()}
-    return Checkpoint(config, info, state, data.get("kind", "deploy"), data.get("training_state"))
+    checkpoint = Checkpoint(config, info, state, data.get("kind", "deploy"), data.get("training_state"))
+    require_usable_weights(checkpoint.state_dict, source)
+    return checkpoint
+
+
+def weight_problems(state: Mapping[str, Any]) -> list[str]:
+    """Why weights cannot segment (a diverged or damaged model labels every pixel alike): NaN or
+    infinite values, negative batch-norm variances. Empty when they are fine."""
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+    not_finite = [k for k, v in tensors.items() if not bool(torch.isfinite(v).all())]
+    negative = [k for k, v in tensors.items() if k.endswith("running_var") and bool((v < 0).any())]
+    problems = []
+    if not_finite:
+        problems.append(f"{len(not_finite)} tensors hold NaN or infinite values ({preview(not_finite, 3)})")
+    if negative:
+        problems.append(f"{len(negative)} batch-norm running_var tensors hold negative variances ({preview(negative, 3)})")
+    return problems
+
+
+def require_usable_weights(state: Mapping[str, Any], source: str | os.PathLike) -> None:
+    problems = weight_problems(state)
+    if problems:
+        raise CheckpointError(f"{source}: the weights are unusable: {'; '.join(problems)}; take an earlier "
+                              "checkpoint of the run, or lower optim.lr if training diverged")
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:

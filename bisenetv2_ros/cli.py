@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .cli_args import CliError, positive_int, progress_bar as _progress_bar, size_or_comma
+from .cli_args import (CliError, add_debug_flag, debug_requested, guarded, positive_int,
+                       progress_bar as _progress_bar, size_or_comma)
 from .conventions import DEFAULT_MAX_INPUT_PIXELS
 from .weights_commands import cmd_download, cmd_import, cmd_info
 
@@ -86,11 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    add_debug_flag(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
     def add(name: str, summary: str, example: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".",
-                                   epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+        command = commands.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".",
+                                      epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_debug_flag(command)
+        return command
 
     segment = add("segment", "segment an image, a folder of images, a video or a rosbag2 recording",
                   "bisenetv2 segment drive.mp4 --weights mmseg-cityscapes --input-size 512x1024 --batch 4")
@@ -98,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="an image file, a folder of images, a video file, or a rosbag2 folder (or its .mcap/.db3 file)")
     segment.add_argument("--output", "-o", type=Path, default=None,
                          help="output folder or bag (default: <input>_segmented beside the input)")
-    segment.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    segment.add_argument("--overwrite", action="store_true",
+                         help="replace a previous output of `bisenetv2 segment` (never a folder holding inputs or "
+                              "files it did not write)")
     _add_model_options(segment)
     segment.add_argument("--batch", type=positive_int, default=1, metavar="N",
                          help="frames per network call (default: 1); larger batches raise throughput")
@@ -156,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           "coincheung-bisenetv1"), default=None,
                      help="the checkpoint's layout (default: detected from its key names)")
     imp.add_argument("--half", action="store_true", help="store the weights as fp16 (half the file size)")
+    imp.add_argument("--overwrite", action="store_true",
+                     help="replace an OUT this command wrote before (never SRC or a file it did not write)")
     imp.set_defaults(handler=cmd_import)
 
     from . import export as export_flags
@@ -198,49 +206,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return _guarded(args.command, lambda: args.handler(args))
+    return _guarded(args.command, lambda: args.handler(args), args)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``kill``, ``docker stop``, a launch system shutting down) unwinds like Ctrl-C."""
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated
-
-
-def _guarded(command: str, action: Callable[[], int]) -> int:
-    """Runs a subcommand; known failures become one error message, Ctrl-C exit status 130, SIGTERM 143.
-
-    Both signals unwind through the staged outputs' cleanup, so an interrupted run leaves no partial file.
-    """
-    import signal
-
-    from .bags import BagError
-    from .download import DownloadError
-    from .media import MediaError
-
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    except ValueError:  # not the main thread: leave signal handling to the caller
-        previous = None
-    try:
-        return action()
-    except Terminated:
-        print(f"\n{PROG} {command}: terminated; nothing was written", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        print(f"\n{PROG} {command}: interrupted; nothing was written", file=sys.stderr)
-        return 130
-    except (CliError, DownloadError, MediaError, BagError) as error:
-        print(f"{PROG} {command}: error: {error}", file=sys.stderr)
-        return 1
-    except (ValueError, FileNotFoundError, OSError) as error:  # CheckpointError is a ValueError
-        print(f"{PROG} {command}: error: {error}", file=sys.stderr)
-        return 1
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+def _guarded(command: str, action: Callable[[], int], args: argparse.Namespace | None = None) -> int:
+    """A subcommand inside the one error boundary (``cli_args.guarded``): known failures are one line."""
+    return guarded(f"{PROG} {command}", action, debug=debug_requested(args))
 
 
 def _run_delegated(name: str, argv: list[str]) -> int:
@@ -248,8 +219,9 @@ def _run_delegated(name: str, argv: list[str]) -> int:
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"{PROG} {name}", description=summary[0].upper() + summary[1:] + ".")
     module.add_arguments(parser)
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
-    return _guarded(name, lambda: int(module.run(args) or 0))
+    return _guarded(name, lambda: int(module.run(args) or 0), args)
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,14 +257,17 @@ def _make_segmenter(args):
                      backend_options={"calibration_images": args.calibration_images} if args.calibration_images else None)
 
 
+SEGMENT = f"{PROG} segment"  # the command named in output records (output_safety)
+
+
 def cmd_segment(args) -> int:
     from . import media
     from .conventions import IMAGE_SUFFIXES
+    from .output_safety import check_output
 
     kind = media.input_kind(args.input)
     output = args.output if args.output is not None else media.default_output(args.input)
-    if output.resolve() == args.input.resolve():
-        raise CliError("--output must differ from the input")
+    check_output(output, SEGMENT, [args.input], args.overwrite)  # before reading anything: nothing lost
     if kind == "bag":
         return _segment_bag(args, output)
     outputs = args.outputs or (media.IMAGE_OUTPUTS if kind in ("image", "folder") else ("color", "overlay"))
@@ -306,13 +281,18 @@ def cmd_segment(args) -> int:
         media.read_image(args.input, args.max_input_pixels)  # fail before loading the model when the file is unreadable
         images, root = [args.input], None
     segmenter = _make_segmenter(args)
-    with media.StagedOutput(output, overwrite=args.overwrite) as staged:
+    missing = 0
+    with media.StagedOutput(output, overwrite=args.overwrite, command=SEGMENT, inputs=[args.input]) as staged:
         if kind == "video":
             capture, info = media.open_video(args.input, args.max_input_pixels)
             capture.release()
             with _progress_bar(info.frame_count, args.quiet) as bar:
                 summary = media.segment_video(segmenter, args.input, staged.path, outputs, args.batch,
                                               args.alpha, bar.update, args.max_input_pixels)
+            missing = max(0, info.frame_count - summary.frames)
+            if missing:  # a damaged video: OpenCV stops at the first frame it cannot decode
+                summary.skipped.append(f"video {args.input}: read {summary.frames} of the {info.frame_count} "
+                                       f"frames its container claims; the other {missing} cannot be decoded")
         else:
             with _progress_bar(len(images), args.quiet, "image") as bar:
                 summary = media.segment_images(segmenter, images, root, staged.path, outputs, args.batch,
@@ -328,7 +308,8 @@ def cmd_segment(args) -> int:
     print(f"segmented {summary.frames} {noun} ({', '.join(outputs)}) with {segmenter.weights} "
           f"[{segmenter.backend_name}, {segmenter.device}, {segmenter.input_size[0]}x{segmenter.input_size[1]}{tta}] "
           f"-> {final}")
-    return _skipped_status(args, len(summary.skipped), len(summary.skipped) + summary.frames, noun)
+    skipped = missing if kind == "video" else len(summary.skipped)
+    return _skipped_status(args, skipped, skipped + summary.frames, noun)
 
 
 def _skipped_status(args, skipped: int, total: int, noun: str) -> int:
@@ -353,7 +334,8 @@ def _segment_bag(args, output: Path) -> int:
                        f"{bags.LABELS_TOPIC} and {bags.COLOR_TOPIC}")
     bags.choose_topic(bags.image_topics(args.input), args.topic, args.input)  # fail before loading the model
     segmenter = _make_segmenter(args)
-    with media.StagedOutput(output, overwrite=args.overwrite, create=False) as staged:
+    with media.StagedOutput(output, overwrite=args.overwrite, create=False, command=SEGMENT,
+                            inputs=[args.input]) as staged:
         with _progress_bar(None, args.quiet) as bar:
             def on_topic(topic: str, count: int) -> None:
                 bar.reset(total=count or None)
@@ -388,7 +370,7 @@ def cmd_export(args) -> int:
 
     if not (args.output or args.onnx or args.engine):
         raise CliError("nothing to do: give --output (deploy checkpoint), --onnx and/or --engine")
-    request = request_from_args(args, output=args.output, half=args.half)
+    request = request_from_args(args, output=args.output, half=args.half, source=args.checkpoint)
     request.check()  # bad settings fail before the checkpoint is read
     result = export_checkpoint(open_weights(args.checkpoint).checkpoint, request)
     print("\n".join(result.lines()))

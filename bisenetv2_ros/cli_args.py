@@ -9,7 +9,9 @@ Every size flag is HEIGHTxWIDTH (``conventions.size_argument``), the order of th
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from typing import Callable
 
 from .conventions import size_argument
 
@@ -33,6 +35,17 @@ def non_negative_int(text: str) -> int:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse ``type=`` for factors that must be finite and above 0 (scales, rates)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number above 0, got {text!r}")
     return value
 
 
@@ -143,6 +156,89 @@ def script_main(doc: str, prog: str, add_arguments, run, argv=None) -> int:
 
 class CliError(Exception):
     """A user-facing failure: printed as one ``bisenetv2 CMD: error: ...`` message, exit status 1."""
+
+
+# --------------------------------------------------------------------------------------------
+# The error boundary of every entry point (the CLI's subcommands, training/*.py)
+
+DEBUG_ENV = "BISENETV2_DEBUG"  # =1: tracebacks for expected errors too, as --debug
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: a subcommand's parser never resets a --debug given before the subcommand
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help=f"show the traceback of an error instead of one line (also ${DEBUG_ENV}=1)")
+
+
+def debug_requested(args: argparse.Namespace | None = None) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``docker stop``, a launch system shutting down) unwinds like Ctrl-C."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Failures caused by the input, the settings or the machine, not by a bug: one line each.
+
+    CheckpointError, MediaError, BagError, DatasetError and UnsafeOutput are ValueErrors; DownloadError
+    is a RuntimeError of its own (other RuntimeErrors, TypeErrors, KeyErrors, ... are bugs: traceback).
+    """
+    from .download import DownloadError
+
+    return CliError, ValueError, OSError, DownloadError
+
+
+def error_line(error: BaseException) -> str:
+    """The error's message; for an error re-raised from a DataLoader worker ("Caught ValueError in
+    DataLoader worker process 0. Original Traceback ..."), the original message only."""
+    text = str(error) or type(error).__name__
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
+def guarded(prog: str, action: Callable[[], object], debug: bool = False) -> int:
+    """Runs ``action``; an expected failure becomes one ``PROG: error: ...`` line and exit status 1,
+    Ctrl-C 130, SIGTERM 143 (both unwind through the staged outputs' cleanup, so nothing partial is
+    left). ``debug`` (or $BISENETV2_DEBUG=1) re-raises expected failures with their traceback.
+    Returns ``action``'s int result (0 for None)."""
+    import signal
+
+    debug = debug or debug_requested()
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: leave signal handling to the caller
+        previous = None
+    try:
+        result = action()
+        return result if isinstance(result, int) else 0
+    except Terminated:
+        print(f"\n{prog}: terminated; nothing was written", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except expected_errors() as error:
+        if debug:
+            raise
+        print(f"{prog}: error: {error_line(error)}", file=sys.stderr)
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def run_script(prog: str, main: Callable[[list[str]], object], argv: list[str] | None = None) -> int:
+    """The entry of a script (training/*.py): ``main(argv)`` inside ``guarded``; --debug in argv
+    (the script's parser accepts it via ``add_debug_flag``) shows tracebacks."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return guarded(prog, lambda: main(argv), debug="--debug" in argv)
 
 
 def progress_bar(total: int | None, quiet: bool, unit: str = "frame", unit_scale: bool = False):

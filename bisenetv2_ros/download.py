@@ -146,6 +146,9 @@ def _fetch(address: str, out, progress: Callable[[int, int | None], None], timeo
         raise DownloadError(f"{host} sent a malformed HTTP answer for {address} ({type(error).__name__}: "
                             f"{' '.join(_reason(error).split())[:80]}); try again, or use another --url") from error
     except urllib.error.URLError as error:
+        if urllib.parse.urlsplit(address).scheme == "file":  # a local path: the network is not the problem
+            raise DownloadError(f"cannot read {address} ({_reason(error.reason)}); check the path given by --url "
+                                f"or ${BASE_URL_ENV}") from error
         raise DownloadError(f"cannot reach {host} ({_reason(error.reason)}): are you offline? "
                             f"fetch {address} elsewhere and copy it into {folder}") from error
     except (socket.timeout, TimeoutError, ConnectionError) as error:

@@ -30,6 +30,7 @@ from .backends.onnx_graph import EXPORTERS, MIN_OPSET, channels_last_tail_onnx, 
 from .cli_args import positive_int
 from .conventions import CHANNEL_ORDERS, DEFAULT_INPUT_SIZE, DEFAULT_WORKSPACE_GIB, size_argument
 from .fileio import write_atomic
+from .output_safety import UnsafeOutput, check_distinct, check_output, record_file
 
 if TYPE_CHECKING:
     import torch
@@ -41,6 +42,7 @@ __all__ = ["EXPORTERS", "MIN_OPSET", "ExportRequest", "ExportResult", "add_argum
            "request_from_args", "staged_files"]
 
 ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +55,10 @@ class ExportRequest:
     of ``frame_size`` (default the input size), from the graph the tensorrt backend builds itself, so
     the backend finds it in its cache. channels_last_tail: the ONNX file's CPU layout (see
     ``onnx_graph.channels_last_tail_onnx``); engines always get the plain graph.
+
+    command, inputs, overwrite: the data-safety rule (``output_safety``): no target may be an input,
+    and an existing target is replaced only with ``overwrite`` and only when it is an unchanged
+    previous output of ``command``.
     """
 
     output: Path | None = None
@@ -69,6 +75,9 @@ class ExportRequest:
     opset: int = MIN_OPSET
     exporter: str = "legacy"
     channels_last_tail: bool = False
+    command: str = "bisenetv2 export"
+    inputs: tuple[Path, ...] = ()
+    overwrite: bool = False
 
     def check(self) -> None:
         """A ValueError naming the first bad setting; nothing is loaded or written yet."""
@@ -84,11 +93,21 @@ class ExportRequest:
             raise ValueError(f"opset must be >= {MIN_OPSET} (the fused graph uses opset-17 operators), got {self.opset}")
         if self.batch is not None and self.batch < 1:
             raise ValueError(f"batch must be at least 1, got {self.batch}")
-        for path in (self.output, self.onnx):
-            if path is not None and Path(path).is_dir():
-                raise ValueError(f"{path} is a folder; give a file name")
+        self.check_targets()
         if self.engine is not None and Path(self.engine).is_file():
             raise ValueError(f"the engine cache {self.engine} is a file; give a folder")
+
+    def check_targets(self) -> None:
+        """UnsafeOutput unless every file target may be written (see ``output_safety``)."""
+        check_distinct({"--output": self.output, "--onnx": self.onnx})
+        if self.onnx is not None and Path(self.onnx).suffix.lower() in CHECKPOINT_SUFFIXES:
+            raise UnsafeOutput(f"--onnx {self.onnx}: that is a checkpoint's name; an ONNX model's file ends in .onnx")
+        if self.output is not None and Path(self.output).suffix.lower() == ".onnx":
+            raise UnsafeOutput(f"--output {self.output}: that is an ONNX model's name; a deploy checkpoint ends in .pt "
+                               "(use --onnx for the ONNX model)")
+        for flag, path in (("--output", self.output), ("--onnx", self.onnx)):
+            if path is not None:
+                check_output(path, self.command, self.inputs, self.overwrite, folder=False, flag=flag)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,10 +147,11 @@ def export_checkpoint(checkpoint: Checkpoint, request: ExportRequest) -> ExportR
     request.check()
     if request.engine is not None:
         require_engine_build(request.precision, request.calibration_images)  # before anything is written
+    record = lambda path: record_file(path, request.command)  # noqa: E731 (what --overwrite recognises)
     deploy = Checkpoint.from_model(checkpoint.build_model(for_inference=True), checkpoint.info, kind="deploy")
     written: dict[str, Path] = {}
     int8_ranges = None
-    with staged_files() as stage:
+    with staged_files(on_moved=record) as stage:
         if request.output is not None:
             staged = stage(request.output)
             save_checkpoint(deploy, staged, half=request.half)
@@ -159,10 +179,10 @@ def export_checkpoint(checkpoint: Checkpoint, request: ExportRequest) -> ExportR
 
 
 @contextmanager
-def staged_files() -> Iterator:
+def staged_files(on_moved=lambda target: None) -> Iterator:
     """``stage(target)`` -> a temporary path beside ``target``. Leaving the block without an error
-    moves every staged file onto its target; on an error (Ctrl-C included) the staged files, and the
-    folders made for them, are removed, and no target is touched."""
+    moves every staged file onto its target (then calls ``on_moved(target)``); on an error (Ctrl-C
+    included) the staged files, and the folders made for them, are removed, and no target is touched."""
     moves: list[tuple[Path, Path]] = []
     made: list[Path] = []
 
@@ -189,6 +209,7 @@ def staged_files() -> Iterator:
         raise
     for staged, target in moves:
         os.replace(staged, target)
+        on_moved(target)
 
 
 def export_onnx(weights: str | os.PathLike | torch.nn.Module | None = None, out_path: str | os.PathLike = "bisenetv2.onnx",
@@ -243,7 +264,9 @@ def build_tensorrt_engine(onnx_path: str | os.PathLike, cache_dir: str | os.Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ONNX and engine flags (the deploy checkpoint's own flags belong to each command)."""
-    parser.add_argument("--onnx", type=Path, default=None, metavar="PATH", help="also export an ONNX model")
+    parser.add_argument("--onnx", type=Path, default=None, metavar="PATH", help="also export an ONNX model (.onnx)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace files this command wrote before (never an input or a file it did not write)")
     parser.add_argument("--engine", type=Path, default=None, metavar="CACHE_DIR",
                         help="also build a TensorRT engine into this engine cache folder (the node's "
                              "engine_cache_dir); needs a GPU and TensorRT")
@@ -269,13 +292,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="upsample and argmax channels-last in the ONNX model: faster on ONNX Runtime CPU")
 
 
-def request_from_args(args: argparse.Namespace, output: Path | None = None, half: bool = False) -> ExportRequest:
-    """An ExportRequest from ``add_arguments``' flags plus the command's own deploy checkpoint."""
+def request_from_args(args: argparse.Namespace, output: Path | None = None, half: bool = False,
+                      command: str = "bisenetv2 export", source: str | None = None) -> ExportRequest:
+    """An ExportRequest from ``add_arguments``' flags plus the command's own deploy checkpoint;
+    ``source``: the checkpoint given (a path is an input no target may replace; a known name is not)."""
+    inputs = (Path(source),) if source is not None and Path(source).exists() else ()
     return ExportRequest(output=output, half=half, onnx=args.onnx, engine=args.engine, input_size=args.input_size,
                          frame_size=args.frame_size, batch=args.batch, fixed_shape=args.fixed_shape,
                          precision=args.precision, calibration_images=args.calibration_images,
                          channel_order=args.channel_order, opset=args.opset, exporter=args.exporter,
-                         channels_last_tail=args.channels_last_tail)
+                         channels_last_tail=args.channels_last_tail, command=command, inputs=inputs,
+                         overwrite=args.overwrite)
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,6 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also prebuild a TensorRT engine of this precision (build only, nothing is run)")
     parser.add_argument("--engine-cache", type=Path, default=Path("engines"), help="engine cache folder for --tensorrt")
     parser.add_argument("--calibration-images", type=Path, default=None, help="folder of images for int8 calibration")
+    parser.add_argument("--overwrite", action="store_true", help="replace an ONNX file this command wrote before")
     args = parser.parse_args(argv)
     print(DEPRECATION, file=sys.stderr)
     fixed = args.frame_size != "dynamic"
@@ -314,7 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                             input_size=args.input_size, frame_size=args.frame_size if fixed else None,
                             batch=args.batch, fixed_shape=True, precision=args.tensorrt or "fp16",
                             calibration_images=args.calibration_images, channel_order=args.channel_order,
-                            opset=args.opset, exporter=args.exporter, channels_last_tail=args.channels_last_tail)
+                            opset=args.opset, exporter=args.exporter, channels_last_tail=args.channels_last_tail,
+                            command=OLD_PROG, inputs=(Path(args.weights),) if Path(args.weights).exists() else (),
+                            overwrite=args.overwrite)
     try:
         from .checkpoint import Checkpoint
         from .known_weights import load_model

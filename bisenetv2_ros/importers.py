@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import torch
 
 from .checkpoint import (FORMAT_NAME, Checkpoint, CheckpointError, CheckpointInfo, check_tensors, checkpoint_from_data,
-                         detect_family, preview, read_checkpoint_file)
+                         detect_family, preview, read_checkpoint_file, require_usable_weights)
 from .importers_v1 import V1_FAMILIES
 from .importers_v2 import V2_FAMILIES
 from .key_maps import Family, convert_family
@@ -52,6 +52,7 @@ def checkpoint_from_any(data: Any, source: str | os.PathLike, family: str | None
     state = data.get("state_dict", data)  # mmsegmentation nests it; CoinCheung saves it bare
     check_tensors(state, source)
     checkpoint = import_state_dict(state, family, info)
+    require_usable_weights(checkpoint.state_dict, source)
     checkpoint.info = dataclasses.replace(
         checkpoint.info, provenance={**checkpoint.info.provenance, "source_file": Path(source).name}
     )

@@ -21,6 +21,7 @@ from .conventions import DEFAULT_MAX_INPUT_PIXELS, IMAGE_SUFFIXES, is_image_file
 from .fileio import special_file_problem
 from .image_headers import HEADER_FORMATS, declared_size
 from .messages import ImageConversionError, check_frame_size
+from .output_safety import UnsafeOutput, check_output, distinct_names, record_folder, why_not_own
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 IMAGE_OUTPUTS = ("labels", "color", "overlay")
@@ -75,14 +76,16 @@ class StagedOutput:
 
     Use as a context manager: leaving it by an exception (KeyboardInterrupt included) or without
     ``commit()`` removes everything staged. ``path`` is where to write: a folder (``is_dir``) or the
-    parent of a bag that the bag writer creates itself.
+    parent of a bag that the bag writer creates itself. ``final`` must pass
+    ``output_safety.check_output`` for ``command`` and ``inputs``: with ``overwrite`` an existing
+    ``final`` is replaced only when it is an unchanged previous output of ``command``; the committed
+    folder carries the record that recognises it next time.
     """
 
-    def __init__(self, final: str | os.PathLike, overwrite: bool = False, create: bool = True) -> None:
-        self.final = Path(final).absolute()
-        if self.final.exists() and not overwrite:
-            raise MediaError(f"output {self.final} exists already; remove it, choose another --output, or pass --overwrite")
-        self.overwrite = overwrite
+    def __init__(self, final: str | os.PathLike, overwrite: bool = False, create: bool = True,
+                 command: str = "bisenetv2 segment", inputs: Sequence[str | os.PathLike] = ()) -> None:
+        self.final = check_output(final, command, inputs, overwrite)
+        self.command = command
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self._stage = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.partial-", dir=self.final.parent))
         self.path = self._stage / self.final.name
@@ -91,7 +94,11 @@ class StagedOutput:
         self.committed = False
 
     def commit(self) -> Path:
-        if self.final.exists():  # only reachable with overwrite=True
+        record_folder(self.path, self.command)
+        if os.path.lexists(self.final):  # only reachable with overwrite, for a previous output of the command
+            problem = why_not_own(self.final, self.command)  # again: it may have changed while this ran
+            if problem is not None:
+                raise UnsafeOutput(f"{self.final} changed while this ran ({problem}); nothing was replaced")
             trash = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.old-", dir=self.final.parent))
             os.replace(self.final, trash / self.final.name)
             shutil.rmtree(trash, ignore_errors=True)
@@ -236,7 +243,8 @@ def segment_images(segmenter, images: Sequence[Path], root: Path | None, output:
                    progress: Callable[[int], None] = lambda n: None,
                    max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> Summary:
     """Segments image files into ``output/<kind>/<path relative to root>.png`` for each kind in
-    ``outputs`` (labels: uint8 class ids; color: palette; overlay: palette blended over the image).
+    ``outputs`` (labels: uint8 class ids; color: palette; overlay: palette blended over the image);
+    inputs sharing a stem keep their extension (``frame.jpg.png``, ``frame.png.png``).
     Unreadable images are skipped and listed in the summary."""
     summary = Summary()
 
@@ -248,12 +256,13 @@ def segment_images(segmenter, images: Sequence[Path], root: Path | None, output:
                 summary.skipped.append(str(error))
                 progress(1)
 
+    relatives = [path.relative_to(root) if root is not None else Path(path.name) for path in images]
+    names = dict(zip(images, distinct_names(relatives, ".png")))  # frame.jpg and frame.png: two outputs
     for group in batches_of_equal_size(readable(), lambda item: item[1], batch_size):
         labels = segmenter.segment_batch(np.stack([frame for _, frame in group]), channel_order="bgr")
         for (path, frame), label in zip(group, labels):
-            relative = path.relative_to(root) if root is not None else Path(path.name)
             for kind in outputs:
-                _write_png(output / kind / relative.with_suffix(".png"), render(segmenter, kind, frame, label, alpha))
+                _write_png(output / kind / names[path], render(segmenter, kind, frame, label, alpha))
             summary.frames += 1
             progress(1)
     return summary

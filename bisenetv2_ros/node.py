@@ -318,9 +318,34 @@ class LifecycleSegmentationNode(SegmentationSteps, LifecycleNode):
         self._cleanup()
 
 
+USAGE = f"""usage: ros2 run bisenetv2_ros {NODE_NAME} [{LIFECYCLE_FLAG}] [--ros-args -p NAME:=VALUE ...]
+       python -m bisenetv2_ros.node [{LIFECYCLE_FLAG}] [--ros-args ...]
+
+The BiSeNetV2 semantic segmentation node. {LIFECYCLE_FLAG}: the managed (lifecycle) node, unconfigured
+until `ros2 lifecycle set`. Topics and launch file: see the package README.
+
+parameters (--ros-args -p NAME:=VALUE, or a --params-file):
+"""
+
+
+def _own_arguments(argv: list[str]) -> list[str]:
+    """The arguments before ROS's own (``--ros-args ... [--]``), the program name left out."""
+    own = argv[1:]
+    return own[:own.index("--ros-args")] if "--ros-args" in own else own
+
+
 def main(args=None) -> int:
     argv = list(sys.argv if args is None else args)
-    lifecycle = LIFECYCLE_FLAG in argv
+    own = _own_arguments(argv)
+    if "-h" in own or "--help" in own:  # print and exit; never start the node
+        print(USAGE + node_parameters.parameters_help())
+        return 0
+    unknown = [a for a in own if a != LIFECYCLE_FLAG]
+    if unknown:
+        print(f"{NODE_NAME}: error: unknown arguments {unknown}; see --help (ROS arguments go after --ros-args)",
+              file=sys.stderr)
+        return 2
+    lifecycle = LIFECYCLE_FLAG in own
     if lifecycle:
         argv.remove(LIFECYCLE_FLAG)
     # SIGINT/SIGTERM only set a flag (StopSignals) instead of rclpy's handlers, whose chained

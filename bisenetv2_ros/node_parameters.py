@@ -93,6 +93,17 @@ def _bound(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"
 
 
+def parameters_help() -> str:
+    """The node's parameters, one block each, for ``segmentation_node --help``."""
+    lines = []
+    for spec in PARAMETER_SPECS:
+        constraints = spec.constraints_text()
+        lines.append(f"  {spec.name} ({spec.type.__name__}, default {spec.default!r}"
+                     f"{', ' + constraints if constraints else ''}{', runtime' if spec.runtime else ''})")
+        lines.append(f"      {spec.description}")
+    return "\n".join(lines)
+
+
 class SettingsError(ValueError):
     """An invalid parameter value; the message names the parameter and what is allowed."""
 

@@ -130,14 +130,18 @@ def cmd_info(args) -> int:
     return 0
 
 
+IMPORT = "bisenetv2 import"  # the command named in output records (output_safety)
+
+
 def cmd_import(args) -> int:
     from .checkpoint import save_checkpoint
     from .importers import import_checkpoint
+    from .output_safety import check_output, record_file
 
-    if args.output.resolve() == args.source.resolve():
-        raise CliError("OUT must differ from SRC")
+    check_output(args.output, IMPORT, [args.source], args.overwrite, folder=False, flag="OUT")
     checkpoint = import_checkpoint(args.source, family=args.family)
     path = save_checkpoint(checkpoint, args.output, half=args.half)
+    record_file(path, IMPORT)
     family = checkpoint.info.provenance.get("imported_from", "bisenetv2_ros")
     print(f"imported {args.source} ({family}, {checkpoint.config.num_classes} classes) -> {path}")
     return 0

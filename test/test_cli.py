@@ -196,11 +196,17 @@ def test_existing_output_is_kept_unless_overwrite(tmp_path, tiny_weights, capsys
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
+    for extra in ((), ("--overwrite",)):  # a folder this command did not write: kept, --overwrite or not
+        assert cli.main(segment_args(str(image), "-o", str(out), *extra, weights=tiny_weights)) == 1
+        assert "remove it yourself" in capsys.readouterr().err
+        assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    (out / "keep.txt").unlink()
+    out.rmdir()
+    assert cli.main(segment_args(str(image), "-o", str(out), weights=tiny_weights)) == 0
     assert cli.main(segment_args(str(image), "-o", str(out), weights=tiny_weights)) == 1
-    assert "exists already" in capsys.readouterr().err
-    assert (out / "keep.txt").read_text() == "mine"
+    assert "or pass --overwrite to replace it" in capsys.readouterr().err  # its own previous output
     assert cli.main(segment_args(str(image), "-o", str(out), "--overwrite", weights=tiny_weights)) == 0
-    assert not (out / "keep.txt").exists() and (out / "labels" / "x.png").is_file()
+    assert (out / "labels" / "x.png").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "x.png"]
 
 
@@ -208,6 +214,7 @@ def test_existing_output_is_kept_unless_overwrite(tmp_path, tiny_weights, capsys
     (["segment", "nothing_here.png"], "does not exist"),
     (["segment", "{tmp}/notes.txt"], "cannot tell what"),
     (["segment", "{tmp}/empty"], "holds no images"),
+    (["segment", "{tmp}/empty", "-o", "{tmp}"], "holds the input"),
     (["info", "no-such-weights"], "neither an existing file nor a known name"),
     (["download"], "name the weights to download"),
     (["download", "camvid"], "ship inside the package"),

@@ -22,7 +22,8 @@ from bisenetv2_ros.backends.onnxruntime_backend import make_session
 from bisenetv2_ros.checkpoint import load_checkpoint
 from bisenetv2_ros.known_weights import load_model
 from bisenetv2_ros.export import DEPRECATION, ExportRequest, export_checkpoint, export_onnx, main
-from training.export import main as training_export_main
+from bisenetv2_ros.output_safety import record_file
+from training.export import main as training_export_main, run as training_export_run
 
 REPO = Path(__file__).resolve().parents[1]
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -147,7 +148,9 @@ def test_bisenetv2_export_writes_deploy_and_onnx(tiny_weights, tmp_path, capsys)
                      f"ONNX model (uint8 frames in, uint8 labels out; network 32x48) -> {model}"]
     assert load_checkpoint(out).kind == "deploy"
     assert onnx_dims(model) == ["batch", "height", "width", 3]
-    assert sorted(p.name for p in tmp_path.rglob("*")) == ["deploy.pt", "m.onnx", "sub"]  # no staged leftovers
+    # no staged leftovers; each folder's record of what export wrote (what --overwrite recognises)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        ".bisenetv2-outputs.json", "deploy.pt", "sub", "sub/.bisenetv2-outputs.json", "sub/m.onnx"]
 
 
 def test_bisenetv2_export_fixed_shape_bgr(tiny_weights, tmp_path):
@@ -195,11 +198,10 @@ def test_old_module_command_with_tensorrt_fails_in_one_line_and_writes_nothing(t
 def test_training_export_with_tensorrt_fails_in_one_line_and_writes_nothing(tiny_weights, tmp_path, capsys):
     argv = [str(tiny_weights), str(tmp_path / "d.pt"), "--onnx", str(tmp_path / "m.onnx"),
             "--tensorrt", str(tmp_path / "eng")]
-    with pytest.raises(SystemExit) as raised:
-        training_export_main(argv)
-    assert raised.value.code == f"training/export.py: error: {NO_TENSORRT}"  # printed as one line, exit status 1
+    assert training_export_run(argv) == 1
     assert capsys.readouterr().err.splitlines() == [
-        "training/export.py: --tensorrt is deprecated; use --engine CACHE_DIR"]
+        "training/export.py: --tensorrt is deprecated; use --engine CACHE_DIR",
+        f"training/export.py: error: {NO_TENSORRT}"]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -221,11 +223,13 @@ def test_a_failing_engine_build_leaves_no_file_and_keeps_the_old_ones(tiny_weigh
 
     monkeypatch.setattr(tensorrt_backend, "build_engine_cached", failing_build)
     (tmp_path / "m.onnx").write_bytes(b"the previous export")
+    record_file(tmp_path / "m.onnx", "bisenetv2 export")  # as a previous `bisenetv2 export` leaves it
     assert cli.main(["export", str(tiny_weights), "-o", str(tmp_path / "new" / "d.pt"), "--onnx",
-                     str(tmp_path / "m.onnx"), "--engine", str(tmp_path / "e")]) == 1
+                     str(tmp_path / "m.onnx"), "--engine", str(tmp_path / "e"), "--overwrite"]) == 1
     assert capsys.readouterr().err.splitlines() == [
         "bisenetv2 export: error: TensorRT failed to build a fp16 engine"]
-    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # neither the new folder nor staged files
+    # neither the new folder nor staged files
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".bisenetv2-outputs.json", "m.onnx"]
     assert (tmp_path / "m.onnx").read_bytes() == b"the previous export"
 
 
@@ -293,10 +297,10 @@ def test_the_export_flags_load_without_torch():
     assert result.stdout.strip() == "[]"
 
 
-def test_training_export_rejects_a_foreign_metrics_file_in_one_line(tiny_weights, tmp_path):
+def test_training_export_rejects_a_foreign_metrics_file_in_one_line(tiny_weights, tmp_path, capsys):
     (tmp_path / "val.json").write_text('{"accuracy": 0.9}')
-    with pytest.raises(SystemExit) as raised:
-        training_export_main([str(tiny_weights), str(tmp_path / "d.pt"), "--metrics", str(tmp_path / "val.json")])
-    assert raised.value.code == (f"training/export.py: error: {tmp_path / 'val.json'} is not the JSON of "
-                                 "training/evaluate.py --output (KeyError('miou'))")
+    assert training_export_run([str(tiny_weights), str(tmp_path / "d.pt"), "--metrics", str(tmp_path / "val.json")]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"training/export.py: error: {tmp_path / 'val.json'} is not the JSON of "
+        "training/evaluate.py --output (KeyError('miou'))"]
     assert [p.name for p in tmp_path.iterdir()] == ["val.json"]

@@ -16,7 +16,7 @@ from bisenetv2_ros.known_weights import load_model
 from bisenetv2_ros.classes import IGNORE_INDEX
 from bisenetv2_ros.model import BiSeNetV2, BiSeNetV2Config
 from training.config import TrainConfig, load_config
-from training.export import main as export_main
+from training.export import main as export_main, run as export_run
 from training.losses import BoosterLoss, OhemCrossEntropy, ohem_keep_mask
 from training.train import Trainer, param_groups, poly_lambda
 
@@ -179,7 +179,7 @@ def test_killed_and_resumed_run_ends_with_identical_weights(stripes, tmp_path):
     assert _losses(tmp_path / "full") == _losses(tmp_path / "split")
 
 
-def test_export_makes_a_small_deploy_checkpoint(stripes, tmp_path):
+def test_export_makes_a_small_deploy_checkpoint(stripes, tmp_path, capsys):
     Trainer(_tiny_config(stripes, tmp_path / "run", 3, eval_every=3), progress=False).train()
     out = export_main([str(tmp_path / "run" / "best.pt"), str(tmp_path / "deploy.pt"), "--half",
                        "--metric", "test_miou=0.5"])
@@ -191,8 +191,9 @@ def test_export_makes_a_small_deploy_checkpoint(stripes, tmp_path):
     assert out.stat().st_size < 0.5 * (tmp_path / "run" / "best.pt").stat().st_size
     model, info = load_model(out)
     assert info.train_resolution == (32, 48) and model(torch.zeros(1, 3, 32, 48)).shape == (1, 3, 32, 48)
-    with pytest.raises(SystemExit, match=r"^training/export.py: error: could not convert string to float: 'x'$"):
-        export_main([str(tmp_path / "run" / "best.pt"), str(tmp_path / "d2.pt"), "--metric", "test_miou=x"])
+    assert export_run([str(tmp_path / "run" / "best.pt"), str(tmp_path / "d2.pt"), "--metric", "test_miou=x"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "training/export.py: error: --metric test_miou=x: the value must be a number (KEY=VALUE)")
     assert not (tmp_path / "d2.pt").exists()
 
 

@@ -8,6 +8,7 @@ booster heads, random flip / scale {0.75..2.0} / crop, Kaiming init from scratch
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -170,6 +171,9 @@ class TrainConfig:
         return config
 
     def validate(self) -> None:
+        for section in (self.data, self.optim, self.loss, self.run):
+            _check_types(section)
+        _check_ranges(self)
         architecture = self.model.architecture
         if architecture not in ARCHITECTURES:
             raise ValueError(f"model.architecture must be {' or '.join(ARCHITECTURES)}, got {architecture!r}")
@@ -209,15 +213,75 @@ class TrainConfig:
         if self.data.copy_paste_probability > 0 and not (self.data.copy_paste_classes or self.data.rare_classes):
             raise ValueError("data.copy_paste_probability > 0 needs data.copy_paste_classes or data.rare_classes "
                              "(class names)")
-        if self.run.iterations < 1 or self.run.batch_size < 1:
-            raise ValueError("run.iterations and run.batch_size must be positive")
+
+
+SECTION_NAMES = {"DataSection": "data", "OptimSection": "optim", "LossSection": "loss", "RunSection": "run"}
+# The annotations' scalar types (the module's annotations are strings: `from __future__ import annotations`).
+_SCALARS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def _accepts(annotation: str, value: Any) -> bool:
+    """Whether ``value`` fits a field annotation such as 'float', 'int | None', 'list[float]'."""
+    for option in (a.strip() for a in annotation.split("|")):
+        if option == "None" and value is None:
+            return True
+        if option.startswith("list[") and isinstance(value, list):
+            return all(_accepts(option[5:-1], v) for v in value)
+        if option.startswith("dict[") and isinstance(value, dict):
+            return True
+        kinds = _SCALARS.get(option)
+        if kinds and isinstance(value, kinds) and (option == "bool" or not isinstance(value, bool)):
+            return True
+    return False
+
+
+def _check_types(section: Any) -> None:
+    """A ValueError naming the key, the value and the expected type (``--set optim.lr=fast``)."""
+    name = SECTION_NAMES[type(section).__name__]
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if not _accepts(str(f.type), value):
+            raise ValueError(f"{name}.{f.name} must be {str(f.type).replace(' | None', ' or null')}, got {value!r}")
+
+
+def _check_ranges(config: "TrainConfig") -> None:
+    """Every numeric setting within its range: a ValueError naming the first that is not."""
+    data, optim, loss, run = config.data, config.optim, config.loss, config.run
+    finite = lambda v: math.isfinite(float(v))  # noqa: E731
+    rules = [
+        ("optim.lr", optim.lr, optim.lr > 0 and finite(optim.lr), "> 0 and finite"),
+        ("optim.momentum", optim.momentum, 0 <= optim.momentum < 1, "in [0, 1)"),
+        ("optim.weight_decay", optim.weight_decay, optim.weight_decay >= 0 and finite(optim.weight_decay), ">= 0"),
+        ("optim.poly_power", optim.poly_power, optim.poly_power >= 0 and finite(optim.poly_power), ">= 0"),
+        ("optim.warmup_iters", optim.warmup_iters, optim.warmup_iters >= 0, ">= 0"),
+        ("optim.warmup_ratio", optim.warmup_ratio, 0 < optim.warmup_ratio <= 1, "in (0, 1]"),
+        ("loss.ohem_threshold", loss.ohem_threshold, 0 < loss.ohem_threshold <= 1, "in (0, 1]"),
+        ("loss.ohem_min_kept_fraction", loss.ohem_min_kept_fraction, 0 <= loss.ohem_min_kept_fraction <= 1, "in [0, 1]"),
+        ("loss.aux_weight", loss.aux_weight, loss.aux_weight >= 0 and finite(loss.aux_weight), ">= 0"),
+        ("loss.class_weight_power", loss.class_weight_power, finite(loss.class_weight_power), "finite"),
+        ("data.scales", data.scales, bool(data.scales) and all(v > 0 and finite(v) for v in data.scales),
+         "a non-empty list of factors > 0"),
+        ("data.std", data.std, len(data.std) == 3 and all(v > 0 for v in data.std), "three values > 0"),
+        ("data.mean", data.mean, len(data.mean) == 3 and all(finite(v) for v in data.mean), "three finite values"),
+        ("data.workers", data.workers, data.workers >= 0, ">= 0"),
+        ("data.val_limit", data.val_limit, data.val_limit is None or data.val_limit >= 1, ">= 1 or null"),
+        ("run.iterations", run.iterations, run.iterations >= 1, ">= 1"),
+        ("run.batch_size", run.batch_size, run.batch_size >= 1, ">= 1"),
+        ("run.threads", run.threads, run.threads is None or run.threads >= 1, ">= 1 or null"),
+    ] + [(f"run.{k}", getattr(run, k), getattr(run, k) >= 1, ">= 1") for k in ("log_every", "eval_every", "checkpoint_every")]
+    for key, value, ok, expected in rules:
+        if not ok:
+            raise ValueError(f"{key} must be {expected}, got {value!r}")
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ValueError(f"override {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw)
+    try:
+        return key.strip().split("."), yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ValueError(f"override {text!r}: {raw!r} is not a YAML value") from None
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
@@ -226,7 +290,13 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
-        values = yaml.safe_load(path.read_text()) or {}
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(error, "problem", None) or type(error).__name__
+            raise ValueError(f"config {path} is not valid YAML{where}: {problem}") from None
         if not isinstance(values, dict):
             raise ValueError(f"{path}: a config must be a mapping of sections")
     for text in overrides or []:

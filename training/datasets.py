@@ -365,6 +365,17 @@ def label_histogram(dataset: SegmentationDataset) -> np.ndarray:
     return counts
 
 
+def require_labelled_pixels(dataset: SegmentationDataset) -> None:
+    """A DatasetError when no label of ``dataset`` holds a single class pixel (all void): training on
+    it would run with loss 0 and learn nothing. Stops at the first labelled frame."""
+    for sample in dataset.samples:
+        label = dataset.lookup[read_label(sample.label)]
+        if ((label >= 0) & (label < len(dataset.classes))).any():
+            return
+    raise DatasetError(f"{dataset.name}: every pixel of its {len(dataset)} labels is void (ignore value {IGNORE_INDEX} or "
+                       f"a value mapped to it), so there is nothing to learn; check the label files")
+
+
 def median_frequency_weights(counts: Sequence[int], power: float = 1.0) -> np.ndarray:
     """Median-frequency class balancing (Eigen & Fergus 2015, as used by SegNet on CamVid):
     w_c = (median(f) / f_c) ** power. power < 1 softens it; absent classes get weight 1."""

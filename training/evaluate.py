@@ -33,13 +33,18 @@ import torch
 
 from bisenetv2_ros.backends.fused import FusedSegmentation
 from bisenetv2_ros.checkpoint import Normalization
-from bisenetv2_ros.cli_args import add_size_accepting_two_numbers
+from bisenetv2_ros.cli_args import (add_debug_flag, add_size_accepting_two_numbers, positive_float, positive_int,
+                                    run_script)
 from bisenetv2_ros.classes import IGNORE_INDEX
+from bisenetv2_ros.fileio import write_atomic
+from bisenetv2_ros.output_safety import check_output, record_file
 from bisenetv2_ros.tta import DEFAULT_TTA_SCALES, TTASettings, tta_scores
 from training.protocols import COINCHEUNG_MODES, PROTOCOLS, choose_protocol, publisher_miou, publisher_predictor
 
 DATASET_KINDS = ("cityscapes", "camvid", "folder", "coco-stuff", "ade20k")
 PROTOCOL_DATASETS = {"coco-stuff": "coco-stuff164k"}  # --dataset -> the dataset names of the publishers' configs
+
+PROG = "training/evaluate.py"
 
 
 class ConfusionMatrix:
@@ -169,7 +174,7 @@ def _evaluate(dataset, predict, limit: int | None, progress: bool, with_label: b
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description="Exact mIoU of a checkpoint on a dataset split.")
+    parser = argparse.ArgumentParser(prog=PROG, description="Exact mIoU of a checkpoint on a dataset split.")
     parser.add_argument("--weights", required=True, help="checkpoint path or known weights name")
     parser.add_argument("--dataset", choices=DATASET_KINDS, required=True)
     parser.add_argument("--root", required=True)
@@ -184,9 +189,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                              f"{','.join(f'{s:g}' for s in DEFAULT_TTA_SCALES)} (or --scales), scores averaged "
                              "before the argmax; torch backend")
     parser.add_argument("--flip", action="store_true", help="TTA: average with the mirrored frame")
-    parser.add_argument("--scales", type=float, nargs="+", default=None,
+    parser.add_argument("--scales", type=positive_float, nargs="+", default=None,
                         help="TTA: multi-scale factors of the input size (default: 1, or the --tta scales)")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N frames")
+    parser.add_argument("--limit", type=positive_int, default=None, help="only the first N frames")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="auto", help="Segmenter backend for the plain protocol")
     parser.add_argument("--precision", default="fp32",
@@ -208,8 +213,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--coincheung-eval", choices=COINCHEUNG_MODES, default="ss",
                         help="coincheung: which column of its tables (single scale, crop, multi-scale+flip, both)")
     parser.add_argument("--output", default=None, help="write the JSON result here")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--overwrite", action="store_true", help="replace an --output this script wrote before")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
+    if args.output:  # before the long evaluation: never onto the weights or a file this script did not write
+        check_output(args.output, PROG, [args.weights] if Path(args.weights).exists() else [], args.overwrite,
+                     folder=False)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -293,11 +303,11 @@ def _report(args, result: dict) -> dict:
               f"({100 * (result['miou'] - reference['miou']):+.2f} points)")
     text = json.dumps(result, indent=2)
     if args.output:
-        Path(args.output).write_text(text + "\n")
+        record_file(write_atomic(args.output, (text + "\n").encode()), PROG)
     else:
         print(text)
     return result
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(PROG, main))

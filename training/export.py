@@ -26,6 +26,9 @@ from typing import Sequence
 
 from bisenetv2_ros import export as package_export
 from bisenetv2_ros.checkpoint import Checkpoint, load_checkpoint
+from bisenetv2_ros.cli_args import add_debug_flag, run_script
+
+PROG = "training/export.py"
 
 LEGACY_FRAME_SIZE = (720, 1280)  # the engine frame size of the deprecated --tensorrt CACHE_DIR
 # Provenance fields worth keeping in a deployed file (the full config stays in the training run).
@@ -68,8 +71,9 @@ class Deprecated(argparse.Action):
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
+    """The command; errors are raised (``run`` turns the expected ones into one line)."""
     parser = argparse.ArgumentParser(
-        prog="training/export.py",
+        prog=PROG,
         description="Export a training checkpoint for deployment, with its evaluation metrics. The ONNX and "
                     "engine flags are those of `bisenetv2 export`, which writes the files.")
     parser.add_argument("checkpoint", help="training (or deploy) checkpoint, e.g. runs/camvid/best.pt")
@@ -87,28 +91,30 @@ def main(argv: Sequence[str] | None = None) -> Path:
                         replacement="--engine CACHE_DIR", help=argparse.SUPPRESS)
     parser.add_argument("--engine-precision", dest="precision", choices=("fp32", "fp16"), action=Deprecated,
                         replacement="--precision", help=argparse.SUPPRESS)
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     if args.legacy_engine is not None:
         args.engine = args.legacy_engine
         args.frame_size = args.frame_size or LEGACY_FRAME_SIZE  # what --tensorrt built for by default
-    try:
-        request = package_export.request_from_args(args, output=args.output, half=args.half)
-        request.check()  # bad settings fail before the checkpoint is read
-        checkpoint = load_checkpoint(args.checkpoint)
-        metrics: dict[str, float] = {}
-        for metrics_file in args.metrics:
-            try:
-                metrics.update(evaluation_metrics(json.loads(Path(metrics_file).read_text())))
-            except (KeyError, TypeError, AttributeError) as error:
-                raise ValueError(f"{metrics_file} is not the JSON of training/evaluate.py --output ({error!r})") from None
-        for item in args.metric:
-            key, _, value = item.partition("=")
+    request = package_export.request_from_args(args, output=args.output, half=args.half, command=PROG,
+                                               source=args.checkpoint)
+    request.check()  # bad settings and unsafe targets fail before the checkpoint is read
+    checkpoint = load_checkpoint(args.checkpoint)
+    metrics: dict[str, float] = {}
+    for metrics_file in args.metrics:
+        try:
+            metrics.update(evaluation_metrics(json.loads(Path(metrics_file).read_text())))
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"{metrics_file} is not the JSON of training/evaluate.py --output ({error!r})") from None
+    for item in args.metric:
+        key, _, value = item.partition("=")
+        try:
             metrics[key] = float(value)
-        notes = dict(item.partition("=")[::2] for item in args.note)
-        deploy = to_deploy(checkpoint, metrics, notes)
-        result = package_export.export_checkpoint(deploy, request)
-    except (ValueError, OSError) as error:  # checkpoint, backend and JSON errors are ValueErrors
-        raise SystemExit(f"{parser.prog}: error: {error}") from None
+        except ValueError:
+            raise ValueError(f"--metric {item}: the value must be a number (KEY=VALUE)") from None
+    notes = dict(item.partition("=")[::2] for item in args.note)
+    deploy = to_deploy(checkpoint, metrics, notes)
+    result = package_export.export_checkpoint(deploy, request)
     size_mb = result.deploy.stat().st_size / 1e6
     print(f"wrote {result.deploy} ({size_mb:.1f} MB, {'fp16' if args.half else 'fp32'}, {len(deploy.info.classes)} "
           f"classes, resolution {deploy.info.train_resolution}, metrics {dict(deploy.info.metrics)})")
@@ -117,5 +123,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
     return result.deploy
 
 
+def run(argv: Sequence[str] | None = None) -> int:
+    """The script's entry: ``main`` with expected errors as one line and exit status 1."""
+    return run_script(PROG, main, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(run())

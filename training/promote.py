@@ -33,6 +33,7 @@ from bisenetv2_ros.backends.calibration_store import calibrate_checkpoint_file
 from bisenetv2_ros.backends.calibration_table import summary
 from bisenetv2_ros.backends.int8 import training_calibration
 from bisenetv2_ros.checkpoint import load_checkpoint, save_checkpoint
+from bisenetv2_ros.cli_args import add_debug_flag, positive_int, run_script
 from bisenetv2_ros.known_weights import DEFAULT_WEIGHTS, KNOWN_WEIGHTS
 from training import evaluate
 from training.export import evaluation_metrics, to_deploy
@@ -86,18 +87,21 @@ def apply_entry_update(resolution: Sequence[int], path: Path = KNOWN_WEIGHTS_FIL
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="training/promote.py", description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", help="training checkpoint, e.g. runs/camvid_drive/best.pt")
     parser.add_argument("--root", default="../shared/data/camvid", help="CamVid SegNet folder")
     parser.add_argument("--output", default=str(REPO / "bisenetv2_ros" / "weights" / KNOWN_WEIGHTS[DEFAULT_WEIGHTS].file_name),
                         help="deploy file to write (default: the embedded default)")
     parser.add_argument("--baseline", default=DEFAULT_WEIGHTS, help="weights to beat (default: the current default)")
     parser.add_argument("--force", action="store_true", help="write even if the candidate does not beat the baseline")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=positive_int, default=None)
     parser.add_argument("--update-known-weights", action="store_true",
                         help="also write a changed resolution into the default's entry of known_weights.py")
     parser.add_argument("--known-weights", type=Path, default=KNOWN_WEIGHTS_FILE, help=argparse.SUPPRESS)
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
+    if Path(args.output).resolve() == Path(args.checkpoint).resolve():
+        raise ValueError(f"--output {args.output} is the checkpoint to promote; the shipped file must be another one")
 
     checkpoint = load_checkpoint(args.checkpoint)
     lineage = lineage_of(checkpoint, Path(args.checkpoint).as_posix())  # before the default may be replaced
@@ -143,4 +147,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script("training/promote.py", main))

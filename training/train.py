@@ -38,14 +38,17 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
-from bisenetv2_ros.checkpoint import Checkpoint, CheckpointInfo, Normalization, load_checkpoint, save_checkpoint
+from bisenetv2_ros.checkpoint import (Checkpoint, CheckpointInfo, Normalization, load_checkpoint,
+                                     load_state_dict_strict, save_checkpoint)
 from bisenetv2_ros.architectures import ModelConfig, build_model
+from bisenetv2_ros.cli_args import add_debug_flag, run_script
 from bisenetv2_ros.known_weights import open_weights
+from bisenetv2_ros.output_safety import check_run_folder
 from training.config import TrainConfig, load_config
 from training.copy_paste import RareClassPaste
 from training.lineage import PARENT_KEY, weights_lineage
 from training.datasets import (PhotometricJitter, rare_class_ids, ResumableSampler, TrainTransform, build_dataset, label_histogram,
-                               median_frequency_weights)
+                               median_frequency_weights, require_labelled_pixels)
 from training.evaluate import evaluate_model, format_table
 from training.losses import BoosterLoss, OhemCrossEntropy
 
@@ -200,6 +203,8 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         seed_everything(run.seed + self.env.rank)
         self.out_dir = Path(run.out_dir)
+        if self.env.main:  # best.pt, latest.pt and the log of another run are never replaced
+            check_run_folder(self.out_dir, resume)
         self.command = command
         self.progress = progress and self.env.main
 
@@ -208,6 +213,7 @@ class Trainer:
         transform = TrainTransform(data.crop_size, data.scales, data.mean, data.std, data.base_size,
                                    data.train_size, data.hflip, data.scale_range, photometric)
         self.train_set = build_dataset(data.dataset, data.root, data.train_split, data.classes_file, transform)
+        require_labelled_pixels(self.train_set)
         if data.rare_classes:
             transform.rare_class_ids = np.asarray(rare_class_ids(self.train_set.classes.names, data.rare_classes))
             transform.rare_crop_fraction = data.rare_crop_fraction
@@ -307,13 +313,24 @@ class Trainer:
     def _load_latest(self) -> dict[str, Any] | None:
         path = self.out_dir / "latest.pt"
         if not path.is_file():
+            best = self.out_dir / "best.pt"
+            if best.is_file():  # a later best.pt must beat the one there
+                self.best_miou = float(load_checkpoint(best).info.metrics.get("val_miou", -1.0))
             print(f"--resume: no {path} yet, starting from scratch", flush=True)
             return None
         checkpoint = load_checkpoint(path)
         state = checkpoint.training_state
         if not state:
             raise ValueError(f"{path} holds no training state; cannot resume from it")
-        self.model.load_state_dict(checkpoint.state_dict, strict=True)
+        saved, now = checkpoint.config.to_dict(), self.model.config.to_dict()
+        changed = [f"model.{k}: {saved.get(k)} -> {now.get(k)}" for k in sorted(set(saved) | set(now))
+                   if saved.get(k) != now.get(k)]
+        if type(checkpoint.config) is not type(self.model.config):
+            changed.insert(0, f"model.architecture: {checkpoint.architecture} -> {self.config.model.architecture}")
+        if changed:
+            raise ValueError(f"--resume would change the model of the run in {path} ({'; '.join(changed)}); keep "
+                             "its model settings, or start a new run in another --out-dir")
+        load_state_dict_strict(self.model, checkpoint.state_dict, source=f"--resume checkpoint {path}")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -480,8 +497,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--data-root", default=None, help="shortcut for --set data.root=...")
     parser.add_argument("--out-dir", default=None, help="shortcut for --set run.out_dir=...")
     parser.add_argument("--iterations", type=int, default=None, help="shortcut for --set run.iterations=...")
-    parser.add_argument("--resume", action="store_true", help="continue exactly from OUT_DIR/latest.pt")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue exactly from OUT_DIR/latest.pt (without it an existing run folder is refused)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     overrides = list(args.overrides)
     if args.model:
@@ -490,7 +509,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         overrides.append(f"data.root={args.data_root}")
     if args.out_dir:
         overrides.append(f"run.out_dir={args.out_dir}")
-    if args.iterations:
+    if args.iterations is not None:  # 0 too: the config check refuses it
         overrides.append(f"run.iterations={args.iterations}")
     config = load_config(args.config, overrides)
     command = " ".join(["python training/train.py", *(argv if argv is not None else sys.argv[1:])])
@@ -502,4 +521,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script("training/train.py", main))
