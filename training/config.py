@@ -62,7 +62,7 @@ class DataSection:
     dataset: str = "cityscapes"  # cityscapes | camvid | folder | coco-stuff | ade20k
     root: str = "data/cityscapes"
     train_split: str = "train"
-    val_split: str = "val"
+    val_split: str | None = "val"  # null: no validation (best.pt is then never written)
     classes_file: str | None = None  # folder datasets: one class per line (ClassSet.from_file)
     # Every training image is first resized to base_size (h, w) (null: keep its size), then scaled by
     # a random factor from `scales`, then randomly cropped to crop_size (padded with ignore if small).

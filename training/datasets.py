@@ -90,12 +90,16 @@ class SegmentationDataset(Dataset):
         if raw.shape != image.shape[:2]:
             raise DatasetError(f"label {sample.label} is {raw.shape[::-1]} (WxH) but image {sample.image} is "
                                f"{image.shape[1::-1]}")
+        return image, self.train_ids(raw, sample.label)
+
+    def train_ids(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        """A stored label image -> uint8 train ids; a value that should never occur is an error naming ``path``."""
         label = self.lookup[raw]
         if (label == self.INVALID).any():
             bad = sorted(int(v) for v in np.unique(raw[label == self.INVALID]))
-            raise DatasetError(f"label {sample.label} contains values {bad[:10]} outside the {len(self.classes)} "
+            raise DatasetError(f"label {path} contains values {bad[:10]} outside the {len(self.classes)} "
                                f"classes (0..{len(self.classes) - 1}) and the ignore value {IGNORE_INDEX}")
-        return image, label.astype(np.uint8)
+        return label.astype(np.uint8)
 
     def __getitem__(self, item):
         """``index`` -> (image, label) arrays; ``(index, seed)`` -> transformed tensors for training."""
@@ -369,8 +373,7 @@ def require_labelled_pixels(dataset: SegmentationDataset) -> None:
     """A DatasetError when no label of ``dataset`` holds a single class pixel (all void): training on
     it would run with loss 0 and learn nothing. Stops at the first labelled frame."""
     for sample in dataset.samples:
-        label = dataset.lookup[read_label(sample.label)]
-        if ((label >= 0) & (label < len(dataset.classes))).any():
+        if (dataset.train_ids(read_label(sample.label), sample.label) < len(dataset.classes)).any():
             return
     raise DatasetError(f"{dataset.name}: every pixel of its {len(dataset)} labels is void (ignore value {IGNORE_INDEX} or "
                        f"a value mapped to it), so there is nothing to learn; check the label files")
