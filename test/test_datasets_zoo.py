@@ -93,3 +93,23 @@ def test_train_config_accepts_the_new_datasets():
     assert load_config(None, ["data.dataset=coco-stuff"]).data.dataset == "coco-stuff"
     with pytest.raises(ValueError, match="data.dataset must be cityscapes, camvid, folder, coco-stuff or ade20k"):
         load_config(None, ["data.dataset=voc"])
+
+
+def test_train_py_trains_on_ade20k(tmp_path):
+    """Two iterations of the real Trainer on a tiny ADE20K folder: a 150-class model, ADE20K names."""
+    from test_training import _tiny_config
+
+    from bisenetv2_ros.checkpoint import load_checkpoint
+    from training.train import Trainer
+
+    rng = np.random.default_rng(5)
+    for split in ("training", "validation"):
+        for i in range(2):
+            _write(tmp_path / f"data/images/{split}/ADE_{i}.jpg", rng.integers(0, 256, (32, 48, 3), dtype=np.uint8))
+            _write(tmp_path / f"data/annotations/{split}/ADE_{i}.png", rng.integers(0, 151, (32, 48), dtype=np.uint8))
+    config = _tiny_config(tmp_path / "data", tmp_path / "run", 2)
+    config = type(config).from_dict({**config.to_dict(), "data": {**config.to_dict()["data"], "dataset": "ade20k"}})
+    result = Trainer(config, progress=False).train()
+    assert result["iteration"] == 2
+    checkpoint = load_checkpoint(tmp_path / "run" / "latest.pt")
+    assert checkpoint.config.num_classes == 150 and checkpoint.info.classes == ADE20K

@@ -98,3 +98,12 @@ def test_project_protocol_stays_the_default(ade_root, ade_weights, tmp_path):
     result = main(["--weights", str(ade_weights), "--dataset", "ade20k", "--root", str(ade_root), "--output",
                    str(tmp_path / "p.json")])
     assert result["protocol"] == "project" and result["input_size"] == [64, 96] and result["backend"]
+
+
+def test_paper_protocol_runs_at_the_papers_resolution(tiny_weights, camvid_dir, tmp_path):
+    result = main(["--weights", str(tiny_weights), "--dataset", "camvid", "--root", str(camvid_dir), "--split",
+                   "val", "--protocol", "paper", "--limit", "1", "--output", str(tmp_path / "paper.json")])
+    assert result["protocol"] == "paper" and result["input_size"] == [720, 960] and result["frames"] == 1
+    project = main(["--weights", str(tiny_weights), "--dataset", "camvid", "--root", str(camvid_dir), "--split",
+                    "val", "--limit", "1", "--input-size", "720x960", "--output", str(tmp_path / "project.json")])
+    assert project["miou"] == result["miou"]  # the same pipeline, only the resolution is the paper's
