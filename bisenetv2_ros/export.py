@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 # checkpoint format and TensorRT load only when something is exported, so `bisenetv2 --help`
 # (which builds the export flags) stays instant.
 from .backends.onnx_graph import EXPORTERS, MIN_OPSET, channels_last_tail_onnx, check_onnx, fused_onnx_bytes
-from .cli_args import positive_int
+from .cli_args import add_debug_flag, debug_requested, guarded, positive_int
 from .conventions import CHANNEL_ORDERS, DEFAULT_INPUT_SIZE, DEFAULT_WORKSPACE_GIB, size_argument
 from .fileio import write_atomic
 from .output_safety import UnsafeOutput, check_distinct, check_output, record_file
@@ -335,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--engine-cache", type=Path, default=Path("engines"), help="engine cache folder for --tensorrt")
     parser.add_argument("--calibration-images", type=Path, default=None, help="folder of images for int8 calibration")
     parser.add_argument("--overwrite", action="store_true", help="replace an ONNX file this command wrote before")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     print(DEPRECATION, file=sys.stderr)
     fixed = args.frame_size != "dynamic"
@@ -345,23 +346,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                             opset=args.opset, exporter=args.exporter, channels_last_tail=args.channels_last_tail,
                             command=OLD_PROG, inputs=(Path(args.weights),) if Path(args.weights).exists() else (),
                             overwrite=args.overwrite)
-    try:
+
+    def run() -> int:
         from .checkpoint import Checkpoint
         from .known_weights import load_model
 
         request.check()
         model, info = load_model(args.weights)
         result = export_checkpoint(Checkpoint.from_model(model, info), request)
-    except (ValueError, OSError) as error:  # BackendError and CheckpointError are ValueErrors
-        print(f"{OLD_PROG}: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"\n{OLD_PROG}: interrupted; nothing was written", file=sys.stderr)
-        return 130
-    print(f"wrote {result.onnx}")
-    if result.engine:
-        print(f"engine {result.engine}")
-    return 0
+        print(f"wrote {result.onnx}")
+        if result.engine:
+            print(f"engine {result.engine}")
+        return 0
+
+    return guarded(OLD_PROG, run, debug=debug_requested(args))
 
 
 if __name__ == "__main__":

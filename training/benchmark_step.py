@@ -23,7 +23,8 @@ from typing import Sequence
 
 import torch
 
-from bisenetv2_ros.cli_args import add_size_accepting_two_numbers
+from bisenetv2_ros.cli_args import (add_debug_flag, add_size_accepting_two_numbers, non_negative_int, positive_int,
+                                    run_script)
 from bisenetv2_ros.model import BiSeNetV2, BiSeNetV2Config
 from training.losses import BoosterLoss, OhemCrossEntropy
 from training.train import cpu_has_native_bf16, param_groups
@@ -73,14 +74,15 @@ class Step:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="training/benchmark_step.py", description=__doc__.split("\n")[0])
     add_size_accepting_two_numbers(parser, "--size", help="training crop HxW (default 240x320)", default=(240, 320))
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--head-channels", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=5, help="timed iterations per variant")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed iterations per variant (compile happens here)")
+    parser.add_argument("--batch", type=positive_int, default=8)
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--head-channels", type=positive_int, default=128)
+    parser.add_argument("--rounds", type=positive_int, default=5, help="timed iterations per variant")
+    parser.add_argument("--warmup", type=non_negative_int, default=2, help="untimed iterations per variant (compile happens here)")
     parser.add_argument("--variants", nargs="+", default=["fp32", "channels_last"], choices=VARIANTS)
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     steps = [Step(v, args.size, args.batch, args.head_channels) for v in args.variants]
@@ -101,4 +103,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script("training/benchmark_step.py", main))

@@ -26,6 +26,10 @@ import cv2
 import numpy as np
 
 from bisenetv2_ros.classes import IGNORE_INDEX, ClassSet
+from bisenetv2_ros.cli_args import add_debug_flag, positive_int, run_script
+from bisenetv2_ros.output_safety import check_output, record_file
+
+PROG = "training/overlays.py"
 
 GAP = 4  # white pixels between panels, and around the grid
 TITLE_HEIGHT = 30  # the strip above each column holding its title (at full resolution)
@@ -95,7 +99,7 @@ def spread_indices(count: int, frames: int) -> list[int]:
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("--before", required=True, help="weights before (a known name or a checkpoint)")
     parser.add_argument("--after", required=True, help="weights after (a known name or a checkpoint)")
     parser.add_argument("--before-title", default=None, help="column title (default: 'before: WEIGHTS')")
@@ -107,12 +111,16 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--frames", type=int, default=3, help="how many frames, spread over the split (default: 3)")
     parser.add_argument("--indices", type=int, nargs="+", default=None, help="these frames of the split instead")
     parser.add_argument("--alpha", type=float, default=0.5, help="palette opacity (default: 0.5)")
-    parser.add_argument("--max-width", type=int, default=960, help="scale the picture down to this width (px)")
+    parser.add_argument("--max-width", type=positive_int, default=960, help="scale the picture down to this width (px)")
     parser.add_argument("--quality", type=int, default=80, help="JPEG quality (default: 80)")
     parser.add_argument("--output", type=Path, required=True, help="picture to write (.jpg or .png)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a picture this script wrote before")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     if args.output.suffix.lower() not in (".jpg", ".jpeg", ".png"):
         parser.error(f"--output {args.output} must end in .jpg, .jpeg or .png")
+    inputs = [Path(w) for w in (args.before, args.after) if Path(w).exists()]
+    check_output(args.output, PROG, inputs, args.overwrite, folder=False)  # before the models run
     if not 1 <= args.quality <= 100:
         parser.error(f"--quality must be in 1..100, got {args.quality}")
 
@@ -139,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     params = [cv2.IMWRITE_JPEG_QUALITY, args.quality] if args.output.suffix.lower() != ".png" else []
     if not cv2.imwrite(str(args.output), np.ascontiguousarray(picture[..., ::-1]), params):
         raise OSError(f"could not write {args.output}")
+    record_file(args.output, PROG)
     size = args.output.stat().st_size
     print(f"wrote {args.output} ({picture.shape[1]}x{picture.shape[0]}, {size / 1024:.0f} KB): frames "
           f"{indices} of {dataset.name}")
@@ -149,4 +158,4 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(PROG, main))
