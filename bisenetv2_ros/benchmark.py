@@ -70,6 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="backend option, repeatable, e.g. --option dynamic=false (onnxruntime fixed-shape graphs)")
     parser.add_argument("--channel-order", choices=("rgb", "bgr"), default="rgb")
+    parser.add_argument("--confidence", action="store_true",
+                        help="also time end to end with the confidence output, interleaved with the labels-only run")
     parser.add_argument("--engine-cache", default=None, help="cache folder of TensorRT engines and int8 graphs")
     parser.add_argument("--calibration-images", default=None, help="folder of images for int8 calibration")
     parser.add_argument("--compare", action="store_true",
@@ -247,9 +249,11 @@ def _single(args, seg) -> dict[str, Any]:
         if model_call:
             model_call()
         seg.segment_batch(frames, args.channel_order)
+        if getattr(args, "confidence", False):
+            seg.segment_batch(frames, args.channel_order, confidence=True)
     # Model-only and end-to-end alternate, so that load from other processes hits both alike.
     # End to end is wall time on every device: it includes the host<->device copies a node pays.
-    model_times, e2e = [], []
+    model_times, e2e, with_confidence = [], [], []
     with BackgroundLoad(args.background_load):
         for _ in range(args.iters):
             if model_call:
@@ -257,9 +261,14 @@ def _single(args, seg) -> dict[str, Any]:
             start = time.perf_counter()
             seg.segment_batch(frames, args.channel_order)
             e2e.append((time.perf_counter() - start) * 1000.0)
+            if getattr(args, "confidence", False):
+                with_confidence.append(timed(lambda: seg.segment_batch(frames, args.channel_order, confidence=True)))
     results["model_only"] = (_stats(model_times, args.batch) if model_call else
                              "not measured for this backend (its engine or quantised graph holds the whole pipeline)")
     results["end_to_end"] = _stats(e2e, args.batch)
+    if with_confidence:
+        results["end_to_end_with_confidence"] = _stats(with_confidence, args.batch)
+        results["confidence_cost"] = round(results["end_to_end_with_confidence"]["p50_ms"] / results["end_to_end"]["p50_ms"] - 1, 3)
     if isinstance(results["model_only"], dict):
         results["end_to_end_over_model_only"] = round(results["end_to_end"]["p50_ms"] / results["model_only"]["p50_ms"], 3)
     results["rss_mib"] = {"after_setup": round(rss_start, 1), "after_timing": round(_rss_mib(), 1),
@@ -401,13 +410,17 @@ def _print_table(result: dict[str, Any]) -> None:
     print(f"backend {result['backend']} on {result['device']}, {result['precision']}"
           + (f", compile {result['compile']}" if "compile" in result else "")
           + f"; model {result['model_input_hxw']} (HxW), frame {result['frame_hxw']} (HxW), batch {result['batch']}")
-    for part in ("model_only", "end_to_end"):
-        s = result[part]
+    for part in ("model_only", "end_to_end", "end_to_end_with_confidence"):
+        s = result.get(part)
+        if s is None:
+            continue
         if isinstance(s, dict):
             print(f"  {part:<12} p50 {s['p50_ms']:8.1f} ms  p90 {s['p90_ms']:8.1f} ms  p99 {s['p99_ms']:8.1f} ms  "
                   f"{s['fps']:7.2f} FPS")
         else:
             print(f"  {part:<12} {s}")
+    if "confidence_cost" in result:
+        print(f"  confidence costs {100 * result['confidence_cost']:+.1f} % end to end")
     if "end_to_end_over_model_only" in result:
         print(f"  end to end / model only: {result['end_to_end_over_model_only']:.3f}")
     print(f"  RSS MiB: {result['rss_mib']}" + (f"; GPU peak {result['gpu_peak_allocated_mib']} MiB"

@@ -337,9 +337,14 @@ class SegmentationNetwork(nn.Module):
     def upsample_logits(self, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """The head's 1/8 output -> class logits at ``size``: pixel shuffle if the head has one, then
         (logits, not labels) one bilinear resize straight to the output size."""
+        return F.interpolate(self.head_class_logits(logits), size=size, mode="bilinear",
+                             align_corners=self.config.align_corners)
+
+    def head_class_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The head's 1/8 output -> class logits at the head's resolution (a pixel-shuffle head: 1/1)."""
         if self.config.head_upsample == "pixel_shuffle":
             logits = F.pixel_shuffle(logits, OUTPUT_STRIDE)
-        return F.interpolate(logits, size=size, mode="bilinear", align_corners=self.config.align_corners)
+        return logits
 
     def _outputs(self, main: torch.Tensor, aux_features: list[torch.Tensor], size: tuple[int, int]):
         """``main`` alone, or in training mode with heads ``(main, [each head's logits at size])``."""
@@ -384,8 +389,13 @@ class BiSeNetV2(SegmentationNetwork):
         *aux_features, semantic = self.semantic(x)
         return self.head(self.bga(detail, semantic)), aux_features
 
-    def forward(self, x: torch.Tensor, output_size: tuple[int, int] | None = None):
+    def forward(self, x: torch.Tensor, output_size: tuple[int, int] | None = None, upsample: bool = True):
+        """upsample=False: the head's 1/8 output as it is (``upsample_logits`` takes it on), for callers
+        that also use the small logits (the fused pipeline's confidence); a module call keeps the
+        network's export scope (/model/...), which int8 quantisation selects by."""
         size = tuple(output_size) if output_size is not None else tuple(x.shape[2:])
         logits, aux_features = self.forward_logits(x)
+        if not upsample:
+            return logits
         return self._outputs(self.upsample_logits(logits, size), aux_features, size)
 

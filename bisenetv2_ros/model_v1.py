@@ -222,8 +222,11 @@ class BiSeNetV1(SegmentationNetwork):
         context8, context16 = self.context(x)
         return self.head(self.ffm(self.spatial(x), context8)), [context8, context16]
 
-    def forward(self, x: torch.Tensor, output_size: tuple[int, int] | None = None):
+    def forward(self, x: torch.Tensor, output_size: tuple[int, int] | None = None, upsample: bool = True):
+        """upsample=False: the head's output as it is (see BiSeNetV2.forward)."""
         size = tuple(output_size) if output_size is not None else tuple(x.shape[2:])
         logits, aux_features = self.forward_logits(x)
+        if not upsample:
+            return logits
         return self._outputs(self.upsample_logits(logits, size), aux_features, size)
 

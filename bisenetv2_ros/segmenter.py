@@ -6,6 +6,7 @@ hands uint8 arrays across.
 
     seg = Segmenter("camvid")                      # backend "auto": the best available, logged
     labels = seg.segment(frame_bgr, channel_order="bgr")   # HxW uint8 class ids
+    labels, confidence = seg.segment(frame_bgr, "bgr", confidence=True)  # + round(255 x top probability)
     color = seg.colorize(labels)                   # HxWx3 RGB palette image
 """
 
@@ -79,19 +80,29 @@ class Segmenter:
         self.tta: TTASettings | None = tta
         self._lut = self.classes.lookup_table()
 
-    def segment(self, frame: np.ndarray, channel_order: str = "rgb") -> np.ndarray:
-        """One HxWx3 uint8 frame -> HxW uint8 labels at the frame's resolution."""
+    def segment(self, frame: np.ndarray, channel_order: str = "rgb", confidence: bool = False):
+        """One HxWx3 uint8 frame -> HxW uint8 labels at the frame's resolution; with ``confidence=True``
+        (labels, confidence), confidence being HxW uint8 round(255 x the labelled class's probability)."""
         if not isinstance(frame, np.ndarray) or frame.ndim != 3:
             raise ValueError(f"frame must be a uint8 array of shape (H, W, 3), got "
                              f"{getattr(frame, 'dtype', type(frame).__name__)} {getattr(frame, 'shape', '')}")
+        if confidence:
+            labels, confidences = self.segment_batch(frame[None], channel_order, confidence=True)
+            return labels[0], confidences[0]
         return self.segment_batch(frame[None], channel_order)[0]
 
-    def segment_batch(self, frames: np.ndarray | Sequence[np.ndarray], channel_order: str = "rgb") -> np.ndarray:
-        """NxHxWx3 uint8 frames (one size, e.g. several cameras) -> NxHxW uint8 labels."""
+    def segment_batch(self, frames: np.ndarray | Sequence[np.ndarray], channel_order: str = "rgb",
+                      confidence: bool = False):
+        """NxHxWx3 uint8 frames (one size, e.g. several cameras) -> NxHxW uint8 labels, or (labels,
+        confidence) with ``confidence=True``."""
         if channel_order not in CHANNEL_ORDERS:
             raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
         if self.tta is not None:
+            if confidence:
+                raise ValueError("confidence is not available with test-time augmentation (tta); use one or the other")
             return self.backend.run_tta(_as_batch(frames), channel_order, self.tta)
+        if confidence:
+            return self.backend.run(_as_batch(frames), channel_order, confidence=True)
         return self.backend.run(_as_batch(frames), channel_order)
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:

@@ -31,23 +31,33 @@ class BackendError(ValueError):
 
 
 class Backend:
-    """uint8 frames (N, H, W, 3) in, uint8 labels (N, H, W) out, at the frames' resolution.
+    """uint8 frames (N, H, W, 3) in, uint8 labels (N, H, W) out, at the frames' resolution; with
+    ``confidence=True`` also uint8 (N, H, W) confidence (round(255 x top-class probability)).
 
-    Subclasses set ``name``, ``device`` and ``precision`` and implement ``_run``. Pipelines are built
-    lazily per channel order (and per shape where the backend needs fixed shapes) and cached.
+    Subclasses set ``name``, ``device`` and ``precision`` and implement ``_run(frames, channel_order)``;
+    those whose graphs also have the confidence output set ``supports_confidence`` and take
+    ``_run(frames, channel_order, confidence=True)``. Pipelines are built lazily per channel order
+    (and per shape where the backend needs fixed shapes) and cached.
     """
 
     name = "base"
+    supports_confidence = False
 
     def __init__(self, device: str, precision: str, input_size: tuple[int, int]) -> None:
         self.device = device
         self.precision = precision
         self.input_size = (int(input_size[0]), int(input_size[1]))
 
-    def run(self, frames: np.ndarray, channel_order: str = "rgb") -> np.ndarray:
+    def run(self, frames: np.ndarray, channel_order: str = "rgb", confidence: bool = False):
+        """labels, or (labels, confidence) with ``confidence=True``."""
         if channel_order not in CHANNEL_ORDERS:
             raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
-        return self._run(frames, channel_order)
+        if not confidence:
+            return self._run(frames, channel_order)
+        if not self.supports_confidence:
+            raise BackendError(f"the {self.name} backend has no confidence output; use backend torch, "
+                               "onnxruntime or tensorrt for confidence")
+        return self._run(frames, channel_order, confidence=True)
 
     def _run(self, frames: np.ndarray, channel_order: str) -> np.ndarray:
         raise NotImplementedError

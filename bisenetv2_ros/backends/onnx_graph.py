@@ -1,7 +1,8 @@
 """Builds the ONNX graphs the backends run (and export writes): the fused pipeline, the bare network.
 
 The fused graph takes uint8 frames (N, H, W, 3) named ``frames`` and gives uint8 labels (N, H, W)
-named ``labels``; ``channels_last_tail_onnx`` rewrites its tail for ONNX Runtime's CPU provider.
+named ``labels`` (and, built with ``confidence=True``, uint8 (N, H, W) ``confidence``);
+``channels_last_tail_onnx`` rewrites its tail for ONNX Runtime's CPU provider.
 Everything here returns bytes: writing files is ``bisenetv2_ros.export``'s job. torch is imported
 when a graph is built, so the names (and the command-line flags made from them) load instantly.
 """
@@ -22,14 +23,14 @@ if TYPE_CHECKING:
     from ..checkpoint import Normalization
 
 MIN_OPSET = 17
-INPUT_NAME, OUTPUT_NAME = "frames", "labels"
+INPUT_NAME, OUTPUT_NAME, CONFIDENCE_NAME = "frames", "labels", "confidence"
 EXPORTERS = ("legacy", "dynamo")
 
 
 def fused_onnx_bytes(model: SegmentationModel, normalization: Normalization, input_size: tuple[int, int],
                      frame_size: tuple[int, int] | str | None = "dynamic", channel_order: str = "rgb",
                      batch: int | None = None, opset: int = MIN_OPSET, exporter: str = "legacy",
-                     fold_bn: bool = True, channels_last_tail: bool = False) -> bytes:
+                     fold_bn: bool = True, channels_last_tail: bool = False, confidence: bool = False) -> bytes:
     """The fused pipeline as a serialized ONNX model.
 
     Input ``frames`` uint8 (N, H, W, 3), output ``labels`` uint8 (N, H, W). frame_size: (H, W) for a
@@ -37,6 +38,8 @@ def fused_onnx_bytes(model: SegmentationModel, normalization: Normalization, inp
     exporter: "legacy" (TorchScript-based; about 40x quicker to export here, same graph speed) or
     "dynamo" (torch.export-based). channels_last_tail: rewrite the logits upsampling and argmax to
     run channels-last (see ``channels_last_tail_onnx``); faster on ONNX Runtime's CPU provider.
+    confidence: a second output ``confidence`` (``fused.top_class_confidence``); the labels tail is
+    the same either way.
     """
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET} (the fused graph uses opset-17 operators), got {opset}")
@@ -50,17 +53,18 @@ def fused_onnx_bytes(model: SegmentationModel, normalization: Normalization, inp
     from .fused import FusedSegmentation, fold_batchnorm
 
     network = fold_batchnorm(model) if fold_bn else model.eval()
-    fused = FusedSegmentation(network, normalization, input_size, channel_order)
+    fused = FusedSegmentation(network, normalization, input_size, channel_order, confidence)
     fused.always_resize = dynamic
     example_size = tuple(input_size) if dynamic else tuple(frame_size)  # type: ignore[arg-type]
     example = torch.zeros((batch or 1, *example_size, 3), dtype=torch.uint8)
     dims = {} if batch else {0: "batch"}
     if dynamic:
         dims.update({1: "height", 2: "width"})
+    outputs = [OUTPUT_NAME, CONFIDENCE_NAME] if confidence else [OUTPUT_NAME]
     if exporter == "legacy":
-        data = _legacy_onnx_bytes(fused, example, INPUT_NAME, OUTPUT_NAME, dims, opset)
+        data = _legacy_onnx_bytes(fused, example, INPUT_NAME, outputs, dims, opset)
     else:
-        data = _dynamo_onnx_bytes(fused, example, dims, opset)
+        data = _dynamo_onnx_bytes(fused, example, outputs, dims, opset)
     if channels_last_tail:
         data = channels_last_tail_onnx(data)
     check_onnx(data)
@@ -77,10 +81,10 @@ def network_onnx_bytes(model: SegmentationModel, input_size: tuple[int, int], op
     from .fused import fold_batchnorm
 
     example = torch.zeros(1, 3, *input_size)
-    return _legacy_onnx_bytes(fold_batchnorm(model), example, "input", "logits", {0: "batch"}, opset)
+    return _legacy_onnx_bytes(fold_batchnorm(model), example, "input", ["logits"], {0: "batch"}, opset)
 
 
-def _legacy_onnx_bytes(module: torch.nn.Module, example: torch.Tensor, input_name: str, output_name: str,
+def _legacy_onnx_bytes(module: torch.nn.Module, example: torch.Tensor, input_name: str, output_names: list[str],
                        dims: dict[int, str], opset: int) -> bytes:
     """The TorchScript-based exporter's graph of ``module`` run on ``example``; ``dims`` are dynamic."""
     import torch
@@ -89,13 +93,14 @@ def _legacy_onnx_bytes(module: torch.nn.Module, example: torch.Tensor, input_nam
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation chatter; check_onnx is the judge
         torch.onnx.export(module, (example,), buffer, dynamo=False, opset_version=opset,
-                          input_names=[input_name], output_names=[output_name],
-                          dynamic_axes={input_name: dims, output_name: dims} if dims else None,
+                          input_names=[input_name], output_names=output_names,
+                          dynamic_axes={name: dims for name in [input_name, *output_names]} if dims else None,
                           do_constant_folding=True)
     return buffer.getvalue()
 
 
-def _dynamo_onnx_bytes(module: torch.nn.Module, example: torch.Tensor, dims: dict[int, str], opset: int) -> bytes:
+def _dynamo_onnx_bytes(module: torch.nn.Module, example: torch.Tensor, output_names: list[str],
+                       dims: dict[int, str], opset: int) -> bytes:
     """The torch.export-based exporter's graph of the fused pipeline."""
     import torch
 
@@ -103,7 +108,7 @@ def _dynamo_onnx_bytes(module: torch.nn.Module, example: torch.Tensor, dims: dic
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(module, (example,), dynamo=True, opset_version=opset,
-                                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                    input_names=[INPUT_NAME], output_names=output_names,
                                     dynamic_shapes=shapes, optimize=True, verbose=False)
         with tempfile.TemporaryDirectory() as folder:  # the program saves to a path only
             path = Path(folder) / "model.onnx"

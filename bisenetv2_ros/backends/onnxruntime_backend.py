@@ -60,6 +60,7 @@ def make_session(onnx_model: bytes | str, device: str = "cpu", threads: int | No
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    supports_confidence = True
 
     def __init__(self, model, normalization: Normalization, input_size: tuple[int, int], device: str = "cpu",
                  precision: str = "fp32", dynamic: bool = True, exporter: str = "legacy", threads: int | None = None,
@@ -90,10 +91,12 @@ class OnnxRuntimeBackend(Backend):
         self._sessions: dict[tuple, object] = {}
         self._model_only = None
 
-    def onnx_bytes(self, channel_order: str = "rgb", frame_shape: tuple[int, int, int] | None = None) -> bytes:
+    def onnx_bytes(self, channel_order: str = "rgb", frame_shape: tuple[int, int, int] | None = None,
+                   confidence: bool = False) -> bytes:
         batch, frame_size = (None, "dynamic") if frame_shape is None else (frame_shape[0], frame_shape[1:])
         return fused_onnx_bytes(self.model, self.normalization, self.input_size, frame_size, channel_order,
-                                batch, self.opset, self.exporter, channels_last_tail=self.device == "cpu")
+                                batch, self.opset, self.exporter, channels_last_tail=self.device == "cpu",
+                                confidence=confidence)
 
     def graph_shape(self, frame_shape: tuple[int, int, int]) -> tuple | None:
         """The fixed (batch, height, width) of the graph that serves these frames, or None (dynamic)."""
@@ -103,13 +106,15 @@ class OnnxRuntimeBackend(Backend):
             return (None, *self.input_size)  # no resize; any batch
         return None
 
-    def session(self, channel_order: str = "rgb", frame_shape: tuple[int, int, int] | None = None):
-        key = (channel_order, None if frame_shape is None else self.graph_shape(frame_shape))
+    def session(self, channel_order: str = "rgb", frame_shape: tuple[int, int, int] | None = None,
+                confidence: bool = False):
+        key = (channel_order, None if frame_shape is None else self.graph_shape(frame_shape), confidence)
         session = self._sessions.get(key)
         if session is None:
-            LOGGER.info("onnxruntime backend: exporting the fused pipeline (%s, frames %s)", channel_order,
-                        "of any size" if key[1] is None else "x".join("N" if v is None else str(v) for v in key[1]))
-            onnx_bytes = self.onnx_bytes(channel_order, key[1])
+            LOGGER.info("onnxruntime backend: exporting the fused pipeline (%s, frames %s%s)", channel_order,
+                        "of any size" if key[1] is None else "x".join("N" if v is None else str(v) for v in key[1]),
+                        ", with confidence" if confidence else "")
+            onnx_bytes = self.onnx_bytes(channel_order, key[1], confidence)
             if self.precision == "int8":
                 session = self._int8_session(onnx_bytes, channel_order, key[1])
             else:
@@ -143,9 +148,10 @@ class OnnxRuntimeBackend(Backend):
     def _new_session(self, onnx_model: bytes):
         return make_session(onnx_model, self.device, self.threads, self.spin)
 
-    def _run(self, frames: np.ndarray, channel_order: str) -> np.ndarray:
+    def _run(self, frames: np.ndarray, channel_order: str, confidence: bool = False):
         frames = np.ascontiguousarray(frames)
-        return self.session(channel_order, frames.shape[:3]).run(None, {"frames": frames})[0]
+        outputs = self.session(channel_order, frames.shape[:3], confidence).run(None, {"frames": frames})
+        return (outputs[0], outputs[1]) if confidence else outputs[0]
 
     def run_model(self, x: np.ndarray) -> np.ndarray:
         """Network only (for benchmarks): normalised float32 NCHW at the model size -> logits at that size."""

@@ -21,7 +21,7 @@ from ..conventions import DEFAULT_WORKSPACE_GIB
 from . import int8
 from .base import Backend, BackendError, cuda_available, tensorrt_importable
 from .engine_cache import EngineCache, default_engine_cache_dir
-from .onnx_graph import fused_onnx_bytes
+from .onnx_graph import CONFIDENCE_NAME, OUTPUT_NAME, fused_onnx_bytes
 
 LOGGER = logging.getLogger("bisenetv2_ros")
 ENGINE_NAME = "bisenetv2"  # the engine cache slot's name, unless the caller names it
@@ -172,10 +172,12 @@ def load_engine_cached(onnx_bytes: bytes, directory: Path, precision: str, frame
 
 
 def engine_onnx_bytes(model, normalization: Normalization, input_size: tuple[int, int],
-                      frame_shape: tuple[int, int, int], channel_order: str = "rgb") -> bytes:
+                      frame_shape: tuple[int, int, int], channel_order: str = "rgb", confidence: bool = False) -> bytes:
     """The graph an engine for uint8 frames of ``frame_shape`` (N, H, W) is built from: fixed shapes,
-    plain tail. Its hash keys the engine cache, so a prebuilt engine is found by the backend."""
-    return fused_onnx_bytes(model, normalization, input_size, frame_shape[1:], channel_order, batch=frame_shape[0])
+    plain tail (and the confidence output when asked). Its hash keys the engine cache, so a prebuilt
+    engine is found by the backend."""
+    return fused_onnx_bytes(model, normalization, input_size, frame_shape[1:], channel_order, batch=frame_shape[0],
+                            confidence=confidence)
 
 
 def prebuild_engine(model, normalization: Normalization, input_size: tuple[int, int],
@@ -192,6 +194,7 @@ def prebuild_engine(model, normalization: Normalization, input_size: tuple[int, 
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
+    supports_confidence = True
 
     def __init__(self, model, normalization: Normalization, input_size: tuple[int, int], device: str = "cuda",
                  precision: str = "fp16", engine_cache_dir: Path | None = None, workspace_gib: float = DEFAULT_WORKSPACE_GIB,
@@ -213,10 +216,11 @@ class TensorRTBackend(Backend):
         self._torch = torch
         self.stream = torch.cuda.Stream(device=device)
 
-    def _context(self, channel_order: str, frame_shape: tuple[int, int, int]):
-        key = (channel_order, frame_shape)
+    def _context(self, channel_order: str, frame_shape: tuple[int, int, int], confidence: bool = False):
+        key = (channel_order, frame_shape, confidence)
         if key not in self._engines:
-            onnx_bytes = engine_onnx_bytes(self.model, self.normalization, self.input_size, frame_shape, channel_order)
+            onnx_bytes = engine_onnx_bytes(self.model, self.normalization, self.input_size, frame_shape, channel_order,
+                                           confidence)
             engine, path = load_engine_cached(onnx_bytes, self.engine_cache_dir, self.precision, frame_shape,
                                               channel_order, self.workspace_gib, self.calibration_images,
                                               self.engine_name, self.device, self.runtime)
@@ -224,26 +228,31 @@ class TensorRTBackend(Backend):
             names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
             inputs = [n for n in names if engine.get_tensor_mode(n) == self.trt.TensorIOMode.INPUT]
             outputs = [n for n in names if engine.get_tensor_mode(n) == self.trt.TensorIOMode.OUTPUT]
-            if len(inputs) != 1 or len(outputs) != 1:
-                raise BackendError(f"engine {path} has inputs {inputs} and outputs {outputs}; expected one of each")
+            wanted = [OUTPUT_NAME, CONFIDENCE_NAME] if confidence else [OUTPUT_NAME]
+            if len(inputs) != 1 or sorted(outputs) != sorted(wanted):
+                raise BackendError(f"engine {path} has inputs {inputs} and outputs {outputs}; expected one input "
+                                   f"and outputs {wanted}")
             context.set_input_shape(inputs[0], (*frame_shape, 3))
-            self._engines[key] = (engine, context, inputs[0], outputs[0])
+            self._engines[key] = (engine, context, inputs[0], wanted)
         return self._engines[key]
 
-    def run_tensor(self, frames, channel_order: str = "rgb"):
-        """uint8 (N, H, W, 3) CUDA tensor -> uint8 (N, H, W) CUDA tensor (synchronised)."""
+    def run_tensor(self, frames, channel_order: str = "rgb", confidence: bool = False):
+        """uint8 (N, H, W, 3) CUDA tensor -> uint8 (N, H, W) CUDA labels tensor, and the confidence
+        tensor with ``confidence=True`` (synchronised)."""
         torch = self._torch
         frames = frames.contiguous()
-        _, context, input_name, output_name = self._context(channel_order, tuple(frames.shape[:3]))
-        labels = torch.empty(frames.shape[:3], dtype=torch.uint8, device=self.device)
+        _, context, input_name, output_names = self._context(channel_order, tuple(frames.shape[:3]), confidence)
+        outputs = [torch.empty(frames.shape[:3], dtype=torch.uint8, device=self.device) for _ in output_names]
         context.set_tensor_address(input_name, int(frames.data_ptr()))
-        context.set_tensor_address(output_name, int(labels.data_ptr()))
+        for name, output in zip(output_names, outputs):
+            context.set_tensor_address(name, int(output.data_ptr()))
         self.stream.wait_stream(torch.cuda.current_stream(self.device))  # the frame upload happened there
         if not context.execute_async_v3(self.stream.cuda_stream):
             raise RuntimeError("TensorRT execute_async_v3 failed")
         self.stream.synchronize()
-        return labels
+        return tuple(outputs) if confidence else outputs[0]
 
-    def _run(self, frames: np.ndarray, channel_order: str) -> np.ndarray:
+    def _run(self, frames: np.ndarray, channel_order: str, confidence: bool = False):
         tensor = self._torch.from_numpy(np.ascontiguousarray(frames)).pin_memory().to(self.device, non_blocking=True)
-        return self.run_tensor(tensor, channel_order).cpu().numpy()
+        outputs = self.run_tensor(tensor, channel_order, confidence)
+        return tuple(o.cpu().numpy() for o in outputs) if confidence else outputs.cpu().numpy()

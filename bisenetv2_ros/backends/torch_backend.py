@@ -54,6 +54,7 @@ def require_native_bf16(emulate: bool = False) -> None:
 
 class TorchBackend(Backend):
     name = "torch"
+    supports_confidence = True
 
     def __init__(self, model: torch.nn.Module, normalization: Normalization, input_size: tuple[int, int],
                  device: str = "cpu", precision: str = "fp32", compile: str | None = None,
@@ -72,25 +73,26 @@ class TorchBackend(Backend):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.network = network.to(memory_format=self.memory_format)
         self.normalization = normalization
-        self._fused: dict[str, FusedSegmentation] = {}
+        self._fused: dict[tuple[str, bool], FusedSegmentation] = {}
         self._compiled: dict[tuple, torch.nn.Module] = {}
 
-    def pipeline(self, channel_order: str = "rgb") -> FusedSegmentation:
+    def pipeline(self, channel_order: str = "rgb", confidence: bool = False) -> FusedSegmentation:
         """The eager fused module for this channel order (shares the network's weights)."""
-        if channel_order not in self._fused:
-            fused = FusedSegmentation(self.network, self.normalization, self.input_size, channel_order)
+        key = (channel_order, confidence)
+        if key not in self._fused:
+            fused = FusedSegmentation(self.network, self.normalization, self.input_size, channel_order, confidence)
             if self.dtype == torch.bfloat16:  # bf16 network, float32 pre-processing and labels tail
                 fused.network_dtype = self.dtype
-                self._fused[channel_order] = fused.to(device=self.device)
+                self._fused[key] = fused.to(device=self.device)
             else:
-                self._fused[channel_order] = fused.to(device=self.device, dtype=self.dtype)
-        return self._fused[channel_order]
+                self._fused[key] = fused.to(device=self.device, dtype=self.dtype)
+        return self._fused[key]
 
-    def _pipeline_for(self, frames: torch.Tensor, channel_order: str) -> torch.nn.Module:
-        fused = self.pipeline(channel_order)
+    def _pipeline_for(self, frames: torch.Tensor, channel_order: str, confidence: bool = False) -> torch.nn.Module:
+        fused = self.pipeline(channel_order, confidence)
         if self.compile_mode == "off":
             return fused
-        key = (channel_order, tuple(frames.shape))
+        key = (channel_order, confidence, tuple(frames.shape))
         compiled = self._compiled.get(key)
         if compiled is None:
             LOGGER.info("torch backend: compiling (%s) for frames of shape %s", self.compile_mode, tuple(frames.shape))
@@ -107,22 +109,28 @@ class TorchBackend(Backend):
             self._compiled[key] = compiled
         return compiled
 
-    def run_tensor(self, frames: torch.Tensor, channel_order: str = "rgb") -> torch.Tensor:
-        """uint8 (N, H, W, 3) tensor on the backend's device -> uint8 (N, H, W) tensor, no host copies."""
-        module = self._pipeline_for(frames, channel_order)
+    def run_tensor(self, frames: torch.Tensor, channel_order: str = "rgb", confidence: bool = False):
+        """uint8 (N, H, W, 3) tensor on the backend's device -> uint8 (N, H, W) labels tensor (and the
+        confidence tensor with ``confidence=True``), no host copies."""
+        module = self._pipeline_for(frames, channel_order, confidence)
         with torch.inference_mode():
             if self.compile_mode == "inductor":
                 with torch._inductor.config.patch(freezing=True):
-                    labels = module(frames)
+                    outputs = module(frames)
                 # CUDA graphs reuse their output memory on the next replay: hand out a copy.
-                return labels.clone() if self.device != "cpu" else labels
+                if self.device != "cpu":
+                    outputs = tuple(o.clone() for o in outputs) if confidence else outputs.clone()
+                return outputs
             return module(frames)
 
-    def _run(self, frames: np.ndarray, channel_order: str) -> np.ndarray:
+    def _run(self, frames: np.ndarray, channel_order: str, confidence: bool = False):
         tensor = torch.from_numpy(np.ascontiguousarray(frames))
         if self.device != "cpu":
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
-        return self.run_tensor(tensor, channel_order).cpu().numpy()
+        outputs = self.run_tensor(tensor, channel_order, confidence)
+        if confidence:
+            return tuple(o.cpu().numpy() for o in outputs)
+        return outputs.cpu().numpy()
 
     returns_logits = True
 
