@@ -228,6 +228,44 @@ def labels_to_image(msg_type: Any, labels: np.ndarray, header: Any) -> Any:
     return array_to_image(msg_type, header, labels, "mono8")
 
 
+# compressed_image_transport's `format` for PNG: "<encoding>; png compressed " plus, for colour images,
+# the channel order of the PNG data (OpenCV writes BGR).
+PNG_FORMAT = "{encoding}; png compressed {stored}"
+PNG_LEVEL = 1  # zlib level: label maps are flat regions, so level 1 is already small and fast
+
+
+def array_to_png(msg_type: Any, header: Any, pixels: np.ndarray, encoding: str) -> Any:
+    """HxW mono8 or HxWx3 rgb8 uint8 array -> a lossless PNG ``sensor_msgs/CompressedImage``
+    in compressed_image_transport's format (so `image_transport republish` and rqt decode it)."""
+    if encoding not in ("mono8", "rgb8") or pixels.dtype != np.uint8 or pixels.ndim != (2 if encoding == "mono8" else 3):
+        raise ValueError(f"PNG outputs are mono8 HxW or rgb8 HxWx3 uint8, got {encoding} {pixels.dtype} {pixels.shape}")
+    color = encoding == "rgb8"
+    stored = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR) if color else np.ascontiguousarray(pixels)
+    ok, data = cv2.imencode(".png", stored, [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL])
+    if not ok:
+        raise ValueError(f"PNG encoding of a {pixels.shape} {encoding} image failed")
+    return msg_type(header=header, format=PNG_FORMAT.format(encoding=encoding, stored="bgr8" if color else ""),
+                    data=_uint8_data(msg_type, data))
+
+
+def png_to_array(msg: Any) -> np.ndarray:
+    """A PNG ``sensor_msgs/CompressedImage`` of ``array_to_png`` -> the exact array: HxW for mono8
+    (e.g. class ids), HxWx3 RGB for rgb8; raises ImageConversionError for anything else."""
+    encoding = str(msg.format).split(";")[0].strip()
+    if "png" not in str(msg.format).lower() or encoding not in ("mono8", "rgb8"):
+        raise ImageConversionError(f"expected a PNG mono8 or rgb8 CompressedImage, got format {msg.format!r}")
+    pixels = cv2.imdecode(_byte_view(msg.data), cv2.IMREAD_UNCHANGED)
+    if pixels is None:
+        raise ImageConversionError(f"cannot decode the PNG data of a {msg.format!r} CompressedImage")
+    if encoding == "rgb8":
+        if pixels.ndim != 3:
+            raise ImageConversionError(f"format {msg.format!r} but the PNG holds one channel")
+        return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+    if pixels.ndim != 2:
+        raise ImageConversionError(f"format {msg.format!r} but the PNG holds {pixels.shape[2]} channels")
+    return pixels
+
+
 def blend(frame: np.ndarray, colors: np.ndarray, alpha: float) -> np.ndarray:
     """``(1 - alpha) * frame + alpha * colors``, rounded, uint8 (both HxWx3 in the same channel order)."""
     frame = np.ascontiguousarray(frame)

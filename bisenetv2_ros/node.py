@@ -12,7 +12,8 @@ Topics, relative to the node's namespace (`segmentation` in the launch file), wi
 parameter empty (one camera):
   in:  image (sensor_msgs/Image) or image/compressed (sensor_msgs/CompressedImage),
        input_camera_info (sensor_msgs/CameraInfo, optional)
-  out: labels, color, overlay (sensor_msgs/Image), camera_info, info (bisenetv2_ros/SegmentationInfo)
+  out: labels, color, overlay, confidence (sensor_msgs/Image), labels/compressed, color/compressed
+       (sensor_msgs/CompressedImage PNG), camera_info, info (bisenetv2_ros/SegmentationInfo)
 and with `cameras: [front, left]` the same per camera under its name: front/image, front/labels, ...
 Always: label_info (vision_msgs/LabelInfo, transient local), /diagnostics (one status per camera).
 
@@ -47,8 +48,9 @@ NODE_NAME = "segmentation_node"
 WARN_THROTTLE_S = 5.0
 STOP_POLL_S = 0.1  # how often the spin loop looks at the stop flag set by SIGINT/SIGTERM
 LIFECYCLE_FLAG = "--lifecycle"  # `segmentation_node --lifecycle`: the managed node
-OUTPUT_TYPES = {"labels": Image, "color": Image, "overlay": Image, "camera_info": CameraInfo,
-                "info": SegmentationInfo}
+OUTPUT_TYPES = {"labels": Image, "color": Image, "overlay": Image, "confidence": Image,
+                "labels/compressed": CompressedImage, "color/compressed": CompressedImage,
+                "camera_info": CameraInfo, "info": SegmentationInfo}
 
 
 def image_qos(name: str) -> QoSProfile:
@@ -144,6 +146,7 @@ class SegmentationSteps:
         self._diagnostics_publisher = self._create_output_publisher(DiagnosticArray, "/diagnostics", 10)
         self.pipeline = node_core.SegmentationPipeline(
             self.segmenter, self.classes, settings, self.cameras, image_type=Image, info_type=SegmentationInfo,
+            compressed_type=CompressedImage,
             warn=lambda text: logger.warning(text, throttle_duration_sec=WARN_THROTTLE_S),
             on_failure=self._on_failure)
 

@@ -57,17 +57,22 @@ def create_segmenter(settings: NodeSettings, segmenter_factory: Callable[..., An
         if override is not None and len(override) != len(segmenter.classes):
             raise ValueError(f"classes_file {settings.classes_file} lists {len(override)} classes but the "
                              f"model predicts {len(segmenter.classes)}")
-        warm_up(segmenter)
+        warm_up(segmenter, settings.publish_confidence)
     except Exception as error:  # noqa: BLE001 - start-up must end with one clear line, not a traceback
         raise StartupError(f"cannot start the segmentation node: {one_line(error)}") from error
     return segmenter, override if override is not None else segmenter.classes
 
 
-def warm_up(segmenter: Any) -> None:
+def warm_up(segmenter: Any, confidence: bool = False) -> None:
     """One frame at the network's input size, so the first camera frame is not slowed by lazy
-    initialisation (allocator, kernel selection) and device problems surface at start-up."""
+    initialisation (allocator, kernel selection) and device problems surface at start-up; through
+    the graph with the confidence output when the node publishes it."""
     height, width = getattr(segmenter, "input_size", (64, 64))
-    segmenter.segment(np.zeros((int(height), int(width), 3), np.uint8), channel_order="rgb")
+    frame = np.zeros((int(height), int(width), 3), np.uint8)
+    if confidence:
+        segmenter.segment(frame, channel_order="rgb", confidence=True)
+    else:
+        segmenter.segment(frame, channel_order="rgb")
 
 
 @dataclass
@@ -80,8 +85,8 @@ class _Decoded:
 
 @dataclass(eq=False)
 class SegmentationPipeline:
-    """A batch of (camera index, FrameItem) in -> each camera's labels, color, overlay, camera_info and
-    info messages out, through ``camera.publish(name, msg)``.
+    """A batch of (camera index, FrameItem) in -> each camera's labels, color, overlay, confidence, their
+    compressed forms, camera_info and info messages out, through ``camera.publish(name, msg)``.
 
     Frames of one size (and channel order) go through the network in one ``segment_batch`` call;
     frames of other sizes get their own call. Every output keeps its own frame's header. Message
@@ -97,6 +102,7 @@ class SegmentationPipeline:
     _: KW_ONLY
     image_type: Any  # sensor_msgs/Image and bisenetv2_ros/SegmentationInfo, from rclpy or rosbags
     info_type: Any
+    compressed_type: Any = None  # sensor_msgs/CompressedImage, needed with publish_compressed
     warn: Callable[[str], None] = lambda text: None
     on_failure: Callable[[str], None] = lambda text: None
     model_name: str | None = None  # what `info` names as the model; None: the weights parameter
@@ -134,7 +140,12 @@ class SegmentationPipeline:
             started = self.clock()
             try:
                 frames = group[0].frame[None] if len(group) == 1 else np.stack([entry.frame for entry in group])
-                labels = self.segmenter.segment_batch(frames, channel_order=group[0].channel_order)
+                confidences = [None] * len(group)
+                if self.settings.publish_confidence:
+                    labels, confidences = self.segmenter.segment_batch(
+                        frames, channel_order=group[0].channel_order, confidence=True)
+                else:
+                    labels = self.segmenter.segment_batch(frames, channel_order=group[0].channel_order)
             except Exception as error:  # noqa: BLE001 - a failed call loses these frames, not the node
                 for entry in group:
                     entry.camera.stats.record_failed()
@@ -143,9 +154,9 @@ class SegmentationPipeline:
                                 f"{type(error).__name__}: {one_line(error)}")
                 continue
             inference_ms = (self.clock() - started) * 1000.0
-            for entry, frame_labels in zip(group, labels):
+            for entry, frame_labels, confidence in zip(group, labels, confidences):
                 try:
-                    self._publish_results(entry, frame_labels, inference_ms, len(group))
+                    self._publish_results(entry, frame_labels, confidence, inference_ms, len(group))
                     published += 1
                 except Exception as error:  # noqa: BLE001
                     entry.camera.stats.record_failed()
@@ -153,15 +164,23 @@ class SegmentationPipeline:
                                     f"{one_line(error)}")
         return published
 
-    def _publish_results(self, entry: _Decoded, labels: np.ndarray, inference_ms: float, batch_size: int) -> None:
+    def _publish_results(self, entry: _Decoded, labels: np.ndarray, confidence: np.ndarray | None,
+                         inference_ms: float, batch_size: int) -> None:
         camera, header, settings = entry.camera, entry.item.msg.header, self.settings
         publish = camera.publish
         publish("labels", messages.labels_to_image(self.image_type, labels, header))
+        if confidence is not None:
+            publish("confidence", messages.array_to_image(self.image_type, header, confidence, "mono8"))
+        compressed = settings.publish_compressed and self.compressed_type is not None
+        if compressed:
+            publish("labels/compressed", messages.array_to_png(self.compressed_type, header, labels, "mono8"))
         colors = None
         if settings.publish_color or settings.publish_overlay:
             colors = colorize(labels, self._lookup_table)
         if settings.publish_color:
             publish("color", messages.array_to_image(self.image_type, header, colors, "rgb8"))
+            if compressed:
+                publish("color/compressed", messages.array_to_png(self.compressed_type, header, colors, "rgb8"))
         if settings.publish_overlay:
             overlay = messages.blend(messages.to_rgb(entry.frame, entry.channel_order), colors, settings.overlay_alpha)
             publish("overlay", messages.array_to_image(self.image_type, header, overlay, "rgb8"))

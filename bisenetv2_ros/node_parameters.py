@@ -71,6 +71,10 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec("publish_color", True, "Publish `color`, the palette mask (rgb8).", runtime=True),
     ParameterSpec("publish_overlay", False, "Publish `overlay`, the mask blended over the image (rgb8).",
                   runtime=True),
+    ParameterSpec("publish_confidence", False, "Publish `confidence`: mono8, round(255 x the labelled class's softmax "
+                  "probability) per pixel, the labels' header and size (computed in the network's graph)."),
+    ParameterSpec("publish_compressed", False, "Also publish `labels/compressed` (and `color/compressed` while "
+                  "`color` is on): lossless PNG sensor_msgs/CompressedImage, for small recordings.", runtime=True),
     ParameterSpec("overlay_alpha", 0.5, "Mask weight in `overlay` (0 = image only, 1 = mask only).", runtime=True,
                   range=(0.0, 1.0)),
     ParameterSpec("max_rate_hz", 0.0, "Process at most this many frames per second; 0 = as fast as possible.",

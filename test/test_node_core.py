@@ -104,8 +104,34 @@ def make_pipeline(types, segmenter, classes=CAMVID, **settings):
     camera = CameraState("", publish=lambda name, msg: published.append((name, msg)))
     pipeline = node_core.SegmentationPipeline(
         segmenter, classes, NodeSettings(weights="tiny", **settings), [camera], image_type=types["sensor_msgs/msg/Image"],
-        info_type=types["bisenetv2_ros/msg/SegmentationInfo"], warn=warnings.append)
+        info_type=types["bisenetv2_ros/msg/SegmentationInfo"], compressed_type=types["sensor_msgs/msg/CompressedImage"],
+        warn=warnings.append)
     return pipeline, published, warnings, camera.stats
+
+
+def test_confidence_and_compressed_outputs(types, segmenter):
+    pipeline, published, _, stats = make_pipeline(types, segmenter, publish_confidence=True, publish_compressed=True)
+    first, second = image(types, sec=7, frame_id="left", seed=1), image(types, sec=8, frame_id="right", seed=2)
+    pipeline.cameras.append(CameraState("b", publish=lambda name, msg: published.append(("b/" + name, msg))))
+    assert pipeline.process_batch([(0, FrameItem(first, time.monotonic())), (1, FrameItem(second, time.monotonic()))]) == 2
+    outputs = dict(published)
+    assert [name for name, _ in published if not name.startswith("b/")] == [
+        "labels", "confidence", "labels/compressed", "color", "color/compressed", "info"]
+    for prefix, msg in (("", first), ("b/", second)):
+        frame_bgr = np.asarray(msg.data).reshape(24, 32, 3)
+        labels, confidence = segmenter.segment(frame_bgr, channel_order="bgr", confidence=True)
+        out = outputs[prefix + "confidence"]
+        assert (out.encoding, out.height, out.width, out.step) == ("mono8", 24, 32, 32)
+        assert out.header.stamp.sec == msg.header.stamp.sec and out.header.frame_id == msg.header.frame_id
+        assert np.array_equal(np.asarray(out.data).reshape(24, 32), confidence)
+        # The PNG outputs decode to exactly the raw ones, in compressed_image_transport's format.
+        png = outputs[prefix + "labels/compressed"]
+        assert png.format == "mono8; png compressed " and png.header.stamp.sec == msg.header.stamp.sec
+        assert np.array_equal(messages.png_to_array(png), labels)
+        color = outputs[prefix + "color/compressed"]
+        assert color.format == "rgb8; png compressed bgr8"
+        assert np.array_equal(messages.png_to_array(color), CAMVID.lookup_table()[labels])
+        assert bytes(np.asarray(png.data)[:8]) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_pipeline_outputs_keep_header_and_resolution(types, segmenter):

@@ -15,7 +15,8 @@ def test_defaults_are_valid_and_match_specs():
     assert settings == NodeSettings()
     assert settings.input_size is None
     assert set(node_parameters.RUNTIME_PARAMETERS) == {"publish_color", "publish_overlay", "overlay_alpha", "max_rate_hz",
-                                                       "only_when_subscribed", "max_batch"}
+                                                       "only_when_subscribed", "max_batch", "publish_compressed"}
+    assert settings.publish_confidence is False and settings.publish_compressed is False
     assert settings.cameras == [] and settings.camera_names == [""]
 
 
@@ -68,6 +69,9 @@ def test_valid_settings_are_converted():
     ("publish_color", "yes", False, "must be a bool"),
     ("weights", "other.pt", False, "parameter 'weights' is read at start-up only; restart the node"),
     ("backend", "torch", False, "read at start-up only"),
+    # confidence changes the network's graph (a TensorRT engine build): start-up only
+    ("publish_confidence", True, False, "parameter 'publish_confidence' is read at start-up only"),
+    ("publish_compressed", True, True, ""),
     ("use_sim_time", True, True, ""),  # not ours: left to rclpy
 ])
 def test_runtime_updates(name, value, accepted, reason):
