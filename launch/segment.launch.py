@@ -5,6 +5,7 @@
     ros2 launch bisenetv2_ros segment.launch.py cameras:=front,left \
         camera_topics:=/sensing/front/image_raw,/sensing/left/image_raw       # several cameras, one network
     ros2 launch bisenetv2_ros segment.launch.py lifecycle:=true             # managed node, starts unconfigured
+    ros2 launch bisenetv2_ros segment.launch.py nav2:=true  # topics for nav2's semantic_segmentation_layer
 
 The node reads its parameters from `params_file` (default: the installed config/segmentation.yaml).
 The weights, backend, device and precision arguments override the file only when given: their
@@ -34,6 +35,8 @@ ARGUMENTS = (
                           '(each camera_info is the image topic\'s sibling camera_info); empty: '
                           '<namespace>/<name>/image'),
     ('lifecycle', 'false', 'Start the managed (lifecycle) node: unconfigured until `ros2 lifecycle set`'),
+    ('nav2', 'false', 'Feed nav2\'s semantic_segmentation_layer (config/nav2_semantic_layer.yaml): `labels` '
+                      'remapped to `mask` (per camera: <name>/mask) and publish_confidence on'),
 )
 OVERRIDES = ('weights', 'backend', 'device', 'precision')
 TRUE_WORDS = ('true', '1', 'yes', 'on')
@@ -52,7 +55,17 @@ def parameter_overrides(values):
     cameras = split_list(values.get('cameras', ''))
     if cameras:
         overrides['cameras'] = cameras
+    if _is_true(values.get('nav2', 'false')):
+        overrides['publish_confidence'] = True  # the layer weighs each observation by it
     return overrides
+
+
+def output_remappings(values):
+    """With nav2: the class-id mask under the name the layer's example configuration reads (`mask`)."""
+    if not _is_true(values.get('nav2', 'false')):
+        return []
+    cameras = split_list(values.get('cameras', ''))
+    return [(f'{camera}/labels', f'{camera}/mask') for camera in cameras] if cameras else [('labels', 'mask')]
 
 
 def split_list(text):
@@ -118,7 +131,7 @@ def _nodes(context):
         name='segmentation_node',
         namespace=namespace,
         parameters=[values['params_file'], typed],
-        remappings=input_remappings(values),
+        remappings=input_remappings(values) + output_remappings(values),
         arguments=(['--lifecycle'] if lifecycle else []) + ['--ros-args', '--log-level', values['log_level']],
         output='screen',
         emulate_tty=True,

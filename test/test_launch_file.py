@@ -22,7 +22,7 @@ from bisenetv2_ros import node_parameters
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "segment.launch.py"
 EXPECTED_ARGUMENTS = ["image", "camera_info", "namespace", "params_file", "weights", "backend", "device", "precision",
-                      "use_sim_time", "log_level", "rviz", "cameras", "camera_topics", "lifecycle"]
+                      "use_sim_time", "log_level", "rviz", "cameras", "camera_topics", "lifecycle", "nav2"]
 
 
 def load_launch_module():
@@ -58,6 +58,8 @@ def test_declared_arguments():
      {"backend": "onnxruntime", "precision": "fp16", "use_sim_time": False, "publish_overlay": True}),
     ({"cameras": " front, left,,right "}, {"use_sim_time": False, "cameras": ["front", "left", "right"]}),
     ({"cameras": " , "}, {"use_sim_time": False}),
+    ({"nav2": "true"}, {"use_sim_time": False, "publish_confidence": True}),
+    ({"nav2": "false"}, {"use_sim_time": False}),
 ])
 def test_parameter_overrides_only_when_given(values, expected):
     assert load_launch_module().parameter_overrides(values) == expected
@@ -184,6 +186,25 @@ def test_camera_topics_must_match_cameras(fake_launch):
     module, context = launch_context(cameras="front,left", camera_topics="/only/one")
     with pytest.raises(ValueError, match=r"camera_topics names 1 topic\(s\) for 2 camera\(s\) \(front, left\)"):
         module._nodes(context)
+
+
+def test_nav2_option_remaps_labels_to_the_layers_mask(fake_launch):
+    module, context = launch_context(nav2="true")
+    (node,) = module._nodes(context)
+    assert ("labels", "mask") in node.kwargs["remappings"]
+    assert ("image", "/camera/image_raw") in node.kwargs["remappings"]
+    _, overrides = node.kwargs["parameters"]
+    assert (overrides["publish_confidence"].args[0], overrides["publish_confidence"].kwargs["value_type"]) == (True, bool)
+    module, context = launch_context(nav2="true", cameras="front,left")
+    (node,) = module._nodes(context)
+    assert node.kwargs["remappings"] == [("front/labels", "front/mask"), ("left/labels", "left/mask")]
+    # The example configuration reads exactly these names under the default namespace.
+    layer = yaml.safe_load((ROOT / "config" / "nav2_semantic_layer.yaml").read_text())
+    layer = layer["local_costmap"]["local_costmap"]["ros__parameters"]["semantic_segmentation_layer"]
+    for source in ("camvid", "cityscapes"):
+        topics = {key: layer[source][key] for key in ("segmentation_topic", "confidence_topic", "labels_topic")}
+        assert topics == {"segmentation_topic": "/segmentation/mask", "confidence_topic": "/segmentation/confidence",
+                          "labels_topic": "/segmentation/label_info"}
 
 
 def test_lifecycle_node_action(fake_launch):
