@@ -11,9 +11,11 @@ one worker thread segments what is pending, frames of one size in one network ca
 Topics, relative to the node's namespace (`segmentation` in the launch file), with the `cameras`
 parameter empty (one camera):
   in:  image (sensor_msgs/Image) or image/compressed (sensor_msgs/CompressedImage),
-       input_camera_info (sensor_msgs/CameraInfo, optional)
+       input_camera_info (sensor_msgs/CameraInfo, optional); with publish_points: depth
+       (registered, 16UC1 / 32FC1) and depth_camera_info
   out: labels, color, overlay, confidence (sensor_msgs/Image), labels/compressed, color/compressed
-       (sensor_msgs/CompressedImage PNG), camera_info, info (bisenetv2_ros/SegmentationInfo)
+       (sensor_msgs/CompressedImage PNG), points (sensor_msgs/PointCloud2), camera_info,
+       info (bisenetv2_ros/SegmentationInfo)
 and with `cameras: [front, left]` the same per camera under its name: front/image, front/labels, ...
 Always: label_info (vision_msgs/LabelInfo, transient local), /diagnostics (one status per camera).
 
@@ -36,7 +38,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 from vision_msgs.msg import LabelInfo, VisionClass
 
@@ -49,7 +51,7 @@ WARN_THROTTLE_S = 5.0
 STOP_POLL_S = 0.1  # how often the spin loop looks at the stop flag set by SIGINT/SIGTERM
 LIFECYCLE_FLAG = "--lifecycle"  # `segmentation_node --lifecycle`: the managed node
 OUTPUT_TYPES = {"labels": Image, "color": Image, "overlay": Image, "confidence": Image,
-                "labels/compressed": CompressedImage, "color/compressed": CompressedImage,
+                "labels/compressed": CompressedImage, "color/compressed": CompressedImage, "points": PointCloud2,
                 "camera_info": CameraInfo, "info": SegmentationInfo}
 
 
@@ -146,7 +148,7 @@ class SegmentationSteps:
         self._diagnostics_publisher = self._create_output_publisher(DiagnosticArray, "/diagnostics", 10)
         self.pipeline = node_core.SegmentationPipeline(
             self.segmenter, self.classes, settings, self.cameras, image_type=Image, info_type=SegmentationInfo,
-            compressed_type=CompressedImage,
+            compressed_type=CompressedImage, cloud_types=(PointCloud2, PointField),
             warn=lambda text: logger.warning(text, throttle_duration_sec=WARN_THROTTLE_S),
             on_failure=self._on_failure)
 
@@ -184,6 +186,15 @@ class SegmentationSteps:
             info = self.create_subscription(CameraInfo, camera.topic("input_camera_info"),
                                             lambda msg, camera=camera: setattr(camera, "camera_info", msg), qos)
             self._subscriptions_made += [image, info]
+            if settings.publish_points:
+                # Every depth image is kept (a few): the frame it belongs to may still wait in its slot.
+                depth_qos = image_qos(settings.image_qos)
+                depth_qos.depth = node_stats.DEPTH_HISTORY
+                self._subscriptions_made += [
+                    self.create_subscription(Image, camera.topic("depth"),
+                                             lambda msg, camera=camera: camera.depths.append(msg), depth_qos),
+                    self.create_subscription(CameraInfo, camera.topic("depth_camera_info"),
+                                             lambda msg, camera=camera: setattr(camera, "depth_info", msg), qos)]
             self._input_topics.append(image.topic_name)
         self._diagnostics_timer = self.create_timer(1.0, self._publish_diagnostics)
         self._label_info_publisher.publish(messages.label_info_message(

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import messages
+from . import depth_cloud, messages
 from .classes import colorize
 from .frame_worker import FrameItem
 from .node_parameters import NodeSettings
@@ -103,6 +103,7 @@ class SegmentationPipeline:
     image_type: Any  # sensor_msgs/Image and bisenetv2_ros/SegmentationInfo, from rclpy or rosbags
     info_type: Any
     compressed_type: Any = None  # sensor_msgs/CompressedImage, needed with publish_compressed
+    cloud_types: tuple[Any, Any] | None = None  # (sensor_msgs/PointCloud2, PointField), needed with publish_points
     warn: Callable[[str], None] = lambda text: None
     on_failure: Callable[[str], None] = lambda text: None
     model_name: str | None = None  # what `info` names as the model; None: the weights parameter
@@ -184,6 +185,8 @@ class SegmentationPipeline:
         if settings.publish_overlay:
             overlay = messages.blend(messages.to_rgb(entry.frame, entry.channel_order), colors, settings.overlay_alpha)
             publish("overlay", messages.array_to_image(self.image_type, header, overlay, "rgb8"))
+        if settings.publish_points and self.cloud_types is not None:
+            self._publish_points(camera, header, labels, confidence)
         camera_info = camera.camera_info
         if camera_info is not None:
             publish("camera_info", messages.with_header(camera_info, header))
@@ -196,6 +199,32 @@ class SegmentationPipeline:
             batch_size=batch_size, latency_ms=latency_ms, frames_received=stats.received,
             frames_processed=stats.processed, frames_dropped=stats.dropped, frames_failed=stats.failed,
             fractions=messages.class_fractions(labels, len(self.classes))))
+
+
+    def _publish_points(self, camera: CameraState, header: Any, labels: np.ndarray, confidence: np.ndarray | None) -> None:
+        """`points` from the camera's depth image closest in time, when close enough; else a warning."""
+        depths, info = list(camera.depths), camera.depth_info
+        if not depths or info is None:
+            self.warn(f"{camera.label}no cloud: no {'depth image' if not depths else 'depth camera_info'} "
+                      f"received yet on {camera.topic('depth' if not depths else 'depth_camera_info')}")
+            return
+        frame_time = _seconds(header.stamp)
+        depth = min(depths, key=lambda msg: abs(_seconds(msg.header.stamp) - frame_time))
+        offset = abs(_seconds(depth.header.stamp) - frame_time)
+        if offset > self.settings.depth_max_offset_s:
+            self.warn(f"{camera.label}no cloud: the closest depth image is {offset:.3f} s from the frame "
+                      f"(depth_max_offset_s {self.settings.depth_max_offset_s:g})")
+            return
+        try:
+            points = depth_cloud.aligned_points(depth_cloud.depth_to_metres(depth), info, labels, confidence)
+        except messages.ImageConversionError as error:
+            self.warn(f"{camera.label}no cloud: {error}")
+            return
+        camera.publish("points", depth_cloud.cloud_message(*self.cloud_types, header, points))
+
+
+def _seconds(stamp: Any) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
 
 
 def free_model_memory() -> None:

@@ -75,6 +75,12 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
                   "probability) per pixel, the labels' header and size (computed in the network's graph)."),
     ParameterSpec("publish_compressed", False, "Also publish `labels/compressed` (and `color/compressed` while "
                   "`color` is on): lossless PNG sensor_msgs/CompressedImage, for small recordings.", runtime=True),
+    ParameterSpec("publish_points", False, "Publish `points`: an organised PointCloud2 (x, y, z, label, confidence) "
+                  "aligned pixel for pixel with `labels`, from `depth` (registered depth image, 16UC1 mm or 32FC1 m) "
+                  "and `depth_camera_info`."),
+    ParameterSpec("depth_max_offset_s", 0.05, "`points`: largest stamp difference between a frame and the newest "
+                  "depth image for them to be paired; frames without such a depth image get no cloud.",
+                  runtime=True, range=(0.0, 10.0)),
     ParameterSpec("overlay_alpha", 0.5, "Mask weight in `overlay` (0 = image only, 1 = mask only).", runtime=True,
                   range=(0.0, 1.0)),
     ParameterSpec("max_rate_hz", 0.0, "Process at most this many frames per second; 0 = as fast as possible.",

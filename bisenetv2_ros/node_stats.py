@@ -167,6 +167,11 @@ def camera_diagnostics(cameras: list[CameraState], *, node_name: str, backend: s
     return reports
 
 
+# Depth images kept per camera: a frame waits in its slot while depth keeps arriving, so the one
+# taken with it is looked up among the last few (at 30 Hz, a quarter of a second).
+DEPTH_HISTORY = 8
+
+
 def camera_topic(camera: str, topic: str) -> str:
     """A camera's topic: `front/labels`; with no camera name (single-camera mode) just `labels`."""
     return f"{camera}/{topic}" if camera else topic
@@ -175,12 +180,15 @@ def camera_topic(camera: str, topic: str) -> str:
 @dataclass
 class CameraState:
     """One camera of the node: its name ('' in single-camera mode), its counters, its latest input
-    CameraInfo (republished with each result's header) and where its outputs go."""
+    CameraInfo (republished with each result's header), its newest registered depth images and their
+    CameraInfo (for `points`: the one closest in time to each frame) and where its outputs go."""
 
     name: str
     publish: Callable[[str, Any], None]  # (output name, message)
     stats: NodeStats = field(default_factory=NodeStats)
     camera_info: Any = None
+    depths: deque = field(default_factory=lambda: deque(maxlen=DEPTH_HISTORY))
+    depth_info: Any = None
 
     def topic(self, topic: str) -> str:
         return camera_topic(self.name, topic)

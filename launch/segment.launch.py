@@ -6,6 +6,7 @@
         camera_topics:=/sensing/front/image_raw,/sensing/left/image_raw       # several cameras, one network
     ros2 launch bisenetv2_ros segment.launch.py lifecycle:=true             # managed node, starts unconfigured
     ros2 launch bisenetv2_ros segment.launch.py nav2:=true  # topics for nav2's semantic_segmentation_layer
+    ros2 launch bisenetv2_ros segment.launch.py depth_image:=/camera/aligned_depth_to_color/image_raw  # + points
 
 The node reads its parameters from `params_file` (default: the installed config/segmentation.yaml).
 The weights, backend, device and precision arguments override the file only when given: their
@@ -35,6 +36,8 @@ ARGUMENTS = (
                           '(each camera_info is the image topic\'s sibling camera_info); empty: '
                           '<namespace>/<name>/image'),
     ('lifecycle', 'false', 'Start the managed (lifecycle) node: unconfigured until `ros2 lifecycle set`'),
+    ('depth_image', '', 'Registered depth image topic (16UC1 mm or 32FC1 m; its camera_info is the sibling '
+                        'camera_info): publish `points`, a cloud aligned with `labels`; empty: no cloud'),
     ('nav2', 'false', 'Feed nav2\'s semantic_segmentation_layer (config/nav2_semantic_layer.yaml): `labels` '
                       'remapped to `mask` (per camera: <name>/mask) and publish_confidence on'),
 )
@@ -57,6 +60,8 @@ def parameter_overrides(values):
         overrides['cameras'] = cameras
     if _is_true(values.get('nav2', 'false')):
         overrides['publish_confidence'] = True  # the layer weighs each observation by it
+    if values.get('depth_image', '').strip():
+        overrides['publish_points'] = True
     return overrides
 
 
@@ -86,8 +91,10 @@ def input_remappings(values):
     cameras = split_list(values.get('cameras', ''))
     if not cameras:
         image = values['image']
+        depth = values.get('depth_image', '').strip()
         return [('image', image), ('image/compressed', image + '/compressed'),
-                ('input_camera_info', values['camera_info'])]
+                ('input_camera_info', values['camera_info'])] + (
+            [('depth', depth), ('depth_camera_info', sibling_camera_info(depth))] if depth else [])
     topics = split_list(values.get('camera_topics', ''))
     if not topics:
         return []

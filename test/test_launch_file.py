@@ -22,7 +22,8 @@ from bisenetv2_ros import node_parameters
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "segment.launch.py"
 EXPECTED_ARGUMENTS = ["image", "camera_info", "namespace", "params_file", "weights", "backend", "device", "precision",
-                      "use_sim_time", "log_level", "rviz", "cameras", "camera_topics", "lifecycle", "nav2"]
+                      "use_sim_time", "log_level", "rviz", "cameras", "camera_topics", "lifecycle", "depth_image",
+                      "nav2"]
 
 
 def load_launch_module():
@@ -60,6 +61,7 @@ def test_declared_arguments():
     ({"cameras": " , "}, {"use_sim_time": False}),
     ({"nav2": "true"}, {"use_sim_time": False, "publish_confidence": True}),
     ({"nav2": "false"}, {"use_sim_time": False}),
+    ({"depth_image": " /cam/depth/image "}, {"use_sim_time": False, "publish_points": True}),
 ])
 def test_parameter_overrides_only_when_given(values, expected):
     assert load_launch_module().parameter_overrides(values) == expected
@@ -195,6 +197,12 @@ def test_nav2_option_remaps_labels_to_the_layers_mask(fake_launch):
     assert ("image", "/camera/image_raw") in node.kwargs["remappings"]
     _, overrides = node.kwargs["parameters"]
     assert (overrides["publish_confidence"].args[0], overrides["publish_confidence"].kwargs["value_type"]) == (True, bool)
+    module, context = launch_context(nav2="true", depth_image="/cam/aligned_depth/image_raw")
+    (node,) = module._nodes(context)
+    remappings = dict(node.kwargs["remappings"])
+    assert (remappings["depth"], remappings["depth_camera_info"]) == ("/cam/aligned_depth/image_raw",
+                                                                      "/cam/aligned_depth/camera_info")
+    assert node.kwargs["parameters"][1]["publish_points"].args[0] is True
     module, context = launch_context(nav2="true", cameras="front,left")
     (node,) = module._nodes(context)
     assert node.kwargs["remappings"] == [("front/labels", "front/mask"), ("left/labels", "left/mask")]

@@ -105,7 +105,7 @@ def make_pipeline(types, segmenter, classes=CAMVID, **settings):
     pipeline = node_core.SegmentationPipeline(
         segmenter, classes, NodeSettings(weights="tiny", **settings), [camera], image_type=types["sensor_msgs/msg/Image"],
         info_type=types["bisenetv2_ros/msg/SegmentationInfo"], compressed_type=types["sensor_msgs/msg/CompressedImage"],
-        warn=warnings.append)
+        cloud_types=(types["sensor_msgs/msg/PointCloud2"], types["sensor_msgs/msg/PointField"]), warn=warnings.append)
     return pipeline, published, warnings, camera.stats
 
 
@@ -132,6 +132,43 @@ def test_confidence_and_compressed_outputs(types, segmenter):
         assert color.format == "rgb8; png compressed bgr8"
         assert np.array_equal(messages.png_to_array(color), CAMVID.lookup_table()[labels])
         assert bytes(np.asarray(png.data)[:8]) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_points_from_the_closest_depth_image(types, segmenter):
+    from test_depth_cloud import camera_info, depth_image
+
+    from bisenetv2_ros import depth_cloud
+
+    pipeline, published, warnings, _ = make_pipeline(types, segmenter, publish_points=True, publish_confidence=True)
+    camera = pipeline.cameras[0]
+    frame = image(types, height=6, width=8, sec=42)  # stamp 42 s + 4 ns
+    assert pipeline.process(FrameItem(frame, time.monotonic()))
+    assert "points" not in dict(published) and "no depth image received yet on depth" in warnings[-1]
+    for sec, metres in ((41, 1.0), (42, 2.0), (43, 3.0)):  # the frame's own stamp is the middle one
+        depth = depth_image(types, np.full((6, 8), metres * 1000, np.uint16), "16UC1")
+        depth.header.stamp.sec = sec
+        camera.depths.append(depth)
+    assert pipeline.process(FrameItem(frame, time.monotonic()))
+    assert "no depth camera_info received yet" in warnings[-1]
+    camera.depth_info = camera_info(types)
+    published.clear()
+    assert pipeline.process(FrameItem(frame, time.monotonic()))
+    outputs = dict(published)
+    cloud = outputs["points"]
+    assert (cloud.height, cloud.width) == (outputs["labels"].height, outputs["labels"].width) == (6, 8)
+    assert cloud.header.stamp.sec == 42 and cloud.header.frame_id == frame.header.frame_id
+    points = depth_cloud.cloud_to_points(cloud)
+    assert np.all(points["z"] == 2.0)  # the depth image of the frame's own time
+    assert np.array_equal(points["label"], np.asarray(outputs["labels"].data).reshape(6, 8))
+    assert np.array_equal(points["confidence"], np.asarray(outputs["confidence"].data).reshape(6, 8))
+    # Depth images all too far from the frame: no cloud, and the warning says why.
+    camera.depths.clear()
+    far = depth_image(types, np.full((6, 8), 1000, np.uint16), "16UC1")
+    far.header.stamp.sec = 50
+    camera.depths.append(far)
+    published.clear()
+    assert pipeline.process(FrameItem(frame, time.monotonic()))
+    assert "points" not in dict(published) and "closest depth image is 8.000 s from the frame" in warnings[-1]
 
 
 def test_pipeline_outputs_keep_header_and_resolution(types, segmenter):
