@@ -1,7 +1,7 @@
 """How much the confidence output changes when taken at the logits' resolution and upsampled (what the
 fused graph does) instead of at the frame resolution: both from the same fp32 network on real frames.
 
-    python scripts/confidence_resolution.py ../shared/data/camvid/val --frames 20 --frame-size 480x640
+    python -m training.confidence_resolution ../shared/data/camvid/val --frames 20 --frame-size 480x640
 """
 
 from __future__ import annotations
