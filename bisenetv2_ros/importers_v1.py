@@ -23,7 +23,7 @@ Two layouts, read off the publishers' model code:
   ===========================  ===============================  =============================  ===========
   in the repository            FFM attention                    output head ``conv_out``       weights
   ===========================  ===============================  =============================  ===========
-  2018-11 .. 2020-09-29        ``ffm.conv1``/``conv2`` (1x1,    classes, no bias; bilinear     Google Drive
+  2019-11 .. 2020-09-29        ``ffm.conv1``/``conv2`` (1x1,    classes, no bias; bilinear     Google Drive
                                ReLU, 1x1: the paper's)          ``align_corners=True``         (74.85)
   2020-09-29 .. 2021-07-07     same                             classes x 8 x 8, bias;         Google Drive
                                                                 ``PixelShuffle(8)``            (75.55)
@@ -32,6 +32,12 @@ Two layouts, read off the publishers' model code:
   2021-07-13 .. today          ``ffm.conv`` + ``ffm.bn`` (1x1,  same                           ``..._city_new.pth``,
                                BN; "for TensorRT fp16")                                        ``_coco_new``, ``_ade20k``
   ===========================  ===============================  =============================  ===========
+
+  (The first row's file was ``fp16/model.py`` until it moved to ``lib/models`` in 2020-08.) Its
+  predecessor, the root ``model.py`` of 2018-11 .. 2019 (weights on Baidu Pan), has the same key names
+  but InPlaceABNSync batch norms, each followed by a leaky ReLU (slope 0.01) that model_v1 does not
+  build; such a file has no ``num_batches_tracked`` tensors (InPlaceABN keeps none) and is refused by
+  name.
 
   Decided by: ``ffm.conv`` -> today's; else no head bias -> the first; else the PixelShuffle head when
   the auxiliary heads say so (``conv_out32`` has 4x the outputs of ``conv_out16``: factor 16 against
@@ -143,6 +149,11 @@ def _coincheung_config(state: Mapping[str, torch.Tensor]) -> BiSeNetV1Config:
                                   f"and later) but the head conv_out.conv_out has no bias, which those always have")
         ffm_attention, head_upsample, align_corners = "conv_bn", "bilinear", False
     elif "ffm.conv1.weight" in state:
+        if not has_bias and not any(key.endswith("num_batches_tracked") for key in state):
+            raise CheckpointError(
+                f"not a {COINCHEUNG_V1} state dict this package builds: no batch norm has num_batches_tracked "
+                f"and the head has no bias, the signature of CoinCheung's 2018-2019 model.py (InPlaceABNSync, "
+                f"a leaky ReLU after every batch norm); use a file from 2019-11 or later")
         ffm_attention = "paper"
         head_upsample = _coincheung_head_upsample(state) if has_bias else "bilinear"
         align_corners = not has_bias  # only the 2020 head resized with align_corners=True

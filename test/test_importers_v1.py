@@ -431,3 +431,12 @@ def test_cli_import_and_info_of_a_v1_file(foreign, tmp_path, capsys):
     assert main(["info", str(tmp_path / "v1.pt")]) == 0
     out = capsys.readouterr().out
     assert "model:            bisenetv1: num_classes=19" in out and "ffm_attention=conv_bn," in out
+
+
+def test_coincheung_2019_inplace_abn_file_is_refused_by_name():
+    # Same key names as the 2020 layout, but InPlaceABNSync (leaky ReLU after every BN) keeps no
+    # num_batches_tracked: a different function, so it must not import silently.
+    state = {k: v for k, v in coincheung_v1_state_dict(seed=3, layout="2020").items()
+             if not k.endswith("num_batches_tracked")}
+    with pytest.raises(CheckpointError, match="the signature of CoinCheung's 2018-2019 model.py \\(InPlaceABNSync"):
+        import_state_dict(state, COINCHEUNG_V1)
