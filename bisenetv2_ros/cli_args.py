@@ -203,10 +203,12 @@ def error_line(error: BaseException) -> str:
     return text
 
 
-def guarded(prog: str, action: Callable[[], object], debug: bool = False) -> int:
+def guarded(prog: str, action: Callable[[], object], debug: bool = False,
+            stopped: str = "nothing was written") -> int:
     """Runs ``action``; an expected failure becomes one ``PROG: error: ...`` line and exit status 1,
     Ctrl-C 130, SIGTERM 143 (both unwind through the staged outputs' cleanup, so nothing partial is
-    left). ``debug`` (or $BISENETV2_DEBUG=1) re-raises expected failures with their traceback.
+    left; ``stopped`` says what a stop leaves). ``debug`` (or $BISENETV2_DEBUG=1) re-raises expected
+    failures with their traceback.
     Returns ``action``'s int result (0 for None)."""
     import signal
 
@@ -219,10 +221,10 @@ def guarded(prog: str, action: Callable[[], object], debug: bool = False) -> int
         result = action()
         return result if isinstance(result, int) else 0
     except Terminated:
-        print(f"\n{prog}: terminated; nothing was written", file=sys.stderr)
+        print(f"\n{prog}: terminated; {stopped}", file=sys.stderr)
         return 143
     except KeyboardInterrupt:
-        print(f"\n{prog}: interrupted; nothing was written", file=sys.stderr)
+        print(f"\n{prog}: interrupted; {stopped}", file=sys.stderr)
         return 130
     except expected_errors() as error:
         if debug:
@@ -234,11 +236,12 @@ def guarded(prog: str, action: Callable[[], object], debug: bool = False) -> int
             signal.signal(signal.SIGTERM, previous)
 
 
-def run_script(prog: str, main: Callable[[list[str]], object], argv: list[str] | None = None) -> int:
+def run_script(prog: str, main: Callable[[list[str]], object], argv: list[str] | None = None,
+               stopped: str = "nothing was written") -> int:
     """The entry of a script (training/*.py): ``main(argv)`` inside ``guarded``; --debug in argv
     (the script's parser accepts it via ``add_debug_flag``) shows tracebacks."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    return guarded(prog, lambda: main(argv), debug="--debug" in argv)
+    return guarded(prog, lambda: main(argv), debug="--debug" in argv, stopped=stopped)
 
 
 def progress_bar(total: int | None, quiet: bool, unit: str = "frame", unit_scale: bool = False):

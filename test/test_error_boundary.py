@@ -48,6 +48,13 @@ def test_expected_errors_are_one_line_and_bugs_keep_their_traceback(capsys, monk
         guarded("prog", lambda: {}["missing"])
     assert guarded("prog", lambda: {"a": 1}) == 0 and guarded("prog", lambda: 3) == 3
 
+    def ctrl_c():
+        raise KeyboardInterrupt
+
+    capsys.readouterr()
+    assert guarded("training/train.py", ctrl_c, stopped="continue with --resume") == 130
+    assert capsys.readouterr().err == "\ntraining/train.py: interrupted; continue with --resume\n"
+
 
 def test_cli_debug_flag_shows_the_traceback(tmp_path, capsys):
     missing = str(tmp_path / "missing.pt")
@@ -206,12 +213,9 @@ def test_promote_errors_are_one_line(tmp_path, capsys):
 # Weights that cannot segment
 
 
-@pytest.mark.parametrize("damage,problem", [
-    ("nan", "tensors hold NaN or infinite values"),
-    ("negative_var", "batch-norm running_var tensors hold negative variances"),
-])
-def test_unusable_weights_are_refused_everywhere(tmp_path, capsys, damage, problem):
-    path = make_tiny_checkpoint(tmp_path / "bad.pt")
+def damaged_checkpoint(path: Path, damage: str) -> tuple[Path, str]:
+    """A tiny checkpoint with one NaN weight or one negative batch-norm variance -> (path, damaged key)."""
+    make_tiny_checkpoint(path)
     data = torch.load(path, weights_only=True)
     state = data["state_dict"]
     if damage == "nan":
@@ -221,6 +225,15 @@ def test_unusable_weights_are_refused_everywhere(tmp_path, capsys, damage, probl
         key = next(k for k in state if k.endswith("running_var"))
         state[key][0] = -1.0
     torch.save(data, path)
+    return path, key
+
+
+@pytest.mark.parametrize("damage,problem", [
+    ("nan", "tensors hold NaN or infinite values"),
+    ("negative_var", "batch-norm running_var tensors hold negative variances"),
+])
+def test_unusable_weights_are_refused_everywhere(tmp_path, capsys, damage, problem):
+    path, key = damaged_checkpoint(tmp_path / "bad.pt", damage)
     image = tmp_path / "x.png"
     cv2.imwrite(str(image), random_bgr(1))
     for argv in (["info", str(path)], ["import", str(path), str(tmp_path / "out.pt")],
@@ -229,6 +242,18 @@ def test_unusable_weights_are_refused_everywhere(tmp_path, capsys, damage, probl
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and f"{path}: the weights are unusable: 1 {problem} ({key})" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pt", "x.png"]
+
+
+def test_the_node_refuses_unusable_weights_at_start(tmp_path):
+    from bisenetv2_ros import node_core
+    from bisenetv2_ros.node_parameters import NodeSettings
+
+    path, key = damaged_checkpoint(tmp_path / "bad.pt", "nan")
+    with pytest.raises(node_core.StartupError) as caught:
+        node_core.create_segmenter(NodeSettings(weights=str(path), device="cpu"))
+    assert str(caught.value) == (f"cannot start the segmentation node: {path}: the weights are unusable: 1 tensors "
+                                 f"hold NaN or infinite values ({key}); take an earlier checkpoint of the run, or "
+                                 "lower optim.lr if training diverged")
 
 
 # --------------------------------------------------------------------------------------------

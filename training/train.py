@@ -521,4 +521,5 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    sys.exit(run_script("training/train.py", main))
+    sys.exit(run_script("training/train.py", main,
+                        stopped="the last checkpoint (latest.pt) is kept: continue with the same command plus --resume"))
