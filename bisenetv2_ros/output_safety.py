@@ -81,7 +81,7 @@ def why_not_own(target: Path, command: str) -> str | None:
         written = record.get("files", {})
         for path in sorted(target.rglob("*")):
             name = path.relative_to(target).as_posix()
-            if path.is_dir() and not path.is_symlink() or name == FOLDER_RECORD:
+            if (path.is_dir() and not path.is_symlink()) or name == FOLDER_RECORD:
                 continue
             if path.is_symlink() or not path.is_file() or written.get(name) != path.stat().st_size:
                 return f"{name} in it was not written by `{command}` or changed since"
