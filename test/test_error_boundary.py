@@ -288,6 +288,9 @@ def test_a_damaged_video_says_how_many_frames_it_read(tmp_path, tiny_weights, ca
 
 
 def test_node_help_prints_help_and_exits_without_starting_the_node():
+    from ros_support import require_ros
+
+    require_ros()  # node.py imports rclpy before it reads its arguments
     result = subprocess.run([sys.executable, "-m", "bisenetv2_ros.node", "--help"], capture_output=True, text=True,
                             cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr
