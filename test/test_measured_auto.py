@@ -110,6 +110,38 @@ def test_measure_rejects_a_candidate_whose_labels_differ(monkeypatch):
     assert name == "good fp32" and rows[1]["status"].startswith("rejected")
 
 
+def test_near_ties_of_synthetic_frames_are_left_out_of_the_count(tiny_weights):
+    import torch
+
+    from bisenetv2_ros.backends.fused import FusedSegmentation
+    from bisenetv2_ros.known_weights import load_model
+
+    model, info = load_model(tiny_weights)
+    frames, source = measured_auto.check_frames(info, {}, (40, 60))
+    assert frames.shape == (measured_auto.CHECK_FRAMES, 40, 60, 3) and "synthetic" in source
+    labels, counted = measured_auto.fp32_reference(model, info, (64, 96), frames)
+    with torch.inference_mode():
+        plain = FusedSegmentation(model, info.normalization, (64, 96), "rgb")(torch.from_numpy(frames)).numpy()
+    assert counted is None and np.array_equal(labels, plain)
+    same, counted = measured_auto.fp32_reference(model, info, (64, 96), frames, tie_margin=0.25)
+    assert np.array_equal(same, labels) and counted.shape == labels.shape and 0.5 < counted.mean() < 1.0
+
+    # a candidate that differs only on uncounted pixels passes the check
+    flipped = labels.copy()
+    flipped[~counted] += 1
+    candidate = Candidate("flips", "ties", lambda c: None)
+
+    class Flipped(ConstantBackend):
+        def _run(self, batch, channel_order):
+            index = next(i for i, frame in enumerate(frames) if np.array_equal(frame, batch[0]))
+            return flipped[index][None]
+
+    measured, _ = measured_auto.measure([candidate], lambda c: Flipped(0), frames, labels, frames[:1], 0, counted)
+    assert measured[0].disagreement == 0.0
+    measured, _ = measured_auto.measure([candidate], lambda c: Flipped(0), frames, labels, frames[:1], 0)
+    assert measured[0].disagreement == round(float((~counted).mean()), 5)
+
+
 # ------------------------------------------------------------------------------------------------
 # The Segmenter: measured once, cached, keyed, overridden
 
