@@ -1,9 +1,11 @@
 """Segmenting rosbag2 recordings (MCAP or sqlite3) with the ``rosbags`` package: no ROS install needed.
 
-The output bag holds ``/segmentation/labels`` (sensor_msgs/Image mono8, class id per pixel) and
-``/segmentation/color`` (rgb8 palette image) for every input frame, with the input frame's header
-(stamp, frame_id) and the same log time, and optionally every input message too (``copy_input``).
-Messages are written in the input's log-time order.
+The output bag holds, by default, ``/segmentation/labels`` (sensor_msgs/Image mono8, class id per
+pixel) and ``/segmentation/color`` (rgb8 palette image) for every input frame, or the ``outputs``
+asked for (``OUTPUT_TOPICS``: also ``confidence`` and the node's lossless PNG ``labels/compressed``
+and ``color/compressed``), with the input frame's header (stamp, frame_id) and the same log time,
+and optionally every input message too (``copy_input``). Messages are written in the input's
+log-time order. ``read_segmentation`` reads such outputs back (the node's, recorded, or these).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -25,6 +27,14 @@ COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
 LABELS_TOPIC = "/segmentation/labels"
 COLOR_TOPIC = "/segmentation/color"
+# output kind -> (topic, message type); the node's topic names under its default namespace
+OUTPUT_TOPICS = {"labels": (LABELS_TOPIC, IMAGE_TYPE), "color": (COLOR_TOPIC, IMAGE_TYPE),
+                 "confidence": ("/segmentation/confidence", IMAGE_TYPE),
+                 "labels/compressed": (LABELS_TOPIC + "/compressed", COMPRESSED_TYPE),
+                 "color/compressed": (COLOR_TOPIC + "/compressed", COMPRESSED_TYPE)}
+DEFAULT_OUTPUTS = ("labels", "color")
+# Image topics of a segmentation node's own outputs: never a camera when choosing one automatically.
+SEGMENTATION_OUTPUT_NAMES = ("labels", "color", "overlay", "confidence", "labels/compressed", "color/compressed")
 STORAGES = ("mcap", "sqlite3")
 BAG_VERSION = 8  # the metadata version Jazzy's rosbag2 writes
 
@@ -116,6 +126,10 @@ def choose_topic(topics: dict[str, str], requested: str | None, bag: Path) -> st
         return next(iter(topics))
     if not topics:
         raise BagError(f"bag {bag} holds no sensor_msgs/Image or CompressedImage topic")
+    # A recording of the node holds its outputs beside the camera: those are not camera input.
+    cameras = [t for t in topics if not t.endswith(tuple("/" + name for name in SEGMENTATION_OUTPUT_NAMES))]
+    if len(cameras) == 1:
+        return cameras[0]
     raise BagError(f"bag {bag} has {len(topics)} image topics; choose one with --topic: {listing}")
 
 
@@ -136,13 +150,18 @@ def segment_bag(segmenter, bag: Path, output: Path, topic: str | None = None, ba
                 copy_input: bool = False, storage: str | None = None,
                 progress: Callable[[int], None] = lambda n: None,
                 on_topic: Callable[[str, int], None] = lambda topic, count: None,
-                max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> BagSummary:
-    """Writes the segmented bag to ``output`` (which must not exist; the caller stages it).
+                max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
+                outputs: tuple[str, ...] = DEFAULT_OUTPUTS) -> BagSummary:
+    """Writes the segmented bag to ``output`` (which must not exist; the caller stages it), one topic
+    per kind in ``outputs`` (keys of OUTPUT_TOPICS).
 
     ``on_topic(topic, frame_count)`` is called once the camera topic is known (for a progress bar).
     Frames that cannot be deserialized or decoded, or above ``max_input_pixels``, are skipped and
     counted by reason in the summary.
     """
+    unknown = [kind for kind in outputs if kind not in OUTPUT_TOPICS]
+    if unknown or not outputs:
+        raise BagError(f"bag outputs are a comma list of {', '.join(OUTPUT_TOPICS)}; got {', '.join(outputs)}")
     Reader, Writer, StoragePlugin, typestore = _rosbags()
     storage = storage or storage_of(bag)
     if storage not in STORAGES:
@@ -156,13 +175,24 @@ def segment_bag(segmenter, bag: Path, output: Path, topic: str | None = None, ba
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
         with Writer(output, version=BAG_VERSION, storage_plugin=plugin) as writer:
             qos = cameras[0].ext.offered_qos_profiles if hasattr(cameras[0].ext, "offered_qos_profiles") else []
-            labels_conn = writer.add_connection(LABELS_TOPIC, IMAGE_TYPE, typestore=typestore, offered_qos_profiles=qos)
-            color_conn = writer.add_connection(COLOR_TOPIC, IMAGE_TYPE, typestore=typestore, offered_qos_profiles=qos)
+            connections = {kind: writer.add_connection(OUTPUT_TOPICS[kind][0], OUTPUT_TOPICS[kind][1],
+                                                       typestore=typestore, offered_qos_profiles=qos)
+                           for kind in outputs}
             copies = _copy_connections(writer, reader.connections, typestore, summary) if copy_input else {}
             camera_ids = {c.id for c in cameras}
             selected = list(reader.connections) if copy_input else cameras
-            image_type = typestore.types[IMAGE_TYPE]
+            image_type, compressed_type = typestore.types[IMAGE_TYPE], typestore.types[COMPRESSED_TYPE]
             lookup_table = segmenter.classes.lookup_table()
+            with_confidence = "confidence" in outputs
+
+            def output_messages(label: np.ndarray, confidence: np.ndarray | None, header: Any) -> dict[str, Any]:
+                colors = colorize(label, lookup_table) if any(k.startswith("color") for k in outputs) else None
+                make = {"labels": lambda: messages.labels_to_image(image_type, label, header),
+                        "color": lambda: messages.array_to_image(image_type, header, colors, "rgb8"),
+                        "confidence": lambda: messages.array_to_image(image_type, header, confidence, "mono8"),
+                        "labels/compressed": lambda: messages.array_to_png(compressed_type, header, label, "mono8"),
+                        "color/compressed": lambda: messages.array_to_png(compressed_type, header, colors, "rgb8")}
+                return {kind: make[kind]() for kind in outputs}
             # Pending messages in log-time order: ("copy", out conn, time, raw) and
             # ("frame", None, time, header). Frames wait in `batch` (one size and channel order, which
             # the segmenter takes as declared); everything is flushed once the batch is complete.
@@ -171,17 +201,22 @@ def segment_bag(segmenter, bag: Path, output: Path, topic: str | None = None, ba
             batch_order = "rgb"
 
             def flush() -> None:
-                labels = iter(segmenter.segment_batch(np.stack(batch), channel_order=batch_order) if batch else [])
+                labels, confidences = [], []
+                if batch and with_confidence:
+                    labels, confidences = segmenter.segment_batch(np.stack(batch), channel_order=batch_order,
+                                                                  confidence=True)
+                elif batch:
+                    labels = segmenter.segment_batch(np.stack(batch), channel_order=batch_order)
+                results = iter(zip(labels, confidences) if with_confidence else ((label, None) for label in labels))
                 for kind, out_conn, timestamp, payload in pending:
                     if kind == "copy":
                         writer.write(out_conn, timestamp, payload)
                         summary.copied += 1
                         continue
-                    label = next(labels)
-                    colors = colorize(label, lookup_table)
-                    for conn, msg in ((labels_conn, messages.labels_to_image(image_type, label, payload)),
-                                      (color_conn, messages.array_to_image(image_type, payload, colors, "rgb8"))):
-                        writer.write(conn, timestamp, typestore.serialize_cdr(msg, IMAGE_TYPE))
+                    label, confidence = next(results)
+                    for output_kind, msg in output_messages(label, confidence, payload).items():
+                        writer.write(connections[output_kind], timestamp,
+                                     typestore.serialize_cdr(msg, OUTPUT_TOPICS[output_kind][1]))
                     summary.frames += 1
                     progress(1)
                 pending.clear()
@@ -207,6 +242,27 @@ def segment_bag(segmenter, bag: Path, output: Path, topic: str | None = None, ba
                     pending.append(("frame", None, timestamp, msg.header))
             flush()
     return summary
+
+
+def read_segmentation(bag: Path, topic: str) -> Iterator[tuple[int, Any, np.ndarray]]:
+    """(log time, header, array) for every message of a segmentation output topic of a bag: raw
+    mono8 / rgb8 Images (labels, confidence, color) or the lossless PNG CompressedImages of
+    ``messages.array_to_png`` (the node's `labels/compressed`, `color/compressed`), decoded exactly."""
+    Reader, _, _, typestore = _rosbags()
+    with _open_reader(Reader, bag) as reader:
+        selected = [c for c in reader.connections if c.topic == topic]
+        if not selected:
+            listing = ", ".join(sorted({c.topic for c in reader.connections})) or "none"
+            raise BagError(f"bag {bag} has no topic {topic!r}; its topics: {listing}")
+        if selected[0].msgtype not in IMAGE_TYPES:
+            raise BagError(f"topic {topic} of {bag} holds {selected[0].msgtype}, not an Image or CompressedImage")
+        for conn, timestamp, raw in reader.messages(connections=selected):
+            msg = typestore.deserialize_cdr(raw, conn.msgtype)
+            if conn.msgtype == COMPRESSED_TYPE:
+                yield timestamp, msg.header, messages.png_to_array(msg)
+            else:
+                pixels, info = messages.image_to_array(msg)
+                yield timestamp, msg.header, pixels[..., 0] if info.layout == "mono" else pixels
 
 
 def _copy_connections(writer, connections, typestore, summary: BagSummary) -> dict[int, Any]:

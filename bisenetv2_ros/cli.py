@@ -53,9 +53,13 @@ DELEGATED = {
 # Parser
 
 
+# images and videos: labels, color, overlay, confidence; bags: labels, color, confidence and the PNG forms
+OUTPUT_KINDS = ("labels", "color", "overlay", "confidence", "labels/compressed", "color/compressed")
+
+
 def _outputs(text: str) -> tuple[str, ...]:
     from_text = tuple(v.strip() for v in text.split(",") if v.strip())
-    allowed = ("labels", "color", "overlay")
+    allowed = OUTPUT_KINDS
     bad = [v for v in from_text if v not in allowed]
     if bad or not from_text:
         raise argparse.ArgumentTypeError(f"outputs are a comma list of {', '.join(allowed)}; got {text!r}")
@@ -109,8 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--batch", type=positive_int, default=1, metavar="N",
                          help="frames per network call (default: 1); larger batches raise throughput")
     segment.add_argument("--outputs", type=_outputs, default=None, metavar="KINDS",
-                         help="comma list of labels,color,overlay (images default: all three; videos: "
-                              "color,overlay; labels writes one PNG per frame)")
+                         help="comma list of labels,color,overlay,confidence (images default: labels,color,overlay; "
+                              "videos: color,overlay; labels and confidence write one PNG per frame); bags: "
+                              "labels,color,confidence,labels/compressed,color/compressed (default: labels,color; "
+                              "the /compressed ones as lossless PNG CompressedImage)")
     segment.add_argument("--max-input-pixels", type=positive_int, default=DEFAULT_MAX_INPUT_PIXELS, metavar="N",
                          help="largest image or frame (width x height) to read; larger ones are skipped, compressed "
                               f"ones judged by their header before decoding (default: {DEFAULT_MAX_INPUT_PIXELS}, "
@@ -271,6 +277,9 @@ def cmd_segment(args) -> int:
     if kind == "bag":
         return _segment_bag(args, output)
     outputs = args.outputs or (media.IMAGE_OUTPUTS if kind in ("image", "folder") else ("color", "overlay"))
+    if set(outputs) - set(media.OUTPUT_KINDS):
+        raise CliError(f"--outputs {','.join(sorted(set(outputs) - set(media.OUTPUT_KINDS)))} applies to bags; "
+                       f"images and videos get {','.join(media.OUTPUT_KINDS)}")
     if kind == "folder":
         # an output folder inside the input folder (a previous run) is not input
         images = [p for p in media.list_images(args.input) if not p.resolve().is_relative_to(output.resolve())]
@@ -329,9 +338,10 @@ def _reason_lines(skipped) -> str:
 def _segment_bag(args, output: Path) -> int:
     from . import bags, media
 
-    if args.outputs is not None:
-        raise CliError("--outputs applies to images and videos; a bag always gets "
-                       f"{bags.LABELS_TOPIC} and {bags.COLOR_TOPIC}")
+    outputs = args.outputs or bags.DEFAULT_OUTPUTS
+    if set(outputs) - set(bags.OUTPUT_TOPICS):
+        raise CliError(f"--outputs {','.join(sorted(set(outputs) - set(bags.OUTPUT_TOPICS)))} applies to images and "
+                       f"videos; a bag gets {','.join(bags.OUTPUT_TOPICS)}")
     bags.choose_topic(bags.image_topics(args.input), args.topic, args.input)  # fail before loading the model
     segmenter = _make_segmenter(args)
     with media.StagedOutput(output, overwrite=args.overwrite, create=False, command=SEGMENT,
@@ -343,7 +353,7 @@ def _segment_bag(args, output: Path) -> int:
 
             summary = bags.segment_bag(segmenter, args.input, staged.path, args.topic, args.batch,
                                        args.copy_input, args.storage, bar.update, on_topic,
-                                       max_input_pixels=args.max_input_pixels)
+                                       max_input_pixels=args.max_input_pixels, outputs=tuple(outputs))
         if summary.frames == 0:
             raise CliError(f"no frame of {summary.topic} could be decoded:{_reason_lines(summary.skipped)}")
         final = staged.commit()
@@ -356,7 +366,7 @@ def _segment_bag(args, output: Path) -> int:
     copied = f", copied {summary.copied} input messages" if args.copy_input else ""
     print(f"segmented {summary.frames} frames of {summary.topic} with {segmenter.weights} "
           f"[{segmenter.backend_name}, {segmenter.device}]{copied} -> {final} "
-          f"({bags.LABELS_TOPIC}, {bags.COLOR_TOPIC})")
+          f"({', '.join(bags.OUTPUT_TOPICS[kind][0] for kind in outputs)})")
     return _skipped_status(args, skipped, skipped + summary.frames, f"frames of {summary.topic}")
 
 

@@ -24,7 +24,10 @@ from .messages import ImageConversionError, check_frame_size
 from .output_safety import UnsafeOutput, check_output, distinct_names, record_folder, why_not_own
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
-IMAGE_OUTPUTS = ("labels", "color", "overlay")
+IMAGE_OUTPUTS = ("labels", "color", "overlay")  # the default for images
+# Every kind an image or video run can write; labels and confidence are exact values: PNG per frame.
+OUTPUT_KINDS = ("labels", "color", "overlay", "confidence")
+PNG_PER_FRAME = ("labels", "confidence")
 
 # (fourcc, extension) OpenCV's bundled FFmpeg can both write and read back without extra codecs.
 VIDEO_CODEC = ("mp4v", ".mp4")
@@ -243,7 +246,8 @@ def segment_images(segmenter, images: Sequence[Path], root: Path | None, output:
                    progress: Callable[[int], None] = lambda n: None,
                    max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> Summary:
     """Segments image files into ``output/<kind>/<path relative to root>.png`` for each kind in
-    ``outputs`` (labels: uint8 class ids; color: palette; overlay: palette blended over the image);
+    ``outputs`` (labels: uint8 class ids; color: palette; overlay: palette blended over the image;
+    confidence: uint8 round(255 x the labelled class's probability));
     inputs sharing a stem keep their extension (``frame.jpg.png``, ``frame.png.png``).
     Unreadable images are skipped and listed in the summary."""
     summary = Summary()
@@ -259,24 +263,36 @@ def segment_images(segmenter, images: Sequence[Path], root: Path | None, output:
     relatives = [path.relative_to(root) if root is not None else Path(path.name) for path in images]
     names = dict(zip(images, distinct_names(relatives, ".png")))  # frame.jpg and frame.png: two outputs
     for group in batches_of_equal_size(readable(), lambda item: item[1], batch_size):
-        labels = segmenter.segment_batch(np.stack([frame for _, frame in group]), channel_order="bgr")
-        for (path, frame), label in zip(group, labels):
+        labels, confidences = _segment(segmenter, np.stack([frame for _, frame in group]), outputs)
+        for (path, frame), label, confidence in zip(group, labels, confidences):
             for kind in outputs:
-                _write_png(output / kind / names[path], render(segmenter, kind, frame, label, alpha))
+                _write_png(output / kind / names[path], render(segmenter, kind, frame, label, alpha, confidence))
             summary.frames += 1
             progress(1)
     return summary
 
 
-def render(segmenter, kind: str, frame_bgr: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """One output image in BGR order (what cv2 writes): labels, color or overlay."""
+def _segment(segmenter, frames: np.ndarray, outputs: Sequence[str]) -> tuple[np.ndarray, Sequence]:
+    """(labels, confidences): the confidence output only when asked for (it is a second graph)."""
+    if "confidence" in outputs:
+        return segmenter.segment_batch(frames, channel_order="bgr", confidence=True)
+    return segmenter.segment_batch(frames, channel_order="bgr"), [None] * len(frames)
+
+
+def render(segmenter, kind: str, frame_bgr: np.ndarray, labels: np.ndarray, alpha: float = 0.5,
+           confidence: np.ndarray | None = None) -> np.ndarray:
+    """One output image in BGR order (what cv2 writes): labels, color, overlay or confidence."""
     if kind == "labels":
         return labels
+    if kind == "confidence":
+        if confidence is None:
+            raise ValueError("render('confidence') needs the confidence array")
+        return confidence
     if kind == "color":
         return np.ascontiguousarray(segmenter.colorize(labels)[..., ::-1])
     if kind == "overlay":
         return segmenter.overlay(frame_bgr, labels, alpha=alpha, channel_order="bgr")
-    raise ValueError(f"unknown output kind {kind!r}; choose from {IMAGE_OUTPUTS}")
+    raise ValueError(f"unknown output kind {kind!r}; choose from {OUTPUT_KINDS}")
 
 
 def segment_video(segmenter, path: Path, output: Path, outputs: Sequence[str] = ("color", "overlay"),
@@ -284,14 +300,15 @@ def segment_video(segmenter, path: Path, output: Path, outputs: Sequence[str] = 
                   progress: Callable[[int], None] = lambda n: None,
                   max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> Summary:
     """Segments a video into ``output/color.mp4`` and ``output/overlay.mp4`` (same frame rate and
-    size as the input) and, with ``labels`` in ``outputs``, ``output/labels/<frame index>.png``."""
+    size as the input) and, with ``labels`` / ``confidence`` in ``outputs``, ``output/<kind>/<frame
+    index>.png`` (exact values, not a lossy video)."""
     capture, info = open_video(path, max_pixels)
     fourcc, extension = VIDEO_CODEC
     writers: dict[str, cv2.VideoWriter] = {}
     summary = Summary()
     try:
         for kind in outputs:
-            if kind == "labels":
+            if kind in PNG_PER_FRAME:
                 continue
             target = output / f"{kind}{extension}"
             writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*fourcc), info.fps, (info.width, info.height))
@@ -299,12 +316,14 @@ def segment_video(segmenter, path: Path, output: Path, outputs: Sequence[str] = 
                 raise MediaError(f"OpenCV cannot write {fourcc} video to {target}")
             writers[kind] = writer
         for group in batches_of_equal_size(video_frames(capture), lambda frame: frame, batch_size):
-            labels = segmenter.segment_batch(np.stack(group), channel_order="bgr")
-            for frame, label in zip(group, labels):
+            labels, confidences = _segment(segmenter, np.stack(group), outputs)
+            for frame, label, confidence in zip(group, labels, confidences):
                 for kind, writer in writers.items():
                     writer.write(render(segmenter, kind, frame, label, alpha))
-                if "labels" in outputs:
-                    _write_png(output / "labels" / f"{summary.frames:06d}.png", label)
+                for kind in PNG_PER_FRAME:
+                    if kind in outputs:
+                        _write_png(output / kind / f"{summary.frames:06d}.png",
+                                   render(segmenter, kind, frame, label, alpha, confidence))
                 summary.frames += 1
                 progress(1)
     finally:

@@ -248,13 +248,22 @@ def array_to_png(msg_type: Any, header: Any, pixels: np.ndarray, encoding: str) 
                     data=_uint8_data(msg_type, data))
 
 
-def png_to_array(msg: Any) -> np.ndarray:
+def png_to_array(msg: Any, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> np.ndarray:
     """A PNG ``sensor_msgs/CompressedImage`` of ``array_to_png`` -> the exact array: HxW for mono8
-    (e.g. class ids), HxWx3 RGB for rgb8; raises ImageConversionError for anything else."""
+    (e.g. class ids), HxWx3 RGB for rgb8; raises ImageConversionError for anything else. The size
+    the PNG header declares is checked against ``max_pixels`` before decoding."""
     encoding = str(msg.format).split(";")[0].strip()
     if "png" not in str(msg.format).lower() or encoding not in ("mono8", "rgb8"):
         raise ImageConversionError(f"expected a PNG mono8 or rgb8 CompressedImage, got format {msg.format!r}")
-    pixels = cv2.imdecode(_byte_view(msg.data), cv2.IMREAD_UNCHANGED)
+    data = _byte_view(msg.data)
+    size = declared_size(data) if data.size else None
+    if size is None:
+        raise ImageConversionError(f"a {msg.format!r} CompressedImage of {data.size} bytes has no PNG header")
+    check_frame_size(*size, max_pixels, what=f"compressed image ({msg.format})")
+    try:
+        pixels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        pixels = None
     if pixels is None:
         raise ImageConversionError(f"cannot decode the PNG data of a {msg.format!r} CompressedImage")
     if encoding == "rgb8":

@@ -338,3 +338,43 @@ def test_a_bag_folder_with_an_invalid_metadata_file_is_one_clear_error(tmp_path,
     assert err[0].startswith(f"bisenetv2 segment: error: cannot open rosbag2 {bag}: ") and message in err[0]
     assert "Traceback" not in err[0]
     assert not (tmp_path / "badbag_segmented").exists()
+
+
+def test_confidence_and_compressed_outputs_are_read_back(recording, tiny_weights, segmenter, tmp_path, capsys):
+    storage, bag, expected = recording
+    out = tmp_path / "out"
+    assert cli.main(["segment", str(bag), "--topic", "/camera/compressed", *model_args(tiny_weights), "--batch", "2",
+                     "--outputs", "labels/compressed,color/compressed,confidence", "--output", str(out),
+                     "--quiet"]) == 0
+    assert ("(/segmentation/labels/compressed, /segmentation/color/compressed, /segmentation/confidence)"
+            in capsys.readouterr().out)
+    with Reader(out) as reader:
+        assert {c.topic: c.msgtype for c in reader.connections} == {
+            "/segmentation/labels/compressed": "sensor_msgs/msg/CompressedImage",
+            "/segmentation/color/compressed": "sensor_msgs/msg/CompressedImage",
+            "/segmentation/confidence": "sensor_msgs/msg/Image"}
+    labels = list(bags.read_segmentation(out, "/segmentation/labels/compressed"))
+    colors = list(bags.read_segmentation(out, "/segmentation/color/compressed"))
+    confidences = list(bags.read_segmentation(out, "/segmentation/confidence"))
+    assert len(labels) == len(colors) == len(confidences) == len(expected["compressed"])
+    for (log_time, head, rgb), label, color, confidence in zip(expected["compressed"], labels, colors, confidences):
+        assert label[0] == color[0] == confidence[0] == log_time
+        assert label[1].stamp.sec == head.stamp.sec and label[1].frame_id == head.frame_id
+        want_labels, want_confidence = segmenter.segment(np.ascontiguousarray(rgb), "rgb", confidence=True)
+        np.testing.assert_array_equal(label[2], want_labels)  # PNG: lossless
+        np.testing.assert_array_equal(color[2], segmenter.colorize(want_labels))
+        np.testing.assert_array_equal(confidence[2], want_confidence)
+    # A bag recorded from the node (camera + its outputs) gives the camera as the only candidate topic.
+    topics = {"/camera/image": bags.IMAGE_TYPE, "/segmentation/labels": bags.IMAGE_TYPE,
+              "/segmentation/labels/compressed": bags.COMPRESSED_TYPE, "/segmentation/confidence": bags.IMAGE_TYPE}
+    assert bags.choose_topic(topics, None, bag) == "/camera/image"
+    with pytest.raises(bags.BagError, match="has no topic '/segmentation/points'"):
+        list(bags.read_segmentation(out, "/segmentation/points"))
+
+
+def test_bag_outputs_are_checked(recording, tiny_weights, tmp_path, capsys):
+    _, bag, _ = recording
+    assert cli.main(["segment", str(bag), "--topic", "/camera/image", *model_args(tiny_weights),
+                     "--outputs", "labels,overlay", "--output", str(tmp_path / "o")]) == 1
+    assert "--outputs overlay applies to images and videos; a bag gets labels,color,confidence" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -129,6 +129,14 @@ def test_segment_folder_batches_mixed_sizes_and_keeps_tree(tmp_path, tiny_weight
                                  "--skip-bad", weights=tiny_weights)) == 0
     assert sorted(p.relative_to(folder / "seg").as_posix() for p in (folder / "seg").rglob("*.png")) == [
         "labels/a.png", "labels/b.png", "labels/d.png", "labels/sub/c.png"]
+    # confidence: round(255 x the labelled class's probability), one exact PNG per image
+    assert cli.main(segment_args(str(folder / "a.png"), "-o", str(tmp_path / "conf"), "--outputs", "confidence",
+                                 weights=tiny_weights)) == 0
+    written = cv2.imread(str(tmp_path / "conf" / "confidence" / "a.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(written, segmenter.segment(cv2.imread(str(folder / "a.png")), "bgr", confidence=True)[1])
+    assert cli.main(segment_args(str(folder / "a.png"), "-o", str(tmp_path / "bad"), "--outputs", "labels/compressed",
+                                 weights=tiny_weights)) == 1
+    assert "--outputs labels/compressed applies to bags" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("fourcc,suffix", [("mp4v", ".mp4"), ("MJPG", ".avi")])
@@ -148,14 +156,16 @@ def test_segment_video(tmp_path, tiny_weights, segmenter, fourcc, suffix):
         decoded.append(frame)
     assert len(decoded) == 5
 
-    assert cli.main(segment_args(str(video), "--batch", "2", "--outputs", "labels,overlay",
+    assert cli.main(segment_args(str(video), "--batch", "2", "--outputs", "labels,overlay,confidence",
                                  weights=tiny_weights)) == 0
     out = tmp_path / "clip_segmented"
     labels = sorted((out / "labels").glob("*.png"))
     assert [p.name for p in labels] == [f"{i:06d}.png" for i in range(5)]
     for path, frame in zip(labels, decoded):
-        np.testing.assert_array_equal(cv2.imread(str(path), cv2.IMREAD_UNCHANGED),
-                                      segmenter.segment(frame, channel_order="bgr"))
+        want_labels, want_confidence = segmenter.segment(frame, channel_order="bgr", confidence=True)
+        np.testing.assert_array_equal(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), want_labels)
+        np.testing.assert_array_equal(cv2.imread(str(out / "confidence" / path.name), cv2.IMREAD_UNCHANGED),
+                                      want_confidence)
     result = cv2.VideoCapture(str(out / "overlay.mp4"))
     assert result.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
     count = 0

@@ -279,3 +279,28 @@ def test_embedded_info_definition_matches_msg_file():
         return [" ".join(line.split()) for line in lines if line]
 
     assert fields(messages.SEGMENTATION_INFO_MSG) == fields(MSG_FILE.read_text())
+
+
+def test_png_outputs_round_trip_and_bad_ones_are_named():
+    from rosbags.typesys import Stores, get_typestore
+
+    types = get_typestore(Stores.ROS2_JAZZY).types
+    compressed = types["sensor_msgs/msg/CompressedImage"]
+    header = types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](sec=1, nanosec=2), frame_id="c")
+    labels = (np.arange(48 * 64, dtype=np.uint32).reshape(48, 64) // 97 % 11).astype(np.uint8)
+    labels[0, :5] = 255
+    msg = messages.array_to_png(compressed, header, labels, "mono8")
+    assert msg.format == "mono8; png compressed " and len(msg.data) < labels.size / 4  # flat regions: small
+    assert np.array_equal(messages.png_to_array(msg), labels)
+    colors = np.dstack([labels, labels * 2, 255 - labels])
+    color_msg = messages.array_to_png(compressed, header, colors, "rgb8")
+    assert color_msg.format == "rgb8; png compressed bgr8"
+    assert np.array_equal(messages.png_to_array(color_msg), colors)
+    with pytest.raises(ValueError, match="PNG outputs are mono8 HxW or rgb8 HxWx3"):
+        messages.array_to_png(compressed, header, colors, "mono8")
+    with pytest.raises(messages.ImageConversionError, match="expected a PNG mono8 or rgb8 CompressedImage"):
+        messages.png_to_array(compressed(header=header, format="jpeg", data=msg.data))
+    with pytest.raises(messages.ImageConversionError, match="has no PNG header"):
+        messages.png_to_array(compressed(header=header, format="mono8; png compressed ", data=np.zeros(9, np.uint8)))
+    with pytest.raises(messages.ImageConversionError, match="holds 3 channels"):
+        messages.png_to_array(compressed(header=header, format="mono8; png compressed ", data=color_msg.data))
