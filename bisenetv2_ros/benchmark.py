@@ -152,6 +152,12 @@ def _machine() -> dict[str, Any]:
         info["onnxruntime"] = onnxruntime.__version__
     except ImportError:
         pass
+    try:
+        import openvino
+
+        info["openvino"] = openvino.__version__.split("-")[0]
+    except ImportError:
+        pass
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
@@ -327,7 +333,8 @@ def _compare(args, checkpoints: dict[str, Any], model_size) -> dict[str, Any]:
         backends = {f"torch {m}": TorchBackend(model, info.normalization, input_size, "cpu", "fp32", compile=m)
                     for m in modes}
         backends["onnxruntime"] = OnnxRuntimeBackend(model, info.normalization, input_size, "cpu")
-        calibration, calibration_notes[prefix + "onnxruntime int8"] = _calibration_options(args, info, input_size)
+        calibration, note = _calibration_options(args, info, input_size)
+        calibration_notes[prefix + "onnxruntime int8"] = note
         backends["onnxruntime int8"] = OnnxRuntimeBackend(model, info.normalization, input_size, "cpu", "int8",
                                                           cache_dir=args.engine_cache, **calibration)
         if bf16:
@@ -335,6 +342,7 @@ def _compare(args, checkpoints: dict[str, Any], model_size) -> dict[str, Any]:
                                                   compile=args.compile or "off")
         else:
             skipped[prefix + "torch bf16"] = "no native bf16 on this CPU (amx_bf16 / avx512_bf16)"
+        backends.update(_openvino_variants(args, model, info, input_size, calibration, bf16, prefix, skipped))
         threads["onnxruntime"] = backends["onnxruntime"].threads or _cores()
         for name, backend in backends.items():
             start = time.perf_counter()
@@ -371,11 +379,32 @@ def _compare(args, checkpoints: dict[str, Any], model_size) -> dict[str, Any]:
                          for name in variants},
             "peak_rss_mib": round(_peak_rss_mib(), 1)}
 
+def _openvino_variants(args, model, info, input_size, calibration, bf16: bool, prefix: str,
+                       skipped: dict[str, str]) -> dict[str, Any]:
+    """The OpenVINO paths for --compare (fp32, int8 from the same calibration, bf16 where native)."""
+    from .backends import openvino_importable
+
+    names = ["openvino", "openvino int8"] + (["openvino bf16"] if bf16 else [])
+    if not openvino_importable():
+        skipped.update({prefix + name: "openvino is not installed (pip install openvino)" for name in names})
+        return {}
+    from .backends.openvino_backend import OpenVinoBackend
+
+    if not bf16:
+        skipped[prefix + "openvino bf16"] = "no native bf16 on this CPU (amx_bf16 / avx512_bf16)"
+    precisions = {"openvino": "fp32", "openvino int8": "int8", "openvino bf16": "bf16"}
+    return {name: OpenVinoBackend(model, info.normalization, input_size, "cpu", precisions[name],
+                                  cache_dir=args.engine_cache, **(calibration if name.endswith("int8") else {}))
+            for name in names}
+
+
 def _calibration_options(args, info, input_size) -> tuple[dict[str, Any], str]:
-    """int8 calibration for --compare: the given folder, else the checkpoint's training frames, else
-    random frames (said so in the output: fine for timing, not for labels)."""
+    """int8 calibration for --compare: the given folder, else the table the weights carry, else their
+    training frames, else random frames (said so in the output: fine for timing, not for labels)."""
     from .backends.int8 import default_calibration_folder
 
+    if args.calibration_images is None and info.calibration is not None:
+        return {"calibration_table": info.calibration}, "the calibration table the weights carry"
     folder = args.calibration_images or default_calibration_folder(info.dataset)
     if folder is not None:
         return {"calibration_images": str(folder)}, f"images from {folder}"

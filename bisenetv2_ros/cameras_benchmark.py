@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each run (default 2)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds over all configurations (default 2)")
     parser.add_argument("--weights", default="camvid", help="checkpoint path or known name (default: embedded camvid)")
-    parser.add_argument("--backend", default="auto", help="auto, torch, onnxruntime or tensorrt (default auto)")
+    parser.add_argument("--backend", default="auto", help="auto, torch, onnxruntime, tensorrt or openvino (default auto)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--max-batch", type=int, default=0, help="the node's max_batch (default 0: all cameras)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")

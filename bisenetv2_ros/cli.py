@@ -71,7 +71,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--weights", default=None,
                        help="a known name (see `bisenetv2 download --list`) or a checkpoint path "
                             "(default: the packaged 'camvid' model)")
-    group.add_argument("--backend", default="auto", help="auto, torch, onnxruntime or tensorrt (default: auto)")
+    group.add_argument("--backend", default="auto", help="auto, torch, onnxruntime, tensorrt or openvino (default: auto)")
     group.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda[:N] (default: auto)")
     group.add_argument("--precision", default="auto",
                        help="auto, fp32, fp16 (GPU), bf16 (CPU with native bf16) or int8 (default: auto: on a CPU "

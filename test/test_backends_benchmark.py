@@ -10,6 +10,7 @@ import pytest
 from conftest import AVX2_FLAGS, AVX512_BF16_FLAGS
 
 from bisenetv2_ros import benchmark
+from bisenetv2_ros.backends import openvino_importable
 from bisenetv2_ros.backends.cpu import cpu_info
 
 
@@ -107,9 +108,13 @@ def test_compare_puts_both_architectures_side_by_side(capsys, simulated_cpu):
     report = json.loads(capsys.readouterr().out)
     assert report["models"] == ["bisenetv1", "bisenetv2"]
     float_variants = ("torch eager fp32", "torch off", "onnxruntime")
+    openvino = ("openvino", "openvino int8", "openvino bf16")
     assert set(report["variants"]) == {f"{a} {v}" for a in ("bisenetv1", "bisenetv2")
-                                       for v in (*float_variants, "onnxruntime int8", "torch bf16")}
-    assert report["not_run"] == {}
+                                       for v in (*float_variants, "onnxruntime int8", "torch bf16",
+                                                 *(openvino if openvino_importable() else ()))}
+    assert report["not_run"] == ({} if openvino_importable() else
+                                 {f"{a} {v}": "openvino is not installed (pip install openvino)"
+                                  for a in ("bisenetv1", "bisenetv2") for v in openvino})
     for name, values in report["variants"].items():
         assert values["p50_ms"] > 0, name
         # fp32 only: int8 and bf16 labels of a random network differ where class scores are nearly tied

@@ -36,7 +36,7 @@ def test_settings_are_generated_from_the_specs():
 
 
 @pytest.mark.parametrize("values,message", [
-    ({"backend": "cuda"}, "parameter 'backend' must be one of auto, torch, onnxruntime, tensorrt; got 'cuda'"),
+    ({"backend": "cuda"}, "parameter 'backend' must be one of auto, torch, onnxruntime, tensorrt, openvino; got 'cuda'"),
     ({"overlay_alpha": 1.5}, "parameter 'overlay_alpha' must be within 0..1; got 1.5"),
     ({"overlay_alpha": float("nan")}, "parameter 'overlay_alpha' must be within 0..1"),
     ({"max_rate_hz": -1.0}, "parameter 'max_rate_hz' must be within 0..1000"),

@@ -19,12 +19,13 @@ from typing import Any, Mapping
 from ..conventions import CHANNEL_ORDERS, DEFAULT_INPUT_SIZE
 from .base import (BACKENDS, DEFAULT_PRECISION, PRECISIONS, SUPPORTED_PRECISIONS, Backend, BackendError,
                    check_precision, cuda_available, onnxruntime_cuda_available, onnxruntime_importable,
-                   resolve_device, tensorrt_importable)
+                   openvino_importable, resolve_device, tensorrt_importable)
 
 __all__ = ["BACKENDS", "CALIBRATION_OPTIONS", "CHANNEL_ORDERS", "DEFAULT_PRECISION", "PRECISIONS",
            "SUPPORTED_PRECISIONS", "Backend", "BackendError", "calibration_available", "check_precision", "choose_backend",
            "create_backend",
-           "cuda_available", "onnxruntime_cuda_available", "onnxruntime_importable", "resolve_auto_precision", "resolve_device",
+           "cuda_available", "onnxruntime_cuda_available", "onnxruntime_importable", "openvino_importable",
+           "resolve_auto_precision", "resolve_device",
            "tensorrt_importable"]
 
 LOGGER = logging.getLogger("bisenetv2_ros")
@@ -35,7 +36,7 @@ def resolve_auto_precision(backend: str, device: str | None, calibration_availab
     """``precision: auto`` -> (precision, backend, resolved device), logged once with the reason."""
     from .cpu import auto_precision, cpu_info
 
-    if backend not in ("auto", "torch", "onnxruntime"):  # tensorrt: GPU only
+    if backend not in ("auto", "torch", "onnxruntime", "openvino"):  # tensorrt: GPU only
         device = resolve_device(device if device not in (None, "auto") else "cuda")
         LOGGER.info("precision auto -> fp32 (the %s backend on %s)", backend, device)
         return "fp32", backend, device
@@ -95,7 +96,8 @@ def calibration_available(model, info, options: Mapping[str, Any]) -> bool:
 def create_backend(name: str, model, info, device: str | None = "auto", precision: str = "fp32",
                    input_size: tuple[int, int] = DEFAULT_INPUT_SIZE, engine_cache_dir: str | os.PathLike | None = None,
                    options: Mapping[str, Any] | None = None, frame_shape: tuple[int, int, int] | None = None) -> Backend:
-    """Builds backend ``name`` ('auto', 'torch', 'onnxruntime', 'tensorrt') for an eval-mode BiSeNetV2 or BiSeNetV1.
+    """Builds backend ``name`` ('auto', 'torch', 'onnxruntime', 'tensorrt', 'openvino') for an eval-mode BiSeNetV2
+    or BiSeNetV1.
 
     ``options`` are backend-specific keyword arguments (e.g. ``{"compile": "inductor"}`` for torch,
     ``{"dynamic": False}`` for onnxruntime, ``{"calibration_images": DIR}`` for tensorrt int8).
@@ -135,15 +137,20 @@ def create_backend(name: str, model, info, device: str | None = "auto", precisio
         # pass them whenever the user gave them).
         for key in (*CALIBRATION_OPTIONS, "calibration_table"):
             options.pop(key, None)
-    if name == "onnxruntime" and precision == "int8":
+    if name in ("onnxruntime", "openvino") and precision == "int8":
         options.setdefault("dataset", getattr(info, "dataset", "unknown"))
         options.setdefault("calibration_table", getattr(info, "calibration", None))
-        if engine_cache_dir is not None:
-            options.setdefault("cache_dir", engine_cache_dir)
+    if ((name == "onnxruntime" and precision == "int8") or name == "openvino") and engine_cache_dir is not None:
+        options.setdefault("cache_dir", engine_cache_dir)  # openvino caches every compiled model
     if name == "torch":
         from .torch_backend import TorchBackend
 
         return TorchBackend(model, info.normalization, input_size, resolve_device(device), precision, **options)
+    if name == "openvino":
+        from .openvino_backend import OpenVinoBackend
+
+        return OpenVinoBackend(model, info.normalization, input_size, resolve_device(device, name), precision,
+                               **options)
     if name == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend
 

@@ -11,7 +11,7 @@ from ..conventions import CHANNEL_ORDERS
 if TYPE_CHECKING:  # annotations only: importing the names stays cheap
     import numpy as np
 
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "openvino")
 # "auto": on a CPU, the fastest path measured on this machine (``measured_auto``; with
 # BISENETV2_AUTO=rule the instruction-set rule ``cpu.auto_precision``); on a GPU, fp32.
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
@@ -23,6 +23,7 @@ SUPPORTED_PRECISIONS = {
     ("onnxruntime", "cpu"): ("fp32", "int8"),
     ("onnxruntime", "cuda"): ("fp32",),
     ("tensorrt", "cuda"): ("fp32", "fp16", "int8"),
+    ("openvino", "cpu"): ("fp32", "bf16", "int8"),  # bf16: CPUs with native bf16 only (openvino_backend.py)
 }
 
 
@@ -95,6 +96,10 @@ def onnxruntime_importable() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
+def openvino_importable() -> bool:
+    return importlib.util.find_spec("openvino") is not None
+
+
 def onnxruntime_cuda_available() -> bool:
     """True when this ONNX Runtime build has CUDAExecutionProvider (the CPU-only wheel has not)."""
     if not onnxruntime_importable():
@@ -106,9 +111,10 @@ def onnxruntime_cuda_available() -> bool:
 
 def resolve_device(device: str | None, backend: str | None = None) -> str:
     """'auto' / None -> 'cuda' when a GPU is visible and ``backend`` can use it (onnxruntime: only with
-    its CUDA provider), else 'cpu'. 'cuda[:n]' without a GPU is an error."""
+    its CUDA provider; openvino: never), else 'cpu'. 'cuda[:n]' without a GPU is an error."""
     if device in (None, "auto"):
-        usable = cuda_available() and (backend != "onnxruntime" or onnxruntime_cuda_available())
+        usable = (backend != "openvino" and cuda_available()  # openvino: CPU only here
+                  and (backend != "onnxruntime" or onnxruntime_cuda_available()))
         return "cuda" if usable else "cpu"
     device = str(device)
     if device == "cpu":

@@ -81,22 +81,23 @@ def auto_precision(flags: frozenset[str] | set[str], backend: str = "auto", cali
                    machine: str = "x86_64") -> tuple[str, str, str]:
     """The ``precision: auto`` rule on a CPU -> (precision, backend, reason).
 
-    backend: the requested backend ('auto', 'torch', 'onnxruntime'); a named one is kept.
+    backend: the requested backend ('auto', 'torch', 'onnxruntime', 'openvino'); a named one is kept
+    (openvino runs bf16 and int8 both, so it follows steps 1 and 2 itself).
     1. native bf16 (AMX / AVX512-BF16) and torch allowed -> torch bf16 (the team's Xeon measured
        2.2x over fp32 eager PyTorch; issue 12).
     2. x86 with AVX2 (the 1.5x int8 speed-up measured here needs at least AVX2) or an int8 dot
        product, ONNX Runtime allowed, and calibration frames known -> onnxruntime int8.
     3. otherwise fp32 on the requested backend (auto: ONNX Runtime, the fast fp32 CPU path).
     """
-    if native_bf16(flags) and backend in ("auto", "torch"):
+    if native_bf16(flags) and backend in ("auto", "torch", "openvino"):
         found = ", ".join(f for f in BF16_FLAGS if f in flags)
-        return "bf16", "torch", f"the CPU has native bf16 ({found})"
+        return "bf16", "torch" if backend == "auto" else backend, f"the CPU has native bf16 ({found})"
     int8_capable = any(f in flags for f in INT8_DOT_FLAGS) or (
         "avx2" in flags and machine.lower() in ("x86_64", "amd64", "i686", "x86"))
-    if int8_capable and backend in ("auto", "onnxruntime"):
+    if int8_capable and backend in ("auto", "onnxruntime", "openvino"):
         if calibration_available:
             found = ", ".join(f for f in ("avx2", *INT8_DOT_FLAGS) if f in flags)
-            return "int8", "onnxruntime", f"no native bf16; int8 runs fast with {found}"
+            return "int8", "onnxruntime" if backend == "auto" else backend, f"no native bf16; int8 runs fast with {found}"
         return "fp32", backend, ("no native bf16, and int8 needs calibration frames "
                                  "(backend_options calibration_images) that are not known for these weights")
     if backend == "torch" and int8_capable:
