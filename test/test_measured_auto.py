@@ -53,12 +53,30 @@ def test_nothing_usable_is_one_clear_error():
     (AMX_FLAGS, True, ("auto", "fp32"), ["torch fp32", "onnxruntime fp32"]),  # a named precision is kept
 ])
 def test_candidates_follow_the_simulated_cpu(flags, calibration, request_, expected):
-    usable, skipped = candidates_for(*request_, AutoContext(frozenset(flags), calibration))
+    # Simulated installs too: onnxruntime present, the optional openvino absent (its rows: below).
+    usable, skipped = candidates_for(*request_, AutoContext(frozenset(flags), calibration,
+                                                            lambda module: module != "openvino"))
     assert [c.name for c in usable] == expected
     if "torch bf16" in skipped:
         assert "no native bf16" in skipped["torch bf16"]
     if request_ == ("auto", "auto") and not calibration:
         assert skipped["onnxruntime int8"] == "no int8 calibration frames known for these weights"
+
+
+@pytest.mark.parametrize("flags,calibration,expected", [
+    (AVX2_FLAGS, True, ["openvino fp32", "openvino int8"]),
+    (AVX2_FLAGS, False, ["openvino fp32"]),
+    (AVX512_BF16_FLAGS, True, ["openvino fp32", "openvino bf16", "openvino int8"]),
+])
+def test_openvino_paths_join_where_it_is_installed(flags, calibration, expected):
+    usable, skipped = candidates_for("openvino", "auto", AutoContext(frozenset(flags), calibration, lambda module: True))
+    assert [c.name for c in usable] == expected
+    if "openvino bf16" not in expected:
+        assert "no native bf16" in skipped["openvino bf16"]
+    usable, skipped = candidates_for("auto", "auto", AutoContext(frozenset(flags), calibration,
+                                                                 lambda module: module != "openvino"))
+    assert not [c for c in usable if c.backend == "openvino"]
+    assert skipped["openvino fp32"] == "openvino is not importable"
 
 
 def test_without_onnxruntime_only_torch_is_measured():
@@ -163,6 +181,8 @@ def measuring(monkeypatch, simulated_cpu, tmp_path):
         return {name: SIMULATED_MS[name][1 if load_processes else 0] for name in backends}
 
     monkeypatch.setattr(measured_auto, "time_candidates", fake_time)
+    # The optional openvino simulated absent (whether installed or not); its rows are tested above.
+    monkeypatch.setattr(measured_auto, "_importable", lambda module: module != "openvino")
     return calls
 
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .base import Backend, BackendError, onnxruntime_importable
+from .base import Backend, BackendError, onnxruntime_importable, openvino_importable
 from .cpu import BF16_FLAGS, native_bf16
 
 LOGGER = logging.getLogger("bisenetv2_ros")
@@ -49,7 +49,12 @@ class AutoContext:
 
     flags: frozenset[str]
     calibration: bool  # int8 calibration frames are known for these weights
-    importable: Callable[[str], bool] = lambda module: module != "onnxruntime" or onnxruntime_importable()
+    importable: Callable[[str], bool] = lambda module: _importable(module)
+
+
+def _importable(module: str) -> bool:
+    """The optional runtimes a candidate needs (torch is always there)."""
+    return {"onnxruntime": onnxruntime_importable, "openvino": openvino_importable}.get(module, lambda: True)()
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,11 @@ CANDIDATES: list[Candidate] = [
               else f"no native bf16 ({' / '.join(BF16_FLAGS)})"),
     Candidate("onnxruntime", "fp32", _needs("onnxruntime")),
     Candidate("onnxruntime", "int8", _needs("onnxruntime", calibration=True)),
+    # OpenVINO (optional extra): bf16 only where native, else it would quietly run f32.
+    Candidate("openvino", "fp32", _needs("openvino")),
+    Candidate("openvino", "bf16", lambda context: _needs("openvino")(context) or (
+        None if native_bf16(context.flags) else f"no native bf16 ({' / '.join(BF16_FLAGS)})")),
+    Candidate("openvino", "int8", _needs("openvino", calibration=True)),
 ]
 
 
