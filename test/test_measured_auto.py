@@ -361,3 +361,15 @@ def test_importing_the_package_makes_openmp_threads_wait_passively(given, expect
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
                             cwd=Path(__file__).resolve().parents[1])
     assert result.stdout.split() == [expected, "False"], result.stderr
+
+
+def test_the_node_and_the_cli_share_one_measured_decision(tiny_weights, measuring):
+    from bisenetv2_ros import cli, node_core
+    from bisenetv2_ros.node_parameters import NodeSettings
+
+    node_segmenter, _ = node_core.create_segmenter(NodeSettings(weights=str(tiny_weights), device="cpu"))
+    assert len(measuring) == 2 and node_segmenter.auto_decision.name == "onnxruntime fp32"
+    args = cli.build_parser().parse_args(["segment", "frame.png", "--weights", str(tiny_weights), "--device", "cpu"])
+    cli_segmenter = cli._make_segmenter(args)
+    assert len(measuring) == 2, "the CLI found the node's decision in the cache"
+    assert (cli_segmenter.backend_name, cli_segmenter.precision) == (node_segmenter.backend_name, node_segmenter.precision)
