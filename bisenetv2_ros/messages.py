@@ -290,6 +290,22 @@ def class_fractions(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return (histogram[:num_classes] / labels.size).astype(np.float32)
 
 
+def class_confidence(labels: np.ndarray, confidence: np.ndarray, num_classes: int) -> np.ndarray:
+    """Mean confidence (0-255) of the pixels of each class id 0..num_classes-1 (float32; NaN for a
+    class with no pixel)."""
+    labels, confidence = np.ascontiguousarray(labels).ravel(), np.ascontiguousarray(confidence).ravel()
+    counts = np.bincount(labels, minlength=256)[:num_classes]
+    sums = np.bincount(labels, weights=confidence, minlength=256)[:num_classes]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (sums / counts).astype(np.float32)
+
+
+def _has_field(msg_type: Any, name: str) -> bool:
+    """Whether a message type (rclpy class or rosbags dataclass) has the field ``name``: code generated
+    from an older msg/SegmentationInfo.msg (before class_confidence) still gets the older message."""
+    return name in getattr(msg_type, "__dataclass_fields__", ()) or f"_{name}" in getattr(msg_type, "__slots__", ())
+
+
 def _float32_sequence(msg_type: Any, values: Sequence[float] | np.ndarray) -> Any:
     values = np.asarray(values, np.float32)
     return values if _is_rosbags_type(msg_type) else array.array("f", values.tobytes())
@@ -298,13 +314,17 @@ def _float32_sequence(msg_type: Any, values: Sequence[float] | np.ndarray) -> An
 def info_message(msg_type: Any, header: Any, *, model: str, backend: str, device: str,
                  inference_ms: float, latency_ms: float, frames_received: int, frames_processed: int,
                  frames_dropped: int, fractions: np.ndarray | Sequence[float], camera: str = "",
-                 batch_size: int = 1, frames_failed: int = 0) -> Any:
-    """A ``bisenetv2_ros/msg/SegmentationInfo``."""
+                 batch_size: int = 1, frames_failed: int = 0,
+                 confidences: np.ndarray | Sequence[float] = ()) -> Any:
+    """A ``bisenetv2_ros/msg/SegmentationInfo``; ``confidences``: per-class mean confidence or empty."""
+    extra = {}
+    if _has_field(msg_type, "class_confidence"):
+        extra["class_confidence"] = _float32_sequence(msg_type, confidences)
     return msg_type(header=header, model=str(model), backend=str(backend), device=str(device), camera=str(camera),
                     inference_ms=float(inference_ms), batch_size=int(batch_size), latency_ms=float(latency_ms),
                     frames_received=int(frames_received), frames_processed=int(frames_processed),
                     frames_dropped=int(frames_dropped), frames_failed=int(frames_failed),
-                    class_fractions=_float32_sequence(msg_type, fractions))
+                    class_fractions=_float32_sequence(msg_type, fractions), **extra)
 
 
 UNLABELLED_NAME = "unlabelled"
@@ -346,6 +366,7 @@ uint64 frames_processed
 uint64 frames_dropped
 uint64 frames_failed
 float32[] class_fractions
+float32[] class_confidence
 """
 
 

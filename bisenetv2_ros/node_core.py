@@ -198,7 +198,8 @@ class SegmentationPipeline:
             device=str(getattr(self.segmenter, "device", "")), camera=camera.name, inference_ms=inference_ms,
             batch_size=batch_size, latency_ms=latency_ms, frames_received=stats.received,
             frames_processed=stats.processed, frames_dropped=stats.dropped, frames_failed=stats.failed,
-            fractions=messages.class_fractions(labels, len(self.classes))))
+            fractions=messages.class_fractions(labels, len(self.classes)),
+            confidences=() if confidence is None else messages.class_confidence(labels, confidence, len(self.classes))))
 
 
     def _publish_points(self, camera: CameraState, header: Any, labels: np.ndarray, confidence: np.ndarray | None) -> None:

@@ -244,6 +244,36 @@ def test_class_fractions():
     assert np.allclose(fractions, [2 / 8, 1 / 8, 4 / 8, 0.0])
 
 
+def test_class_confidence():
+    labels = np.array([[0, 0, 1, 255], [2, 2, 2, 3]], np.uint8)
+    confidence = np.array([[100, 200, 30, 255], [50, 60, 70, 80]], np.uint8)
+    means = messages.class_confidence(labels, confidence, 5)
+    assert means.dtype == np.float32
+    assert np.allclose(means[:4], [150.0, 30.0, 60.0, 80.0]) and np.isnan(means[4])  # class 4: no pixel
+
+
+def test_info_message_mean_confidence(types):
+    Info = types["bisenetv2_ros/msg/SegmentationInfo"]
+    args = dict(model="m", backend="b", device="d", inference_ms=1, latency_ms=2, frames_received=1,
+                frames_processed=1, frames_dropped=0, fractions=[0.5, 0.5])
+    msg = messages.info_message(Info, make_header(types), confidences=np.array([150.0, np.nan]), **args)
+    assert msg.class_confidence.dtype == np.float32 and msg.class_confidence[0] == 150.0
+    assert np.isnan(msg.class_confidence[1])
+    assert len(messages.info_message(Info, make_header(types), **args).class_confidence) == 0  # confidence off
+
+    class OlderInfo:  # rclpy code generated before class_confidence: refuses unknown fields
+        __slots__ = [f"_{name}" for name in ("header", "model", "backend", "device", "camera", "inference_ms",
+                                             "batch_size", "latency_ms", "frames_received", "frames_processed",
+                                             "frames_dropped", "frames_failed", "class_fractions")]
+
+        def __init__(self, **kwargs):
+            assert all(f"_{key}" in self.__slots__ for key in kwargs), "Invalid arguments passed to constructor"
+            self._class_fractions = kwargs["class_fractions"]
+
+    older = messages.info_message(OlderInfo, make_header(types), confidences=[1.0, 2.0], **args)
+    assert list(older._class_fractions) == [0.5, 0.5]
+
+
 def test_info_message(types):
     Info = types["bisenetv2_ros/msg/SegmentationInfo"]
     header = make_header(types, sec=5, frame_id="f")

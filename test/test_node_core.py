@@ -132,6 +132,13 @@ def test_confidence_and_compressed_outputs(types, segmenter):
         assert color.format == "rgb8; png compressed bgr8"
         assert np.array_equal(messages.png_to_array(color), CAMVID.lookup_table()[labels])
         assert bytes(np.asarray(png.data)[:8]) == b"\x89PNG\r\n\x1a\n"
+        info = outputs[prefix + "info"]  # mean confidence per class beside the pixel fractions
+        expected = messages.class_confidence(labels, confidence, len(CAMVID))
+        assert np.array_equal(np.isnan(info.class_confidence), np.isnan(expected))
+        assert np.allclose(info.class_confidence[~np.isnan(expected)], expected[~np.isnan(expected)])
+        present = np.unique(labels)
+        assert np.all(info.class_confidence[present] >= 255 // len(CAMVID)) and np.isnan(info.class_confidence).any() == (
+            len(present) < len(CAMVID))
 
 
 def test_points_from_the_closest_depth_image(types, segmenter):
@@ -201,6 +208,7 @@ def test_pipeline_outputs_keep_header_and_resolution(types, segmenter):
     assert (info.model, info.backend, info.frames_received, info.frames_processed, info.frames_dropped) == (
         "tiny", segmenter.backend_name, 1, 1, 0)
     assert (info.camera, info.batch_size, info.frames_failed) == ("", 1, 0)
+    assert len(info.class_confidence) == 0  # publish_confidence off: no confidence to average
     assert info.latency_ms >= 10.0 and 0 < info.inference_ms <= info.latency_ms
     assert len(info.class_fractions) == 11 and info.class_fractions.sum() == pytest.approx(1.0, abs=1e-5)
     assert outputs["camera_info"].distortion_model == "plumb_bob"
