@@ -42,7 +42,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, Poi
 from std_msgs.msg import Header
 from vision_msgs.msg import LabelInfo, VisionClass
 
-from bisenetv2_ros import frame_worker, messages, node_core, node_parameters, node_stats
+from bisenetv2_ros import frame_worker, messages, node_core, node_parameters, node_stats, warmup
+from bisenetv2_ros.backends.engine_cache import default_engine_cache_dir
 from bisenetv2_ros.msg import SegmentationInfo
 from bisenetv2_ros.stop_signals import StopSignals, exit_without_finalizing
 
@@ -124,7 +125,8 @@ class SegmentationSteps:
             self.add_on_set_parameters_callback(self._on_set_parameters)
             self._parameter_callback_added = True
         values = {spec.name: self.get_parameter_or(spec.name).value for spec in node_parameters.PARAMETER_SPECS}
-        values["cameras"] = values["cameras"] or []
+        for name in (spec.name for spec in node_parameters.PARAMETER_SPECS if spec.type is list):
+            values[name] = values[name] or []  # an unset STRING_ARRAY reads as None
         try:
             return node_parameters.NodeSettings.from_values(values)
         except node_parameters.SettingsError as error:
@@ -132,9 +134,14 @@ class SegmentationSteps:
 
     def _configure(self) -> None:
         settings = self._read_parameters()
-        self.segmenter, self.classes = node_core.create_segmenter(settings)
-        self.settings = settings
         logger = self.get_logger()
+        # The frame shapes this node received before: warmed now, so its first camera frame is too.
+        node_name = f"{self.get_namespace().rstrip('/')}/{self.get_name()}"
+        remembered = warmup.RememberedShapes(warmup.remembered_shapes_file(
+            settings.engine_cache_dir or default_engine_cache_dir(), node_name))
+        self.segmenter, self.classes = node_core.create_segmenter(settings, remembered=remembered.shapes)
+        warmed = node_core.warmup_shapes(settings, self.segmenter.input_size, remembered.shapes)
+        self.settings = settings
         self._publishers_by_camera = []
         self.cameras = []
         for name in settings.camera_names:
@@ -150,7 +157,15 @@ class SegmentationSteps:
             self.segmenter, self.classes, settings, self.cameras, image_type=Image, info_type=SegmentationInfo,
             compressed_type=CompressedImage, cloud_types=(PointCloud2, PointField),
             warn=lambda text: logger.warning(text, throttle_duration_sec=WARN_THROTTLE_S),
-            on_failure=self._on_failure)
+            on_failure=self._on_failure, warmed=warmed,
+            on_new_shape=lambda shape, inference_ms: self._remember_shape(remembered, shape, inference_ms))
+
+    def _remember_shape(self, remembered: warmup.RememberedShapes, shape: warmup.WarmupShape,
+                        inference_ms: float) -> None:
+        if remembered.record(shape):
+            self.get_logger().info(f"the first frame of {shape.text()} was not warmed at start-up ({inference_ms:.0f} ms); "
+                                   f"remembered in {remembered.path}, so the next start warms it (or set "
+                                   f"warmup_frame_sizes)")
 
     def _cleanup(self) -> None:
         for publisher in [p for publishers in getattr(self, "_publishers_by_camera", []) for p in publishers.values()]:

@@ -15,7 +15,7 @@ import gc
 import sys
 import time
 from dataclasses import KW_ONLY, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from .classes import colorize
 from .frame_worker import FrameItem
 from .node_parameters import NodeSettings
 from .node_stats import CameraState
+from .warmup import WarmupShape, planned_shapes, warm_up
 
 
 class StartupError(RuntimeError):
@@ -35,11 +36,14 @@ def one_line(error: BaseException) -> str:
     return text or type(error).__name__
 
 
-def create_segmenter(settings: NodeSettings, segmenter_factory: Callable[..., Any] | None = None) -> tuple[Any, Any]:
+def create_segmenter(settings: NodeSettings, segmenter_factory: Callable[..., Any] | None = None,
+                     remembered: Iterable[WarmupShape] = ()) -> tuple[Any, Any]:
     """Builds and warms up the Segmenter -> (segmenter, classes to publish).
 
-    The classes are the checkpoint's, or ``classes_file``'s (same count required). Every failure
-    becomes a one-line StartupError.
+    Warm-up (``warmup.planned_shapes``): the network input size, the cameras' declared sizes
+    (``warmup_frame_sizes``) and ``remembered`` shapes from earlier runs. The classes are the
+    checkpoint's, or ``classes_file``'s (same count required). Every failure becomes a one-line
+    StartupError.
     """
     if segmenter_factory is None:
         from .segmenter import Segmenter as segmenter_factory  # noqa: N813  (heavy import, only here)
@@ -57,22 +61,18 @@ def create_segmenter(settings: NodeSettings, segmenter_factory: Callable[..., An
         if override is not None and len(override) != len(segmenter.classes):
             raise ValueError(f"classes_file {settings.classes_file} lists {len(override)} classes but the "
                              f"model predicts {len(segmenter.classes)}")
-        warm_up(segmenter, settings.publish_confidence)
+        warm_up(segmenter, warmup_shapes(settings, getattr(segmenter, "input_size", (64, 64)), remembered),
+                confidence=settings.publish_confidence)
     except Exception as error:  # noqa: BLE001 - start-up must end with one clear line, not a traceback
         raise StartupError(f"cannot start the segmentation node: {one_line(error)}") from error
     return segmenter, override if override is not None else segmenter.classes
 
 
-def warm_up(segmenter: Any, confidence: bool = False) -> None:
-    """One frame at the network's input size, so the first camera frame is not slowed by lazy
-    initialisation (allocator, kernel selection) and device problems surface at start-up; through
-    the graph with the confidence output when the node publishes it."""
-    height, width = getattr(segmenter, "input_size", (64, 64))
-    frame = np.zeros((int(height), int(width), 3), np.uint8)
-    if confidence:
-        segmenter.segment(frame, channel_order="rgb", confidence=True)
-    else:
-        segmenter.segment(frame, channel_order="rgb")
+def warmup_shapes(settings: NodeSettings, input_size: tuple[int, int],
+                  remembered: Iterable[WarmupShape] = ()) -> list[WarmupShape]:
+    """The frame shapes the node warms its network at (``warmup.planned_shapes``)."""
+    return planned_shapes(input_size, settings.warmup_sizes, len(settings.camera_names),
+                          settings.input_transport == "compressed", settings.max_batch, remembered)
 
 
 @dataclass
@@ -108,11 +108,16 @@ class SegmentationPipeline:
     on_failure: Callable[[str], None] = lambda text: None
     model_name: str | None = None  # what `info` names as the model; None: the weights parameter
     clock: Callable[[], float] = time.monotonic
+    # Frame shapes warmed at start-up; the first frame of any other shape calls on_new_shape(shape,
+    # inference ms) once (the node remembers it, so the next start warms it).
+    warmed: Iterable[WarmupShape] = ()
+    on_new_shape: Callable[[WarmupShape, float], None] = lambda shape, inference_ms: None
 
     def __post_init__(self) -> None:
         if self.model_name is None:
             self.model_name = self.settings.weights
         self._lookup_table = self.classes.lookup_table()
+        self._seen_shapes = set(self.warmed)
 
     def decode(self, item: FrameItem) -> tuple[np.ndarray, str]:
         """The frame of a message; raises ImageConversionError (max_input_pixels checked before decoding)."""
@@ -155,6 +160,10 @@ class SegmentationPipeline:
                                 f"{type(error).__name__}: {one_line(error)}")
                 continue
             inference_ms = (self.clock() - started) * 1000.0
+            shape = WarmupShape(len(group), *group[0].frame.shape[:2], group[0].channel_order)
+            if shape not in self._seen_shapes:
+                self._seen_shapes.add(shape)
+                self.on_new_shape(shape, inference_ms)
             for entry, frame_labels, confidence in zip(group, labels, confidences):
                 try:
                     self._publish_results(entry, frame_labels, confidence, inference_ms, len(group))

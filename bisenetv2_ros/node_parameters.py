@@ -14,6 +14,7 @@ from typing import Any, Mapping
 from .backends import BACKENDS, DEFAULT_PRECISION, PRECISIONS
 from .conventions import DEFAULT_MAX_INPUT_PIXELS, MAX_IMAGE_SIDE
 from .known_weights import DEFAULT_WEIGHTS
+from .warmup import parse_frame_sizes
 
 IMAGE_QOS = ("sensor_data", "reliable")
 INPUT_TRANSPORTS = ("raw", "compressed")
@@ -91,6 +92,10 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
                   runtime=True),
     ParameterSpec("cameras", [], "Camera names, e.g. [front, left]: per camera `<name>/image` in and "
                   "`<name>/labels`, ... out, all through one network; empty = one camera on `image`."),
+    ParameterSpec("warmup_frame_sizes", [], "Camera frame sizes, HEIGHTxWIDTH, e.g. [480x640]: the network is warmed "
+                  "at these at start-up (both channel orders; batch 1 and all cameras), so the first camera frames pay "
+                  "no graph build or shape specialisation; sizes received on earlier runs are remembered and warmed "
+                  "too. Empty = the network input size and the remembered sizes."),
     ParameterSpec("max_batch", 0, "At most this many frames per network call (cameras take turns); "
                   "0 = every camera with a new frame.", runtime=True, range=(0, MAX_BATCH)),
 )
@@ -134,6 +139,8 @@ def validate_value(spec: ParameterSpec, value: Any) -> str | None:
         return f"parameter '{spec.name}' must be a {wanted}, got {type(value).__name__} {value!r}"
     if spec.name == "cameras":
         return _camera_names_problem(list(value))
+    if spec.name == "warmup_frame_sizes":
+        return _frame_sizes_problem(list(value))
     if spec.choices is not None and value not in spec.choices:
         return f"parameter '{spec.name}' must be one of {', '.join(spec.choices)}; got {value!r}"
     if spec.range is not None:
@@ -141,6 +148,16 @@ def validate_value(spec: ParameterSpec, value: Any) -> str | None:
         if not (math.isfinite(float(value)) and low <= value <= high):
             return f"parameter '{spec.name}' must be within {_bound(low)}..{_bound(high)}; got {value!r}"
     return None
+
+
+def _frame_sizes_problem(values: list[str]) -> str | None:
+    try:
+        sizes = parse_frame_sizes(values)
+    except ValueError as error:
+        return str(error)
+    too_big = [f"{h}x{w}" for h, w in sizes if max(h, w) > MAX_IMAGE_SIDE]
+    return (f"parameter 'warmup_frame_sizes': {', '.join(too_big)} exceeds {MAX_IMAGE_SIDE} pixels a side"
+            if too_big else None)
 
 
 def _camera_names_problem(names: list[str]) -> str | None:
@@ -208,6 +225,10 @@ class _SettingsMethods:
     @property
     def input_size(self) -> tuple[int, int] | None:
         return (self.input_height, self.input_width) if self.input_height else None
+
+    @property
+    def warmup_sizes(self) -> list[tuple[int, int]]:
+        return parse_frame_sizes(self.warmup_frame_sizes)
 
     @property
     def camera_names(self) -> list[str]:

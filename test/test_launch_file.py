@@ -231,9 +231,10 @@ def test_lifecycle_node_action(fake_launch):
 def test_params_file_matches_node_parameters():
     data = yaml.safe_load((ROOT / "config" / "segmentation.yaml").read_text())
     parameters = data["/**"]["ros__parameters"]
-    # `cameras` is only a comment there: an empty YAML list has no element type for ROS
-    assert set(parameters) == set(node_parameters.SPECS_BY_NAME) - {"cameras"}
+    # The lists are only comments there: an empty YAML list has no element type for ROS
+    assert set(parameters) == set(node_parameters.SPECS_BY_NAME) - {"cameras", "warmup_frame_sizes"}
     assert "#   cameras: [front, left, right]" in (ROOT / "config" / "segmentation.yaml").read_text()
+    assert '#   warmup_frame_sizes: ["480x640"]' in (ROOT / "config" / "segmentation.yaml").read_text()
     settings = node_parameters.NodeSettings.from_values(parameters)
     for spec in node_parameters.PARAMETER_SPECS:
         if spec.name not in parameters:

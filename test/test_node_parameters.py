@@ -125,8 +125,8 @@ def test_parameter_descriptions_name_commands_that_exist():
 
 
 def test_params_file_and_readme_list_every_parameter_with_its_default():
-    """config/segmentation.yaml sets every parameter to its spec's default (`cameras` only in a comment: an
-    empty list cannot be written there), and the README's parameter table names each one."""
+    """config/segmentation.yaml sets every parameter to its spec's default (the lists `cameras` and
+    `warmup_frame_sizes` only in a comment: an empty list cannot be written there), and the README's parameter table names each one."""
     import re
     from pathlib import Path
 
@@ -134,7 +134,8 @@ def test_params_file_and_readme_list_every_parameter_with_its_default():
 
     root = Path(__file__).resolve().parents[1]
     values = yaml.safe_load((root / "config/segmentation.yaml").read_text())["/**"]["ros__parameters"]
-    assert values == {spec.name: spec.default for spec in node_parameters.PARAMETER_SPECS if spec.name != "cameras"}
+    assert values == {spec.name: spec.default for spec in node_parameters.PARAMETER_SPECS
+                      if spec.name not in ("cameras", "warmup_frame_sizes")}
     readme = (root / "README.md").read_text()
     table = readme.split("### Parameters", 1)[1].split("\n#", 1)[0]
     named = {name for line in table.splitlines() if line.startswith("| `")
