@@ -218,8 +218,12 @@ class SegmentationSteps:
         segmenter = self.segmenter
         self.get_logger().info(
             f"segmenting {', '.join(self._input_topics)} with {settings.weights} ({len(self.classes)} classes) on "
-            f"{segmenter.backend_name}/{segmenter.device}, input {segmenter.input_size[0]}x{segmenter.input_size[1]}"
+            f"{segmenter.backend_name}/{segmenter.device} {segmenter.precision}, input "
+            f"{segmenter.input_size[0]}x{segmenter.input_size[1]}"
             + (f", {len(self.cameras)} cameras in one batch" if len(self.cameras) > 1 else ""))
+        decision = getattr(segmenter, "auto_decision", None)
+        if decision is not None:  # what auto measured on this machine (or read from its cache), once per start
+            self.get_logger().info("\n".join(decision.table_lines()))
 
     def _deactivate(self) -> None:
         for subscription in getattr(self, "_subscriptions_made", []):
