@@ -53,11 +53,14 @@ def create_segmenter(settings: NodeSettings, segmenter_factory: Callable[..., An
             from .classes import ClassSet
 
             override = ClassSet.from_file(settings.classes_file)
+        # A declared camera size is also what `auto` measures its candidates at (first one, one frame).
+        measure_at = {"frame_size": settings.warmup_sizes[0]} if settings.warmup_sizes else {}
         segmenter = segmenter_factory(
             weights=settings.weights, backend=settings.backend, device=settings.device,
             precision=settings.precision, input_size=settings.input_size,
             engine_cache_dir=settings.engine_cache_dir or None,
-            backend_options={"calibration_images": settings.calibration_images} if settings.calibration_images else None)
+            backend_options={"calibration_images": settings.calibration_images} if settings.calibration_images else None,
+            **measure_at)
         if override is not None and len(override) != len(segmenter.classes):
             raise ValueError(f"classes_file {settings.classes_file} lists {len(override)} classes but the "
                              f"model predicts {len(segmenter.classes)}")

@@ -47,8 +47,10 @@ def test_create_segmenter_warms_every_planned_shape_with_the_confidence_output()
         segment_batch=lambda frames, channel_order, **extra: calls.append((*frames.shape[:3], channel_order, extra)))
     settings = NodeSettings(weights="w.pt", cameras=["front", "left"], warmup_frame_sizes=["48x64"],
                             publish_confidence=True)
-    node_core.create_segmenter(settings, segmenter_factory=lambda **kwargs: fake,
+    made = {}
+    node_core.create_segmenter(settings, segmenter_factory=lambda **kwargs: made.update(kwargs) or fake,
                                remembered=[WarmupShape(1, 30, 40, "bgr")])
+    assert made["frame_size"] == (48, 64), "auto measures at the declared camera size"
     on = {"confidence": True}
     assert calls == [(1, 64, 96, "rgb", on), (1, 48, 64, "bgr", on), (1, 48, 64, "rgb", on), (2, 48, 64, "bgr", on),
                      (2, 48, 64, "rgb", on), (1, 30, 40, "bgr", on)]
