@@ -36,6 +36,21 @@ def test_benchmark_json_report(tiny_weights, capsys):
     assert cpu["torch_capability"] == cpu_info().torch_capability
 
 
+def test_benchmark_times_confidence_beside_labels(tiny_weights, capsys):
+    args = parse(["--weights", str(tiny_weights), "--backend", "torch", "--device", "cpu", "--precision", "fp32",
+                  "--frame-size", "48x64", "--iters", "3", "--warmup", "1", "--confidence", "--json"])
+    assert benchmark.run(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    with_confidence = report["end_to_end_with_confidence"]
+    assert 0 < with_confidence["p50_ms"] <= with_confidence["p99_ms"]
+    assert report["confidence_cost"] == pytest.approx(with_confidence["p50_ms"] / report["end_to_end"]["p50_ms"] - 1,
+                                                      abs=1e-3)
+    args = parse(["--weights", str(tiny_weights), "--backend", "torch", "--device", "cpu", "--precision", "fp32",
+                  "--frame-size", "48x64", "--iters", "2", "--warmup", "0", "--confidence"])
+    assert benchmark.run(args) == 0
+    assert "confidence costs" in capsys.readouterr().out
+
+
 def test_benchmark_compare_reports_ratios(tiny_weights, capsys, tmp_path, simulated_cpu):
     simulated_cpu(AVX2_FLAGS, "Simulated AVX2 CPU")  # no native bf16: the bf16 row says why it did not run
     args = parse(["--weights", str(tiny_weights), "--compare", "--compile", "off", "--iters", "2", "--warmup", "0",

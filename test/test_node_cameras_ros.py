@@ -89,7 +89,8 @@ def wait_for_graph(node, kind, expected, timeout=10.0):
     return graph(node, kind)
 
 
-OUTPUTS = {"labels", "color", "overlay", "camera_info", "info"}
+OUTPUTS = {"labels", "color", "overlay", "confidence", "labels/compressed", "color/compressed", "points", "camera_info",
+           "info"}
 
 
 def test_single_camera_topics_are_unchanged(ros, tiny_weights):
