@@ -213,3 +213,16 @@ def test_int8_works_from_a_checkout_with_no_dataset_beside_it(tmp_path):
     lines = dict(line.split(" ", 1) for line in result.stdout.splitlines() if line.startswith(("SOURCE", "AGREEMENT")))
     assert lines["SOURCE"].startswith("the activation ranges the weights carry")
     assert float(lines["AGREEMENT"]) >= 0.99, result.stdout
+
+
+def test_an_onnxruntime_without_stored_ranges_falls_back_to_frames(tiny, tiny_table, monkeypatch, caplog):
+    model, info = tiny
+    frames, table = tiny_table
+    monkeypatch.setattr(int8, "stored_ranges_supported", lambda: False)
+    assert int8.calibration_for(model, info.normalization, frames=frames, table=table).table is None
+    with pytest.raises(BackendError, match="needs calibration frames"):  # "synthetic": no frames known
+        int8.calibration_for(model, info.normalization, dataset=info.dataset, table=table)
+    assert "cannot quantise from the weights' calibration table" in caplog.text
+    graph = fused_onnx_bytes(model, info.normalization, info.train_resolution, "dynamic")
+    with pytest.raises(BackendError, match="calibration_cache_path"):
+        int8.quantize_fused_onnx(graph, None, ranges=table["tensors"])

@@ -253,9 +253,7 @@ def quantize_fused_onnx(onnx_bytes: bytes, frames: np.ndarray | None, batch: int
         quantised = [n for n in quantised if not n.startswith(tuple(keep_float))]
     input_name = model.graph.input[0].name
     if ranges is not None or measured is not None:
-        import inspect
-
-        if "calibration_cache_path" not in inspect.signature(q.quantize_static).parameters:
+        if not stored_ranges_supported():
             raise BackendError(f"int8 from stored activation ranges needs onnxruntime's quantize_static("
                                f"calibration_cache_path=), which onnxruntime {_ort_version()} lacks; upgrade onnxruntime "
                                f"(1.32 has it) or give calibration frames (calibration_images)")
@@ -289,6 +287,16 @@ def quantize_fused_onnx(onnx_bytes: bytes, frames: np.ndarray | None, batch: int
                          activation_type, calibrate_method, options, reduce_range, weight_type, ranges, measured)
     finally:
         root.removeFilter(_quiet_quantizer)
+
+
+def stored_ranges_supported() -> bool:
+    """Whether this onnxruntime's quantize_static takes precomputed ranges (``calibration_cache_path``,
+    added in 2026: onnxruntime pull request 28221)."""
+    import inspect
+
+    from onnxruntime import quantization as q
+
+    return "calibration_cache_path" in inspect.signature(q.quantize_static).parameters
 
 
 def _ort_version() -> str:
@@ -354,6 +362,11 @@ def calibration_for(model, normalization, frames: np.ndarray | None = None, imag
 
     if frames is None and images is None:
         table = usable_table(table, model, normalization)
+        if table is not None and not stored_ranges_supported():
+            LOGGER.warning("int8: onnxruntime %s cannot quantise from the weights' calibration table (its "
+                           "quantize_static has no calibration_cache_path); calibrating on frames instead",
+                           _ort_version())
+            table = None
     return CalibrationSet(frames, images, dataset, int(limit or DEFAULT_CALIBRATION_FRAMES), table)
 
 
