@@ -226,3 +226,15 @@ def test_an_onnxruntime_without_stored_ranges_falls_back_to_frames(tiny, tiny_ta
     graph = fused_onnx_bytes(model, info.normalization, info.train_resolution, "dynamic")
     with pytest.raises(BackendError, match="calibration_cache_path"):
         int8.quantize_fused_onnx(graph, None, ranges=table["tensors"])
+
+
+def test_bisenetv2_info_shows_the_table(capsys):
+    from bisenetv2_ros.cli import main
+
+    import re
+
+    assert main(["info", "camvid"]) == 0
+    assert re.search(r"int8 calibration: int8 activation ranges of \d+ tensors from \d+ frames of camvid",
+                     capsys.readouterr().out)
+    assert main(["info", "camvid", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["int8_calibration"].startswith("int8 activation ranges of")
