@@ -31,6 +31,14 @@ def test_lowest_mean_of_quiet_and_loaded_wins():
     assert [row["score_ms"] for row in rows] == [75.0, 42.5, 50.0]
 
 
+def test_of_near_ties_the_one_that_slows_down_least_under_load_wins():
+    # scores 29.5 and 30.4 are within 10 %: the smaller loaded p50 decides; 34.0 is not close
+    name, _ = choose([Measurement("openvino bf16", 20.4, 38.6, 0.0), Measurement("onnxruntime int8", 23.9, 36.9, 0.001),
+                      Measurement("torch bf16", 34.0, 34.0, 0.0)])
+    assert name == "onnxruntime int8"
+    assert choose([Measurement("a x", 20.0, None, 0.0), Measurement("b y", 21.0, None, 0.0)])[0] == "a x"  # quiet only
+
+
 def test_labels_off_by_more_than_one_percent_are_rejected_however_fast():
     name, rows = choose([Measurement("onnxruntime int8", 10.0, 12.0, 0.0101), Measurement("torch fp32", 50.0, 90.0, 0.0)],
                         {"torch bf16": "no native bf16"})
