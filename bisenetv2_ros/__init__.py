@@ -6,9 +6,9 @@ message package rosidl generates, and the core must import without ROS, torch-fr
 
 One setting is made here, before anything can load torch's OpenMP runtime (it reads it once, at
 load): OpenMP threads that sleep when they wait (``OMP_WAIT_POLICY=PASSIVE``) instead of spinning.
-A robot's CPU is shared; with the default spinning, torch's two threads on a 2-core EPYC ran 3-4x
-slower beside one busy process (and up to 25x on a busier machine) while the passive ones lost
-little (README, "Shared CPU"). A value set by the user wins.
+A robot's CPU is shared; with the default spinning, torch's two threads on a 2-core EPYC ran 3-5x
+slower beside one busy process (issue 19) and 6-19x slower than passive ones on a busier machine
+(README, "Shared CPU: thread settings"). A value set by the user wins.
 """
 
 import os as _os
