@@ -138,6 +138,30 @@ def test_bf16_confidence_stays_close_to_fp32(tiny_weights, segmenters):
     assert np.abs(confidence.astype(int) - fp32.astype(int)).mean() < 4
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+def test_openvino_confidence(tiny, tiny_weights, segmenters, tmp_path, precision):
+    pytest.importorskip("openvino")
+    if precision == "bf16" and not native_bf16(cpu_info().flags):
+        pytest.skip("OpenVINO bf16 needs a CPU with native bf16")
+    from bisenetv2_ros.backends.openvino_backend import OpenVinoBackend
+
+    model, info = tiny
+    options = {"calibration_frames": random_frames((4, *info.train_resolution), seed=4)} if precision == "int8" else {}
+    backend = OpenVinoBackend(model, info.normalization, info.train_resolution, "cpu", precision, cache_dir=tmp_path,
+                              **options)
+    frames = random_frames((2, 90, 130), seed=13)
+    labels, confidence = backend.run(frames, confidence=True)
+    assert confidence.dtype == np.uint8 and confidence.shape == labels.shape == (2, 90, 130)
+    assert (labels == backend.run(frames)).mean() >= 0.99
+    fp32_labels, fp32 = segmenters["onnxruntime"].segment_batch(frames, confidence=True)
+    difference = np.abs(confidence.astype(int) - fp32.astype(int))
+    if precision == "fp32":
+        assert np.array_equal(labels, fp32_labels) or (labels == fp32_labels).mean() >= 0.999
+        assert difference.max() <= 1
+    else:
+        assert difference.mean() < 8
+
+
 def test_backend_without_a_confidence_output_says_so():
     class LabelsOnly(Backend):
         name = "labels-only"

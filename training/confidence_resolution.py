@@ -1,12 +1,15 @@
 """How much the confidence output changes when taken at the logits' resolution and upsampled (what the
 fused graph does) instead of at the frame resolution: both from the same fp32 network on real frames.
+With --timing N, also what each costs end to end on the torch backend (N interleaved runs, p50).
 
     python -m training.confidence_resolution ../shared/data/camvid/val --frames 20 --frame-size 480x640
+    python -m training.confidence_resolution ../shared/data/camvid/val --frames 0 --timing 40
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import cv2
@@ -26,7 +29,13 @@ def main() -> None:
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS)
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--frame-size", type=size_or_comma, default=(480, 640))
+    parser.add_argument("--timing", type=int, default=0, metavar="N", help="also time the variants, N runs each")
+    parser.add_argument("--precision", default="auto", help="torch precision for --timing (default: auto)")
     args = parser.parse_args()
+    if args.timing:
+        time_variants(args)
+    if args.frames < 1:
+        return
     model, info = load_model(args.weights)
     fused = FusedSegmentation(model, info.normalization, info.train_resolution)
     files = list_images(args.folder)
@@ -58,6 +67,38 @@ def main() -> None:
           f"|d| <= 2: {100 * (magnitude <= 2).mean():.1f} %")
     print(f"  class borders ({100 * edge.mean():.1f} % of pixels): mean |d| {magnitude[edge].mean():.2f}, "
           f"mean d {difference[edge].mean():+.2f}; elsewhere: mean |d| {magnitude[~edge].mean():.2f}")
+
+
+def time_variants(args) -> None:
+    """Labels only, confidence at 1/8 (shipped), confidence at frame size: interleaved, p50 and min."""
+    from bisenetv2_ros.segmenter import Segmenter
+
+    seg = Segmenter(args.weights, backend="torch", device="cpu", precision=args.precision)
+    plain, with_confidence = seg.backend.pipeline("rgb"), seg.backend.pipeline("rgb", confidence=True)
+    dtype = with_confidence.network_dtype
+
+    def frame_size_confidence(frames):
+        x = with_confidence.preprocess(frames)
+        small = with_confidence.model(x.to(dtype) if dtype else x, upsample=False).float()
+        logits = with_confidence.model.upsample_logits(small, tuple(frames.shape[1:3]))
+        return logits.argmax(1).to(torch.uint8), (torch.softmax(logits, 1).amax(1) * 255).round().to(torch.uint8)
+
+    frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (1, *args.frame_size, 3), dtype=np.uint8))
+    calls = {"labels only": plain, "confidence at 1/8, upsampled": with_confidence,
+             "confidence at frame size": frame_size_confidence}
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    with torch.inference_mode():
+        for run in range(args.timing + 3):  # three untimed warm-up rounds
+            for name, call in calls.items():
+                start = time.perf_counter()
+                call(frames)
+                if run >= 3:
+                    times[name].append((time.perf_counter() - start) * 1000)
+    base = np.median(times["labels only"])
+    print(f"torch {seg.precision}, frames {args.frame_size[0]}x{args.frame_size[1]}, {args.timing} interleaved runs:")
+    for name, values in times.items():
+        print(f"  {name:30s} p50 {np.median(values):7.1f} ms  min {min(values):7.1f} ms  "
+              f"{100 * (np.median(values) / base - 1):+.1f} %")
 
 
 if __name__ == "__main__":

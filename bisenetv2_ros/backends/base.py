@@ -57,7 +57,7 @@ class Backend:
             return self._run(frames, channel_order)
         if not self.supports_confidence:
             raise BackendError(f"the {self.name} backend has no confidence output; use backend torch, "
-                               "onnxruntime or tensorrt for confidence")
+                               "onnxruntime, openvino or tensorrt for confidence")
         return self._run(frames, channel_order, confidence=True)
 
     def _run(self, frames: np.ndarray, channel_order: str) -> np.ndarray:

@@ -87,8 +87,8 @@ def top_class_confidence(logits: torch.Tensor, size: tuple[int, int], align_corn
     """Small float (N, C, h, w) logits -> uint8 (N, H, W) round(255 x top softmax probability) at ``size``.
 
     Computed at the logits' resolution (1/8 of the network input) and upsampled bilinearly, one
-    channel: the softmax then touches h*w*C values instead of H*W*C. At the frame size it cost 44 %
-    end to end at 640x480 on a 2-core CPU, this way a few percent; how much the two differ is in the
+    channel: the softmax then touches h*w*C values instead of H*W*C. At the frame size it cost 43 %
+    end to end at 640x480 on a 2-core CPU, this way 0-4 %; how much the two differ is in the
     README (mostly along class borders, where the frame-size value dips and the upsampled one does
     not). Float32 whatever the network's precision, so no level is lost before the rounding.
     """

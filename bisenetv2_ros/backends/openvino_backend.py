@@ -27,7 +27,7 @@ import numpy as np
 from ..checkpoint import Normalization
 from .base import Backend, BackendError, check_precision
 from .engine_cache import EngineCache, default_engine_cache_dir
-from .onnx_graph import MIN_OPSET, fused_onnx_bytes
+from .onnx_graph import CONFIDENCE_NAME, MIN_OPSET, OUTPUT_NAME, fused_onnx_bytes
 
 LOGGER = logging.getLogger("bisenetv2_ros")
 INSTALL_HINT = "pip install openvino (or the extra: pip install 'bisenetv2_ros[openvino]')"
@@ -47,6 +47,7 @@ def import_openvino():
 
 class OpenVinoBackend(Backend):
     name = "openvino"
+    supports_confidence = True
 
     def __init__(self, model, normalization: Normalization, input_size: tuple[int, int], device: str = "cpu",
                  precision: str = "fp32", threads: int | None = None, opset: int = MIN_OPSET,
@@ -75,8 +76,8 @@ class OpenVinoBackend(Backend):
         self.threads = threads
         self.cache_dir = Path(cache_dir) if cache_dir else default_engine_cache_dir()
         self.core = self.ov.Core()
-        self._graphs: dict[tuple, bytes] = {}  # (channel order, at model size) -> ONNX (quantised for int8)
-        self._requests: dict[tuple, object] = {}  # (channel order, frame shape) -> infer request
+        self._graphs: dict[tuple, bytes] = {}  # (channel order, at model size, confidence) -> ONNX
+        self._requests: dict[tuple, object] = {}  # (channel order, frame shape, confidence) -> infer request
         self.cache_files: list[Path] = []
 
     def config(self) -> dict[str, object]:
@@ -86,28 +87,28 @@ class OpenVinoBackend(Backend):
         return {"INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[self.precision], "PERFORMANCE_HINT": "LATENCY",
                 "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": int(self.threads or cpu_cores())}
 
-    def graph(self, channel_order: str, at_model_size: bool) -> bytes:
+    def graph(self, channel_order: str, at_model_size: bool, confidence: bool = False) -> bytes:
         """The fused ONNX graph (quantised for int8) that frames of this order are compiled from."""
-        key = (channel_order, at_model_size)
+        key = (channel_order, at_model_size, confidence)
         if key not in self._graphs:
             frame_size = self.input_size if at_model_size else "dynamic"
             data = fused_onnx_bytes(self.model, self.normalization, self.input_size, frame_size, channel_order,
-                                    None, self.opset)
+                                    None, self.opset, confidence=confidence)
             self._graphs[key] = data
         return self._graphs[key]
 
-    def request(self, channel_order: str, frame_shape: tuple[int, int, int]):
-        key = (channel_order, tuple(frame_shape))
+    def request(self, channel_order: str, frame_shape: tuple[int, int, int], confidence: bool = False):
+        key = (channel_order, tuple(frame_shape), confidence)
         request = self._requests.get(key)
         if request is None:
-            request = self._compiled(channel_order, tuple(frame_shape)).create_infer_request()
+            request = self._compiled(channel_order, tuple(frame_shape), confidence).create_infer_request()
             self._requests[key] = request
         return request
 
-    def _compiled(self, channel_order: str, frame_shape: tuple[int, int, int]):
+    def _compiled(self, channel_order: str, frame_shape: tuple[int, int, int], confidence: bool = False):
         from .cpu import cpu_info
 
-        source = self.graph(channel_order, tuple(frame_shape[1:]) == self.input_size)
+        source = self.graph(channel_order, tuple(frame_shape[1:]) == self.input_size, confidence)
         source_hash = hashlib.sha256(source).hexdigest()
         info = cpu_info()
         slot = {"name": f"openvino-{source_hash[:12]}", "precision": self.precision,
@@ -144,7 +145,9 @@ class OpenVinoBackend(Backend):
         self.cache_files.append(path)
         return compiled
 
-    def _run(self, frames: np.ndarray, channel_order: str) -> np.ndarray:
+    def _run(self, frames: np.ndarray, channel_order: str, confidence: bool = False):
         frames = np.ascontiguousarray(frames)
-        request = self.request(channel_order, frames.shape[:3])
-        return np.array(request.infer({0: frames})[0], copy=True)
+        outputs = self.request(channel_order, frames.shape[:3], confidence).infer({0: frames})
+        if confidence:
+            return np.array(outputs[OUTPUT_NAME], copy=True), np.array(outputs[CONFIDENCE_NAME], copy=True)
+        return np.array(outputs[0], copy=True)
