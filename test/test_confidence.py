@@ -190,4 +190,15 @@ def test_gpu_confidence_close_to_cpu_fp32(tiny_weights, segmenters, tmp_path, ba
     cpu_labels, cpu_confidence = segmenters["torch"].segment_batch(frames, confidence=True)
     assert np.array_equal(labels, seg.segment_batch(frames))
     assert (labels == cpu_labels).mean() >= 0.98
-    assert np.abs(confidence.astype(int) - cpu_confidence.astype(int)).mean() < (0.05 if precision == "fp32" else 2)
+    # TF32 convolutions (TensorRT and cuDNN defaults on recent GPUs) move fp32 scores slightly too
+    assert np.abs(confidence.astype(int) - cpu_confidence.astype(int)).mean() < (0.5 if precision == "fp32" else 2)
+
+
+def test_confidence_with_test_time_augmentation_is_refused(tiny_weights):
+    from bisenetv2_ros.tta import TTASettings
+
+    seg = Segmenter(tiny_weights, backend="torch", device="cpu", precision="fp32", tta=TTASettings(scales=(1.0,)))
+    frames = random_frames((1, 40, 56), seed=14)
+    assert seg.segment_batch(frames).shape == (1, 40, 56)
+    with pytest.raises(ValueError, match="confidence is not available with test-time augmentation"):
+        seg.segment_batch(frames, confidence=True)
