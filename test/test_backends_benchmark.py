@@ -45,6 +45,7 @@ def test_benchmark_times_confidence_beside_labels(tiny_weights, capsys):
     assert 0 < with_confidence["p50_ms"] <= with_confidence["p99_ms"]
     assert report["confidence_cost"] == pytest.approx(with_confidence["p50_ms"] / report["end_to_end"]["p50_ms"] - 1,
                                                       abs=1e-3)
+    assert isinstance(report["confidence_paired_ms"], float)
     args = parse(["--weights", str(tiny_weights), "--backend", "torch", "--device", "cpu", "--precision", "fp32",
                   "--frame-size", "48x64", "--iters", "2", "--warmup", "0", "--confidence"])
     assert benchmark.run(args) == 0
