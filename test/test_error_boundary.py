@@ -308,3 +308,21 @@ def test_a_missing_file_url_does_not_blame_the_network(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"bisenetv2 download: error: cannot read {url} (") and "offline" not in err
     assert "check the path given by --url or $BISENETV2_DOWNLOAD_BASE" in err
+
+
+def test_a_dataloader_worker_does_not_hang_on_opencv_after_fork(tmp_path, stripes):
+    """torch imported and OpenCV's pthread pool busy in the parent, then a forked DataLoader worker that
+    resizes: the worker used to wait forever on the parent's pool threads (seen as a hung CI run)."""
+    config = write_config(tmp_path, stripes, data={"workers": 1})
+    script = (
+        "import sys, cv2, numpy as np, torch\n"
+        f"sys.path[:0] = [{str(REPO)!r}, {str(REPO / 'test')!r}]\n"
+        "torch.nn.functional.conv2d(torch.randn(1, 3, 256, 256), torch.randn(8, 3, 3, 3))\n"
+        "cv2.resize(np.zeros((2000, 2000, 3), np.uint8), (3000, 3000))  # starts OpenCV's thread pool\n"
+        "from training import train\n"
+        f"train.main(['--config', {str(config)!r}, '--no-progress'])\n"
+        "print('trained')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "trained" in done.stdout

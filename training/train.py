@@ -31,6 +31,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
+import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -89,8 +90,6 @@ def _worker_init(worker_id: int) -> None:
     seed = torch.initial_seed() % 2 ** 32
     np.random.seed(seed)
     random.seed(seed)
-    import cv2
-    cv2.setNumThreads(1)
 
 
 def rng_state() -> dict[str, Any]:
@@ -277,6 +276,11 @@ class Trainer:
         sampler = ResumableSampler(len(self.train_set), self.local_batch, run.seed, self.iteration,
                                    self.env.rank, self.env.world_size)
         workers = data.workers
+        if workers > 0:
+            # OpenCV's thread pool does not survive fork: a forked worker that touches it (resize, or
+            # setNumThreads) can wait forever on the parent's pool threads. One OpenCV thread in this
+            # process before the workers fork means no pool is copied; the workers do the resizing.
+            cv2.setNumThreads(1)
         self.loader = DataLoader(self.train_set, batch_size=self.local_batch, sampler=sampler, num_workers=workers,
                                  pin_memory=self.env.device.type == "cuda", persistent_workers=workers > 0,
                                  worker_init_fn=_worker_init, drop_last=True,
