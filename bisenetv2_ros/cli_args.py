@@ -16,26 +16,23 @@ from typing import Callable
 from .conventions import size_argument
 
 
-def positive_int(text: str) -> int:
-    """argparse ``type=`` for counts that must be at least 1 (batch sizes, iterations)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _int_at_least(minimum: int, expected: str):
+    """An argparse ``type=`` for integers >= ``minimum``; a bad value names what was expected."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """argparse ``type=`` for counts that may be 0 (e.g. competing busy processes)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}")
-    return value
+# counts that must be at least 1 (batch sizes, iterations)
+positive_int = _int_at_least(1, "a positive integer")
+# counts that may be 0 (e.g. competing busy processes)
+non_negative_int = _int_at_least(0, "0 or a positive integer")
 
 
 def positive_float(text: str) -> float:
