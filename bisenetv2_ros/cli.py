@@ -315,7 +315,7 @@ def cmd_segment(args) -> int:
     tta = (f", TTA scales {','.join(f'{s:g}' for s in segmenter.tta.scales)}{' + flip' if segmenter.tta.flip else ''}"
            if segmenter.tta else "")
     print(f"segmented {summary.frames} {noun} ({', '.join(outputs)}) with {segmenter.weights} "
-          f"[{segmenter.backend_name}, {segmenter.device}, {segmenter.input_size[0]}x{segmenter.input_size[1]}{tta}] "
+          f"[{segmenter.backend_name} {segmenter.precision}, {segmenter.device}, {segmenter.input_size[0]}x{segmenter.input_size[1]}{tta}] "
           f"-> {final}")
     skipped = missing if kind == "video" else len(summary.skipped)
     return _skipped_status(args, skipped, skipped + summary.frames, noun)

@@ -123,7 +123,7 @@ def test_cli_segment_tta_writes_the_tta_labels_and_picks_torch(tiny_weights, tmp
     image = tmp_path / "street.png"
     cv2.imwrite(str(image), frame_rgb[..., ::-1])
     assert _segment("--tta", "--tta-scales", "1,1.25", image=image, weights=tiny_weights) == 0  # backend auto
-    assert "[torch, cpu, 64x96, TTA scales 1,1.25 + flip]" in capsys.readouterr().out
+    assert "[torch fp32, cpu, 64x96, TTA scales 1,1.25 + flip]" in capsys.readouterr().out
     labels = cv2.imread(str(tmp_path / "street_segmented" / "labels" / "street.png"), cv2.IMREAD_UNCHANGED)
     expected = Segmenter(tiny_weights, backend="torch", device="cpu", precision="fp32",
                          tta=TTASettings((1.0, 1.25), flip=True)).segment(frame_rgb)
