@@ -115,3 +115,25 @@ def simulated_cpu(monkeypatch):
         return info
 
     return simulate
+
+
+# The whole suite as another CPU family would run it: BISENETV2_TEST_CPU=avx2 | avx512_bf16 | amx makes
+# every in-process ``cpu_info()`` report that family's flags (with ATEN_CPU_CAPABILITY=avx2, torch's
+# kernels follow), so a contributor on one machine checks that nothing depends on the host's flags.
+SIMULATED_FAMILIES = {"avx2": AVX2_FLAGS, "avx512_bf16": AVX512_BF16_FLAGS, "amx": AMX_FLAGS}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _suite_cpu_family():
+    family = os.environ.get("BISENETV2_TEST_CPU")
+    if not family:
+        yield None
+        return
+    if family not in SIMULATED_FAMILIES:
+        raise pytest.UsageError(f"BISENETV2_TEST_CPU must be one of {sorted(SIMULATED_FAMILIES)}, got {family!r}")
+    from bisenetv2_ros.backends import cpu
+
+    info = cpu.CpuInfo(f"Simulated {family} CPU", frozenset(SIMULATED_FAMILIES[family]), "AVX2")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cpu, "cpu_info", lambda: info)
+        yield info
