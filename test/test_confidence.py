@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from bisenetv2_ros.backends import BackendError
 from bisenetv2_ros.backends.base import Backend
-from bisenetv2_ros.backends.cpu import cpu_info, native_bf16
+from bisenetv2_ros.backends import cpu
+from bisenetv2_ros.backends.cpu import native_bf16
 from bisenetv2_ros.backends.onnx_graph import channels_last_tail_onnx, fused_onnx_bytes
 from bisenetv2_ros.backends.onnxruntime_backend import OnnxRuntimeBackend, make_session
 from bisenetv2_ros.known_weights import load_model
@@ -121,7 +122,7 @@ def test_int8_confidence_keeps_the_softmax_float_and_stays_close(tiny, segmenter
     from bisenetv2_ros.backends.int8 import quantize_fused_onnx, quantizer_settings
 
     quantised = onnx.load_from_string(quantize_fused_onnx(backend.onnx_bytes("rgb", None, confidence=True), calibration,
-                                                          **quantizer_settings(cpu_info().flags)))
+                                                          **quantizer_settings(cpu.cpu_info().flags)))
     producers = {output: node for node in quantised.graph.node for output in node.output}
     softmax = next(node for node in quantised.graph.node if node.op_type == "Softmax")
     assert producers[softmax.input[0]].op_type == "Conv"
@@ -130,7 +131,7 @@ def test_int8_confidence_keeps_the_softmax_float_and_stays_close(tiny, segmenter
 
 def test_bf16_confidence_stays_close_to_fp32(tiny_weights, segmenters):
     seg = Segmenter(tiny_weights, backend="torch", device="cpu", precision="bf16",
-                    backend_options={"emulate_bf16": not native_bf16(cpu_info().flags)})
+                    backend_options={"emulate_bf16": not native_bf16(cpu.cpu_info().flags)})
     frames = random_frames((1, 90, 130), seed=10)
     labels, confidence = seg.segment_batch(frames, confidence=True)
     _, fp32 = segmenters["torch"].segment_batch(frames, confidence=True)
@@ -141,7 +142,7 @@ def test_bf16_confidence_stays_close_to_fp32(tiny_weights, segmenters):
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
 def test_openvino_confidence(tiny, tiny_weights, segmenters, tmp_path, precision):
     pytest.importorskip("openvino")
-    if precision == "bf16" and not native_bf16(cpu_info().flags):
+    if precision == "bf16" and not native_bf16(cpu.cpu_info().flags):
         pytest.skip("OpenVINO bf16 needs a CPU with native bf16")
     from bisenetv2_ros.backends.openvino_backend import OpenVinoBackend
 
