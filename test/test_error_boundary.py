@@ -323,6 +323,17 @@ def test_a_dataloader_worker_does_not_hang_on_opencv_after_fork(tmp_path, stripe
         f"train.main(['--config', {str(config)!r}, '--no-progress'])\n"
         "print('trained')\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert done.returncode == 0, done.stderr
-    assert "trained" in done.stdout
+    import os
+    import signal
+
+    # its own session, so a hung run's forked worker is killed with it
+    run = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           cwd=REPO, start_new_session=True)
+    try:
+        out, err = run.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.communicate()
+        pytest.fail("training with one DataLoader worker hung for 120 s")
+    assert run.returncode == 0, err
+    assert "trained" in out
