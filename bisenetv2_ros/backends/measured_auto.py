@@ -17,7 +17,6 @@ Other backends join by ``register_candidate`` (e.g. OpenVINO).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -287,15 +286,6 @@ def measure(candidates: Sequence[Candidate], build: Callable[[Candidate], Backen
     return list(results.values()), built
 
 
-def weights_fingerprint(model, info) -> str:
-    """SHA-256 over the network's tensors and the input normalisation."""
-    digest = hashlib.sha256(repr(getattr(info, "normalization", None)).encode())
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode() + b"\0")
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def library_versions() -> dict[str, str]:
     versions = {}
     for name in LIBRARIES:
@@ -329,6 +319,7 @@ def measured_backend(backend: str, precision: str, model, info, input_size: tupl
     """The backend auto chooses for this request on this CPU (measured now, or the cached decision),
     with ``auto_decision`` set on it; None when there is nothing to choose between (at most one
     candidate: the caller's plain path builds it, or raises its clear error)."""
+    from .calibration_table import network_fingerprint
     from .cpu import cpu_info
     from .engine_cache import EngineCache, default_engine_cache_dir
 
@@ -336,7 +327,7 @@ def measured_backend(backend: str, precision: str, model, info, input_size: tupl
     candidates, skipped = candidates_for(backend, precision, AutoContext(cpu.flags, calibration))
     if len(candidates) < 2:
         return None
-    weights_sha256 = weights_fingerprint(model, info)
+    weights_sha256 = network_fingerprint(model, info.normalization)
     frame_shape = tuple(int(v) for v in frame_shape)
     key = decision_key(cpu, weights_sha256, frame_shape, input_size, (backend, precision),
                        [c.name for c in candidates] + list(skipped), calibration)
