@@ -25,6 +25,8 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
+from .fileio import file_sha256
+
 BASE_URL_ENV = "BISENETV2_DOWNLOAD_BASE"  # replaces everything before the file name (mirrors, tests)
 CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 30.0     # per read (connect, headers, each chunk)
@@ -46,14 +48,6 @@ def source_url(entry, url: str | None = None) -> str:
     return entry.url
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download_weights(name: str, url: str | None = None, force: bool = False,
                      progress: Callable[[int, int | None], None] = lambda done, total: None,
                      timeout: float = TIMEOUT_S, deadline: float = DEADLINE_S) -> tuple[Path, bool]:
@@ -69,7 +63,7 @@ def download_weights(name: str, url: str | None = None, force: bool = False,
         raise DownloadError(f"weights {name!r} ship inside the package; there is nothing to download")
     folder = cache_dir()
     final = folder / entry.file_name
-    if final.is_file() and not force and _matches(sha256_of(final), entry.sha256_prefix):
+    if final.is_file() and not force and _matches(file_sha256(final), entry.sha256_prefix):
         return final, False
     address = source_url(entry, url)
     folder.mkdir(parents=True, exist_ok=True)

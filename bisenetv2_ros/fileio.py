@@ -1,9 +1,10 @@
-"""Atomic file writes (readers see the old file or the complete new one, never a partial one), and
-the check that an input is a plain file: reading a FIFO blocks until a writer comes, a device
+"""Atomic file writes (readers see the old file or the complete new one, never a partial one), a
+file's SHA-256, and the check that an input is a plain file: reading a FIFO blocks until a writer comes, a device
 (/dev/zero, /dev/urandom) never ends."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import tempfile
@@ -80,3 +81,12 @@ def special_file_problem(path: str | os.PathLike, what: str = "input") -> str | 
     if kind is None:
         return None
     return f"{what} {path} is {kind}, not a regular file; reading it could block or never end: give a file"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

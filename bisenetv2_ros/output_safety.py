@@ -17,13 +17,12 @@ suggest ``--overwrite`` where overwriting would not be allowed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .fileio import write_atomic
+from .fileio import file_sha256, write_atomic
 
 FOLDER_RECORD = ".bisenetv2-output.json"  # inside a folder output
 FILE_RECORDS = ".bisenetv2-outputs.json"  # beside file outputs, one entry per file name
@@ -86,7 +85,7 @@ def why_not_own(target: Path, command: str) -> str | None:
             if path.is_symlink() or not path.is_file() or written.get(name) != path.stat().st_size:
                 return f"{name} in it was not written by `{command}` or changed since"
         return None
-    if record.get("sha256") != _sha256(target):
+    if record.get("sha256") != file_sha256(target):
         return "it changed since it was written"
     return None
 
@@ -119,7 +118,7 @@ def record_file(path: str | os.PathLike, command: str) -> None:
     """Adds a written file to the record beside it."""
     path = Path(path).absolute()
     records = _read_json(path.parent / FILE_RECORDS)
-    records[path.name] = {"command": command, "sha256": _sha256(path)}
+    records[path.name] = {"command": command, "sha256": file_sha256(path)}
     write_atomic(path.parent / FILE_RECORDS, json.dumps(records, indent=1, sort_keys=True).encode())
 
 
@@ -160,11 +159,3 @@ def _read_json(path: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

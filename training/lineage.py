@@ -11,23 +11,15 @@ oldest run first, so any default can be traced back to the runs (and their confi
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from bisenetv2_ros.checkpoint import Checkpoint
+from bisenetv2_ros.fileio import file_sha256
 
 LINEAGE_KEY = "lineage"
 PARENT_KEY = "parent_lineage"
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_lineage(checkpoint: Checkpoint, name: str, path: str | Path | None = None) -> list[dict[str, Any]]:
