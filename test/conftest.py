@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bisenetv2_ros.checkpoint import Checkpoint, CheckpointInfo, save_checkpoint
 from bisenetv2_ros.classes import CAMVID, ClassSet, default_palette
-from bisenetv2_ros.model import BiSeNetV2, BiSeNetV2Config
-from bisenetv2_ros.model_v1 import BiSeNetV1, BiSeNetV1Config
+from bisenetv2_ros.models.bisenetv1 import BiSeNetV1, BiSeNetV1Config
+from bisenetv2_ros.models.bisenetv2 import BiSeNetV2, BiSeNetV2Config
+from bisenetv2_ros.weights.checkpoint import Checkpoint, CheckpointInfo, save_checkpoint
 
 # One intra-op thread: the tests run tiny models, for which a second thread only adds
 # synchronisation cost (measured 3-5x slower on a loaded 2-core machine).
@@ -107,7 +107,7 @@ AMX_FLAGS = AVX512_BF16_FLAGS | {"amx_tile", "amx_bf16", "amx_int8"}  # e.g. Int
 def simulated_cpu(monkeypatch):
     """simulated_cpu(flags, model="Simulated CPU"): every ``backends.cpu.cpu_info()`` call of the package
     (the auto rules, the bf16 check, the quantiser settings, the benchmark) sees this CPU instead of the host's."""
-    from bisenetv2_ros.backends import cpu
+    from bisenetv2_ros.inference import cpu
 
     def simulate(flags, model: str = "Simulated CPU"):
         info = cpu.CpuInfo(model, frozenset(flags), "AVX2")
@@ -131,7 +131,7 @@ def _suite_cpu_family():
         return
     if family not in SIMULATED_FAMILIES:
         raise pytest.UsageError(f"BISENETV2_TEST_CPU must be one of {sorted(SIMULATED_FAMILIES)}, got {family!r}")
-    from bisenetv2_ros.backends import cpu
+    from bisenetv2_ros.inference import cpu
 
     info = cpu.CpuInfo(f"Simulated {family} CPU", frozenset(SIMULATED_FAMILIES[family]), "AVX2")
     with pytest.MonkeyPatch.context() as patch:

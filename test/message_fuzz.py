@@ -4,7 +4,7 @@ Run by test_message_limits.py as ``python test/message_fuzz.py fuzz|decode-peak 
 object. The process caps its own address space (RLIMIT_AS) first, so a conversion that tried to
 allocate far beyond its bound dies with MemoryError (reported as an unexpected exception) instead of
 swapping the machine. Per message, tracemalloc's peak (numpy and OpenCV output arrays) is compared
-with the bound stated in messages.py: refusals allocate next to nothing, accepted raw frames at most
+with the bound stated in ros/messages.py: refusals allocate next to nothing, accepted raw frames at most
 5 bytes per pixel, accepted compressed frames at most 4 decoded frames.
 """
 
@@ -22,8 +22,8 @@ from types import SimpleNamespace
 
 MIB = 1 << 20
 REFUSAL_BYTES = 64 * 1024  # a refused message may allocate its error text, nothing frame-sized
-RAW_BYTES_PER_PIXEL = 5    # messages.py: 3-byte output frame + a 2-byte contiguous copy of padded YUV
-COMPRESSED_FRAMES = 4      # messages.py: decoded frame + decoder workspace (progressive JPEG 4:4:4 ~3 frames)
+RAW_BYTES_PER_PIXEL = 5    # ros/messages.py: 3-byte output frame + a 2-byte contiguous copy of padded YUV
+COMPRESSED_FRAMES = 4      # ros/messages.py: decoded frame + decoder workspace (progressive JPEG 4:4:4 ~3 frames)
 
 
 def _status_kib(field: str) -> int:
@@ -65,7 +65,7 @@ def _as_buffer(rng: random.Random, raw: bytes):
 
 
 def raw_message(rng: random.Random, max_pixels: int):
-    from bisenetv2_ros import messages
+    from bisenetv2_ros.ros import messages
 
     encodings = list(messages.ENCODINGS)
     encoding = rng.choice(encodings + ["", "mono16", "32FC1", "bayer_rggb8", "rgb8\x00", "\u00e9nc"])
@@ -131,7 +131,7 @@ def compressed_message(rng: random.Random, max_pixels: int):
 
 
 def fuzz(seed: int, count: int, max_pixels: int) -> dict:
-    from bisenetv2_ros import messages
+    from bisenetv2_ros.ros import messages
 
     rng = random.Random(seed)
     report = {"cases": 0, "refused": 0, "accepted": 0, "unexpected": [], "over_bound": [], "worst_ratio": 0.0}
@@ -177,7 +177,7 @@ def decode_peak(path: str) -> dict:
     encoding it left no high-water mark here), against the decoded frame's size."""
     import numpy as np
 
-    from bisenetv2_ros import messages
+    from bisenetv2_ros.ros import messages
 
     data = np.fromfile(path, np.uint8)
     # VmHWM, this process's own peak (ru_maxrss keeps the parent's across exec), reset to now when allowed
@@ -204,7 +204,7 @@ def main() -> None:
     import cv2  # noqa: F401 - mapped before the cap: the cap is for the conversions, not the libraries
     import numpy
 
-    from bisenetv2_ros import messages  # noqa: F401
+    from bisenetv2_ros.ros import messages  # noqa: F401
 
     cap = cap_address_space(args.cap_mib)
     try:  # the cap must really hold: an allocation of its whole size has to fail

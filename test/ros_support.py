@@ -2,7 +2,7 @@
 scripts/setup_ros_wheels.sh adds to the test venv. Imported only by those tests.
 
 - ``require_ros()``: the ROS layer or a skip, and under CI=true a failure instead of a skip.
-- ``NodeProcess``: the segmentation node as its own process (``python -m bisenetv2_ros.node``), with
+- ``NodeProcess``: the segmentation node as its own process (``python -m bisenetv2_ros.ros.node``), with
   parameters and remappings; signals, exit status, output.
 - ``Probe``: a node spinning in a background thread that collects messages, publishes, waits for
   matched endpoints and calls the node's parameter services.
@@ -101,7 +101,7 @@ class NodeProcess:
     go to ``log_path``. ``parameters`` become ``-p name:=value``, ``remappings`` ``-r from:=to``."""
 
     def __init__(self, log_path: Path, *, namespace: str = "/segmentation", parameters: dict | None = None,
-                 remappings: dict | None = None, env: dict | None = None, module: str = "bisenetv2_ros.node",
+                 remappings: dict | None = None, env: dict | None = None, module: str = "bisenetv2_ros.ros.node",
                  extra_ros_args: list[str] | None = None, arguments: list[str] | None = None) -> None:
         self.namespace = namespace
         args = [sys.executable, "-m", module, *(arguments or []), "--ros-args", "-r", f"__ns:={namespace}"]

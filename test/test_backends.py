@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bisenetv2_ros.backends import choose_backend
-from bisenetv2_ros.backends.fused import FusedSegmentation, fold_batchnorm
-from bisenetv2_ros.known_weights import load_model
-from bisenetv2_ros.segmenter import Segmenter
+from bisenetv2_ros.inference.backends import choose_backend
+from bisenetv2_ros.inference.fused import FusedSegmentation, fold_batchnorm
+from bisenetv2_ros.inference.segmenter import Segmenter
+from bisenetv2_ros.weights.known_weights import load_model
 
 CPU_BACKENDS = ("torch", "onnxruntime")
 ODD_FRAME_SIZES = ((1080, 1920), (375, 1242), (360, 480))

@@ -6,12 +6,11 @@ import argparse
 import json
 
 import pytest
-
 from conftest import AVX2_FLAGS, AVX512_BF16_FLAGS
 
-from bisenetv2_ros import benchmark
-from bisenetv2_ros.backends import openvino_importable
-from bisenetv2_ros.backends import cpu as cpu_module
+from bisenetv2_ros.benchmarks import backends_benchmark as benchmark
+from bisenetv2_ros.inference import cpu as cpu_module
+from bisenetv2_ros.inference.backends import openvino_importable
 
 
 def parse(argv):
@@ -97,7 +96,7 @@ def parse_prog() -> str:
     (["--batch", "-1"], "argument --batch: expected a positive integer, got '-1'"),
 ])
 def test_bad_counts_are_one_parser_error_line(argv, message, capsys):
-    from bisenetv2_ros import cli
+    from bisenetv2_ros.cli import commands as cli
 
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["benchmark", *argv])

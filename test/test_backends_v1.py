@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from conftest import make_tiny_v1_checkpoint
 from test_backends import random_frames, reference_labels
 
-from bisenetv2_ros.known_weights import load_model
-from bisenetv2_ros.model_v1 import BiSeNetV1
-from bisenetv2_ros.segmenter import Segmenter
+from bisenetv2_ros.inference.segmenter import Segmenter
+from bisenetv2_ros.models.bisenetv1 import BiSeNetV1
+from bisenetv2_ros.weights.known_weights import load_model
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is needed for the ONNX Runtime backend")
 
@@ -52,7 +52,7 @@ def test_pixel_shuffle_head_exports_and_agrees(tmp_path):
 
 
 def test_every_batch_norm_of_bisenetv1_folds(tiny_v1_weights):
-    from bisenetv2_ros.backends.fused import fold_batchnorm
+    from bisenetv2_ros.inference.fused import fold_batchnorm
 
     model, _ = load_model(tiny_v1_weights)
     folded = fold_batchnorm(model)
@@ -65,9 +65,9 @@ def test_every_batch_norm_of_bisenetv1_folds(tiny_v1_weights):
 
 
 def test_bisenetv1_onnx_export_cli_with_dynamic_frames(tiny_v1_weights, tmp_path):
-    from bisenetv2_ros.backends.fused import FusedSegmentation
-    from bisenetv2_ros.backends.onnxruntime_backend import make_session
-    from bisenetv2_ros.export import main
+    from bisenetv2_ros.cli.export import main
+    from bisenetv2_ros.inference.fused import FusedSegmentation
+    from bisenetv2_ros.inference.onnxruntime_backend import make_session
 
     assert main([str(tiny_v1_weights), str(tmp_path / "v1.onnx")]) == 0  # python -m bisenetv2_ros.export
     session = make_session(str(tmp_path / "v1.onnx"))

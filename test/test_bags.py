@@ -11,8 +11,10 @@ import pytest
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from bisenetv2_ros import bags, cli, messages
-from bisenetv2_ros.segmenter import Segmenter
+from bisenetv2_ros.cli import bags
+from bisenetv2_ros.cli import commands as cli
+from bisenetv2_ros.inference.segmenter import Segmenter
+from bisenetv2_ros.ros import messages
 
 TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
 Image = TYPESTORE.types["sensor_msgs/msg/Image"]

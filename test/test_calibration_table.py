@@ -13,17 +13,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from bisenetv2_ros.backends import BackendError, int8
-from bisenetv2_ros.backends.calibration_store import (calibrate_checkpoint_file, deploy_calibration,
-                                                      embed_calibration_table, measure_calibration_table)
-from bisenetv2_ros.backends.calibration_table import CALIBRATION_TABLE_VERSION, network_fingerprint, table_problem
-from bisenetv2_ros.backends.onnx_graph import fused_onnx_bytes
-from bisenetv2_ros.checkpoint import load_checkpoint
-from bisenetv2_ros.known_weights import PACKAGE_WEIGHTS_DIR, load_model
-
 from conftest import CAMVID_DIR
 from test_backends import random_frames
+
+from bisenetv2_ros.inference import int8
+from bisenetv2_ros.inference.backends import BackendError
+from bisenetv2_ros.inference.calibration_store import (
+    calibrate_checkpoint_file,
+    deploy_calibration,
+    embed_calibration_table,
+    measure_calibration_table,
+)
+from bisenetv2_ros.inference.calibration_table import CALIBRATION_TABLE_VERSION, network_fingerprint, table_problem
+from bisenetv2_ros.inference.onnx_graph import fused_onnx_bytes
+from bisenetv2_ros.weights.checkpoint import load_checkpoint
+from bisenetv2_ros.weights.known_weights import PACKAGE_WEIGHTS_DIR, load_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,7 +88,7 @@ def test_a_table_without_a_tensor_the_graph_needs_is_refused(tiny, tiny_table):
 
 def test_the_backend_uses_a_fitting_table_and_ignores_one_of_other_weights(tiny_weights, tiny_table, tmp_path,
                                                                          caplog):
-    from bisenetv2_ros.segmenter import Segmenter
+    from bisenetv2_ros.inference.segmenter import Segmenter
 
     frames, table = tiny_table
     path = tmp_path / "tiny_with_table.pt"
@@ -101,7 +105,7 @@ def test_the_backend_uses_a_fitting_table_and_ignores_one_of_other_weights(tiny_
 
 
 def test_embedding_a_table_keeps_the_weights_bit_identical(tiny_weights, tmp_path):
-    from bisenetv2_ros.checkpoint import save_checkpoint
+    from bisenetv2_ros.weights.checkpoint import save_checkpoint
 
     path = save_checkpoint(load_checkpoint(tiny_weights), tmp_path / "half.pt", half=True)
     before = torch.load(path, weights_only=True)
@@ -141,7 +145,7 @@ def test_deploy_calibration_keeps_a_fitting_table_and_removes_a_stale_one(tiny_w
 def test_bisenetv2_export_measures_the_table_from_calibration_images(tiny_weights, tmp_path, capsys):
     import cv2
 
-    from bisenetv2_ros.cli import main
+    from bisenetv2_ros.cli.commands import main
 
     images = tmp_path / "frames"
     images.mkdir()
@@ -186,8 +190,8 @@ SCRIPT = """
 import logging, sys
 import numpy as np
 logging.basicConfig(level=logging.INFO)
-from bisenetv2_ros.backends import int8
-from bisenetv2_ros.segmenter import Segmenter
+from bisenetv2_ros.inference import int8
+from bisenetv2_ros.inference.segmenter import Segmenter
 assert int8.default_calibration_folder("camvid:drive_train") is None, "the dataset must not be found"
 assert int8.__file__.startswith(sys.argv[2]), int8.__file__
 frames = np.load(sys.argv[1])
@@ -229,9 +233,9 @@ def test_an_onnxruntime_without_stored_ranges_falls_back_to_frames(tiny, tiny_ta
 
 
 def test_bisenetv2_info_shows_the_table(capsys):
-    from bisenetv2_ros.cli import main
-
     import re
+
+    from bisenetv2_ros.cli.commands import main
 
     assert main(["info", "camvid"]) == 0
     assert re.search(r"int8 calibration: int8 activation ranges of \d+ tensors from \d+ frames of camvid",

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from bisenetv2_ros import cameras_benchmark
+from bisenetv2_ros.benchmarks import cameras_benchmark
 
 pytest.importorskip("rosbags.typesys", reason="rosbags is needed for ROS message definitions")
 

@@ -9,11 +9,18 @@ import stat
 import pytest
 import torch
 
-from bisenetv2_ros import known_weights
-from bisenetv2_ros.checkpoint import Checkpoint, CheckpointError, CheckpointInfo, Normalization, load_checkpoint, save_checkpoint
-from bisenetv2_ros.known_weights import KNOWN_WEIGHTS, load_model, resolve_weights
 from bisenetv2_ros.classes import CAMVID, ClassSet, default_palette
-from bisenetv2_ros.model import BiSeNetV2, BiSeNetV2Config
+from bisenetv2_ros.models.bisenetv2 import BiSeNetV2, BiSeNetV2Config
+from bisenetv2_ros.weights import known_weights
+from bisenetv2_ros.weights.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointInfo,
+    Normalization,
+    load_checkpoint,
+    save_checkpoint,
+)
+from bisenetv2_ros.weights.known_weights import KNOWN_WEIGHTS, load_model, resolve_weights
 
 TINY = dict(width_multiplier=0.25, head_channels=16, aux_head_channels=8)
 

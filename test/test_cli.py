@@ -12,11 +12,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
-from bisenetv2_ros import cli
-from bisenetv2_ros.checkpoint import load_checkpoint
-from bisenetv2_ros.segmenter import Segmenter
 from conftest import make_tiny_checkpoint
+
+from bisenetv2_ros.cli import commands as cli
+from bisenetv2_ros.inference.segmenter import Segmenter
+from bisenetv2_ros.weights.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,7 @@ def test_help_lists_every_subcommand(capsys):
 
 
 def test_console_entry_point_runs_as_a_module():
-    result = subprocess.run([sys.executable, "-m", "bisenetv2_ros.cli", "--help"], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "bisenetv2_ros.cli.commands", "--help"], cwd=REPO,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: bisenetv2")

@@ -6,7 +6,8 @@ import argparse
 
 import pytest
 
-from bisenetv2_ros import cli_args, messages_benchmark
+from bisenetv2_ros.benchmarks import messages_benchmark
+from bisenetv2_ros.cli import arguments as cli_args
 
 
 def parser_with(add) -> argparse.ArgumentParser:

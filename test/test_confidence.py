@@ -8,16 +8,16 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
-
-from bisenetv2_ros.backends import BackendError
-from bisenetv2_ros.backends.base import Backend
-from bisenetv2_ros.backends import cpu
-from bisenetv2_ros.backends.cpu import native_bf16
-from bisenetv2_ros.backends.onnx_graph import channels_last_tail_onnx, fused_onnx_bytes
-from bisenetv2_ros.backends.onnxruntime_backend import OnnxRuntimeBackend, make_session
-from bisenetv2_ros.known_weights import load_model
-from bisenetv2_ros.segmenter import Segmenter
 from test_backends import random_frames
+
+from bisenetv2_ros.inference import cpu
+from bisenetv2_ros.inference.backend_base import Backend
+from bisenetv2_ros.inference.backends import BackendError
+from bisenetv2_ros.inference.cpu import native_bf16
+from bisenetv2_ros.inference.onnx_graph import channels_last_tail_onnx, fused_onnx_bytes
+from bisenetv2_ros.inference.onnxruntime_backend import OnnxRuntimeBackend, make_session
+from bisenetv2_ros.inference.segmenter import Segmenter
+from bisenetv2_ros.weights.known_weights import load_model
 
 CPU_BACKENDS = ("torch", "onnxruntime")
 
@@ -119,7 +119,7 @@ def test_int8_confidence_keeps_the_softmax_float_and_stays_close(tiny, segmenter
     _, fp32 = segmenters["onnxruntime"].segment_batch(frames, confidence=True)
     assert np.abs(confidence.astype(int) - fp32.astype(int)).mean() < 8
     # The quantised graph quantises the network only: nothing quantised feeds the softmax.
-    from bisenetv2_ros.backends.int8 import quantize_fused_onnx, quantizer_settings
+    from bisenetv2_ros.inference.int8 import quantize_fused_onnx, quantizer_settings
 
     quantised = onnx.load_from_string(quantize_fused_onnx(backend.onnx_bytes("rgb", None, confidence=True), calibration,
                                                           **quantizer_settings(cpu.cpu_info().flags)))
@@ -144,7 +144,7 @@ def test_openvino_confidence(tiny, tiny_weights, segmenters, tmp_path, precision
     pytest.importorskip("openvino")
     if precision == "bf16" and not native_bf16(cpu.cpu_info().flags):
         pytest.skip("OpenVINO bf16 needs a CPU with native bf16")
-    from bisenetv2_ros.backends.openvino_backend import OpenVinoBackend
+    from bisenetv2_ros.inference.openvino_backend import OpenVinoBackend
 
     model, info = tiny
     options = {"calibration_frames": random_frames((4, *info.train_resolution), seed=4)} if precision == "int8" else {}
@@ -196,7 +196,7 @@ def test_gpu_confidence_close_to_cpu_fp32(tiny_weights, segmenters, tmp_path, ba
 
 
 def test_confidence_with_test_time_augmentation_is_refused(tiny_weights):
-    from bisenetv2_ros.tta import TTASettings
+    from bisenetv2_ros.inference.tta import TTASettings
 
     seg = Segmenter(tiny_weights, backend="torch", device="cpu", precision="fp32", tta=TTASettings(scales=(1.0,)))
     frames = random_frames((1, 40, 56), seed=14)

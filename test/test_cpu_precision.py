@@ -7,17 +7,16 @@ import logging
 import cv2
 import numpy as np
 import pytest
-
-from bisenetv2_ros.backends import BackendError, cpu, int8
-from bisenetv2_ros.backends.cpu import auto_precision, native_bf16, parse_cpuinfo
-from bisenetv2_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
-from bisenetv2_ros.known_weights import load_model
-from bisenetv2_ros.segmenter import Segmenter
-
 from conftest import AMX_FLAGS as SAPPHIRE_RAPIDS
 from conftest import AVX2_FLAGS as AVX2
 from test_backends import random_frames
 
+from bisenetv2_ros.inference import cpu, int8
+from bisenetv2_ros.inference.backends import BackendError
+from bisenetv2_ros.inference.cpu import auto_precision, native_bf16, parse_cpuinfo
+from bisenetv2_ros.inference.onnxruntime_backend import OnnxRuntimeBackend
+from bisenetv2_ros.inference.segmenter import Segmenter
+from bisenetv2_ros.weights.known_weights import load_model
 
 # ------------------------------------------------------------------------------------------------
 # CPU flags and the auto rule (pure functions)
@@ -207,7 +206,7 @@ def test_int8_keeps_preprocessing_and_labels_tail_float(tiny):
     import onnx
 
     model, info = tiny
-    from bisenetv2_ros.backends.onnx_graph import fused_onnx_bytes
+    from bisenetv2_ros.inference.onnx_graph import fused_onnx_bytes
 
     data = fused_onnx_bytes(model, info.normalization, info.train_resolution, "dynamic", channels_last_tail=True)
     quantised, kept = int8.network_nodes(onnx.load_from_string(data))

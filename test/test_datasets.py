@@ -11,8 +11,16 @@ import torch
 
 from bisenetv2_ros.classes import CAMVID, CITYSCAPES, IGNORE_INDEX
 from bisenetv2_ros.conventions import normalization_scale_shift
-from training.datasets import (CITYSCAPES_LABEL_TO_TRAIN, DatasetError, ResumableSampler, TrainTransform,
-                               build_dataset, camvid, cityscapes, folder)
+from training.datasets import (
+    CITYSCAPES_LABEL_TO_TRAIN,
+    DatasetError,
+    ResumableSampler,
+    TrainTransform,
+    build_dataset,
+    camvid,
+    cityscapes,
+    folder,
+)
 
 
 def _write(path: Path, array: np.ndarray) -> None:

@@ -99,7 +99,7 @@ def test_train_py_trains_on_ade20k(tmp_path):
     """Two iterations of the real Trainer on a tiny ADE20K folder: a 150-class model, ADE20K names."""
     from test_training import _tiny_config
 
-    from bisenetv2_ros.checkpoint import load_checkpoint
+    from bisenetv2_ros.weights.checkpoint import load_checkpoint
     from training.train import Trainer
 
     rng = np.random.default_rng(5)

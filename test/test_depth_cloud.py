@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bisenetv2_ros import depth_cloud, messages
-from bisenetv2_ros.messages import ImageConversionError
+from bisenetv2_ros.ros import depth_cloud
+from bisenetv2_ros.ros.messages import ImageConversionError
 
 rosbags_typesys = pytest.importorskip("rosbags.typesys", reason="rosbags is needed for ROS message definitions")
 

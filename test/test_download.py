@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from bisenetv2_ros import cli
-from bisenetv2_ros import known_weights
-from bisenetv2_ros.importers_v2 import mmseg_units
-from bisenetv2_ros.key_maps import key_pairs
-from bisenetv2_ros.model import BiSeNetV2, BiSeNetV2Config
+from bisenetv2_ros.cli import commands as cli
+from bisenetv2_ros.models.bisenetv2 import BiSeNetV2, BiSeNetV2Config
+from bisenetv2_ros.weights import known_weights
+from bisenetv2_ros.weights.importers_v2 import mmseg_units
+from bisenetv2_ros.weights.key_maps import key_pairs
 
 NAME = "mmseg-cityscapes"
 
@@ -222,7 +222,7 @@ def test_malformed_http_answers_are_one_line(cache, capsys, answer, message):
 
 def test_a_dripping_server_meets_the_overall_deadline(cache):
     """Each byte arrives well within the per-read timeout; only the overall deadline ends the transfer."""
-    from bisenetv2_ros.download import DownloadError, download_weights
+    from bisenetv2_ros.weights.download import DownloadError, download_weights
 
     server = CannedServer(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", drip=True)
     try:

@@ -10,8 +10,15 @@ import pytest
 import torch
 
 from bisenetv2_ros.classes import IGNORE_INDEX
-from training.datasets import (CAMVID_DRIVE_SPLITS, PhotometricJitter, TrainTransform, camvid, camvid_drive,
-                               label_histogram, median_frequency_weights)
+from training.datasets import (
+    CAMVID_DRIVE_SPLITS,
+    PhotometricJitter,
+    TrainTransform,
+    camvid,
+    camvid_drive,
+    label_histogram,
+    median_frequency_weights,
+)
 from training.losses import OhemCrossEntropy
 
 DRIVE_FRAMES = {"train": ["0001TP_000010", "0001TP_000040", "0006R0_f00930", "0016E5_00390"],
@@ -158,9 +165,9 @@ def test_class_weighted_loss_is_the_weighted_mean():
 
 
 def _tiny_camvid_checkpoint(path: Path, seed: int) -> Path:
-    from bisenetv2_ros.checkpoint import IMAGENET_NORMALIZATION, Checkpoint, CheckpointInfo, save_checkpoint
     from bisenetv2_ros.classes import CAMVID
-    from bisenetv2_ros.model import BiSeNetV2, BiSeNetV2Config
+    from bisenetv2_ros.models.bisenetv2 import BiSeNetV2, BiSeNetV2Config
+    from bisenetv2_ros.weights.checkpoint import IMAGENET_NORMALIZATION, Checkpoint, CheckpointInfo, save_checkpoint
 
     torch.manual_seed(seed)
     model = BiSeNetV2(BiSeNetV2Config(num_classes=11, width_multiplier=0.25, head_channels=8, aux_head_channels=8))
@@ -170,7 +177,7 @@ def _tiny_camvid_checkpoint(path: Path, seed: int) -> Path:
 
 
 def test_promote_refuses_a_model_that_does_not_beat_the_baseline_and_stores_both_splits(tmp_path, capsys):
-    from bisenetv2_ros.checkpoint import load_checkpoint
+    from bisenetv2_ros.weights.checkpoint import load_checkpoint
     from training.promote import main as promote
 
     root = _fake_camvid(tmp_path / "camvid")
@@ -196,12 +203,12 @@ def test_promote_refuses_a_model_that_does_not_beat_the_baseline_and_stores_both
 
 
 def test_embedded_default_matches_its_named_entry():
-    from bisenetv2_ros.checkpoint import load_checkpoint
-    from bisenetv2_ros.known_weights import DEFAULT_WEIGHTS, KNOWN_WEIGHTS, resolve_weights
+    from bisenetv2_ros.weights.checkpoint import load_checkpoint
+    from bisenetv2_ros.weights.known_weights import DEFAULT_WEIGHTS, KNOWN_WEIGHTS, resolve_weights
 
     entry = KNOWN_WEIGHTS[DEFAULT_WEIGHTS]
     shipped = load_checkpoint(resolve_weights(DEFAULT_WEIGHTS))
-    # A promotion that forgets known_weights.py would leave the listed resolution wrong.
+    # A promotion that forgets weights/known_weights.py would leave the listed resolution wrong.
     assert shipped.info.train_resolution == entry.info.train_resolution
     assert shipped.info.classes.names == entry.info.classes.names
     assert shipped.kind == "deploy"

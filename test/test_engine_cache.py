@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from bisenetv2_ros.backends import engine_cache
-from bisenetv2_ros.backends.engine_cache import EngineCache, decode_entry, encode_entry
+from bisenetv2_ros.inference import engine_cache
+from bisenetv2_ros.inference.engine_cache import EngineCache, decode_entry, encode_entry
 
 SLOT = {"name": "tiny", "precision": "fp16", "shape": "1x720x1280", "order": "rgb"}
 KEY = {"onnx_sha256": "ab" * 32, "tensorrt": "10.3.0", "gpu": "NVIDIA Orin", "precision": "fp16",

@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
-from bisenetv2_ros import cli
-from bisenetv2_ros.checkpoint import CheckpointError
-from bisenetv2_ros.cli_args import error_line, guarded, run_script
-from bisenetv2_ros.classes import IGNORE_INDEX
 from conftest import make_tiny_checkpoint
 from test_cli import random_bgr, segment_args
 from test_training import _synthetic_folder
+
+from bisenetv2_ros.classes import IGNORE_INDEX
+from bisenetv2_ros.cli import commands as cli
+from bisenetv2_ros.cli.arguments import error_line, guarded, run_script
+from bisenetv2_ros.weights.checkpoint import CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -245,8 +245,8 @@ def test_unusable_weights_are_refused_everywhere(tmp_path, capsys, damage, probl
 
 
 def test_the_node_refuses_unusable_weights_at_start(tmp_path):
-    from bisenetv2_ros import node_core
-    from bisenetv2_ros.node_parameters import NodeSettings
+    from bisenetv2_ros.ros import pipeline as node_core
+    from bisenetv2_ros.ros.parameters import NodeSettings
 
     path, key = damaged_checkpoint(tmp_path / "bad.pt", "nan")
     with pytest.raises(node_core.StartupError) as caught:
@@ -290,13 +290,13 @@ def test_a_damaged_video_says_how_many_frames_it_read(tmp_path, tiny_weights, ca
 def test_node_help_prints_help_and_exits_without_starting_the_node():
     from ros_support import require_ros
 
-    require_ros()  # node.py imports rclpy before it reads its arguments
-    result = subprocess.run([sys.executable, "-m", "bisenetv2_ros.node", "--help"], capture_output=True, text=True,
+    require_ros()  # ros/node.py imports rclpy before it reads its arguments
+    result = subprocess.run([sys.executable, "-m", "bisenetv2_ros.ros.node", "--help"], capture_output=True, text=True,
                             cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: ros2 run bisenetv2_ros segmentation_node [--lifecycle]")
     assert "  max_batch (int, default 0, 0 .. 64, runtime)" in result.stdout
-    result = subprocess.run([sys.executable, "-m", "bisenetv2_ros.node", "--bogus"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "bisenetv2_ros.ros.node", "--bogus"], capture_output=True, text=True,
                             cwd=REPO, timeout=120)
     assert result.returncode == 2
     assert "segmentation_node: error: unknown arguments ['--bogus']" in result.stderr

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from bisenetv2_ros.known_weights import load_model
 from bisenetv2_ros.classes import IGNORE_INDEX
-from bisenetv2_ros.segmenter import Segmenter
+from bisenetv2_ros.inference.segmenter import Segmenter
+from bisenetv2_ros.weights.known_weights import load_model
 from training.evaluate import ConfusionMatrix, evaluate_model, evaluate_segmenter, format_table, main, predict_logits
 
 

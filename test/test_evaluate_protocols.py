@@ -11,10 +11,10 @@ import pytest
 import torch
 from test_protocols import reference_coincheung, reference_mmseg
 
-from bisenetv2_ros.checkpoint import Checkpoint, CheckpointInfo, save_checkpoint
 from bisenetv2_ros.class_tables import ADE20K
-from bisenetv2_ros.known_weights import ADE20K_NORMALIZATION
-from bisenetv2_ros.model import BiSeNetV2, BiSeNetV2Config
+from bisenetv2_ros.models.bisenetv2 import BiSeNetV2, BiSeNetV2Config
+from bisenetv2_ros.weights.checkpoint import Checkpoint, CheckpointInfo, save_checkpoint
+from bisenetv2_ros.weights.known_weights import ADE20K_NORMALIZATION
 from training.datasets import build_dataset
 from training.evaluate import ConfusionMatrix, main
 
@@ -46,7 +46,7 @@ def ade_weights(tmp_path_factory):
 
 
 def _expected(ade_root, ade_weights, scores_of) -> ConfusionMatrix:
-    from bisenetv2_ros.known_weights import load_model
+    from bisenetv2_ros.weights.known_weights import load_model
 
     model, _ = load_model(ade_weights)
     matrix = ConfusionMatrix(150)

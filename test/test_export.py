@@ -13,17 +13,18 @@ import onnx
 import pytest
 import torch
 
-from bisenetv2_ros import cli
-from bisenetv2_ros import export as export_module
-from bisenetv2_ros.backends import tensorrt_backend
-from bisenetv2_ros.backends.fused import FusedSegmentation
-from bisenetv2_ros.backends.onnx_graph import channels_last_tail_onnx, check_onnx, fused_onnx_bytes
-from bisenetv2_ros.backends.onnxruntime_backend import make_session
-from bisenetv2_ros.checkpoint import load_checkpoint
-from bisenetv2_ros.known_weights import load_model
-from bisenetv2_ros.export import DEPRECATION, ExportRequest, export_checkpoint, export_onnx, main
+from bisenetv2_ros.cli import commands as cli
+from bisenetv2_ros.cli import export as export_module
+from bisenetv2_ros.cli.export import DEPRECATION, ExportRequest, export_checkpoint, export_onnx, main
+from bisenetv2_ros.inference import tensorrt_backend
+from bisenetv2_ros.inference.fused import FusedSegmentation
+from bisenetv2_ros.inference.onnx_graph import channels_last_tail_onnx, check_onnx, fused_onnx_bytes
+from bisenetv2_ros.inference.onnxruntime_backend import make_session
 from bisenetv2_ros.output_safety import record_file
-from training.export import main as training_export_main, run as training_export_run
+from bisenetv2_ros.weights.checkpoint import load_checkpoint
+from bisenetv2_ros.weights.known_weights import load_model
+from training.export import main as training_export_main
+from training.export import run as training_export_run
 
 REPO = Path(__file__).resolve().parents[1]
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -289,8 +290,8 @@ def test_training_export_old_size_flag_still_works_with_a_note(tiny_weights, tmp
 
 
 def test_the_export_flags_load_without_torch():
-    """`bisenetv2 --help` builds the export flags from bisenetv2_ros.export: that must not load torch."""
-    code = ("import sys, argparse\nimport bisenetv2_ros.export as e\ne.add_arguments(argparse.ArgumentParser())\n"
+    """`bisenetv2 --help` builds the export flags from bisenetv2_ros.cli.export: that must not load torch."""
+    code = ("import sys, argparse\nimport bisenetv2_ros.cli.export as e\ne.add_arguments(argparse.ArgumentParser())\n"
             "print(sorted(m for m in ('torch', 'onnx', 'tensorrt', 'numpy') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -8,11 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from bisenetv2_ros import frame_worker
-from bisenetv2_ros.frame_worker import FrameSlots, FrameWorker
-from bisenetv2_ros.node_stats import CameraState
-from bisenetv2_ros.node_parameters import NodeSettings
-from bisenetv2_ros.node_stats import NodeStats
+from bisenetv2_ros.ros import frame_worker
+from bisenetv2_ros.ros.frame_worker import FrameSlots, FrameWorker
+from bisenetv2_ros.ros.parameters import NodeSettings
+from bisenetv2_ros.ros.stats import CameraState, NodeStats
 
 
 def test_slot_keeps_only_the_newest():

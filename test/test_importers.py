@@ -17,9 +17,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bisenetv2_ros.checkpoint import CheckpointError, detect_family, load_checkpoint, save_checkpoint
-from bisenetv2_ros.importers import import_checkpoint, import_state_dict
 from bisenetv2_ros.classes import CITYSCAPES
+from bisenetv2_ros.weights.checkpoint import CheckpointError, detect_family, load_checkpoint, save_checkpoint
+from bisenetv2_ros.weights.importers import import_checkpoint, import_state_dict
 
 # --------------------------------------------------------------------------------------------
 # Synthetic foreign state dicts
@@ -552,8 +552,9 @@ def test_coincheung_v2_without_a_classifier_names_the_three_layouts():
                                          ([1.0, 2.0], "list [1.0, 2.0]")])
 def test_a_non_tensor_value_in_a_state_dict_is_one_line(tmp_path, tiny_weights, capsys, value, shown):
     """`bisenetv2 import` of a public (mmsegmentation) file and of one of ours holding a non-tensor value."""
-    from bisenetv2_ros import cli
     from test_download import make_mmseg_checkpoint
+
+    from bisenetv2_ros.cli import commands as cli
 
     public, _ = make_mmseg_checkpoint(tmp_path / "public.pth")
     data = torch.load(public, weights_only=True)
@@ -573,7 +574,7 @@ def test_a_non_tensor_value_in_a_state_dict_is_one_line(tmp_path, tiny_weights, 
 
 
 def test_check_tensors_counts_every_bad_entry():
-    from bisenetv2_ros.checkpoint import check_tensors
+    from bisenetv2_ros.weights.checkpoint import check_tensors
 
     check_tensors({"a": torch.zeros(1)}, "x.pt")  # fine: nothing raised
     with pytest.raises(CheckpointError, match=r"^x\.pt: state dict entry 'b' holds int 1, not a tensor "

@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from test_importers import StateBuilder, _bn, _cbr, _conv
 
-from bisenetv2_ros.checkpoint import CheckpointError, detect_family, load_checkpoint, save_checkpoint
-from bisenetv2_ros.importers import import_checkpoint, import_state_dict
-from bisenetv2_ros.importers_v1 import COINCHEUNG_V1, MMSEG_V1
 from bisenetv2_ros.classes import CITYSCAPES
-from bisenetv2_ros.model_v1 import BiSeNetV1
+from bisenetv2_ros.models.bisenetv1 import BiSeNetV1
+from bisenetv2_ros.weights.checkpoint import CheckpointError, detect_family, load_checkpoint, save_checkpoint
+from bisenetv2_ros.weights.importers import import_checkpoint, import_state_dict
+from bisenetv2_ros.weights.importers_v1 import COINCHEUNG_V1, MMSEG_V1
 
 # --------------------------------------------------------------------------------------------
 # Synthetic foreign state dicts
@@ -414,7 +414,7 @@ def test_aux_heads_of_no_layout_are_named():
 
 def test_the_user_report_file_imports(tmp_path, capsys):
     """The issue's case: a state dict made by today's lib/models/bisenetv1.py (aux_mode='train')."""
-    from bisenetv2_ros.cli import main
+    from bisenetv2_ros.cli.commands import main
 
     torch.save(coincheung_v1_state_dict(seed=9, layout="current"), tmp_path / "model_final_v1_city_new.pth")
     assert main(["import", str(tmp_path / "model_final_v1_city_new.pth"), str(tmp_path / "v1.pt")]) == 0
@@ -422,7 +422,7 @@ def test_the_user_report_file_imports(tmp_path, capsys):
 
 
 def test_cli_import_and_info_of_a_v1_file(foreign, tmp_path, capsys):
-    from bisenetv2_ros.cli import main
+    from bisenetv2_ros.cli.commands import main
 
     state, _ = foreign[COINCHEUNG_V1]
     torch.save(state, tmp_path / "model_final_v1_city_new.pth")

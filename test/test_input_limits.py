@@ -10,7 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from bisenetv2_ros import bags, cli, fileio, media, messages
+from bisenetv2_ros import fileio
+from bisenetv2_ros.cli import bags, media
+from bisenetv2_ros.cli import commands as cli
+from bisenetv2_ros.ros import messages
 
 rosbag2 = pytest.importorskip("rosbags.rosbag2")
 typesys = pytest.importorskip("rosbags.typesys")
@@ -162,9 +165,9 @@ def test_bag_folder_holding_a_special_file_is_refused(tmp_path):
 
 
 def test_special_files_as_weights_classes_or_import_source_are_refused(fifo, tmp_path, capsys):
-    from bisenetv2_ros.checkpoint import CheckpointError, read_checkpoint_file
     from bisenetv2_ros.classes import ClassSet
-    from bisenetv2_ros.known_weights import resolve_weights
+    from bisenetv2_ros.weights.checkpoint import CheckpointError, read_checkpoint_file
+    from bisenetv2_ros.weights.known_weights import resolve_weights
 
     with pytest.raises(CheckpointError, match=rf"^weights {fifo} is a FIFO \(named pipe\), not a regular file"):
         resolve_weights(str(fifo))

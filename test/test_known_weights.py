@@ -9,11 +9,10 @@ import pytest
 import torch
 from test_download import make_mmseg_checkpoint
 
-from bisenetv2_ros import checkpoint, cli, known_weights
-from bisenetv2_ros.checkpoint import CheckpointError, load_checkpoint
-from bisenetv2_ros.known_weights import (DEFAULT_WEIGHTS, KNOWN_WEIGHTS, PACKAGE_WEIGHTS_DIR,
-                                         open_weights)
-from bisenetv2_ros.segmenter import Segmenter
+from bisenetv2_ros.cli import commands as cli
+from bisenetv2_ros.inference.segmenter import Segmenter
+from bisenetv2_ros.weights.checkpoint import CheckpointError, load_checkpoint
+from bisenetv2_ros.weights.known_weights import DEFAULT_WEIGHTS, KNOWN_WEIGHTS, PACKAGE_WEIGHTS_DIR, open_weights
 
 
 @pytest.fixture
@@ -121,14 +120,6 @@ def test_an_unknown_dict_layout_is_refused_by_name(tmp_path):
     with pytest.raises(CheckpointError, match=r"unknown checkpoint layout, neither a bisenetv2_ros checkpoint nor "
                                               r"a known public one \(first keys: layer1.weight\)"):
         open_weights(path)
-
-
-def test_moved_names_still_import_from_checkpoint_with_a_deprecation_warning():
-    with pytest.warns(DeprecationWarning, match=r"checkpoint.load_model has moved to bisenetv2_ros.known_weights"):
-        moved = checkpoint.load_model
-    assert moved is known_weights.load_model
-    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
-        checkpoint.no_such_name  # noqa: B018
 
 
 # --------------------------------------------------------------------------------------------

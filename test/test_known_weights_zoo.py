@@ -14,12 +14,12 @@ from test_download import QuietHandler
 from test_importers import coincheung_state_dict, mmseg_state_dict
 from test_importers_v1 import coincheung_v1_state_dict, mmseg_v1_state_dict
 
-from bisenetv2_ros import cli
-from bisenetv2_ros.checkpoint import CheckpointError
 from bisenetv2_ros.class_tables import ADE20K, COCO_STUFF
-from bisenetv2_ros.download import DownloadError, download_weights
 from bisenetv2_ros.classes import CITYSCAPES
-from bisenetv2_ros.known_weights import KNOWN_WEIGHTS, open_weights
+from bisenetv2_ros.cli import commands as cli
+from bisenetv2_ros.weights.checkpoint import CheckpointError
+from bisenetv2_ros.weights.download import DownloadError, download_weights
+from bisenetv2_ros.weights.known_weights import KNOWN_WEIGHTS, open_weights
 
 PUBLIC = {name: entry for name, entry in KNOWN_WEIGHTS.items() if not entry.embedded}
 MAKERS = {"mmsegmentation": mmseg_state_dict, "mmsegmentation-bisenetv1": mmseg_v1_state_dict,

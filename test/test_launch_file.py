@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bisenetv2_ros import node_parameters
+from bisenetv2_ros.ros import parameters as node_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "segment.launch.py"
@@ -260,7 +260,7 @@ def test_cmake_generates_every_message():
 
 
 def test_package_xml_exec_depends_cover_node_imports():
-    tree = ast.parse((ROOT / "bisenetv2_ros" / "node.py").read_text())
+    tree = ast.parse((ROOT / "bisenetv2_ros" / "ros" / "node.py").read_text())
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module:

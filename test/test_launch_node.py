@@ -27,14 +27,14 @@ except PackageNotFoundError:
     pytest.skip("bisenetv2_ros is not installed in the sourced workspace: run `colcon build` first",
                 allow_module_level=True)
 
-import launch  # noqa: E402
 import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
+from conftest import make_tiny_checkpoint  # noqa: E402
 from launch.actions import IncludeLaunchDescription  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
-
-from conftest import make_tiny_checkpoint  # noqa: E402
 from ros_support import bgr_image, spin_until, use_installed_messages  # noqa: E402
+
+import launch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMERA = "/launch_test_camera"

@@ -21,10 +21,11 @@ except PackageNotFoundError:
     pytest.skip("bisenetv2_ros is not installed in the sourced workspace: run `colcon build` first",
                 allow_module_level=True)
 
-import launch  # noqa: E402
 import launch_ros.actions  # noqa: E402
 import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
+
+import launch  # noqa: E402
 
 MISSING_WEIGHTS = "/nonexistent/bisenetv2_missing.pt"
 

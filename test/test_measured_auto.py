@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from conftest import AMX_FLAGS, AVX2_FLAGS, AVX512_BF16_FLAGS
 
-from bisenetv2_ros.backends import Backend, BackendError, measured_auto
-from bisenetv2_ros.backends.background_load import BackgroundLoad
-from bisenetv2_ros.backends.measured_auto import AutoContext, Candidate, Measurement, candidates_for, choose
-from bisenetv2_ros.segmenter import Segmenter
+from bisenetv2_ros.inference import measured_auto
+from bisenetv2_ros.inference.backends import Backend, BackendError
+from bisenetv2_ros.inference.background_load import BackgroundLoad
+from bisenetv2_ros.inference.measured_auto import AutoContext, Candidate, Measurement, candidates_for, choose
+from bisenetv2_ros.inference.segmenter import Segmenter
 
 pytest.importorskip("onnxruntime", reason="the ONNX Runtime candidates need onnxruntime")
 
@@ -139,8 +140,8 @@ def test_measure_rejects_a_candidate_whose_labels_differ(monkeypatch):
 def test_near_ties_of_synthetic_frames_are_left_out_of_the_count(tiny_weights):
     import torch
 
-    from bisenetv2_ros.backends.fused import FusedSegmentation
-    from bisenetv2_ros.known_weights import load_model
+    from bisenetv2_ros.inference.fused import FusedSegmentation
+    from bisenetv2_ros.weights.known_weights import load_model
 
     model, info = load_model(tiny_weights)
     frames, source = measured_auto.check_frames(info, {}, (40, 60))
@@ -328,7 +329,7 @@ def test_background_load_is_always_stopped():
 
 
 def test_tune_caches_the_decision_the_next_start_reuses(tiny_weights, measuring, capsys):
-    from bisenetv2_ros import cli
+    from bisenetv2_ros.cli import commands as cli
 
     assert cli.main(["tune", "--weights", str(tiny_weights), "--frame-size", "48x80"]) == 0
     out = capsys.readouterr().out
@@ -344,7 +345,7 @@ def test_tune_caches_the_decision_the_next_start_reuses(tiny_weights, measuring,
 def test_benchmark_shows_the_auto_table_and_times_under_load(tiny_weights, measuring, capsys):
     import json
 
-    from bisenetv2_ros import cli
+    from bisenetv2_ros.cli import commands as cli
 
     assert cli.main(["benchmark", "--weights", str(tiny_weights), "--frame-size", "48x80", "--iters", "2",
                      "--warmup", "0", "--background-load", "1", "--json"]) == 0
@@ -372,8 +373,9 @@ def test_importing_the_package_makes_openmp_threads_wait_passively(given, expect
 
 
 def test_the_node_and_the_cli_share_one_measured_decision(tiny_weights, measuring):
-    from bisenetv2_ros import cli, node_core
-    from bisenetv2_ros.node_parameters import NodeSettings
+    from bisenetv2_ros.cli import commands as cli
+    from bisenetv2_ros.ros import pipeline as node_core
+    from bisenetv2_ros.ros.parameters import NodeSettings
 
     node_segmenter, _ = node_core.create_segmenter(NodeSettings(weights=str(tiny_weights), device="cpu"))
     assert len(measuring) == 2 and node_segmenter.auto_decision.name == "onnxruntime fp32"

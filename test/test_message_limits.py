@@ -1,6 +1,6 @@
 """Resource limits at the node's and the CLI's doors: declared sizes are checked against the limits and
 the data before anything is allocated, compressed frames by their header before decoding, and the
-memory a conversion uses stays within the bound messages.py states (a fuzz run under a memory cap)."""
+memory a conversion uses stays within the bound ros/messages.py states (a fuzz run under a memory cap)."""
 
 from __future__ import annotations
 
@@ -19,12 +19,15 @@ import cv2
 import numpy as np
 import pytest
 
-from bisenetv2_ros import image_headers, media, messages, node_core
+from bisenetv2_ros import image_headers
 from bisenetv2_ros.classes import CAMVID
+from bisenetv2_ros.cli import media
 from bisenetv2_ros.conventions import DEFAULT_MAX_INPUT_PIXELS, MAX_IMAGE_SIDE
-from bisenetv2_ros.frame_worker import FrameItem
-from bisenetv2_ros.node_parameters import NodeSettings
-from bisenetv2_ros.node_stats import CameraState
+from bisenetv2_ros.ros import messages
+from bisenetv2_ros.ros import pipeline as node_core
+from bisenetv2_ros.ros.frame_worker import FrameItem
+from bisenetv2_ros.ros.parameters import NodeSettings
+from bisenetv2_ros.ros.stats import CameraState
 
 REPO = Path(__file__).resolve().parents[1]
 FUZZ = Path(__file__).with_name("message_fuzz.py")
@@ -272,7 +275,7 @@ def test_fuzzed_messages_raise_only_conversion_errors_within_the_memory_bound():
 
 @pytest.mark.parametrize("kind", ["progressive-jpeg-444", "png"])
 def test_decoding_peak_stays_within_four_decoded_frames(tmp_path, kind):
-    """The compressed bound of messages.py, measured as resident-memory growth in a fresh process."""
+    """The compressed bound of ros/messages.py, measured as resident-memory growth in a fresh process."""
     side = 2048
     small = np.random.default_rng(5).integers(0, 256, (side // 8, side // 8, 3), dtype=np.uint8)
     pixels = cv2.resize(small, (side, side))

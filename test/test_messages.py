@@ -1,4 +1,4 @@
-"""messages.py with real ROS 2 message definitions (rosbags typestores), no ROS install needed."""
+"""ros/messages.py with real ROS 2 message definitions (rosbags typestores), no ROS install needed."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from bisenetv2_ros import messages
 from bisenetv2_ros.classes import CAMVID, colorize
+from bisenetv2_ros.ros import messages
 
 rosbags_typesys = pytest.importorskip("rosbags.typesys", reason="rosbags is needed for ROS message definitions")
 

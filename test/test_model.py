@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bisenetv2_ros.model import BiSeNetV2, BiSeNetV2Config
+from bisenetv2_ros.models.bisenetv2 import BiSeNetV2, BiSeNetV2Config
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bisenetv2_ros.backends.fused import FusedSegmentation
-from bisenetv2_ros.checkpoint import IMAGENET_NORMALIZATION
-from bisenetv2_ros.model import BiSeNetV2, BiSeNetV2Config
-from bisenetv2_ros.model_v1 import BiSeNetV1, BiSeNetV1Config
+from bisenetv2_ros.inference.fused import FusedSegmentation
+from bisenetv2_ros.models.bisenetv1 import BiSeNetV1, BiSeNetV1Config
+from bisenetv2_ros.models.bisenetv2 import BiSeNetV2, BiSeNetV2Config
+from bisenetv2_ros.weights.checkpoint import IMAGENET_NORMALIZATION
 
 
 def _randomised(model: torch.nn.Module, seed: int) -> torch.nn.Module:

@@ -4,12 +4,18 @@ of checkpoints (files written before it existed still load as BiSeNetV2)."""
 import pytest
 import torch
 
-from bisenetv2_ros.architectures import architecture_of, build_model, config_from_dict
-from bisenetv2_ros.checkpoint import Checkpoint, CheckpointError, CheckpointInfo, load_checkpoint, save_checkpoint
-from bisenetv2_ros.known_weights import PACKAGE_WEIGHTS_DIR, load_model
 from bisenetv2_ros.classes import CAMVID, ClassSet, default_palette
-from bisenetv2_ros.model import BiSeNetV2
-from bisenetv2_ros.model_v1 import BiSeNetV1, BiSeNetV1Config
+from bisenetv2_ros.models.architectures import architecture_of, build_model, config_from_dict
+from bisenetv2_ros.models.bisenetv1 import BiSeNetV1, BiSeNetV1Config
+from bisenetv2_ros.models.bisenetv2 import BiSeNetV2
+from bisenetv2_ros.weights.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointInfo,
+    load_checkpoint,
+    save_checkpoint,
+)
+from bisenetv2_ros.weights.known_weights import PACKAGE_WEIGHTS_DIR, load_model
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from ros_support import bgr_image, require_ros, spin_until, stamp_ns  # noqa: E402
 
 require_ros()
@@ -24,9 +23,9 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 from vision_msgs.msg import LabelInfo, VisionClass  # noqa: E402
 
-from bisenetv2_ros import depth_cloud, messages  # noqa: E402
 from bisenetv2_ros.classes import CAMVID, CITYSCAPES  # noqa: E402
-from bisenetv2_ros.node import SegmentationNode  # noqa: E402
+from bisenetv2_ros.ros import depth_cloud, messages  # noqa: E402
+from bisenetv2_ros.ros.node import SegmentationNode  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # The layer's subscriptions: nav2::qos::SensorDataQoS(50) and nav2::qos::LatchedSubscriptionQoS(5).

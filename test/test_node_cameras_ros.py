@@ -2,7 +2,7 @@
 (real rclpy: ROS 2 Jazzy wheels or a ROS install). Skipped without rclpy.
 
 Prints the wall time of every lifecycle transition, as seen by a client of `~/change_state`, in-process
-and with the node as its own process (`python -m bisenetv2_ros.node --lifecycle`).
+and with the node as its own process (`python -m bisenetv2_ros.ros.node --lifecycle`).
 """
 
 from __future__ import annotations
@@ -12,13 +12,11 @@ import time
 import weakref
 
 import pytest
-
 from ros_support import NodeProcess, Probe, bgr_image, require_ros, spin_until  # noqa: E402
 
 require_ros()
 
 import rclpy  # noqa: E402
-
 from builtin_interfaces.msg import Time  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
@@ -31,7 +29,7 @@ from std_msgs.msg import Header  # noqa: E402
 from vision_msgs.msg import LabelInfo  # noqa: E402
 
 from bisenetv2_ros.msg import SegmentationInfo  # noqa: E402
-from bisenetv2_ros.node import LifecycleSegmentationNode, SegmentationNode  # noqa: E402
+from bisenetv2_ros.ros.node import LifecycleSegmentationNode, SegmentationNode  # noqa: E402
 
 RELIABLE = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=10)
 LATCHED = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1,

@@ -9,13 +9,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from bisenetv2_ros import frame_worker, messages, node_core, node_stats
 from bisenetv2_ros.classes import CAMVID, ClassSet
-from bisenetv2_ros.frame_worker import FrameItem, FrameSlots
-from bisenetv2_ros.node_core import StartupError
-from bisenetv2_ros.node_stats import CameraState
-from bisenetv2_ros.node_parameters import NodeSettings
-
+from bisenetv2_ros.ros import frame_worker, messages
+from bisenetv2_ros.ros import pipeline as node_core
+from bisenetv2_ros.ros import stats as node_stats
+from bisenetv2_ros.ros.frame_worker import FrameItem, FrameSlots
+from bisenetv2_ros.ros.parameters import NodeSettings
+from bisenetv2_ros.ros.pipeline import StartupError
+from bisenetv2_ros.ros.stats import CameraState
 
 rosbags_typesys = pytest.importorskip("rosbags.typesys", reason="rosbags is needed for ROS message definitions")
 
@@ -144,7 +145,7 @@ def test_confidence_and_compressed_outputs(types, segmenter):
 def test_points_from_the_closest_depth_image(types, segmenter):
     from test_depth_cloud import camera_info, depth_image
 
-    from bisenetv2_ros import depth_cloud
+    from bisenetv2_ros.ros import depth_cloud
 
     pipeline, published, warnings, _ = make_pipeline(types, segmenter, publish_points=True, publish_confidence=True)
     camera = pipeline.cameras[0]
@@ -436,8 +437,7 @@ def gpu_visible_with_cpu_onnxruntime(monkeypatch):
     import onnxruntime
     import torch
 
-    from bisenetv2_ros import backends
-    from bisenetv2_ros.backends import torch_backend
+    from bisenetv2_ros.inference import backends, torch_backend
 
     class RecordingTorchBackend(backends.Backend):
         name = "torch"
@@ -462,7 +462,7 @@ def gpu_visible_with_cpu_onnxruntime(monkeypatch):
 @pytest.mark.parametrize("precision", ["auto", "fp32"])
 def test_node_and_cli_resolve_device_auto_alike(tiny_weights, gpu_visible_with_cpu_onnxruntime, backend, expected,
                                                 precision):
-    from bisenetv2_ros import cli
+    from bisenetv2_ros.cli import commands as cli
 
     settings = NodeSettings(weights=str(tiny_weights), backend=backend, device="auto", precision=precision)
     node_segmenter, _ = node_core.create_segmenter(settings)  # warms up: a device it cannot use fails here
@@ -476,7 +476,7 @@ def test_node_and_cli_resolve_device_auto_alike(tiny_weights, gpu_visible_with_c
 
 
 def test_device_auto_for_onnxruntime_needs_its_cuda_provider(monkeypatch):
-    from bisenetv2_ros.backends import base
+    from bisenetv2_ros.inference import backend_base as base
 
     monkeypatch.setattr(base, "cuda_available", lambda: True)
     monkeypatch.setattr(base, "onnxruntime_cuda_available", lambda: False)

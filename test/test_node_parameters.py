@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from bisenetv2_ros import node_parameters
-from bisenetv2_ros.node_parameters import NodeSettings, SettingsError
+from bisenetv2_ros.ros import parameters as node_parameters
+from bisenetv2_ros.ros.parameters import NodeSettings, SettingsError
 
 
 def test_defaults_are_valid_and_match_specs():
@@ -27,7 +27,7 @@ def test_settings_are_generated_from_the_specs():
     assert [f.name for f in dataclasses.fields(NodeSettings)] == [spec.name for spec in specs]
     assert {spec.name: getattr(settings, spec.name) for spec in specs} == {spec.name: spec.default for spec in specs}
     assert (settings.weights, settings.backend, settings.max_batch, settings.overlay_alpha) == ("camvid", "auto", 0, 0.5)
-    assert NodeSettings.__name__ == "NodeSettings" and NodeSettings.__module__ == "bisenetv2_ros.node_parameters"
+    assert NodeSettings.__name__ == "NodeSettings" and NodeSettings.__module__ == "bisenetv2_ros.ros.parameters"
     settings.cameras.append("front")  # each settings object owns its list; the spec's default stays empty
     assert NodeSettings().cameras == [] and node_parameters.SPECS_BY_NAME["cameras"].default == []
     assert settings.camera_names == ["front"]
@@ -113,7 +113,7 @@ def test_parameter_descriptions_name_commands_that_exist():
     import re
     from pathlib import Path
 
-    from bisenetv2_ros.cli import build_parser
+    from bisenetv2_ros.cli.commands import build_parser
 
     root = Path(__file__).resolve().parents[1]
     texts = [spec.description for spec in node_parameters.PARAMETER_SPECS]

@@ -1,4 +1,4 @@
-"""The segmentation node as its own process (``python -m bisenetv2_ros.node``) talking real DDS to a probe
+"""The segmentation node as its own process (``python -m bisenetv2_ros.ros.node``) talking real DDS to a probe
 node in the test: best-effort camera frames at 30 Hz in; labels, color, overlay, info, camera_info,
 label_info and diagnostics out with exact headers; runtime parameters and refusals; bad frames; SIGINT,
 SIGTERM, a repeated SIGINT; a start-up error. Cross-process latency is measured and printed
@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 import pytest
-
 from ros_support import NodeProcess, Probe, bgr_image, require_ros, stamp_ns
 
 require_ros()

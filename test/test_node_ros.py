@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import pytest
-
 from ros_support import bgr_image, require_ros, spin_until  # noqa: E402
 
 require_ros()
@@ -23,8 +22,9 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from bisenetv2_ros import node_core, node_parameters  # noqa: E402
-from bisenetv2_ros.node import SegmentationNode  # noqa: E402
+from bisenetv2_ros.ros import parameters as node_parameters
+from bisenetv2_ros.ros import pipeline as node_core  # noqa: E402
+from bisenetv2_ros.ros.node import SegmentationNode  # noqa: E402
 
 RELIABLE = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=10)
 
@@ -152,7 +152,6 @@ def test_oversized_frames_are_dropped_and_counted(make_node, probe):
     """A PNG whose header declares 20000x20000 and a raw frame with a 4 GB step: dropped, counted as
     invalid, the node unharmed; a frame within max_input_pixels still goes through."""
     import cv2
-
     from test_message_limits import png_declaring
 
     node = make_node("/limits_test", input_transport="compressed", max_input_pixels=1200)

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from bisenetv2_ros import node_stats
-from bisenetv2_ros.node_stats import NodeStats
+from bisenetv2_ros.ros import stats as node_stats
+from bisenetv2_ros.ros.stats import NodeStats
 
 
 class FakeClock:

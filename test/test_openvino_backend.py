@@ -9,16 +9,16 @@ import sys
 import numpy as np
 import pytest
 import torch
-
-from bisenetv2_ros.backends import BackendError, cpu, openvino_importable
-from bisenetv2_ros.backends.cpu import auto_precision, cpu_info, native_bf16
-from bisenetv2_ros.backends.fused import FusedSegmentation
-from bisenetv2_ros.known_weights import load_model
-from bisenetv2_ros.segmenter import Segmenter
-
 from conftest import CAMVID_DIR
 from test_backends import random_frames, reference_labels
 from test_calibration_table import _camvid_frames_or_synthetic
+
+from bisenetv2_ros.inference import cpu
+from bisenetv2_ros.inference.backends import BackendError, openvino_importable
+from bisenetv2_ros.inference.cpu import auto_precision, cpu_info, native_bf16
+from bisenetv2_ros.inference.fused import FusedSegmentation
+from bisenetv2_ros.inference.segmenter import Segmenter
+from bisenetv2_ros.weights.known_weights import load_model
 
 HERE = cpu_info()
 needs_openvino = pytest.mark.skipif(not openvino_importable(), reason="openvino is not installed (pip install openvino)")

@@ -12,13 +12,19 @@ from pathlib import Path
 import cv2
 import pytest
 import torch
-
-from bisenetv2_ros import cli
-from bisenetv2_ros.checkpoint import load_checkpoint, save_checkpoint
-from bisenetv2_ros.output_safety import (FILE_RECORDS, FOLDER_RECORD, UnsafeOutput, check_output, check_run_folder,
-                                         distinct_names)
 from conftest import make_tiny_checkpoint
 from test_cli import random_bgr, segment_args
+
+from bisenetv2_ros.cli import commands as cli
+from bisenetv2_ros.output_safety import (
+    FILE_RECORDS,
+    FOLDER_RECORD,
+    UnsafeOutput,
+    check_output,
+    check_run_folder,
+    distinct_names,
+)
+from bisenetv2_ros.weights.checkpoint import load_checkpoint, save_checkpoint
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -210,6 +216,7 @@ def test_run_folder_rule(tmp_path):
 
 def test_training_refuses_an_existing_run_and_keeps_a_better_best(tmp_path, capsys):
     from test_training import _synthetic_folder, _tiny_config
+
     from training import train
 
     data = _synthetic_folder(tmp_path / "data", count=4)
@@ -238,7 +245,7 @@ def test_training_refuses_an_existing_run_and_keeps_a_better_best(tmp_path, caps
 
 
 def train_script(argv: list[str]) -> int:
-    from bisenetv2_ros.cli_args import run_script
+    from bisenetv2_ros.cli.arguments import run_script
     from training import train
 
     return run_script("training/train.py", train.main, argv)

@@ -7,10 +7,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import make_tiny_checkpoint
 
 from bisenetv2_ros.classes import CAMVID, IGNORE_INDEX
-from bisenetv2_ros.segmenter import Segmenter
-from conftest import make_tiny_checkpoint
+from bisenetv2_ros.inference.segmenter import Segmenter
 from training.overlays import GAP, TITLE_HEIGHT, compose, frame_panels, legend, main, spread_indices
 
 

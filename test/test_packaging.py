@@ -106,7 +106,7 @@ def test_rviz2_is_optional(manifest):
 
 
 # torch.onnx.export(dynamo=...) arrived in 2.5 (the ONNX exporter's maintainer in huggingface/optimum#2026:
-# "PyTorch 2.5 introduces the torch.onnx.export(..., dynamo=True) option"); export.py also passes
+# "PyTorch 2.5 introduces the torch.onnx.export(..., dynamo=True) option"); cli/export.py also passes
 # optimize= and uses torch.export.Dim.DYNAMIC, both in 2.6.
 DYNAMO_EXPORT_TORCH = (2, 5)
 
@@ -128,13 +128,13 @@ def test_torch_floor_has_onnx_export_with_dynamo(pyproject):
     import inspect
 
     assert "dynamo" in inspect.signature(torch.onnx.export).parameters
-    code = (ROOT / PACKAGE / "backends" / "onnx_graph.py").read_text()  # the ONNX graph builder
+    code = (ROOT / PACKAGE / "inference" / "onnx_graph.py").read_text()  # the ONNX graph builder
     assert "dynamo=True" in code and "Dim.DYNAMIC" in code and floor >= (2, 6)
 
 
 def test_pyproject_installs_the_cli_and_the_packaged_weights(pyproject):
     assert pyproject["build-system"]["build-backend"] == "setuptools.build_meta"
-    assert pyproject["project"]["scripts"] == {"bisenetv2": "bisenetv2_ros.cli:main"}
+    assert pyproject["project"]["scripts"] == {"bisenetv2": "bisenetv2_ros.cli.commands:main"}
     assert pyproject["tool"]["setuptools"]["package-data"] == {PACKAGE: ["weights/*.pt"]}
     assert list((ROOT / PACKAGE / "weights").glob("*.pt")), "the embedded weights are missing"
     assert (ROOT / "setup.py").read_text().count("setup()") == 1  # the shim, no second copy of metadata
@@ -267,15 +267,17 @@ def test_blocker_really_blocks_ros():
 @pytest.fixture(scope="module")
 def ros_free_imports() -> dict:
     """Imports the core, then every other module but the node, in one subprocess with ROS blocked."""
-    others = sorted(
-        f"{PACKAGE}.{p.stem}" for p in (ROOT / PACKAGE).glob("*.py") if p.stem not in ("node", "__init__")
-    )
+    # every module of every subpackage but the rclpy ones (ros/node.py and its 0.1 alias) and rosidl's msg
+    names = (".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+             for p in (ROOT / PACKAGE).rglob("*.py"))
+    others = sorted(n for n in names if n not in (PACKAGE, f"{PACKAGE}.node", f"{PACKAGE}.ros.node")
+                    and not n.startswith(f"{PACKAGE}.msg"))
     result = _run_python(
         "import importlib, json\n"
         "def loaded(names):\n"
         "    return sorted(m for m in sys.modules if m.split('.')[0] in names)\n"
-        "import bisenetv2_ros.model, bisenetv2_ros.checkpoint, bisenetv2_ros.segmenter, "
-        "bisenetv2_ros.classes, bisenetv2_ros.report\n"
+        "import bisenetv2_ros.models.bisenetv2, bisenetv2_ros.weights.checkpoint, bisenetv2_ros.inference.segmenter, "
+        "bisenetv2_ros.classes, bisenetv2_ros.cli.report\n"
         f"core = {{'ros': loaded({ROS_MODULES!r}), "
         "'heavy': loaded(('tensorrt', 'onnxruntime', 'rosbags', 'torchvision'))}\n"
         f"for name in {others!r}:\n"
@@ -291,8 +293,9 @@ def test_core_imports_without_ros(ros_free_imports):
 
 
 def test_every_module_but_the_node_imports_without_ros(ros_free_imports):
-    # node.py is the only module that may import rclpy (thin ROS layer); everything else is ROS-free.
-    assert f"{PACKAGE}.report" in ros_free_imports["modules"]
+    # ros/node.py is the only module that may import rclpy (thin ROS layer); everything else is ROS-free.
+    assert {f"{PACKAGE}.cli.report", f"{PACKAGE}.ros.pipeline", f"{PACKAGE}.inference.backends"} <= set(
+        ros_free_imports["modules"])
     assert ros_free_imports["all"]["ros"] == []
 
 

@@ -8,15 +8,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_drive_split import _fake_camvid
 
-from bisenetv2_ros.checkpoint import (IMAGENET_NORMALIZATION, Checkpoint, CheckpointInfo, load_checkpoint,
-                                      save_checkpoint)
 from bisenetv2_ros.classes import CAMVID
-from bisenetv2_ros.model import BiSeNetV2, BiSeNetV2Config
+from bisenetv2_ros.models.bisenetv2 import BiSeNetV2, BiSeNetV2Config
+from bisenetv2_ros.weights.checkpoint import (
+    IMAGENET_NORMALIZATION,
+    Checkpoint,
+    CheckpointInfo,
+    load_checkpoint,
+    save_checkpoint,
+)
 from training.config import TrainConfig
 from training.lineage import LINEAGE_KEY, PARENT_KEY, describe, lineage_of, weights_lineage
-from training.promote import KNOWN_WEIGHTS_FILE, apply_entry_update, main as promote
-from test_drive_split import _fake_camvid
+from training.promote import KNOWN_WEIGHTS_FILE, apply_entry_update
+from training.promote import main as promote
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,12 +126,12 @@ def test_a_new_resolution_is_printed_and_applied_to_the_known_weights_entry(camv
     before = entries.read_text()
     assert _promote(candidate, camvid_root, tmp_path / "a.pt", "--known-weights", str(entries)) == 0
     out = capsys.readouterr().out
-    assert "known_weights.py: change bisenetv2_ros/known_weights.py, KNOWN_WEIGHTS['camvid']: info=CheckpointInfo(" \
+    assert "weights/known_weights.py: change bisenetv2_ros/weights/known_weights.py, KNOWN_WEIGHTS['camvid']: info=CheckpointInfo(" \
            "CAMVID, IMAGENET_NORMALIZATION, (48, 64)" in out and "--update-known-weights" in out
     assert entries.read_text() == before  # only printed without the flag
     assert _promote(candidate, camvid_root, tmp_path / "b.pt", "--known-weights", str(entries),
                     "--update-known-weights") == 0
-    assert f"known_weights.py: updated {entries}" in capsys.readouterr().out
+    assert f"weights/known_weights.py: updated {entries}" in capsys.readouterr().out
     after = entries.read_text()
     changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
     assert len(changed) == 1 and 'info=CheckpointInfo(CAMVID, IMAGENET_NORMALIZATION, (48, 64), "camvid")' in changed[0][1]

@@ -13,10 +13,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bisenetv2_ros.checkpoint import CITYSCAPES_NORMALIZATION, IMAGENET_NORMALIZATION
-from bisenetv2_ros.model import BiSeNetV2, BiSeNetV2Config
-from training.protocols import (CoinCheungSettings, MmsegSettings, choose_protocol, coincheung_probabilities,
-                                mmseg_probabilities, mmseg_rescale_size, publisher_miou, publisher_predictor)
+from bisenetv2_ros.models.bisenetv2 import BiSeNetV2, BiSeNetV2Config
+from bisenetv2_ros.weights.checkpoint import CITYSCAPES_NORMALIZATION, IMAGENET_NORMALIZATION
+from training.protocols import (
+    CoinCheungSettings,
+    MmsegSettings,
+    choose_protocol,
+    coincheung_probabilities,
+    mmseg_probabilities,
+    mmseg_rescale_size,
+    publisher_miou,
+    publisher_predictor,
+)
 
 torch.set_num_threads(1)
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_training import _tiny_config, stripes  # noqa: F401  (the stripes fixture)
 
 from bisenetv2_ros.classes import CAMVID, IGNORE_INDEX
 from training.config import TrainConfig
 from training.copy_paste import RareClassPaste
 from training.datasets import DatasetError, TrainTransform, rare_class_ids
 from training.train import Trainer
-from test_training import _tiny_config, stripes  # noqa: F401  (the stripes fixture)
 
 CROP = (32, 48)
 

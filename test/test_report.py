@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from bisenetv2_ros.model import BiSeNetV2, BiSeNetV2Config
-from bisenetv2_ros.report import add_arguments, count_macs, count_parameters, format_report, model_report, run
+from bisenetv2_ros.cli.report import add_arguments, count_macs, count_parameters, format_report, model_report, run
+from bisenetv2_ros.models.bisenetv2 import BiSeNetV2, BiSeNetV2Config
 
 H, W = 512, 1024  # the paper's 1024 x 512 (width x height)
 

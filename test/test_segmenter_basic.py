@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from bisenetv2_ros.segmenter import Segmenter
+from bisenetv2_ros.inference.segmenter import Segmenter
 
 
 def test_segment_returns_labels_at_frame_size(tiny_weights):

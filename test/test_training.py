@@ -11,12 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from bisenetv2_ros.checkpoint import load_checkpoint
-from bisenetv2_ros.known_weights import load_model
 from bisenetv2_ros.classes import IGNORE_INDEX
-from bisenetv2_ros.model import BiSeNetV2, BiSeNetV2Config
+from bisenetv2_ros.models.bisenetv2 import BiSeNetV2, BiSeNetV2Config
+from bisenetv2_ros.weights.checkpoint import load_checkpoint
+from bisenetv2_ros.weights.known_weights import load_model
 from training.config import TrainConfig, load_config
-from training.export import main as export_main, run as export_run
+from training.export import main as export_main
+from training.export import run as export_run
 from training.losses import BoosterLoss, OhemCrossEntropy, ohem_keep_mask
 from training.train import Trainer, param_groups, poly_lambda
 
@@ -215,6 +216,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, data_root: str, out_dir: 
 @pytest.mark.slow  # two processes: ~25 s on a busy 2-core box
 def test_two_process_ddp_keeps_replicas_identical(stripes, tmp_path):
     import socket
+
     import torch.multiprocessing as mp
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -330,8 +332,8 @@ def test_every_shipped_config_loads_and_writes_under_runs(path):
 def test_model_section_lists_the_network_configs_fields_once():
     import dataclasses
 
-    from bisenetv2_ros.model import BiSeNetV2Config
-    from bisenetv2_ros.model_v1 import BiSeNetV1Config
+    from bisenetv2_ros.models.bisenetv1 import BiSeNetV1Config
+    from bisenetv2_ros.models.bisenetv2 import BiSeNetV2Config
     from training.config import ModelSection
 
     section_keys = {f.name for f in dataclasses.fields(ModelSection)}

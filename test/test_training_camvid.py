@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bisenetv2_ros.checkpoint import load_checkpoint
+from bisenetv2_ros.weights.checkpoint import load_checkpoint
 from training.config import TrainConfig
 from training.train import Trainer
 

@@ -1,4 +1,4 @@
-"""Offline test-time augmentation (bisenetv2_ros.tta): Segmenter(tta=...), `segment --tta`, `evaluate.py --tta`."""
+"""Offline test-time augmentation (bisenetv2_ros.inference.tta): Segmenter(tta=...), `segment --tta`, `evaluate.py --tta`."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bisenetv2_ros import cli
-from bisenetv2_ros.backends import BackendError
-from bisenetv2_ros.backends.fused import FusedSegmentation
-from bisenetv2_ros.checkpoint import IMAGENET_NORMALIZATION
-from bisenetv2_ros.segmenter import Segmenter
-from bisenetv2_ros.tta import DEFAULT_TTA_SCALES, TTASettings, parse_scales, tta_scores
+from bisenetv2_ros.cli import commands as cli
+from bisenetv2_ros.inference.backends import BackendError
+from bisenetv2_ros.inference.fused import FusedSegmentation
+from bisenetv2_ros.inference.segmenter import Segmenter
+from bisenetv2_ros.inference.tta import DEFAULT_TTA_SCALES, TTASettings, parse_scales, tta_scores
+from bisenetv2_ros.weights.checkpoint import IMAGENET_NORMALIZATION
 from training.evaluate import main as evaluate_main
 
 
@@ -109,7 +109,7 @@ def test_backends_without_logits_and_bad_tta_values_are_refused(tiny_weights):
     with pytest.raises(BackendError, match=r"test-time augmentation needs the network's logits, which the onnxruntime "
                                            r"backend does not return .*use backend 'torch'"):
         Segmenter(tiny_weights, backend="onnxruntime", device="cpu", precision="fp32", tta=TTASettings())
-    with pytest.raises(ValueError, match=r"tta must be a TTASettings \(bisenetv2_ros.tta\) or None, got tuple"):
+    with pytest.raises(ValueError, match=r"tta must be a TTASettings \(bisenetv2_ros.inference.tta\) or None, got tuple"):
         Segmenter(tiny_weights, backend="torch", tta=(1.0,))
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from bisenetv2_ros.checkpoint import load_checkpoint
 from conftest import make_tiny_checkpoint
+from test_training import _tiny_config, stripes  # noqa: F401  (the stripes fixture)
+
+from bisenetv2_ros.weights.checkpoint import load_checkpoint
 from training.export import main as export_main
 from training.train import Trainer
-from test_training import _tiny_config, stripes  # noqa: F401  (the stripes fixture)
 
 
 @pytest.fixture(scope="module")

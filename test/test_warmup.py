@@ -10,11 +10,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from bisenetv2_ros import node_core, warmup
 from bisenetv2_ros.classes import CAMVID
-from bisenetv2_ros.node_parameters import NodeSettings, SettingsError
-from bisenetv2_ros.node_stats import CameraState
-from bisenetv2_ros.warmup import MAX_REMEMBERED, RememberedShapes, WarmupShape, planned_shapes
+from bisenetv2_ros.ros import pipeline as node_core
+from bisenetv2_ros.ros import warmup
+from bisenetv2_ros.ros.parameters import NodeSettings, SettingsError
+from bisenetv2_ros.ros.stats import CameraState
+from bisenetv2_ros.ros.warmup import MAX_REMEMBERED, RememberedShapes, WarmupShape, planned_shapes
 
 
 def test_declared_sizes_are_checked_with_one_clear_line():
@@ -91,7 +92,7 @@ def test_the_pipeline_reports_each_shape_it_was_not_warmed_for_once(types):
         CountingSegmenter(), CAMVID, NodeSettings(weights="tiny", publish_color=False), [camera],
         image_type=types["sensor_msgs/msg/Image"], info_type=types["bisenetv2_ros/msg/SegmentationInfo"],
         warmed=[WarmupShape(1, 24, 32, "bgr")], on_new_shape=lambda shape, ms: new_shapes.append(shape))
-    from bisenetv2_ros.frame_worker import FrameItem
+    from bisenetv2_ros.ros.frame_worker import FrameItem
 
     for msg in (image(types), image(types, 30, 40), image(types, 30, 40), image(types, 30, 40, "rgb8")):
         assert pipeline.process(FrameItem(msg, 0.0)), msg.encoding
@@ -101,7 +102,7 @@ def test_the_pipeline_reports_each_shape_it_was_not_warmed_for_once(types):
 @pytest.fixture(scope="module")
 def types():
     rosbags_typesys = pytest.importorskip("rosbags.typesys", reason="rosbags is needed for ROS message definitions")
-    from bisenetv2_ros import messages
+    from bisenetv2_ros.ros import messages
 
     store = rosbags_typesys.get_typestore(rosbags_typesys.Stores.ROS2_JAZZY)
     return messages.register_rosbags_types(store).types

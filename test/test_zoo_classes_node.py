@@ -10,12 +10,14 @@ import pytest
 import torch
 from test_importers import coincheung_state_dict
 
-from bisenetv2_ros import cli, messages, node_core
 from bisenetv2_ros.class_tables import COCO_STUFF
-from bisenetv2_ros.frame_worker import FrameItem
-from bisenetv2_ros.known_weights import KNOWN_WEIGHTS
-from bisenetv2_ros.node_parameters import NodeSettings
-from bisenetv2_ros.node_stats import CameraState
+from bisenetv2_ros.cli import commands as cli
+from bisenetv2_ros.ros import messages
+from bisenetv2_ros.ros import pipeline as node_core
+from bisenetv2_ros.ros.frame_worker import FrameItem
+from bisenetv2_ros.ros.parameters import NodeSettings
+from bisenetv2_ros.ros.stats import CameraState
+from bisenetv2_ros.weights.known_weights import KNOWN_WEIGHTS
 
 rosbags_typesys = pytest.importorskip("rosbags.typesys", reason="rosbags is needed for ROS message definitions")
 NAME = "coincheung-v2-coco-stuff"

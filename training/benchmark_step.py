@@ -23,9 +23,14 @@ from typing import Sequence
 
 import torch
 
-from bisenetv2_ros.cli_args import (add_debug_flag, add_size_accepting_two_numbers, non_negative_int, positive_int,
-                                    run_script)
-from bisenetv2_ros.model import BiSeNetV2, BiSeNetV2Config
+from bisenetv2_ros.cli.arguments import (
+    add_debug_flag,
+    add_size_accepting_two_numbers,
+    non_negative_int,
+    positive_int,
+    run_script,
+)
+from bisenetv2_ros.models.bisenetv2 import BiSeNetV2, BiSeNetV2Config
 from training.losses import BoosterLoss, OhemCrossEntropy
 from training.train import cpu_has_native_bf16, param_groups
 

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bisenetv2_ros.backends.fused import FusedSegmentation, top_class_confidence
-from bisenetv2_ros.cli_args import size_or_comma
-from bisenetv2_ros.known_weights import DEFAULT_WEIGHTS, load_model
-from bisenetv2_ros.media import list_images
+from bisenetv2_ros.cli.arguments import size_or_comma
+from bisenetv2_ros.cli.media import list_images
+from bisenetv2_ros.inference.fused import FusedSegmentation, top_class_confidence
+from bisenetv2_ros.weights.known_weights import DEFAULT_WEIGHTS, load_model
 
 
 def main() -> None:
@@ -71,7 +71,7 @@ def main() -> None:
 
 def time_variants(args) -> None:
     """Labels only, confidence at 1/8 (shipped), confidence at frame size: interleaved, p50 and min."""
-    from bisenetv2_ros.segmenter import Segmenter
+    from bisenetv2_ros.inference.segmenter import Segmenter
 
     seg = Segmenter(args.weights, backend="torch", device="cpu", precision=args.precision)
     plain, with_confidence = seg.backend.pipeline("rgb"), seg.backend.pipeline("rgb", confidence=True)

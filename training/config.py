@@ -15,8 +15,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from bisenetv2_ros.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, ModelConfig
 from bisenetv2_ros.conventions import IMAGENET_MEAN, IMAGENET_STD
+from bisenetv2_ros.models.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, ModelConfig
 
 
 def _model_field_owners() -> dict[str, type]:
@@ -47,7 +47,7 @@ def _given(self) -> dict[str, Any]:
 
 
 # The `model:` section: `architecture` (bisenetv2 | bisenetv1; train.py --model) and any field of that
-# architecture's config (model.BiSeNetV2Config, model_v1.BiSeNetV1Config), generated from them so the
+# architecture's config (models.bisenetv2.BiSeNetV2Config, models.bisenetv1.BiSeNetV1Config), generated from them so the
 # network's options are listed once. A key left out (null) keeps the config's default.
 ModelSection = dataclasses.make_dataclass(
     "ModelSection",

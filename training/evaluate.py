@@ -6,8 +6,8 @@ paper's resolution. The default (``project``) is described here:
 
 The project protocol (the paper's, Sec. 5, at the checkpoint's resolution): each full-resolution frame
 is resized to the model resolution and the logits are upsampled straight back to the full resolution -- exactly what
-``bisenetv2_ros.segmenter.Segmenter`` does, which every evaluation here goes through. Flip and
-multi-scale testing (``--tta``, ``--flip``, ``--scales``) run ``bisenetv2_ros.tta`` on the torch
+``bisenetv2_ros.inference.segmenter.Segmenter`` does, which every evaluation here goes through. Flip and
+multi-scale testing (``--tta``, ``--flip``, ``--scales``) run ``bisenetv2_ros.inference.tta`` on the torch
 backend, as ``bisenetv2 segment --tta`` does; ``predict_logits`` (validation during training) uses the
 same code on the training model.
 
@@ -31,14 +31,19 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from bisenetv2_ros.backends.fused import FusedSegmentation
-from bisenetv2_ros.checkpoint import Normalization
-from bisenetv2_ros.cli_args import (add_debug_flag, add_size_accepting_two_numbers, positive_float, positive_int,
-                                    run_script)
 from bisenetv2_ros.classes import IGNORE_INDEX
+from bisenetv2_ros.cli.arguments import (
+    add_debug_flag,
+    add_size_accepting_two_numbers,
+    positive_float,
+    positive_int,
+    run_script,
+)
 from bisenetv2_ros.fileio import write_atomic
+from bisenetv2_ros.inference.fused import FusedSegmentation
+from bisenetv2_ros.inference.tta import DEFAULT_TTA_SCALES, TTASettings, tta_scores
 from bisenetv2_ros.output_safety import check_output, record_file
-from bisenetv2_ros.tta import DEFAULT_TTA_SCALES, TTASettings, tta_scores
+from bisenetv2_ros.weights.checkpoint import Normalization
 from training.protocols import COINCHEUNG_MODES, PROTOCOLS, choose_protocol, publisher_miou, publisher_predictor
 
 DATASET_KINDS = ("cityscapes", "camvid", "folder", "coco-stuff", "ade20k")
@@ -106,7 +111,7 @@ def predict_logits(model: torch.nn.Module, frames: np.ndarray, input_size: Seque
     """NxHxWx3 uint8 RGB frames -> N x C x H x W scores at the frame resolution (eval-mode ``model``).
 
     Same pre-processing as Segmenter; one view gives its logits, flip / several scales the mean softmax
-    (``bisenetv2_ros.tta.tta_scores``, the implementation ``segment --tta`` runs too).
+    (``bisenetv2_ros.inference.tta.tta_scores``, the implementation ``segment --tta`` runs too).
     """
     fused = FusedSegmentation(model, normalization, tuple(input_size), "rgb").to(device)
     frames = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
@@ -223,9 +228,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from bisenetv2_ros.weights.known_weights import open_weights
     from training.datasets import build_dataset
-
-    from bisenetv2_ros.known_weights import open_weights
 
     dataset = build_dataset(args.dataset, args.root, args.split, args.classes_file)
     weights = open_weights(args.weights)  # read once, even for a second (reference) Segmenter
@@ -243,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             parser.error(f"--protocol {args.protocol} has its own scales and flip (--ms-flip, --coincheung-eval); "
                          f"--tta/--flip/--scales belong to the project protocol")
         return _evaluate_publisher(args, choice, weights, dataset)
-    from bisenetv2_ros.segmenter import Segmenter
+    from bisenetv2_ros.inference.segmenter import Segmenter
 
     scales = args.scales or (list(DEFAULT_TTA_SCALES) if args.tta else [1.0])
     flip = args.flip or args.tta

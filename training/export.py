@@ -7,7 +7,7 @@ What this adds to ``bisenetv2 export``: the deployment checkpoint keeps the clas
 training resolution and metrics (val mIoU, ...) of the training checkpoint; ``--metrics result.json``
 (from training/evaluate.py) adds a full evaluation, ``--metric key=value`` single figures, ``--note
 key=value`` provenance. The ONNX and engine flags, and the all-or-nothing writing, are the package's
-(``bisenetv2_ros.export``). Older flags still work with a note: ``--onnx-input-size H W`` (now
+(``bisenetv2_ros.cli.export``). Older flags still work with a note: ``--onnx-input-size H W`` (now
 ``--input-size HxW``), ``--tensorrt CACHE_DIR`` (now ``--engine``), ``--engine-precision`` (now ``--precision``).
 """
 
@@ -24,9 +24,9 @@ import dataclasses
 import json
 from typing import Sequence
 
-from bisenetv2_ros import export as package_export
-from bisenetv2_ros.checkpoint import Checkpoint, load_checkpoint
-from bisenetv2_ros.cli_args import add_debug_flag, run_script
+from bisenetv2_ros.cli import export as package_export
+from bisenetv2_ros.cli.arguments import add_debug_flag, run_script
+from bisenetv2_ros.weights.checkpoint import Checkpoint, load_checkpoint
 
 PROG = "training/export.py"
 

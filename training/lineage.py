@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bisenetv2_ros.checkpoint import Checkpoint
 from bisenetv2_ros.fileio import file_sha256
+from bisenetv2_ros.weights.checkpoint import Checkpoint
 
 LINEAGE_KEY = "lineage"
 PARENT_KEY = "parent_lineage"
@@ -71,7 +71,7 @@ def lineage_of(checkpoint: Checkpoint, source: str) -> list[dict[str, Any]]:
         if stored:
             parents = json.loads(stored)
         else:
-            from bisenetv2_ros.known_weights import open_weights
+            from bisenetv2_ros.weights.known_weights import open_weights
 
             try:
                 opened = open_weights(record["init_weights"])

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from bisenetv2_ros.classes import IGNORE_INDEX, ClassSet
-from bisenetv2_ros.cli_args import add_debug_flag, positive_int, run_script
+from bisenetv2_ros.cli.arguments import add_debug_flag, positive_int, run_script
 from bisenetv2_ros.output_safety import check_output, record_file
 
 PROG = "training/overlays.py"
@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     if not 1 <= args.quality <= 100:
         parser.error(f"--quality must be in 1..100, got {args.quality}")
 
-    from bisenetv2_ros.segmenter import Segmenter
+    from bisenetv2_ros.inference.segmenter import Segmenter
     from training.datasets import build_dataset
 
     dataset = build_dataset(args.dataset, args.root, args.split, args.classes_file)

@@ -7,10 +7,10 @@ current default on drive_val (the drive-disjoint CamVid split) and on val throug
 pipeline, and replace bisenetv2_ros/weights/bisenetv2_camvid.pt only when the candidate's drive_val
 mIoU is higher (``--force`` overrides). The shipped file stores both evaluations as metrics
 (drive_val_miou, val_miou, per-class IoU), the int8 activation ranges measured on the training
-frames (``backends/calibration_table.py``; numbers only, no frames ship) and the lineage of its
+frames (``inference/calibration_table.py``; numbers only, no frames ship) and the lineage of its
 weights (``training/lineage.py``: the chain of runs -- config, iterations, seed -- through every warm
 restart). The script then prints what
-must change in ``bisenetv2_ros/known_weights.py`` (the ``camvid`` entry's resolution, when the
+must change in ``bisenetv2_ros/weights/known_weights.py`` (the ``camvid`` entry's resolution, when the
 candidate runs at another one; ``--update-known-weights`` applies it) and the README table rows.
 """
 
@@ -29,12 +29,12 @@ import shutil
 import tempfile
 from typing import Sequence
 
-from bisenetv2_ros.backends.calibration_store import calibrate_checkpoint_file
-from bisenetv2_ros.backends.calibration_table import summary
-from bisenetv2_ros.backends.int8 import training_calibration
-from bisenetv2_ros.checkpoint import load_checkpoint, save_checkpoint
-from bisenetv2_ros.cli_args import add_debug_flag, positive_int, run_script
-from bisenetv2_ros.known_weights import DEFAULT_WEIGHTS, KNOWN_WEIGHTS
+from bisenetv2_ros.cli.arguments import add_debug_flag, positive_int, run_script
+from bisenetv2_ros.inference.calibration_store import calibrate_checkpoint_file
+from bisenetv2_ros.inference.calibration_table import summary
+from bisenetv2_ros.inference.int8 import training_calibration
+from bisenetv2_ros.weights.checkpoint import load_checkpoint, save_checkpoint
+from bisenetv2_ros.weights.known_weights import DEFAULT_WEIGHTS, KNOWN_WEIGHTS
 from training import evaluate
 from training.export import evaluation_metrics, to_deploy
 from training.lineage import LINEAGE_KEY, describe, lineage_of
@@ -42,8 +42,8 @@ from training.lineage import LINEAGE_KEY, describe, lineage_of
 REPO = Path(__file__).resolve().parents[1]
 SELECTION_SPLIT = "drive_val"
 REPORT_SPLITS = ("drive_val", "val")
-KNOWN_WEIGHTS_FILE = REPO / "bisenetv2_ros" / "known_weights.py"
-# The default's entry in known_weights.py; group 2 is its training resolution.
+KNOWN_WEIGHTS_FILE = REPO / "bisenetv2_ros" / "weights" / "known_weights.py"
+# The default's entry in weights/known_weights.py; group 2 is its training resolution.
 ENTRY_PATTERN = re.compile(r'(info=CheckpointInfo\(CAMVID, IMAGENET_NORMALIZATION, )(\(\d+, \d+\))(, "camvid"\))')
 
 
@@ -55,11 +55,11 @@ def evaluate_file(weights: str, root: str, split: str, folder: Path, threads: in
 
 
 def entry_update(resolution: Sequence[int]) -> str | None:
-    """The known_weights.py change the new file needs, or None when the named entry already matches."""
+    """The weights/known_weights.py change the new file needs, or None when the named entry already matches."""
     entry = KNOWN_WEIGHTS[DEFAULT_WEIGHTS]
     if tuple(entry.info.train_resolution or ()) == tuple(resolution):
         return None
-    return (f"bisenetv2_ros/known_weights.py, KNOWN_WEIGHTS['{DEFAULT_WEIGHTS}']: "
+    return (f"bisenetv2_ros/weights/known_weights.py, KNOWN_WEIGHTS['{DEFAULT_WEIGHTS}']: "
             f"info=CheckpointInfo(CAMVID, IMAGENET_NORMALIZATION, {tuple(resolution)}, \"camvid\") "
             f"(now {entry.info.train_resolution})")
 
@@ -76,7 +76,7 @@ def per_class_table(results: dict[str, dict]) -> list[str]:
 
 
 def apply_entry_update(resolution: Sequence[int], path: Path = KNOWN_WEIGHTS_FILE) -> None:
-    """Writes the new training resolution into the default's entry of known_weights.py."""
+    """Writes the new training resolution into the default's entry of weights/known_weights.py."""
     text = path.read_text()
     found = ENTRY_PATTERN.findall(text)
     if len(found) != 1:
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="write even if the candidate does not beat the baseline")
     parser.add_argument("--threads", type=positive_int, default=None)
     parser.add_argument("--update-known-weights", action="store_true",
-                        help="also write a changed resolution into the default's entry of known_weights.py")
+                        help="also write a changed resolution into the default's entry of weights/known_weights.py")
     parser.add_argument("--known-weights", type=Path, default=KNOWN_WEIGHTS_FILE, help=argparse.SUPPRESS)
     add_debug_flag(parser)
     args = parser.parse_args(argv)
@@ -137,9 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     change = entry_update(deploy.info.train_resolution)
     if change and args.update_known_weights:
         apply_entry_update(deploy.info.train_resolution, args.known_weights)
-        print(f"known_weights.py: updated {args.known_weights}: {change}")
+        print(f"weights/known_weights.py: updated {args.known_weights}: {change}")
     else:
-        print("known_weights.py: " + (f"change {change} (or rerun with --update-known-weights)" if change
+        print("weights/known_weights.py: " + (f"change {change} (or rerun with --update-known-weights)" if change
                                       else "the named entry already matches"))
     print("README per-class table (IoU in %):")
     print("\n".join(per_class_table(results)))

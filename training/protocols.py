@@ -42,8 +42,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bisenetv2_ros.checkpoint import Normalization
 from bisenetv2_ros.conventions import normalization_scale_shift
+from bisenetv2_ros.weights.checkpoint import Normalization
 
 PROTOCOLS = ("project", "paper", "mmseg", "coincheung")
 MS_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # both publishers' multi-scale factors

@@ -39,20 +39,33 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
-from bisenetv2_ros.checkpoint import (Checkpoint, CheckpointInfo, Normalization, load_checkpoint,
-                                     load_state_dict_strict, save_checkpoint)
-from bisenetv2_ros.architectures import ModelConfig, build_model
-from bisenetv2_ros.cli_args import add_debug_flag, run_script
-from bisenetv2_ros.known_weights import open_weights
+from bisenetv2_ros.cli.arguments import add_debug_flag, run_script
+from bisenetv2_ros.models.architectures import ModelConfig, build_model
 from bisenetv2_ros.output_safety import check_run_folder
+from bisenetv2_ros.weights.checkpoint import (
+    Checkpoint,
+    CheckpointInfo,
+    Normalization,
+    load_checkpoint,
+    load_state_dict_strict,
+    save_checkpoint,
+)
+from bisenetv2_ros.weights.known_weights import open_weights
 from training.config import TrainConfig, load_config
 from training.copy_paste import RareClassPaste
-from training.lineage import PARENT_KEY, weights_lineage
-from training.datasets import (PhotometricJitter, rare_class_ids, ResumableSampler, TrainTransform, build_dataset, label_histogram,
-                               median_frequency_weights, require_labelled_pixels)
+from training.datasets import (
+    PhotometricJitter,
+    ResumableSampler,
+    TrainTransform,
+    build_dataset,
+    label_histogram,
+    median_frequency_weights,
+    rare_class_ids,
+    require_labelled_pixels,
+)
 from training.evaluate import evaluate_model, format_table
+from training.lineage import PARENT_KEY, weights_lineage
 from training.losses import BoosterLoss, OhemCrossEntropy
-
 
 # --------------------------------------------------------------------------------------------
 # Building blocks

@@ -1,0 +1,89 @@
+"""Measures a checkpoint's int8 calibration table (``calibration_table.py``) and stores it in the file.
+
+Used by ``bisenetv2 export`` (deploy checkpoints) and ``training/promote.py`` (the embedded default):
+the ranges are measured on the checkpoint's training frames (or a folder the user gives), on the
+weights exactly as stored, so ``int8`` later needs no frames at all.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from .calibration_table import network_fingerprint, summary, table_from_ranges, usable_table
+
+
+def measure_calibration_table(model, normalization, input_size: tuple[int, int], calibration, source: str) -> dict:
+    """The table of ``model`` calibrated on ``calibration`` (an ``int8.CalibrationSet`` of frames).
+
+    Measured on the dynamic fused graph in the checkpoint's channel order, with every network node
+    quantised (no ``keep_float``), so the table covers any subset the backends quantise.
+    """
+    from .int8 import quantize_fused_onnx
+    from .onnx_graph import fused_onnx_bytes
+
+    order = normalization.channel_order
+    data = fused_onnx_bytes(model, normalization, tuple(input_size), "dynamic", order, None, channels_last_tail=True)
+    frames = calibration.frames_at(tuple(input_size), order)
+    measured: dict[str, tuple[float, float]] = {}
+    quantize_fused_onnx(data, frames, measured=measured)
+    return table_from_ranges(measured, network_fingerprint(model, normalization), input_size, len(frames), source)
+
+
+def embed_calibration_table(path: str | os.PathLike, table: Mapping[str, Any] | None) -> Path:
+    """Stores ``table`` in the checkpoint file at ``path`` (atomically; None removes it); every other
+    entry, the weights included, is written back exactly as it was read (fp16 stays fp16, bit for bit)."""
+    import torch
+
+    from ..fileio import atomic_open
+    from ..weights.checkpoint import CheckpointError, is_our_format, read_checkpoint_file
+
+    data = read_checkpoint_file(path)
+    if not is_our_format(data):
+        raise CheckpointError(f"{path} is not a bisenetv2_ros checkpoint; convert it first (`bisenetv2 import`)")
+    if table is None:
+        data["info"].pop("calibration", None)
+    else:
+        data["info"]["calibration"] = dict(table)
+    with atomic_open(Path(path)) as stream:
+        torch.save(data, stream)
+    return Path(path)
+
+
+def calibrate_checkpoint_file(path: str | os.PathLike, calibration, source: str) -> dict[str, Any]:
+    """Measures the table of the checkpoint at ``path`` (weights exactly as stored) on ``calibration``
+    (an ``int8.CalibrationSet`` of frames) at its training resolution, and stores it there."""
+    from ..conventions import DEFAULT_INPUT_SIZE
+    from ..weights.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(path)
+    size = tuple(checkpoint.info.train_resolution or DEFAULT_INPUT_SIZE)
+    table = measure_calibration_table(checkpoint.build_model(), checkpoint.info.normalization, size, calibration,
+                                      source)
+    embed_calibration_table(path, table)
+    return table
+
+
+def deploy_calibration(path: str | os.PathLike, images: str | os.PathLike | None = None) -> str | None:
+    """Gives the deploy checkpoint at ``path`` the table int8 needs, measured on ``images`` (a folder)
+    or on its training frames where they are known; without frames it keeps a table that fits the
+    stored weights and removes one that does not. Returns a line for the user (None: nothing to say)."""
+    from ..weights.checkpoint import load_checkpoint
+    from .int8 import CalibrationSet, default_calibration_folder, training_calibration
+
+    checkpoint = load_checkpoint(path)
+    info = checkpoint.info
+    if images is not None:
+        table = calibrate_checkpoint_file(path, CalibrationSet(folder=images), Path(images).name)
+    elif default_calibration_folder(info.dataset) is not None:
+        table = calibrate_checkpoint_file(path, training_calibration(info.dataset), info.dataset)
+    elif info.calibration is None:
+        return None
+    elif usable_table(info.calibration, checkpoint.build_model(), info.normalization) is not None:
+        return "kept: " + summary(info.calibration)
+    else:
+        embed_calibration_table(path, None)
+        return ("removed (measured on other weights, and no calibration frames to measure again: give "
+                "--calibration-images DIR)")
+    return "measured: " + summary(table)
