@@ -180,3 +180,20 @@ def test_old_node_module_still_starts_the_node_with_a_deprecation_line():
     assert result.stderr.splitlines()[0].startswith(f"python -m {PACKAGE}.node is deprecated")
     assert "ros2 run bisenetv2_ros segmentation_node" in result.stderr
     assert "parameters" in result.stdout
+
+
+def test_the_changelog_moves_name_modules_that_exist():
+    """CHANGELOG.md's 0.2 table tells users where each 0.1 module went: every new name must exist."""
+    import re
+
+    rows = [line for line in (ROOT.parent / "CHANGELOG.md").read_text().splitlines()
+            if line.startswith("| `") and "/` |" in line]
+    assert len(rows) == 6
+    for row in rows:
+        package = re.match(r"\| `(\w+)/` \|", row).group(1)
+        cell = row.split("|")[2]
+        news = [pair.split("→")[-1] for pair in re.split(r",(?![^(]*\))", cell.split(";")[0])]
+        names = [re.search(r"`([\w.]+)`", new).group(1) for new in news if "`" in new]
+        assert names, row
+        for name in names:
+            assert (ROOT / package / f"{name}.py").is_file(), f"{package}/{name}.py named in CHANGELOG.md"
