@@ -84,7 +84,7 @@ class CountingSegmenter:
 
 
 def test_the_pipeline_reports_each_shape_it_was_not_warmed_for_once(types):
-    from test_node_core import image
+    from test_node_pipeline import image
 
     new_shapes = []
     camera = CameraState("", publish=lambda name, msg: None)
