@@ -137,12 +137,12 @@ def test_a_download_without_published_checksum_is_checked_by_import(tmp_path, mo
         server.server_close()
 
 
-def test_readme_table_lists_every_published_checkpoint_with_its_figures():
+def test_checkpoints_doc_table_lists_every_published_checkpoint_with_its_figures():
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    doc = (Path(__file__).resolve().parents[1] / "docs/checkpoints.md").read_text()
     for name, miou, ms_flip, classes in PUBLISHED:
-        row = next((line for line in readme.splitlines() if line.startswith(f"| `{name}` |")), None)
-        assert row is not None, f"README has no table row for {name}"
+        row = next((line for line in doc.splitlines() if line.startswith(f"| `{name}` |")), None)
+        assert row is not None, f"docs/checkpoints.md has no table row for {name}"
         assert f"| {classes} | {miou:.2f} / {ms_flip:.2f} |" in row
         assert any(how in row for how in ("--protocol " + PUBLIC[name].protocol, "| same |", "as `coincheung"))

@@ -124,9 +124,10 @@ def test_parameter_descriptions_name_commands_that_exist():
     assert set(mentioned) <= commands, f"unknown commands named: {set(mentioned) - commands}"
 
 
-def test_params_file_and_readme_list_every_parameter_with_its_default():
+def test_params_file_and_node_doc_list_every_parameter_with_its_default():
     """config/segmentation.yaml sets every parameter to its spec's default (the lists `cameras` and
-    `warmup_frame_sizes` only in a comment: an empty list cannot be written there), and the README's parameter table names each one."""
+    `warmup_frame_sizes` only in a comment: an empty list cannot be written there), and the parameter table of
+    docs/node.md names each one."""
     import re
     from pathlib import Path
 
@@ -136,8 +137,8 @@ def test_params_file_and_readme_list_every_parameter_with_its_default():
     values = yaml.safe_load((root / "config/segmentation.yaml").read_text())["/**"]["ros__parameters"]
     assert values == {spec.name: spec.default for spec in node_parameters.PARAMETER_SPECS
                       if spec.name not in ("cameras", "warmup_frame_sizes")}
-    readme = (root / "README.md").read_text()
-    table = readme.split("### Parameters", 1)[1].split("\n#", 1)[0]
+    node_doc = (root / "docs/node.md").read_text()
+    table = node_doc.split("\n## Parameters", 1)[1].split("\n#", 1)[0]
     named = {name for line in table.splitlines() if line.startswith("| `")
              for name in re.findall(r"`(\w+)`", line.split("|")[1])}
     assert named == {spec.name for spec in node_parameters.PARAMETER_SPECS}
