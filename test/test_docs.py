@@ -86,7 +86,7 @@ def exists(path: Path) -> bool:
 
 
 def subcommands() -> set[str]:
-    from bisenetv2_ros.cli import build_parser
+    from bisenetv2_ros.cli.commands import build_parser
 
     actions = [action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction)]
     return set(actions[0].choices)

@@ -72,7 +72,7 @@ def test_manifest_maintainer_email_is_accepted_by_catkin_pkg(manifest):
 
 
 def test_manifest_has_no_rosdep_keys_for_pip_packages(manifest):
-    # PyTorch, ONNX Runtime and TensorRT come from pip (README); rosdep has no usable keys for them.
+    # PyTorch, ONNX Runtime and TensorRT come from pip (README, docs/node.md); rosdep has no usable keys for them.
     keys = [e.text.strip() for e in manifest.iter() if e.tag.endswith("depend") and e.text]
     assert keys
     for key in keys:

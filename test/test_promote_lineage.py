@@ -67,7 +67,7 @@ def test_a_promoted_run_records_its_config_iterations_and_seed(camvid_root, tmp_
     assert entry["train_resolution"] == [32, 32] and entry["command"] == "python training/train.py # seed 3"
     out = capsys.readouterr().out
     assert f"lineage: {candidate.as_posix()} (5 it., seed 3)" in out
-    table = out.split("README per-class table (IoU in %):\n")[1].splitlines()
+    table = out.split("per-class table for docs/training.md (IoU in %):\n")[1].splitlines()
     assert table[0] == "| split | mIoU | pixel acc. | " + " | ".join(CAMVID.names) + " |"
     assert table[1] == "|---" * 14 + "|"
     metrics = load_checkpoint(shipped).info.metrics

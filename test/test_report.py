@@ -150,7 +150,7 @@ def test_bisenetv1_report_at_1024x512_by_part(capsys):
     assert run(_parse(["--model", "bisenetv1", "--json"])) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["architecture"] == "bisenetv1" and report["input"] == {"height": H, "width": W}
-    # Measured: 13.24 M parameters, 29.58 GMACs (README, next to BiSeNetV2's 3.36 M / 24.60 GMACs).
+    # Measured: 13.24 M parameters, 29.58 GMACs (docs/checkpoints.md, next to BiSeNetV2's 3.36 M / 24.60 GMACs).
     assert report["params"] == 13_242_259
     assert report["macs"] == 29_584_654_336
     parts = report["parts"]

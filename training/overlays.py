@@ -8,7 +8,7 @@ split (or given with --indices); ground-truth pixels without a label show the pl
 models run the plain deployed pipeline (torch, fp32) at their own training resolution. The picture
 is scaled down to --max-width; as JPEG (quality --quality) a 3-frame grid at 960 px is a few hundred
 KB at most. CamVid frames are for research use: keep pictures derived from them small and out of
-the repository, except a small README image (docs/images/, under 300 KB in all).
+the repository, except a small picture for the documentation (docs/images/, under 300 KB in all).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ PROG = "training/overlays.py"
 GAP = 4  # white pixels between panels, and around the grid
 TITLE_HEIGHT = 30  # the strip above each column holding its title (at full resolution)
 LEGEND_ROW = 26  # height of one legend line
-README_IMAGE_BUDGET = 300 * 1024  # the size a README picture derived from CamVid frames must stay under
+DOCS_IMAGE_BUDGET = 300 * 1024  # the size a picture in docs/images/ derived from CamVid frames must stay under
 
 
 def frame_panels(before, after, image: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> list[np.ndarray]:
@@ -151,8 +151,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     size = args.output.stat().st_size
     print(f"wrote {args.output} ({picture.shape[1]}x{picture.shape[0]}, {size / 1024:.0f} KB): frames "
           f"{indices} of {dataset.name}")
-    if size > README_IMAGE_BUDGET:
-        print(f"note: {size / 1024:.0f} KB is over the {README_IMAGE_BUDGET // 1024} KB a README picture may take; "
+    if size > DOCS_IMAGE_BUDGET:
+        print(f"note: {size / 1024:.0f} KB is over the {DOCS_IMAGE_BUDGET // 1024} KB a picture in docs/images/ may take; "
               "use fewer --frames, a smaller --max-width or a lower --quality", file=sys.stderr)
     return args.output
 

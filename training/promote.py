@@ -11,7 +11,7 @@ frames (``inference/calibration_table.py``; numbers only, no frames ship) and th
 weights (``training/lineage.py``: the chain of runs -- config, iterations, seed -- through every warm
 restart). The script then prints what
 must change in ``bisenetv2_ros/weights/known_weights.py`` (the ``camvid`` entry's resolution, when the
-candidate runs at another one; ``--update-known-weights`` applies it) and the README table rows.
+candidate runs at another one; ``--update-known-weights`` applies it) and the rows of the per-class table in docs/training.md.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def entry_update(resolution: Sequence[int]) -> str | None:
 
 
 def per_class_table(results: dict[str, dict]) -> list[str]:
-    """Markdown rows as in the README's table: split (frames) | mIoU | pixel acc. | IoU of each class, in %."""
+    """Markdown rows as in the table of docs/training.md: split (frames) | mIoU | pixel acc. | IoU of each class, in %."""
     names = list(next(iter(results.values()))["per_class_iou"])
     lines = ["| split | mIoU | pixel acc. | " + " | ".join(names) + " |", "|---" * (len(names) + 3) + "|"]
     for split, result in results.items():
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print("weights/known_weights.py: " + (f"change {change} (or rerun with --update-known-weights)" if change
                                       else "the named entry already matches"))
-    print("README per-class table (IoU in %):")
+    print("per-class table for docs/training.md (IoU in %):")
     print("\n".join(per_class_table(results)))
     return 0
 

@@ -20,7 +20,7 @@ from pathlib import Path
 # Flags that give native bf16 matrix arithmetic (AMX tiles, AVX-512 BF16 dot products).
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 # Flags with int8 dot-product instructions; without them AVX2 still runs int8 through 16-bit
-# multiply-adds (vpmaddubsw), which measured 1.5x over fp32 ONNX Runtime on a 2-core EPYC (README).
+# multiply-adds (vpmaddubsw), which measured 1.5x over fp32 ONNX Runtime on a 2-core EPYC (docs/measured.md).
 INT8_DOT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni", "asimddp")
 # The instruction-set flags worth printing in benchmark output (the rest is noise for inference).
 REPORTED_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",

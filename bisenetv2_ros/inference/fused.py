@@ -88,8 +88,8 @@ def top_class_confidence(logits: torch.Tensor, size: tuple[int, int], align_corn
 
     Computed at the logits' resolution (1/8 of the network input) and upsampled bilinearly, one
     channel: the softmax then touches h*w*C values instead of H*W*C. At the frame size it cost 43 %
-    end to end at 640x480 on a 2-core CPU, this way 0-4 %; how much the two differ is in the
-    README (mostly along class borders, where the frame-size value dips and the upsampled one does
+    end to end at 640x480 on a 2-core CPU, this way 0-4 %; how much the two differ is in
+    docs/node.md (mostly along class borders, where the frame-size value dips and the upsampled one does
     not). Float32 whatever the network's precision, so no level is lost before the rounding.
     """
     if logits.dtype != torch.float32:  # fp16 pipelines; a float32 cast would cost a copy in the graph
