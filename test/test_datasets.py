@@ -11,11 +11,11 @@ import torch
 
 from bisenetv2_ros.classes import CAMVID, CITYSCAPES, IGNORE_INDEX
 from bisenetv2_ros.conventions import normalization_scale_shift
+from training.augmentation import TrainTransform
 from training.datasets import (
     CITYSCAPES_LABEL_TO_TRAIN,
     DatasetError,
     ResumableSampler,
-    TrainTransform,
     build_dataset,
     camvid,
     cityscapes,

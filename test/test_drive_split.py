@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from bisenetv2_ros.classes import IGNORE_INDEX
+from training.augmentation import PhotometricJitter, TrainTransform
 from training.datasets import (
     CAMVID_DRIVE_SPLITS,
-    PhotometricJitter,
-    TrainTransform,
     camvid,
     camvid_drive,
     label_histogram,

@@ -9,9 +9,10 @@ import torch
 from test_training import _tiny_config, stripes  # noqa: F401  (the stripes fixture)
 
 from bisenetv2_ros.classes import CAMVID, IGNORE_INDEX
+from training.augmentation import TrainTransform
 from training.config import TrainConfig
 from training.copy_paste import RareClassPaste
-from training.datasets import DatasetError, TrainTransform, rare_class_ids
+from training.datasets import DatasetError, rare_class_ids
 from training.train import Trainer
 
 CROP = (32, 48)

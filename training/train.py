@@ -52,11 +52,10 @@ from bisenetv2_ros.weights.checkpoint import (
 )
 from bisenetv2_ros.weights.known_weights import open_weights
 from training.config import TrainConfig, load_config
+from training.augmentation import PhotometricJitter, TrainTransform
 from training.copy_paste import RareClassPaste
 from training.datasets import (
-    PhotometricJitter,
     ResumableSampler,
-    TrainTransform,
     build_dataset,
     label_histogram,
     median_frequency_weights,
