@@ -19,7 +19,8 @@ from training.config import TrainConfig, load_config
 from training.export import main as export_main
 from training.export import run as export_run
 from training.losses import BoosterLoss, OhemCrossEntropy, ohem_keep_mask
-from training.train import Trainer, param_groups, poly_lambda
+from training.run_setup import param_groups, poly_lambda
+from training.train import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -280,12 +281,12 @@ def test_resume_refuses_to_change_the_schedule(stripes, tmp_path):
 
 
 def test_amp_auto_uses_bf16_only_on_cpus_with_native_bf16(monkeypatch):
-    import training.train as train_module
-    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: True)
-    assert train_module.resolve_amp("auto", torch.device("cpu")) == "bf16"
-    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: False)
-    assert train_module.resolve_amp("auto", torch.device("cpu")) == "none"
-    assert train_module.resolve_amp("fp16", torch.device("cpu")) == "fp16"
+    from training import run_setup
+    monkeypatch.setattr(run_setup, "cpu_has_native_bf16", lambda: True)
+    assert run_setup.resolve_amp("auto", torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(run_setup, "cpu_has_native_bf16", lambda: False)
+    assert run_setup.resolve_amp("auto", torch.device("cpu")) == "none"
+    assert run_setup.resolve_amp("fp16", torch.device("cpu")) == "fp16"
 
 
 def test_recipe_options_are_validated_and_used(stripes, tmp_path):

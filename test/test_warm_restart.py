@@ -1,4 +1,4 @@
-"""Warm restart (run.init_weights, Trainer._init_from): a fresh schedule from saved weights."""
+"""Warm restart (run.init_weights, checkpointing.warm_start): a fresh schedule from saved weights."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ from bisenetv2_ros.cli.arguments import (
 )
 from bisenetv2_ros.models.bisenetv2 import BiSeNetV2, BiSeNetV2Config
 from training.losses import BoosterLoss, OhemCrossEntropy
-from training.train import cpu_has_native_bf16, param_groups
+from training.run_setup import cpu_has_native_bf16, param_groups
 
 VARIANTS = ("fp32", "channels_last", "bf16", "compile", "compile_channels_last")
 
