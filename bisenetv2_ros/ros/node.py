@@ -1,6 +1,5 @@
-"""The ROS 2 segmentation node, the rclpy layer: `ros2 run bisenetv2_ros segmentation_node [--lifecycle]`.
-
-`--lifecycle` starts the managed variant.
+"""The ROS 2 segmentation node, the rclpy layer: `ros2 run bisenetv2_ros segmentation_node [--lifecycle]`
+(``--lifecycle``: the managed variant).
 
 The only module that imports rclpy and ROS message packages. It stays thin: the ROS-free modules,
 tested without ROS, hold the parameters and command line (``parameters``), the newest-frame slots and
@@ -8,16 +7,9 @@ worker (``frame_worker``), the cameras and batched pipeline (``pipeline``) and t
 diagnostics values (``stats``). Subscription callbacks only store each camera's newest frame;
 one worker thread segments what is pending, frames of one size in one network call.
 
-Topics, relative to the node's namespace (`segmentation` in the launch file), with the `cameras`
-parameter empty (one camera):
-  in:  image (sensor_msgs/Image) or image/compressed (sensor_msgs/CompressedImage),
-       input_camera_info (sensor_msgs/CameraInfo, optional); with publish_points: depth
-       (registered, 16UC1 / 32FC1) and depth_camera_info
-  out: labels, color, overlay, confidence (sensor_msgs/Image), labels/compressed, color/compressed
-       (sensor_msgs/CompressedImage PNG), points (sensor_msgs/PointCloud2), camera_info,
-       info (bisenetv2_ros/SegmentationInfo)
-and with `cameras: [front, left]` the same per camera under its name: front/image, front/labels, ...
-Always: label_info (vision_msgs/LabelInfo, transient local), /diagnostics (one status per camera).
+Topics (relative to the node's namespace; per camera with the `cameras` parameter) and parameters:
+docs/node.md. In: image or image/compressed (+ camera_info, depth); out: labels, color, overlay,
+confidence, points, info, label_info (transient local) and /diagnostics.
 
 Two node classes share all of this (``SegmentationSteps``): ``SegmentationNode`` configures and
 activates itself at construction; ``LifecycleSegmentationNode`` starts unconfigured and runs the same
@@ -90,17 +82,16 @@ LATCHED_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=History
 
 
 def _descriptor(spec: ParameterSpec) -> ParameterDescriptor:
-    description = spec.description
-    if spec.choices:
-        description += f" ({spec.constraints_text()})"
+    constraints = spec.constraints_text()
+    description = spec.description + (f" ({constraints})" if spec.choices else "")
     descriptor = ParameterDescriptor(description=description, read_only=not spec.runtime,
-                                     additional_constraints=spec.constraints_text())
+                                     additional_constraints=constraints)
     if spec.range is not None and spec.type is float:
-        descriptor.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]),
-                                                              to_value=float(spec.range[1]), step=0.0)]
+        low, high = (float(value) for value in spec.range)
+        descriptor.floating_point_range = [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
     elif spec.range is not None and spec.type is int:
-        descriptor.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]),
-                                                 step=1)]
+        low, high = (int(value) for value in spec.range)
+        descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=1)]
     return descriptor
 
 
@@ -164,8 +155,7 @@ class SegmentationSteps:
         self._publishers_by_camera = []
         self.cameras = []
         for name in settings.camera_names:
-            publishers = {output: self._create_output_publisher(msg_type, camera_topic(name, output),
-                                                                OUTPUT_QOS)
+            publishers = {output: self._create_output_publisher(msg_type, camera_topic(name, output), OUTPUT_QOS)
                           for output, msg_type in OUTPUT_TYPES.items()}
             self._publishers_by_camera.append(publishers)
             self.cameras.append(CameraState(
