@@ -37,6 +37,8 @@ WHEELS=(
 inputs_hash() {
   { printf '%s\n' "${WHEELS[@]}"; "$PY" -VV
     cat scripts/setup_ros_wheels.sh CMakeLists.txt package.xml msg/*.msg
+    # the package's module names (not contents): a moved or new module is installed again
+    find bisenetv2_ros -name '*.py' -not -path 'bisenetv2_ros/msg/*' | LC_ALL=C sort
     find test/ros_interfaces -type f | LC_ALL=C sort | xargs cat; } | sha256sum | cut -d' ' -f1
 }
 
@@ -85,6 +87,7 @@ SITE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 build_package test/ros_interfaces/vision_msgs vision_msgs "${SITE#"$VENV"/}"
 # bisenetv2_ros's Python goes to a staging folder: installed into site-packages it would shadow the
 # editable source package. Its generated part is copied beside the sources instead.
+rm -rf "$BUILD/python/bisenetv2_ros"  # CMake's install never deletes: a moved module would linger
 build_package "$ROOT" bisenetv2_ros ros-build/python
 staged=$BUILD/python/bisenetv2_ros
 rm -rf bisenetv2_ros/msg bisenetv2_ros/bisenetv2_ros_s__*.so bisenetv2_ros/_bisenetv2_ros_s.ep.*.c
