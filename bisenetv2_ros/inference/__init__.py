@@ -1,4 +1,4 @@
-"""Inference: the Segmenter (frames in, labels out) over one fused graph run by torch, ONNX Runtime, OpenVINO or TensorRT.
+"""Inference: the Segmenter (frames in, labels out) over one fused graph on torch, ONNX Runtime, OpenVINO, TensorRT.
 
 Exports Segmenter, create_backend, BackendError; `auto` measures the candidates (measured_auto).
 """

@@ -1,6 +1,7 @@
 """The ROS 2 node: rclpy only in node.py, over ROS-free modules (pipeline, parameters, worker, stats, messages).
 
-Exports SegmentationNode, LifecycleSegmentationNode, main (rclpy), SegmentationPipeline, image_to_array, labels_to_image.
+Exports SegmentationNode, LifecycleSegmentationNode, main (these three load rclpy), SegmentationPipeline,
+image_to_array, labels_to_image.
 """
 
 from .. import lazy_exports

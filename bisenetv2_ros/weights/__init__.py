@@ -1,6 +1,7 @@
 """Weights: the checkpoint format, importers of published checkpoints, the named weights and their download.
 
-Exports Checkpoint, CheckpointInfo, load_checkpoint, save_checkpoint, open_weights, load_model, KNOWN_WEIGHTS, import_checkpoint, download_weights.
+Exports Checkpoint, CheckpointInfo, load_checkpoint, save_checkpoint, open_weights, load_model, KNOWN_WEIGHTS,
+import_checkpoint, download_weights.
 """
 
 from .. import lazy_exports
