@@ -28,13 +28,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _run_checkpoint(path: Path, seed: int, iterations: int, init_weights: str | None = None,
-                    provenance: dict | None = None, resolution=(32, 32)) -> Path:
+                    provenance: dict | None = None, resolution=(32, 32), train_split: str = "drive_train") -> Path:
     """A tiny CamVid training checkpoint as Trainer writes it: config (seed, init_weights) in its state."""
     torch.manual_seed(seed)
     model = BiSeNetV2(BiSeNetV2Config(num_classes=11, width_multiplier=0.25, head_channels=8, aux_head_channels=8))
     config = TrainConfig.from_dict({"run": {"seed": seed, "iterations": iterations, "init_weights": init_weights},
-                                    "data": {"dataset": "camvid"}}).to_dict()
-    info = CheckpointInfo(CAMVID, IMAGENET_NORMALIZATION, resolution, "camvid:drive_train",
+                                    "data": {"dataset": "camvid", "train_split": train_split}}).to_dict()
+    info = CheckpointInfo(CAMVID, IMAGENET_NORMALIZATION, resolution, f"camvid:{train_split}",
                           provenance={"source": "training/train.py", "date": "2026-12-03T06:00:00+00:00",
                                       "command": f"python training/train.py # seed {seed}", **(provenance or {})})
     checkpoint = Checkpoint.from_model(model, info, kind="train",
@@ -73,7 +73,8 @@ def test_a_promoted_run_records_its_config_iterations_and_seed(camvid_root, tmp_
     metrics = load_checkpoint(shipped).info.metrics
     for line, split in zip(table[2:4], ("drive_val", "val")):
         cells = [c.strip() for c in line.strip("|").split("|")]
-        assert cells[0] == f"`{split}` (2)" and len(cells) == 14  # the fake CamVid has 2 frames per split
+        # The fake CamVid has 2 frames per split; val is drive 0016E5, which drive_train holds.
+        assert cells[0] == f"`{split}` (2{', trained on it' if split == 'val' else ''})" and len(cells) == 14
         assert cells[1] == f"{100 * metrics[f'{split}_miou']:.1f}"
         assert cells[3 + 2] == (f"{100 * metrics[f'{split}_iou/pole']:.1f}" if f"{split}_iou/pole" in metrics else "n/a")
     # A later export of the shipped file keeps the lineage (KEPT_PROVENANCE).
@@ -107,8 +108,12 @@ def test_a_warm_restart_carries_its_parents_lineage(camvid_root, tmp_path, capsy
 
 
 def test_a_parent_without_lineage_or_missing_is_described_not_fatal(tmp_path):
-    legacy = _run_checkpoint(tmp_path / "legacy.pt", seed=1, iterations=2000,
-                             provenance={"iterations": "2000", "source_checkpoint": "runs/camvid_drive/best.pt"})
+    run = _run_checkpoint(tmp_path / "run.pt", seed=1, iterations=2000,
+                          provenance={"iterations": "2000", "source_checkpoint": "runs/camvid_drive/best.pt"})
+    from training.export import to_deploy
+
+    legacy = save_checkpoint(to_deploy(load_checkpoint(run), provenance={  # shipped, no lineage
+        "source_checkpoint": "runs/camvid_drive/best.pt"}), tmp_path / "legacy.pt")
     described = weights_lineage(load_checkpoint(legacy), "camvid", legacy)
     assert len(described) == 1 and described[0]["weights"] == "camvid" and described[0]["iterations"] == "2000"
     assert described[0]["source_checkpoint"] == "runs/camvid_drive/best.pt" and len(described[0]["sha256"]) == 64
@@ -140,3 +145,72 @@ def test_a_new_resolution_is_printed_and_applied_to_the_known_weights_entry(camv
     broken.write_text("KNOWN_WEIGHTS = {}\n")
     with pytest.raises(ValueError, match=r"broken.py: found 0 entries like .* change the resolution by hand"):
         apply_entry_update((48, 64), broken)
+
+
+def test_a_model_trained_on_every_frame_ships_on_its_drive_disjoint_siblings_figure(camvid_root, tmp_path, capsys):
+    sibling = _run_checkpoint(tmp_path / "drive" / "best.pt", seed=3, iterations=5)
+    all_data = _run_checkpoint(tmp_path / "all" / "best.pt", seed=4, iterations=6, init_weights=str(sibling),
+                               train_split="all")
+    shipped = tmp_path / "shipped.pt"
+    # Without the drive-disjoint model, its own drive_val figure would be called unseen: refused, nothing written.
+    with pytest.raises(ValueError, match=r"trained on drive_val's drive .* give --drive-disjoint"):
+        _promote(all_data, camvid_root, shipped)
+    assert not shipped.exists()
+    # A "drive-disjoint" model that saw drive_val is refused too.
+    with pytest.raises(ValueError, match=r"--drive-disjoint .* trained on drive_val's drive"):
+        _promote(all_data, camvid_root, shipped, "--drive-disjoint", str(all_data))
+    # A drive-disjoint candidate needs no sibling: its own figure is unseen.
+    with pytest.raises(ValueError, match=r"never did, so its own drive_val figure decides"):
+        _promote(sibling, camvid_root, shipped, "--drive-disjoint", str(sibling))
+    capsys.readouterr()
+    assert _promote(all_data, camvid_root, shipped, "--drive-disjoint", str(sibling)) == 0
+    out = capsys.readouterr().out
+    assert "drive_val mIoU: candidate" in out and "(trained on it: not an unseen-drive figure)" in out
+    assert "mIoU of the drive-disjoint model" in out and "(unseen drive)" in out
+    info = load_checkpoint(shipped).info
+    # The unseen figure is the sibling's, measured now; the candidate's own drive_val figure is kept beside it.
+    sibling_alone = tmp_path / "sibling_shipped.pt"
+    assert _promote(sibling, camvid_root, sibling_alone) == 0
+    sibling_metrics = load_checkpoint(sibling_alone).info.metrics
+    assert info.metrics["unseen_drive_val_miou"] == pytest.approx(sibling_metrics["drive_val_miou"])
+    assert sibling_metrics["unseen_drive_val_miou"] == sibling_metrics["drive_val_miou"]
+    assert "drive_val_miou" in info.metrics and info.dataset == "camvid:all"
+    assert info.provenance["trained_on_drives"] == "0001TP, 0006R0, 0016E5"
+    assert info.provenance["splits_trained_on"] == "drive_val, val"
+    assert "this model trained on it" in info.provenance["selected_by"]
+    assert json.loads(info.provenance["drive_disjoint_lineage"])[-1]["checkpoint"] == sibling.as_posix()
+    assert [e["seed"] for e in _lineage(shipped)] == [3, 4]
+    table = out.split("per-class table for docs/training.md (IoU in %):\n")[1].splitlines()
+    assert table[2].startswith("| `drive_val` (2, trained on it) |")
+    assert table[4].startswith("| `drive_val` (2, drive-disjoint model, never trained on it) |")
+
+
+def test_the_gate_uses_a_baselines_stored_unseen_figure(camvid_root, tmp_path, capsys):
+    """Once the default is an all-data model, its drive_val figure is not unseen: the gate reads the
+    unseen_drive_val_miou it stores, and refuses a baseline that saw the drive and stores none."""
+    sibling = _run_checkpoint(tmp_path / "drive" / "best.pt", seed=3, iterations=5)
+    all_data = _run_checkpoint(tmp_path / "all" / "best.pt", seed=4, iterations=6, init_weights=str(sibling),
+                               train_split="all")
+    baseline = tmp_path / "baseline.pt"
+    assert _promote(all_data, camvid_root, baseline, "--drive-disjoint", str(sibling)) == 0
+    stored = load_checkpoint(baseline).info.metrics["unseen_drive_val_miou"]
+    capsys.readouterr()
+    # The sibling's own figure equals the stored one (the same file, evaluated alike): not better, not written.
+    assert promote([str(sibling), "--root", str(camvid_root), "--output", str(tmp_path / "next.pt"),
+                    "--baseline", str(baseline)]) == 1
+    assert f"vs {baseline} {100 * stored:.2f}%" in capsys.readouterr().out and not (tmp_path / "next.pt").exists()
+    # The same file without its stored unseen figure: no figure to beat.
+    checkpoint = load_checkpoint(baseline)
+    del checkpoint.info.metrics["unseen_drive_val_miou"]
+    bare = save_checkpoint(checkpoint, tmp_path / "bare.pt")
+    with pytest.raises(ValueError, match=r"--baseline .*bare.pt trained on drive_val's drive and stores no"):
+        promote([str(sibling), "--root", str(camvid_root), "--output", str(tmp_path / "x.pt"), "--baseline", str(bare)])
+
+
+def test_the_all_split_holds_every_labelled_frame(camvid_root):
+    from training.datasets import camvid, camvid_split_drives
+
+    everything = camvid(camvid_root, "all")
+    assert len(everything) == 6 and everything.name == "camvid/all"
+    assert camvid_split_drives(camvid_root, "all") == {"0001TP", "0006R0", "0016E5"}
+    assert camvid_split_drives(camvid_root, "val") == {"0016E5"}

@@ -313,9 +313,20 @@ def test_recipe_options_are_validated_and_used(stripes, tmp_path):
 
 
 def test_camvid_configs_select_models_on_an_unseen_drive():
-    for name in ("camvid", "camvid_drive"):
+    for name in ("camvid", "camvid_drive", "camvid_campaign", "camvid_round3"):
         config = load_config(REPO / "training" / "configs" / f"{name}.yaml")
         assert (config.data.train_split, config.data.val_split) == ("drive_train", "drive_val"), name
+    # The shipped round-three model: the same recipe on every labelled frame, warm-started from the
+    # drive-disjoint model that chose it (issue 33); nothing else differs.
+    chosen = load_config(REPO / "training/configs/camvid_round3.yaml").to_dict()
+    shipped = load_config(REPO / "training/configs/camvid_round3_all.yaml").to_dict()
+    assert shipped["data"].pop("train_split") == "all" and chosen["data"].pop("train_split") == "drive_train"
+    assert shipped["run"].pop("init_weights") == chosen["run"]["out_dir"] + "/best.pt"
+    for key in ("init_weights",):
+        chosen["run"].pop(key)
+    for config in (chosen, shipped):
+        config["run"].pop("out_dir"), config["run"].pop("seed")
+    assert shipped == chosen
     drive = load_config(REPO / "training/configs/camvid_drive.yaml")
     assert drive.data.root == "../shared/data/camvid" and not Path(drive.run.out_dir).is_absolute()
     assert drive.data.scale_range == [0.5, 2.0] and drive.data.photometric is not None

@@ -175,6 +175,9 @@ CAMVID_DRIVE_SPLITS: dict[str, tuple[str, ...]] = {
     "drive_val": ("0001TP",),  # 62 frames of a drive no drive_train frame comes from
 }
 CAMVID_FOLDERS = ("train", "val")  # the SegNet folders the drive splits draw from (test is not shipped)
+# Every labelled frame of both folders (train 367 + val 101 = 468, all three drives): what the paper trains its
+# CamVid model on (Sec. 5: train + val). A model trained on it has no unseen CamVid drive left to be measured on.
+CAMVID_ALL_SPLIT = "all"
 
 
 def camvid_drive(path: Path) -> str:
@@ -185,11 +188,15 @@ def camvid_drive(path: Path) -> str:
 def camvid(root: str | Path, split: str = "train", transform=None) -> SegmentationDataset:
     """SegNet layout: ``{split}/*.png|jpg`` with ``{split}annot/*.png``; 11 classes, 11 (void) -> ignore.
 
-    ``split`` is a SegNet folder (train, val, test) or a drive-disjoint split from CAMVID_DRIVE_SPLITS
-    (drive_train, drive_val), which gathers the frames of its drives from the train and val folders.
+    ``split`` is a SegNet folder (train, val, test), a drive-disjoint split from CAMVID_DRIVE_SPLITS
+    (drive_train, drive_val), which gathers the frames of its drives from the train and val folders, or
+    ``all`` (CAMVID_ALL_SPLIT): every labelled frame of both folders.
     """
     root = Path(root)
-    if split in CAMVID_DRIVE_SPLITS:
+    if split == CAMVID_ALL_SPLIT:
+        samples = [s for folder_name in CAMVID_FOLDERS
+                   for s in _pair_by_stem(root / folder_name, root / f"{folder_name}annot")]
+    elif split in CAMVID_DRIVE_SPLITS:
         drives = CAMVID_DRIVE_SPLITS[split]
         samples = [s for folder_name in CAMVID_FOLDERS
                    for s in _pair_by_stem(root / folder_name, root / f"{folder_name}annot")
@@ -200,6 +207,11 @@ def camvid(root: str | Path, split: str = "train", transform=None) -> Segmentati
         samples = _pair_by_stem(root / split, root / f"{split}annot")
     return SegmentationDataset(samples, CAMVID, _direct_lookup(len(CAMVID), extra_ignore=(11,)),
                                f"camvid/{split}", transform)
+
+
+def camvid_split_drives(root: str | Path, split: str) -> set[str]:
+    """The drives whose frames a CamVid split holds, read from its file names (an error if it has none)."""
+    return {camvid_drive(sample.image) for sample in camvid(root, split).samples}
 
 
 def folder(root: str | Path, split: str = "train", classes_file: str | Path | None = None,

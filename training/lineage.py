@@ -23,11 +23,15 @@ PARENT_KEY = "parent_lineage"
 
 
 def weights_lineage(checkpoint: Checkpoint, name: str, path: str | Path | None = None) -> list[dict[str, Any]]:
-    """The lineage stored in a weights file, or, for a file from before lineage was recorded, one entry
-    describing it with what its provenance holds (command, iterations, date; no config or seed)."""
+    """The lineage stored in a weights file; for a training checkpoint, the chain ending with its run;
+    for a file from before lineage was recorded, one entry describing it with what its provenance holds
+    (command, iterations, date; no config or seed)."""
     provenance = checkpoint.info.provenance
     if LINEAGE_KEY in provenance:
         return json.loads(provenance[LINEAGE_KEY])
+    if (checkpoint.training_state or {}).get("config") is not None:
+        # A training checkpoint (a run's best.pt warm-started from directly): its run and its parents.
+        return lineage_of(checkpoint, Path(path).as_posix() if path is not None else str(name))
     entry: dict[str, Any] = {"weights": str(name), "dataset": checkpoint.info.dataset,
                              "train_resolution": list(checkpoint.info.train_resolution or ())}
     for key in ("command", "iterations", "date", "source_checkpoint"):

@@ -49,7 +49,9 @@ KNOWN_TRAINING_FRAMES = {"camvid": Path("..") / "shared" / "data" / "camvid"}
 # drive-disjoint split (training/datasets.py) is drives 0006R0 + 0016E5; its `train` folder holds both
 # (the `val` folder is 0016E5 again) but also drive 0001TP, which must not be calibrated on: it is the
 # held-out drive.
-SPLIT_FRAMES = {("camvid", "drive_train"): ("train", ("0006R0", "0016E5"))}
+SPLIT_FRAMES = {("camvid", "drive_train"): ("train", ("0006R0", "0016E5")),
+                # every labelled frame (train + val folders): the train folder already holds all three drives
+                ("camvid", "all"): ("train", ())}
 NO_CALIBRATION_HELP = ("give a folder of a few dozen representative frames: backend_options="
                        "{'calibration_images': 'folder/'} (CLI: --calibration-images folder/), or use precision 'fp32'")
 
