@@ -75,3 +75,35 @@ def test_training_step_benchmark_takes_height_by_width(capsys):
     main(["--size", "64", "96", *args])  # the old two-number form
     captured = capsys.readouterr()
     assert "batch 2 x 64x96" in captured.out and "--size 64 96 is deprecated; use --size 64x96" in captured.err
+
+
+def test_training_step_benchmark_runs_the_bf16_channels_last_variant_and_prints_iterations_per_hour(capsys):
+    from training.benchmark_step import main
+
+    medians = main(["--size", "32x48", "--batch", "2", "--threads", "1", "--rounds", "1", "--warmup", "0",
+                    "--head-channels", "8", "--variants", "fp32", "bf16_channels_last"])
+    assert set(medians) == {"fp32", "bf16_channels_last"} and all(v > 0 for v in medians.values())
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("bf16_channels_last"))
+    assert line.endswith("iterations/hour") and f"{3600 / medians['bf16_channels_last']:6.0f}" in line
+
+
+def test_training_step_benchmark_compares_loss_curves_block_by_block(tmp_path, capsys):
+    import json
+
+    from training.benchmark_step import main
+
+    logs = []
+    for name, scale in (("fp32", 1.0), ("bf16", 1.1)):
+        (tmp_path / name).mkdir()
+        records = [{"iteration": i, "loss_main": scale * (2.0 - i / 100)} for i in range(10, 101, 10)]
+        records.insert(3, {"iteration": 40, "val_miou": 0.3})  # evaluations in the same log are skipped
+        (tmp_path / name / "log.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+        logs.append(str(tmp_path / name / "log.jsonl"))
+    assert main(["--compare-logs", *logs, "--block", "50"]) == {}
+    out = capsys.readouterr().out
+    # Blocks 1-50 (mean of 1.9 .. 1.5 = 1.7) and 51-100 (1.2); bf16 is 10 % above in both.
+    assert "        50          1.7000          1.8700" in out and "       100          1.2000          1.3200" in out
+    assert "bf16: largest gap 10.0 %, mean gap 10.0 %" in out
+    (tmp_path / "empty.jsonl").write_text(json.dumps({"iteration": 1, "val_miou": 0.1}) + "\n")
+    with pytest.raises(ValueError, match="empty.jsonl: no 'loss_main' entries"):
+        main(["--compare-logs", logs[0], str(tmp_path / "empty.jsonl")])

@@ -3,8 +3,14 @@
     python training/benchmark_step.py --size 240x320 --batch 8 --threads 2 --variants fp32 channels_last
 
 Variants are run interleaved (A B A B ...) so that load from other processes hits all of them alike;
-the medians and their ratio to the first variant are printed with the CPU model and its flags.
-Variants: fp32 (NCHW), channels_last, bf16 (autocast), compile (torch.compile), compile_channels_last.
+the medians, their ratio to the first variant and iterations per hour are printed with the CPU model and
+its flags. Variants: fp32 (NCHW), channels_last, bf16 (autocast), bf16_channels_last, compile
+(torch.compile), compile_channels_last, compile_bf16.
+
+Whether a faster variant trains like fp32: run train.py twice with the same config and seed, once with
+``--set run.amp=none`` and once with the variant, then compare their logs block by block:
+
+    python training/benchmark_step.py --compare-logs runs/fp32/log.jsonl runs/bf16/log.jsonl --block 20
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
+import json
 import platform
 import statistics
 import time
@@ -34,7 +41,7 @@ from bisenetv2_ros.models.bisenetv2 import BiSeNetV2, BiSeNetV2Config
 from training.losses import BoosterLoss, OhemCrossEntropy
 from training.run_setup import cpu_has_native_bf16, param_groups
 
-VARIANTS = ("fp32", "channels_last", "bf16", "compile", "compile_channels_last")
+VARIANTS = ("fp32", "channels_last", "bf16", "bf16_channels_last", "compile", "compile_channels_last", "compile_bf16")
 
 
 def cpu_description() -> str:
@@ -69,13 +76,41 @@ class Step:
 
     def __call__(self) -> float:
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.variant == "bf16"):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled="bf16" in self.variant):
             outputs = self.net(self.images)
         loss, _ = self.criterion(outputs, self.labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         return time.perf_counter() - start
+
+
+def loss_blocks(log: Path, block: int, key: str = "loss_main") -> dict[int, float]:
+    """Mean ``key`` of train.py's log.jsonl per block of ``block`` iterations: {last iteration of block: mean}."""
+    sums: dict[int, list[float]] = {}
+    for line in log.read_text().splitlines():
+        record = json.loads(line)
+        if key in record and "iteration" in record:
+            sums.setdefault((int(record["iteration"]) - 1) // block, []).append(float(record[key]))
+    if not sums:
+        raise ValueError(f"--compare-logs {log}: no '{key}' entries (is it train.py's log.jsonl?)")
+    return {(index + 1) * block: statistics.fmean(values) for index, values in sorted(sums.items())}
+
+
+def compare_logs(logs: Sequence[Path], block: int) -> dict[str, dict[int, float]]:
+    """Prints each log's block means beside the first's, and the largest gap relative to the first."""
+    curves = {str(log): loss_blocks(Path(log), block) for log in logs}
+    reference = curves[str(logs[0])]
+    shared = sorted(set.intersection(*(set(c) for c in curves.values())))
+    print(f"mean main loss per {block} iterations; first log is the reference ({logs[0]})")
+    print("iterations  " + "  ".join(f"{Path(log).parent.name:>14}" for log in logs))
+    for end in shared:
+        print(f"{end:>10}  " + "  ".join(f"{curves[str(log)][end]:14.4f}" for log in logs))
+    for log in logs[1:]:
+        gaps = [abs(curves[str(log)][end] - reference[end]) / reference[end] for end in shared]
+        print(f"{Path(log).parent.name}: largest gap {100 * max(gaps):.1f} %, mean gap {100 * statistics.fmean(gaps):.1f} % "
+              f"of the reference's block mean")
+    return curves
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
@@ -87,8 +122,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser.add_argument("--rounds", type=positive_int, default=5, help="timed iterations per variant")
     parser.add_argument("--warmup", type=non_negative_int, default=2, help="untimed iterations per variant (compile happens here)")
     parser.add_argument("--variants", nargs="+", default=["fp32", "channels_last"], choices=VARIANTS)
+    parser.add_argument("--compare-logs", nargs="+", type=Path, default=None, metavar="LOG",
+                        help="instead of timing: compare the loss curves of train.py logs (the first is the reference)")
+    parser.add_argument("--block", type=positive_int, default=20, help="iterations per block for --compare-logs")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
+    if args.compare_logs:
+        compare_logs(args.compare_logs, args.block)
+        return {}
     torch.set_num_threads(args.threads)
     steps = [Step(v, args.size, args.batch, args.head_channels) for v in args.variants]
     for step in steps:
@@ -103,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     medians = {v: statistics.median(t) for v, t in times.items()}
     first = medians[args.variants[0]]
     for variant, median in medians.items():
-        print(f"{variant:<24} {median:6.3f} s/iter   x{first / median:4.2f} vs {args.variants[0]}")
+        print(f"{variant:<24} {median:6.3f} s/iter   x{first / median:4.2f} vs {args.variants[0]}   "
+              f"{3600 / median:6.0f} iterations/hour")
     return medians
 
 
