@@ -229,9 +229,9 @@ def test_malformed_and_unsupported_messages_name_the_problem():
                   data=msg.data[: 10])
     with pytest.raises(messages.ImageConversionError, match=r"truncated image data: 10 bytes, 2880 needed for 40x24 rgb8"):
         bags.decode_frame(short, Image.__msgtype__)
-    with pytest.raises(messages.ImageConversionError, match="unsupported image encoding 'bayer_rggb8'"):
-        bags.decode_frame(Image(header=msg.header, height=H, width=W, encoding="bayer_rggb8", is_bigendian=0,
-                                step=W, data=msg.data[: W * H]), Image.__msgtype__)
+    with pytest.raises(messages.ImageConversionError, match="unsupported image encoding '32FC1'"):
+        bags.decode_frame(Image(header=msg.header, height=H, width=W, encoding="32FC1", is_bigendian=0,
+                                step=4 * W, data=msg.data[: 4 * W * H]), Image.__msgtype__)
     broken = CompressedImage(header=msg.header, format="jpeg", data=np.zeros(50, np.uint8))
     with pytest.raises(messages.ImageConversionError, match="cannot decode compressed image of 50 bytes"):
         bags.decode_frame(broken, CompressedImage.__msgtype__)
