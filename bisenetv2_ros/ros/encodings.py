@@ -76,7 +76,7 @@ WIDEST_PIXEL_BYTES = max(info.bytes_per_pixel for info in ENCODINGS.values())  #
 _BAYER_TO_RGB = {"bayer_rggb": cv2.COLOR_BayerRGGB2RGB, "bayer_bggr": cv2.COLOR_BayerBGGR2RGB,
                  "bayer_gbrg": cv2.COLOR_BayerGBRG2RGB, "bayer_grbg": cv2.COLOR_BayerGRBG2RGB}
 _YUV_TO_RGB = {"uyvy": cv2.COLOR_YUV2RGB_UYVY, "yuyv": cv2.COLOR_YUV2RGB_YUY2}
-_SWAP_BLOCK_VALUES = 1 << 16  # big-endian data is byte-swapped this many values at a time (128 KiB)
+_SWAP_BLOCK_VALUES = 1 << 14  # big-endian data is byte-swapped this many values at a time (32 KiB)
 
 
 def encoding_info(encoding: str) -> EncodingInfo:
@@ -99,13 +99,17 @@ def to_8bit(values: np.ndarray, significant_bits: int = 16) -> np.ndarray:
     scale = 255.0 / ((1 << check_significant_bits(significant_bits)) - 1)
     if values.dtype.isnative:  # OpenCV drops a last axis of 1: the shape is restored
         return cv2.convertScaleAbs(values, alpha=scale).reshape(values.shape)
-    out = np.empty(values.shape, np.uint8)
-    row_values = max(1, int(np.prod(values.shape[1:])))
-    block = max(1, _SWAP_BLOCK_VALUES // row_values)
-    for start in range(0, values.shape[0], block):  # a bounded native copy at a time, not the whole frame
-        rows = values[start:start + block].astype(values.dtype.newbyteorder("="))
-        out[start:start + block] = cv2.convertScaleAbs(rows, alpha=scale).reshape(rows.shape)
-    return out
+    # a bounded native copy at a time (tiles of rows, and of columns for rows longer than a tile), never the frame
+    flat = values.reshape(values.shape[0], -1)  # a view: each row's values are contiguous
+    out = np.empty(flat.shape, np.uint8)
+    columns = min(flat.shape[1], _SWAP_BLOCK_VALUES)
+    rows = max(1, _SWAP_BLOCK_VALUES // columns)
+    for top in range(0, flat.shape[0], rows):
+        for left in range(0, flat.shape[1], columns):
+            tile = flat[top:top + rows, left:left + columns]
+            out[top:top + rows, left:left + columns] = cv2.convertScaleAbs(tile.astype(tile.dtype.newbyteorder("=")),
+                                                                           alpha=scale)
+    return out.reshape(values.shape)
 
 
 def bayer_to_rgb(mosaic: np.ndarray, layout: str) -> np.ndarray:
