@@ -36,7 +36,11 @@ def canonical_encodings() -> list[str]:
     return names
 
 
-def random_message(encoding: str, height: int, width: int, rng: np.random.Generator) -> SimpleNamespace:
+BIG_ENDIAN_CASES = ("rgb16", "mono16", "bayer_rggb16")  # also timed with is_bigendian set (byte-swapped tiles)
+
+
+def random_message(encoding: str, height: int, width: int, rng: np.random.Generator,
+                   big_endian: bool = False) -> SimpleNamespace:
     info = encodings.encoding_info(encoding)
     step = width * info.bytes_per_pixel
     size = step * height
@@ -44,7 +48,7 @@ def random_message(encoding: str, height: int, width: int, rng: np.random.Genera
         rows, stride, _ = encodings.chroma_plane_shape(info, width, height, step)
         size += rows * stride
     return SimpleNamespace(header=SimpleNamespace(frame_id="camera"), height=height, width=width, encoding=encoding,
-                           is_bigendian=0, step=step, data=rng.integers(0, 256, size, dtype=np.uint8))
+                           is_bigendian=int(big_endian), step=step, data=rng.integers(0, 256, size, dtype=np.uint8))
 
 
 def _peak_bytes(function: Callable[[], object]) -> int:
@@ -59,8 +63,9 @@ def _peak_bytes(function: Callable[[], object]) -> int:
 def encoding_costs(height: int, width: int, repeats: int) -> list[tuple[str, float, float, float]]:
     """(encoding, median ms, min ms, peak bytes per pixel) of Image -> 8-bit frame, interleaved rounds."""
     rng = np.random.default_rng(0)
-    names = canonical_encodings()
-    msgs = {name: random_message(name, height, width, rng) for name in names}
+    msgs = {name: random_message(name, height, width, rng) for name in canonical_encodings()}
+    msgs.update({f"{name} big-endian": random_message(name, height, width, rng, True) for name in BIG_ENDIAN_CASES})
+    names = list(msgs)
     times: dict[str, list[float]] = {name: [] for name in names}
     for name in names:
         messages.image_to_frame(msgs[name], max_pixels=height * width)  # warm-up
@@ -77,9 +82,9 @@ def encoding_costs(height: int, width: int, repeats: int) -> list[tuple[str, flo
 
 def print_encoding_costs(height: int, width: int, repeats: int) -> None:
     print(f"Image -> 8-bit frame per encoding, {height}x{width} (HxW), random bytes, {repeats} interleaved runs:")
-    print(f"  {'encoding':14s} {'median ms':>10s} {'min ms':>8s} {'peak B/px':>10s}")
+    print(f"  {'encoding':24s} {'median ms':>10s} {'min ms':>8s} {'peak B/px':>10s}")
     for name, median, fastest, per_pixel in encoding_costs(height, width, repeats):
-        print(f"  {name:14s} {median:10.2f} {fastest:8.2f} {per_pixel:10.2f}")
+        print(f"  {name:24s} {median:10.2f} {fastest:8.2f} {per_pixel:10.2f}")
 
 
 def rggb_mosaic(rgb: np.ndarray) -> np.ndarray:
