@@ -36,7 +36,7 @@ DEFAULT_OUTPUTS = ("labels", "color")
 # Image topics of a segmentation node's own outputs: never a camera when choosing one automatically.
 SEGMENTATION_OUTPUT_NAMES = ("labels", "color", "overlay", "confidence", "labels/compressed", "color/compressed")
 STORAGES = ("mcap", "sqlite3")
-# Metadata version 8 opens in Humble's and Jazzy's `ros2 bag` (docs/node.md "Bags"): Humble (struct version
+# Metadata version 8 opens in Humble's and Jazzy's `ros2 bag` (docs/cli.md, from rosbag2's source): Humble (struct version
 # 5) reads fields by name and offered_qos_profiles as a string of integer policies, which version 8 writes;
 # version 9 writes them as a YAML list of policy names, which Humble's yaml-cpp cannot convert.
 BAG_VERSION = 8
