@@ -129,9 +129,10 @@ def test_16_bit_rows_must_start_on_whole_values():
                                              data=np.zeros(14, np.uint8))))
 
 
-def test_16_bit_data_at_an_odd_address_is_read_right():
+@pytest.mark.parametrize("big_endian", [False, True], ids=["little", "big"])
+def test_16_bit_data_at_an_odd_address_is_read_right(big_endian):
     rgb = smooth_rgb(4, 6)
-    fields = encode(rgb, "rgb16", big_endian=True)
+    fields = encode(rgb, "rgb16", big_endian=big_endian)
     shifted = np.empty(fields["data"].size + 1, np.uint8)[1:]
     shifted[:] = fields["data"]
     assert shifted.ctypes.data % 2 == 1

@@ -94,12 +94,13 @@ def check_significant_bits(bits: int, what: str = "significant_bits") -> int:
 
 
 def to_8bit(values: np.ndarray, significant_bits: int = 16) -> np.ndarray:
-    """HxW or HxWxC uint16 (any byte order, rows may be strided) -> uint8 of the same shape:
+    """HxW or HxWxC uint16 (any byte order or alignment, rows may be strided) -> uint8 of the same shape:
     ``round(value x 255 / (2**significant_bits - 1))``, saturating at 255."""
     scale = 255.0 / ((1 << check_significant_bits(significant_bits)) - 1)
-    if values.dtype.isnative:  # OpenCV drops a last axis of 1: the shape is restored
+    if values.dtype.isnative and values.flags.aligned:  # OpenCV drops a last axis of 1: the shape is restored
         return cv2.convertScaleAbs(values, alpha=scale).reshape(values.shape)
-    # a bounded native copy at a time (tiles of rows, and of columns for rows longer than a tile), never the frame
+    # big-endian or unaligned (odd address) data: a bounded native, aligned copy at a time (tiles of rows, and
+    # of columns for rows longer than a tile), never the whole frame
     flat = values.reshape(values.shape[0], -1)  # a view: each row's values are contiguous
     out = np.empty(flat.shape, np.uint8)
     columns = min(flat.shape[1], _SWAP_BLOCK_VALUES)

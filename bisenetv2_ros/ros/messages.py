@@ -128,9 +128,7 @@ def image_to_array(msg: Any, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
     rows = _rows(data, 0, height, step, row_bytes)
     if info.bits == 16:
         order = ">" if getattr(msg, "is_bigendian", 0) else "<"
-        if rows.ctypes.data % 2:  # an odd buffer address (rare): one aligned copy
-            rows = rows.copy()
-        rows = rows.view(np.dtype(order + "u2"))  # a view: the last axis is contiguous
+        rows = rows.view(np.dtype(order + "u2"))  # a view (unaligned at an odd address): the last axis is contiguous
         return rows.reshape(height, width, info.channels), info
     return rows.reshape(height, width, info.bytes_per_pixel), info
 
