@@ -68,7 +68,7 @@ def raw_message(rng: random.Random, max_pixels: int):
     from bisenetv2_ros.ros import messages
 
     encodings = list(messages.ENCODINGS)
-    encoding = rng.choice(encodings + ["", "mono16", "32FC1", "bayer_rggb8", "rgb8\x00", "\u00e9nc"])
+    encoding = rng.choice(encodings + ["", "32FC1", "8UC4", "bayer_rggb12", "rgb8\x00", "\u00e9nc"])
     info = messages.ENCODINGS.get(encoding)
     bytes_per_pixel = info.bytes_per_pixel if info else rng.randint(1, 4)
     side = int(max_pixels ** 0.5)

@@ -70,7 +70,7 @@ def use_installed_messages() -> None:
 def bgr_image(image_type, header_type, time_type, *, sec: int, frame_id: str, height: int = 48, width: int = 64,
               encoding: str = "bgr8"):
     """An rclpy Image with random pixels; data filled with bytes (never an ndarray)."""
-    channels = {"bgr8": 3, "mono16": 2}[encoding]
+    channels = {"bgr8": 3, "32FC1": 4}[encoding]
     pixels = np.random.default_rng(sec).integers(0, 256, height * width * channels, dtype=np.uint8)
     return image_type(header=header_type(stamp=time_type(sec=sec, nanosec=500), frame_id=frame_id),
                       height=height, width=width, encoding=encoding, is_bigendian=0, step=width * channels,

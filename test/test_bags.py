@@ -229,9 +229,9 @@ def test_malformed_and_unsupported_messages_name_the_problem():
                   data=msg.data[: 10])
     with pytest.raises(messages.ImageConversionError, match=r"truncated image data: 10 bytes, 2880 needed for 40x24 rgb8"):
         bags.decode_frame(short, Image.__msgtype__)
-    with pytest.raises(messages.ImageConversionError, match="unsupported image encoding 'bayer_rggb8'"):
-        bags.decode_frame(Image(header=msg.header, height=H, width=W, encoding="bayer_rggb8", is_bigendian=0,
-                                step=W, data=msg.data[: W * H]), Image.__msgtype__)
+    with pytest.raises(messages.ImageConversionError, match="unsupported image encoding '32FC1'"):
+        bags.decode_frame(Image(header=msg.header, height=H, width=W, encoding="32FC1", is_bigendian=0,
+                                step=4 * W, data=msg.data[: 4 * W * H]), Image.__msgtype__)
     broken = CompressedImage(header=msg.header, format="jpeg", data=np.zeros(50, np.uint8))
     with pytest.raises(messages.ImageConversionError, match="cannot decode compressed image of 50 bytes"):
         bags.decode_frame(broken, CompressedImage.__msgtype__)
@@ -264,7 +264,7 @@ def test_every_node_encoding_is_segmented_in_its_own_channel_order(tmp_path, tin
         ("bgra8", np.concatenate([rgb[..., ::-1], alpha], axis=2), 4, rgb[..., ::-1], "bgr"),
         ("8UC3", rgb[..., ::-1], 0, rgb[..., ::-1], "bgr"),
         ("rgba8", np.concatenate([big, np.full((2 * H, 2 * W, 1), 9, np.uint8)], axis=2), 0, big, "rgb"),
-        ("16UC1", yuv, 0, None, None),
+        ("32FC1", np.concatenate([yuv, yuv], axis=2), 0, None, None),  # depth: not a camera image
         ("8UC1", rgb[..., 1:2], 3, np.repeat(rgb[..., 1:2], 3, axis=2), "rgb"),
     ]
     bag = tmp_path / "encodings"
@@ -288,7 +288,7 @@ def test_every_node_encoding_is_segmented_in_its_own_channel_order(tmp_path, tin
     out = tmp_path / "out"
     assert cli.main(["segment", str(bag), *model_args(tiny_weights), "--batch", "2", "--output", str(out),
                      "--quiet", "--skip-bad"]) == 0
-    assert "skipped 1 unsupported frame(s) of /cam:\n  1 x unsupported image encoding '16UC1'" in capsys.readouterr().err
+    assert "skipped 1 unsupported frame(s) of /cam:\n  1 x unsupported image encoding '32FC1'" in capsys.readouterr().err
     assert batches == [(2, (H, W), "rgb"), (1, (H, W), "rgb"), (1, (H, W), "bgr"), (1, (H, W), "rgb"),
                        (2, (H, W), "bgr"), (1, (2 * H, 2 * W), "rgb"), (1, (H, W), "rgb")]
     monkeypatch.undo()

@@ -82,7 +82,7 @@ def test_bag_with_corrupt_and_oversized_frames_is_segmented_and_counted(bag, tin
     assert code == 1  # frames were skipped and --skip-bad was not given; the output is kept
     assert "skipped 2 unsupported frame(s) of /camera/image:" in err
     assert "1 x corrupt CDR payload: not a readable sensor_msgs/msg/Image" in err
-    assert "1 x step 4294967295 refused: above 131072 bytes per row" in err
+    assert "1 x step 4294967295 refused: above 262144 bytes per row" in err
     assert "error: 2 of 4 frames of /camera/image were skipped" in err
     with rosbag2.Reader(out) as reader:
         stamps = [TYPESTORE.deserialize_cdr(raw, c.msgtype).header.stamp.sec

@@ -154,7 +154,7 @@ class TestSegmentationNode(unittest.TestCase):
 
     def test_2_bad_frame_is_dropped_and_node_keeps_running(self):
         received = self.received
-        self.publish_frame(encoding="mono16")
+        self.publish_frame(encoding="32FC1")  # depth, not a camera image
         spin_until(rclpy, self.node, lambda: False, 1.0)  # let the worker take the bad frame alone
         count = len(received["labels"])
         assert self.publish_until(lambda: len(received["labels"]) > count + 2)

@@ -99,7 +99,7 @@ def test_a_4gb_step_is_refused_instantly_without_allocating(data_kind):
     started = time.monotonic()
     peak, raised = peak_allocation(lambda: messages.image_to_frame(msg))
     assert isinstance(raised, messages.ImageConversionError)
-    assert str(raised) == "step 4294967295 refused: above 131072 bytes per row (width 10 x 3 bytes per pixel needs 30)"
+    assert str(raised) == "step 4294967295 refused: above 262144 bytes per row (width 10 x 3 bytes per pixel needs 30)"
     assert peak < SMALL_ALLOCATION
     assert time.monotonic() - started < 5.0  # generous: the old code took seconds to fill 4 GB
 

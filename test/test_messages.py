@@ -147,7 +147,7 @@ def test_zero_size_is_a_specific_error(types, height, width):
         messages.image_to_frame(msg)
 
 
-@pytest.mark.parametrize("encoding", ["mono16", "32FC1", "bayer_rggb8", "nv21", ""])
+@pytest.mark.parametrize("encoding", ["32FC1", "8UC4", "bayer_rggb12", "nv12", ""])
 def test_unsupported_encoding_is_named(types, encoding):
     msg = make_image(types, np.zeros((2, 2, 1), np.uint8), encoding)
     with pytest.raises(messages.ImageConversionError, match=rf"unsupported image encoding '{encoding}'; supported: rgb8"):

@@ -16,7 +16,7 @@ def test_defaults_are_valid_and_match_specs():
     assert settings.input_size is None
     assert set(node_parameters.RUNTIME_PARAMETERS) == {"publish_color", "publish_overlay", "overlay_alpha", "max_rate_hz",
                                                        "only_when_subscribed", "max_batch", "publish_compressed",
-                                                       "depth_max_offset_s"}
+                                                       "depth_max_offset_s", "input_significant_bits"}
     assert settings.publish_confidence is False and settings.publish_compressed is False
     assert settings.cameras == [] and settings.camera_names == [""]
 

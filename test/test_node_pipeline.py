@@ -229,13 +229,13 @@ def test_pipeline_optional_outputs_follow_settings(types, segmenter):
 def test_pipeline_counts_and_warns_about_bad_frames(types, segmenter):
     pipeline, published, warnings, stats = make_pipeline(types, segmenter)
     bad = image(types, encoding="mono8", frame_id="cam7")
-    bad.encoding = "mono16"
+    bad.encoding = "32FC1"
     assert pipeline.process(FrameItem(bad, time.monotonic())) is False
     truncated = image(types)
     truncated.data = truncated.data[:100]
     assert pipeline.process(FrameItem(truncated, time.monotonic())) is False
     assert published == [] and stats.dropped_invalid == 2 and stats.dropped == 2
-    assert "unsupported image encoding 'mono16'" in warnings[0] and "cam7" in warnings[0]
+    assert "unsupported image encoding '32FC1'" in warnings[0] and "cam7" in warnings[0]
     assert "truncated image data: 100 bytes" in warnings[1]
     assert pipeline.process(FrameItem(image(types), time.monotonic())) is True  # keeps going
 

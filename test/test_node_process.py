@@ -179,7 +179,7 @@ def test_bad_frames_are_counted_never_fatal(node, probe):
     info = probe.collect(SegmentationInfo, f"{NAMESPACE}/info", RELIABLE)
     labels = probe.collect(Image, f"{NAMESPACE}/labels", RELIABLE)
     assert probe.wait_for_subscribers(images, 1)
-    wrong_encoding = bgr_image(Image, Header, Time, sec=1, frame_id="bad", encoding="mono16")
+    wrong_encoding = bgr_image(Image, Header, Time, sec=1, frame_id="bad", encoding="32FC1")
     truncated = bgr_image(Image, Header, Time, sec=2, frame_id="bad")
     truncated.data = truncated.data[:100]
     zero = Image(header=Header(frame_id="bad"), height=0, width=0, encoding="bgr8", step=0)

@@ -102,7 +102,7 @@ def test_raw_frames_and_a_bad_one(make_node, probe):
     labels = []
     probe.create_subscription(Image, "/raw_test/labels", labels.append, RELIABLE)
     publisher = probe.create_publisher(Image, "/raw_test/image", RELIABLE)
-    bad = bgr_image(Image, Header, Time, sec=1, frame_id="cam", encoding="mono16")
+    bad = bgr_image(Image, Header, Time, sec=1, frame_id="cam", encoding="32FC1")
     bad_sent = []
     # Published until the node has seen one: the first messages may go out before discovery matched.
     # More bad frames may still be in flight afterwards, so the count is bounded, not frozen.

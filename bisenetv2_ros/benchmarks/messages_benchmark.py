@@ -7,6 +7,9 @@ rosbags dataclasses (numpy views, what the CLI writes to bags) and ``bytes`` (``
 rclpy messages get). Prints the median (and minimum) of each step in milliseconds.
 
     python -m bisenetv2_ros.benchmarks.messages_benchmark --frame-size 1080x1920 --encoding bgr8
+
+``--all-encodings``: the decode step of every input encoding instead (``encodings_benchmark``);
+``--compare-bayer DIR``: demosaic against 2x2 binning on real frames, cost and label agreement.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable
 
@@ -22,6 +26,8 @@ import numpy as np
 from ..classes import CAMVID, colorize
 from ..cli.arguments import add_size, positive_int, script_main
 from ..ros import messages
+from ..weights.known_weights import DEFAULT_WEIGHTS
+from . import encodings_benchmark
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="input encoding (default bgr8)")
     parser.add_argument("--repeats", type=positive_int, default=30, help="timed repetitions per step (default 30)")
     parser.add_argument("--no-overlay", action="store_true", help="leave the overlay out of the total")
+    parser.add_argument("--all-encodings", action="store_true",
+                        help="time Image -> frame for every supported encoding (interleaved) and its memory peak")
+    parser.add_argument("--compare-bayer", type=Path, default=None, metavar="DIR",
+                        help="folder of real RGB frames: compare Bayer demosaicing with 2x2 binning (cost, label "
+                             "agreement with the 8-bit frame's labels; loads --weights on the CPU)")
+    parser.add_argument("--frames", type=positive_int, default=10, help="--compare-bayer: frames used (default 10)")
+    parser.add_argument("--weights", default=DEFAULT_WEIGHTS, help="--compare-bayer: the model (default: camvid)")
 
 
 def _times_ms(function: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -45,6 +58,15 @@ def _times_ms(function: Callable[[], object], repeats: int) -> tuple[float, floa
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.all_encodings:
+        encodings_benchmark.print_encoding_costs(*args.frame_size, args.repeats)
+        return 0
+    if args.compare_bayer is not None:
+        from ..inference.segmenter import Segmenter
+
+        segmenter = Segmenter(weights=args.weights, backend="torch", device="cpu", precision="fp32")
+        encodings_benchmark.compare_bayer(segmenter, args.compare_bayer, args.frames, args.repeats)
+        return 0
     from rosbags.typesys import Stores, get_typestore
 
     types = messages.register_rosbags_types(get_typestore(Stores.ROS2_JAZZY)).types

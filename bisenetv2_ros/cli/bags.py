@@ -36,7 +36,10 @@ DEFAULT_OUTPUTS = ("labels", "color")
 # Image topics of a segmentation node's own outputs: never a camera when choosing one automatically.
 SEGMENTATION_OUTPUT_NAMES = ("labels", "color", "overlay", "confidence", "labels/compressed", "color/compressed")
 STORAGES = ("mcap", "sqlite3")
-BAG_VERSION = 8  # the metadata version Jazzy's rosbag2 writes
+# Metadata version 8 opens in Humble's and Jazzy's `ros2 bag` (docs/cli.md, from rosbag2's source): Humble (struct version
+# 5) reads fields by name and offered_qos_profiles as a string of integer policies, which version 8 writes;
+# version 9 writes them as a YAML list of policy names, which Humble's yaml-cpp cannot convert.
+BAG_VERSION = 8
 
 
 class BagError(ValueError):
@@ -57,14 +60,14 @@ def _rosbags():
 
 
 def decode_frame(msg: Any, msgtype: str, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
-                 limit_name: str = "--max-input-pixels") -> tuple[np.ndarray, str]:
+                 limit_name: str = "--max-input-pixels", significant_bits: int = 16) -> tuple[np.ndarray, str]:
     """Image (any encoding of messages.ENCODINGS) or CompressedImage -> (HxWx3 uint8 frame, 'rgb'|'bgr').
 
     Raises messages.ImageConversionError naming the problem (encoding, size, data, above ``max_pixels``).
     """
     if msgtype == COMPRESSED_TYPE:
         return messages.compressed_to_frame(msg, max_pixels, limit_name)
-    return messages.image_to_frame(msg, max_pixels, limit_name)
+    return messages.image_to_frame(msg, max_pixels, limit_name, significant_bits)
 
 
 def deserialize(typestore: Any, raw: bytes, msgtype: str) -> Any:
@@ -151,13 +154,13 @@ def segment_bag(segmenter, bag: Path, output: Path, topic: str | None = None, ba
                 progress: Callable[[int], None] = lambda n: None,
                 on_topic: Callable[[str, int], None] = lambda topic, count: None,
                 max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
-                outputs: tuple[str, ...] = DEFAULT_OUTPUTS) -> BagSummary:
+                outputs: tuple[str, ...] = DEFAULT_OUTPUTS, significant_bits: int = 16) -> BagSummary:
     """Writes the segmented bag to ``output`` (which must not exist; the caller stages it), one topic
     per kind in ``outputs`` (keys of OUTPUT_TOPICS).
 
     ``on_topic(topic, frame_count)`` is called once the camera topic is known (for a progress bar).
     Frames that cannot be deserialized or decoded, or above ``max_input_pixels``, are skipped and
-    counted by reason in the summary.
+    counted by reason in the summary. ``significant_bits``: of 16-bit frames (``ros.encodings``).
     """
     unknown = [kind for kind in outputs if kind not in OUTPUT_TOPICS]
     if unknown or not outputs:
@@ -227,7 +230,8 @@ def segment_bag(segmenter, bag: Path, output: Path, topic: str | None = None, ba
                 if conn.id in camera_ids:
                     try:
                         msg = deserialize(typestore, raw, conn.msgtype)
-                        frame, order = decode_frame(msg, conn.msgtype, max_input_pixels)
+                        frame, order = decode_frame(msg, conn.msgtype, max_input_pixels,
+                                                    significant_bits=significant_bits)
                     except messages.ImageConversionError as error:
                         summary.skipped[str(error)] += 1
                         progress(1)

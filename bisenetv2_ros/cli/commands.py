@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     bag.add_argument("--copy-input", action="store_true", help="also copy every input message into the output bag")
     bag.add_argument("--storage", choices=("mcap", "sqlite3"), default=None,
                      help="output bag storage (default: the input's)")
+    bag.add_argument("--significant-bits", type=int, choices=range(8, 17), default=16, metavar="{8..16}",
+                     help="bits of 16-bit frames (rgb16, mono16, bayer_*16) that carry the value, e.g. 12 for a "
+                          "12-bit camera (default: 16, the full range)")
     tta = segment.add_argument_group("test-time augmentation (offline labelling; several times slower)")
     tta.add_argument("--tta", action="store_true",
                      help="average the network's scores over a mirrored copy and several input scales before the "
@@ -353,7 +356,8 @@ def _segment_bag(args, output: Path) -> int:
 
             summary = bags.segment_bag(segmenter, args.input, staged.path, args.topic, args.batch,
                                        args.copy_input, args.storage, bar.update, on_topic,
-                                       max_input_pixels=args.max_input_pixels, outputs=tuple(outputs))
+                                       max_input_pixels=args.max_input_pixels, outputs=tuple(outputs),
+                                       significant_bits=args.significant_bits)
         if summary.frames == 0:
             raise CliError(f"no frame of {summary.topic} could be decoded:{_reason_lines(summary.skipped)}")
         final = staged.commit()

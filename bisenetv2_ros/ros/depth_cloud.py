@@ -18,6 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from . import camera_info
 from .messages import ImageConversionError, _byte_view, _uint8_data
 
 DEPTH_ENCODINGS = {"16UC1": (np.dtype(np.uint16), 0.001), "mono16": (np.dtype(np.uint16), 0.001),
@@ -49,22 +50,23 @@ def depth_to_metres(msg: Any) -> np.ndarray:
     return metres
 
 
-def intrinsics(camera_info: Any) -> tuple[float, float, float, float, int, int]:
-    """(fx, fy, cx, cy, width, height) from a CameraInfo's K; a clear error when it is unset."""
-    k = [float(v) for v in camera_info.k]
-    if len(k) != 9 or k[0] <= 0 or k[4] <= 0:
-        raise ImageConversionError(f"depth camera_info has no usable intrinsics (K = {k}); a calibrated "
-                                   "camera_info is needed for the point cloud")
-    return k[0], k[4], k[2], k[5], int(camera_info.width), int(camera_info.height)
+def intrinsics(info: Any) -> tuple[float, float, float, float, int, int]:
+    """(fx, fy, cx, cy, width, height) of the depth image a CameraInfo describes (its roi and binning
+    applied, ``camera_info.image_intrinsics``); a clear error when K is unset."""
+    try:
+        return camera_info.image_intrinsics(info)
+    except ImageConversionError as error:
+        raise ImageConversionError(f"depth {error}") from None
 
 
-def aligned_points(depth_m: np.ndarray, camera_info: Any, labels: np.ndarray,
+def aligned_points(depth_m: np.ndarray, info: Any, labels: np.ndarray,
                    confidence: np.ndarray | None = None) -> np.ndarray:
     """HxW structured array (POINT_DTYPE) of the labels' size: back-projected depth with each pixel's
     label and confidence (0 without one)."""
-    fx, fy, cx, cy, info_width, info_height = intrinsics(camera_info)
+    fx, fy, cx, cy, info_width, info_height = intrinsics(info)
     height, width = labels.shape
     depth_height, depth_width = depth_m.shape
+    camera_info.check_pairing(info, depth_width, depth_height, "depth image")  # else K is for another image
     # K belongs to the depth image as calibrated; camera_info's size says for which resolution.
     base_width, base_height = (info_width, info_height) if info_width and info_height else (depth_width, depth_height)
     if (depth_height, depth_width) != (height, width):

@@ -12,17 +12,18 @@ Hot-path rules (measured on a 2-core CPU at 1920x1080, see the ROS facts file):
 Limits, checked from the declared sizes before anything is allocated (a message's fields are untrusted):
 width and height at most ``MAX_IMAGE_SIDE``, width x height at most ``max_pixels`` (the node's
 ``max_input_pixels``), ``step`` at least a row and at most ``MAX_STEP``, ``data`` exactly ``step x height``
-bytes (the last row's padding may be left out); a compressed frame's size is read from its header
-(``image_headers``) before it is decoded. Memory per frame, beyond the message itself: raw rgb/bgr(a)
-frames none (views); mono and YUV one 3-byte-per-pixel frame plus, for padded rows, one contiguous
-copy of the input: at most 5 bytes per pixel, i.e. 5/3 of the decoded frame (H x W x 3 bytes);
+bytes (the last row's padding may be left out; nv21/nv24 add their chroma plane, ``encodings``); a
+compressed frame's size is read from its header (``image_headers``) before it is decoded. The encodings
+and their conversions (16-bit, Bayer, nv21/nv24) are in ``encodings``. Memory per frame, beyond the
+message itself: raw 8-bit rgb/bgr(a) frames none (views); mono, YUV, Bayer and 16-bit frames one
+3-byte-per-pixel frame plus one copy of the input (contiguous or 8-bit): at most 5 bytes per pixel,
+i.e. 5/3 of the decoded frame (H x W x 3 bytes);
 compressed frames the decoded frame plus the decoder's workspace (test_message_limits checks both).
 """
 
 from __future__ import annotations
 
 import array
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import cv2
@@ -31,49 +32,12 @@ import numpy as np
 from ..classes import IGNORE_INDEX, ClassSet
 from ..conventions import DEFAULT_MAX_INPUT_PIXELS, MAX_IMAGE_SIDE
 from ..image_headers import declared_size
+from . import encodings
+from .encodings import (ENCODINGS, SUPPORTED_ENCODINGS, WIDEST_PIXEL_BYTES, EncodingInfo,  # noqa: F401 (re-exported)
+                        ImageConversionError, encoding_info)
 
 
-class ImageConversionError(ValueError):
-    """A frame that cannot be converted; the message names the problem (encoding, size, data)."""
-
-
-@dataclass(frozen=True)
-class EncodingInfo:
-    """How an 8-bit ``sensor_msgs/Image`` encoding lays out its bytes."""
-
-    name: str             # canonical name (aliases resolved)
-    bytes_per_pixel: int  # uyvy/yuyv: 2 bytes per pixel (4 per pixel pair)
-    layout: str           # rgb, bgr, rgba, bgra, mono, uyvy, yuyv
-
-
-# The yuv422 names are the older (Humble) aliases of uyvy / yuyv; Jazzy publishers may use either.
-ENCODINGS: dict[str, EncodingInfo] = {
-    "rgb8": EncodingInfo("rgb8", 3, "rgb"),
-    "bgr8": EncodingInfo("bgr8", 3, "bgr"),
-    "rgba8": EncodingInfo("rgba8", 4, "rgba"),
-    "bgra8": EncodingInfo("bgra8", 4, "bgra"),
-    "mono8": EncodingInfo("mono8", 1, "mono"),
-    "uyvy": EncodingInfo("uyvy", 2, "uyvy"),
-    "yuv422": EncodingInfo("uyvy", 2, "uyvy"),
-    "yuyv": EncodingInfo("yuyv", 2, "yuyv"),
-    "yuv422_yuy2": EncodingInfo("yuyv", 2, "yuyv"),
-    # Generic OpenCV types some drivers (and cv_bridge users) publish; 8UC3 is OpenCV's BGR layout.
-    "8UC1": EncodingInfo("8UC1", 1, "mono"),
-    "8UC3": EncodingInfo("8UC3", 3, "bgr"),
-}
-SUPPORTED_ENCODINGS = tuple(ENCODINGS)
-
-MAX_STEP = MAX_IMAGE_SIDE * 4  # the longest row: the widest image in the widest (4-byte) encoding
-
-_YUV_TO_RGB = {"uyvy": cv2.COLOR_YUV2RGB_UYVY, "yuyv": cv2.COLOR_YUV2RGB_YUY2}
-
-
-def encoding_info(encoding: str) -> EncodingInfo:
-    info = ENCODINGS.get(encoding)
-    if info is None:
-        raise ImageConversionError(
-            f"unsupported image encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
-    return info
+MAX_STEP = MAX_IMAGE_SIDE * WIDEST_PIXEL_BYTES  # the longest row: the widest image in the widest encoding
 
 
 def _byte_view(data: Any) -> np.ndarray:
@@ -107,14 +71,23 @@ def check_frame_size(width: int, height: int, max_pixels: int, what: str = "imag
             f"{max_pixels} ({max_pixels / 1e6:.1f} MP); raise {limit_name} to accept such frames")
 
 
+def _rows(data: np.ndarray, offset: int, rows: int, stride: int, row_bytes: int) -> np.ndarray:
+    """``rows`` x ``row_bytes`` view of ``data`` from ``offset``, rows ``stride`` bytes apart (sizes checked)."""
+    if rows * stride <= data.size - offset:
+        return data[offset:offset + rows * stride].reshape(rows, stride)[:, :row_bytes]
+    # the last row's padding is missing: a strided view that stays inside the data
+    return np.lib.stride_tricks.as_strided(data[offset:], shape=(rows, row_bytes), strides=(stride, 1), writeable=False)
+
+
 def image_to_array(msg: Any, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
-                   limit_name: str = "max_input_pixels") -> tuple[np.ndarray, EncodingInfo]:
+                   limit_name: str = "max_input_pixels") -> tuple[Any, EncodingInfo]:
     """``sensor_msgs/Image`` -> (pixel array, encoding) without copying the data.
 
-    The array is HxWxC uint8 in the message's own layout (C = 3 rgb/bgr, 4 rgba/bgra, 1 mono,
-    2 for the packed YUV 4:2:2 encodings). Rows padded beyond ``width * bytes_per_pixel`` give a
-    strided view. ``is_bigendian`` does not matter for 8-bit channels and is ignored. Every declared
-    size is checked against the limits and the data before anything is allocated.
+    The array is HxWxC in the message's own layout (C = 3 rgb/bgr, 4 rgba/bgra, 1 mono and Bayer,
+    2 for the packed YUV 4:2:2 encodings), uint8, or uint16 in the message's byte order
+    (``is_bigendian``) for 16-bit encodings; for nv21 / nv24 a (luma HxW, chroma) pair of views
+    (``encodings``). Rows padded beyond ``width * bytes_per_pixel`` give strided views. Every
+    declared size is checked against the limits and the data before anything is allocated.
     """
     info = encoding_info(msg.encoding)
     height, width, step = (_declared_int(msg, name) for name in ("height", "width", "step"))
@@ -122,48 +95,71 @@ def image_to_array(msg: Any, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
     row_bytes = width * info.bytes_per_pixel
     if info.layout in ("uyvy", "yuyv") and width % 2:
         raise ImageConversionError(f"{info.name} images need an even width, got {width}")
+    if info.planar:
+        encodings.check_planar_size(info, width, height)
     if step < row_bytes:
         raise ImageConversionError(
             f"step {step} is smaller than width {width} x {info.bytes_per_pixel} bytes per pixel ({info.name})")
     if step > MAX_STEP:
         raise ImageConversionError(f"step {step} refused: above {MAX_STEP} bytes per row "
                                    f"(width {width} x {info.bytes_per_pixel} bytes per pixel needs {row_bytes})")
+    if info.bits == 16 and step % 2:
+        raise ImageConversionError(f"step {step} of a 16-bit {info.name} image is odd: rows must start on whole values")
     data = _byte_view(msg.data)
-    needed = step * (height - 1) + row_bytes  # the last row's padding may be left out
+    chroma_rows, chroma_stride, chroma_bytes = (encodings.chroma_plane_shape(info, width, height, step)
+                                                if info.planar else (0, 0, 0))
+    luma_bytes = step * height
+    if info.planar:
+        needed, most = luma_bytes + chroma_stride * (chroma_rows - 1) + chroma_bytes, luma_bytes + chroma_stride * chroma_rows
+    else:  # the last row's padding may be left out
+        needed, most = step * (height - 1) + row_bytes, luma_bytes
     if data.size < needed:
         raise ImageConversionError(
             f"truncated image data: {data.size} bytes, {needed} needed for {width}x{height} "
             f"{info.name} with step {step}")
-    if data.size > step * height:
-        raise ImageConversionError(
-            f"image data of {data.size} bytes is more than step {step} x height {height} = {step * height} bytes")
-    if data.size == step * height:
-        rows = data.reshape(height, step)[:, :row_bytes]
-    else:  # the last row's padding is missing: a strided view that stays inside the data
-        rows = np.lib.stride_tricks.as_strided(data, shape=(height, row_bytes), strides=(step, 1), writeable=False)
+    if data.size > most:
+        layout = (f"the {most} bytes of {width}x{height} {info.name} with step {step}" if info.planar
+                  else f"step {step} x height {height} = {most} bytes")
+        raise ImageConversionError(f"image data of {data.size} bytes is more than {layout}")
+    if info.planar:
+        chroma = _rows(data, luma_bytes, chroma_rows, chroma_stride, chroma_bytes)
+        chroma_width = width // 2 if info.layout == "nv21" else width
+        return (_rows(data, 0, height, step, row_bytes), chroma.reshape(chroma_rows, chroma_width, 2)), info
+    rows = _rows(data, 0, height, step, row_bytes)
+    if info.bits == 16:
+        order = ">" if getattr(msg, "is_bigendian", 0) else "<"
+        rows = rows.view(np.dtype(order + "u2"))  # a view (unaligned at an odd address): the last axis is contiguous
+        return rows.reshape(height, width, info.channels), info
     return rows.reshape(height, width, info.bytes_per_pixel), info
 
 
-def array_to_color(pixels: np.ndarray, info: EncodingInfo) -> tuple[np.ndarray, str]:
+def array_to_color(pixels: Any, info: EncodingInfo, significant_bits: int = 16) -> tuple[np.ndarray, str]:
     """Pixel array from :func:`image_to_array` -> (HxWx3 uint8 frame, channel order 'rgb'|'bgr').
 
-    rgb8 / bgr8 stay views; rgba/bgra drop alpha as a view; mono and YUV are converted (one copy).
-    """
+    8-bit rgb8 / bgr8 stay views; rgba/bgra drop alpha as a view; 16-bit data is scaled from its
+    ``significant_bits``; mono, Bayer and YUV are converted (one copy)."""
     layout = info.layout
+    if info.planar:
+        return encodings.planar_to_rgb(*pixels, layout), "rgb"
+    if info.bits == 16:
+        pixels = encodings.to_8bit(pixels, significant_bits)
     if layout in ("rgb", "bgr"):
         return pixels, layout
     if layout in ("rgba", "bgra"):
         return pixels[..., :3], layout[:3]
     if layout == "mono":
         return cv2.cvtColor(np.ascontiguousarray(pixels[..., 0]), cv2.COLOR_GRAY2RGB), "rgb"
-    return cv2.cvtColor(np.ascontiguousarray(pixels), _YUV_TO_RGB[layout]), "rgb"
+    if layout.startswith("bayer"):
+        return encodings.bayer_to_rgb(pixels[..., 0], layout), "rgb"
+    return encodings.packed_yuv_to_rgb(pixels, layout), "rgb"
 
 
 def image_to_frame(msg: Any, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
-                   limit_name: str = "max_input_pixels") -> tuple[np.ndarray, str]:
-    """``sensor_msgs/Image`` -> (HxWx3 uint8 frame, 'rgb' | 'bgr'); raises ImageConversionError."""
+                   limit_name: str = "max_input_pixels", significant_bits: int = 16) -> tuple[np.ndarray, str]:
+    """``sensor_msgs/Image`` -> (HxWx3 uint8 frame, 'rgb' | 'bgr'); raises ImageConversionError.
+    ``significant_bits``: the bits of 16-bit data that carry the value (12 for a 12-bit camera)."""
     pixels, info = image_to_array(msg, max_pixels, limit_name)
-    return array_to_color(pixels, info)
+    return array_to_color(pixels, info, significant_bits)
 
 
 def to_rgb(frame: np.ndarray, channel_order: str) -> np.ndarray:

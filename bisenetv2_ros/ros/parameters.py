@@ -70,6 +70,10 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec("max_input_pixels", DEFAULT_MAX_INPUT_PIXELS, "Largest input frame (width x height) accepted; "
                   "larger ones (compressed: measured from their header, before decoding) are dropped, counted and "
                   "warned about.", range=(1, MAX_IMAGE_SIDE * MAX_IMAGE_SIDE)),
+    ParameterSpec("input_significant_bits", 16, "Bits of 16-bit input (rgb16, mono16, bayer_*16, 16UC1/3) that carry "
+                  "the value: 12 for a 12-bit camera in a 16-bit container, 10 for a 10-bit one; values are scaled "
+                  "to 8 bits from this range (above it: saturated). 16 = the full range.", runtime=True,
+                  range=(8, 16)),
     ParameterSpec("publish_color", True, "Publish `color`, the palette mask (rgb8).", runtime=True),
     ParameterSpec("publish_overlay", False, "Publish `overlay`, the mask blended over the image (rgb8).",
                   runtime=True),

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ..classes import colorize
-from . import depth_cloud, messages
+from . import camera_info, depth_cloud, messages
 from .frame_worker import FrameItem
 from .parameters import NodeSettings
 from .stats import CameraState
@@ -126,7 +126,8 @@ class SegmentationPipeline:
         """The frame of a message; raises ImageConversionError (max_input_pixels checked before decoding)."""
         if item.compressed:
             return messages.compressed_to_frame(item.msg, self.settings.max_input_pixels)
-        return messages.image_to_frame(item.msg, self.settings.max_input_pixels)
+        return messages.image_to_frame(item.msg, self.settings.max_input_pixels,
+                                       significant_bits=self.settings.input_significant_bits)
 
     def process(self, item: FrameItem, camera: int = 0) -> bool:
         """One frame of one camera; False when it was invalid or failed (counted and reported)."""
@@ -199,9 +200,8 @@ class SegmentationPipeline:
             publish("overlay", messages.array_to_image(self.image_type, header, overlay, "rgb8"))
         if settings.publish_points and self.cloud_types is not None:
             self._publish_points(camera, header, labels, confidence)
-        camera_info = camera.camera_info
-        if camera_info is not None:
-            publish("camera_info", messages.with_header(camera_info, header))
+        if camera.camera_info is not None:
+            self._publish_camera_info(camera, header, *labels.shape)
         latency_ms = (self.clock() - entry.item.arrival) * 1000.0
         stats = camera.stats
         stats.record_processed(inference_ms, latency_ms)
@@ -213,6 +213,17 @@ class SegmentationPipeline:
             fractions=messages.class_fractions(labels, len(self.classes)),
             confidences=() if confidence is None else messages.class_confidence(labels, confidence, len(self.classes))))
 
+
+    def _publish_camera_info(self, camera: CameraState, header: Any, height: int, width: int) -> None:
+        """The camera's camera_info with the frame's header, when it describes the frame (the outputs' size)."""
+        info = camera.camera_info
+        try:
+            camera_info.check_pairing(info, width, height, "frame")
+        except camera_info.CameraInfoMismatch as error:
+            camera.stats.record_camera_info_mismatch()
+            self.warn(f"{camera.label}camera_info not republished: {error}")
+            return
+        camera.publish("camera_info", messages.with_header(info, header))
 
     def _publish_points(self, camera: CameraState, header: Any, labels: np.ndarray, confidence: np.ndarray | None) -> None:
         """`points` from the camera's depth image closest in time, when close enough; else a warning."""
@@ -231,6 +242,8 @@ class SegmentationPipeline:
         try:
             points = depth_cloud.aligned_points(depth_cloud.depth_to_metres(depth), info, labels, confidence)
         except messages.ImageConversionError as error:
+            if isinstance(error, camera_info.CameraInfoMismatch):
+                camera.stats.record_camera_info_mismatch()
             self.warn(f"{camera.label}no cloud: {error}")
             return
         camera.publish("points", depth_cloud.cloud_message(*self.cloud_types, header, points))

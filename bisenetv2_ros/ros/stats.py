@@ -36,6 +36,8 @@ class StatsSnapshot:
     new_drops: int             # drops (stale + invalid + failed) during the interval
     new_invalid: int
     new_failed: int
+    camera_info_mismatched: int = 0      # camera_info messages that did not describe their frame / depth image
+    new_camera_info_mismatched: int = 0
 
     @property
     def frames_dropped(self) -> int:
@@ -50,6 +52,7 @@ class NodeStats:
         self._clock = clock
         self.received = self.processed = 0
         self.dropped_stale = self.dropped_invalid = self.failed = self.skipped = 0
+        self.camera_info_mismatched = self._mismatched_before = 0
         self._latencies_ms: deque[float] = deque(maxlen=window)
         self._inference_ms: deque[float] = deque(maxlen=window)
         self._previous = (clock(), 0, 0, 0, 0, 0)  # time, received, processed, drops, invalid, failed
@@ -66,6 +69,9 @@ class NodeStats:
 
     def record_invalid(self) -> None:
         self._count("dropped_invalid")
+
+    def record_camera_info_mismatch(self) -> None:
+        self._count("camera_info_mismatched")
 
     def record_failed(self) -> None:
         self._count("failed")
@@ -91,6 +97,7 @@ class NodeStats:
             drops = self.dropped_stale + self.dropped_invalid + self.failed
             then, received0, processed0, drops0, invalid0, failed0 = self._previous
             self._previous = (now, self.received, self.processed, drops, self.dropped_invalid, self.failed)
+            mismatched0, self._mismatched_before = self._mismatched_before, self.camera_info_mismatched
             interval = max(now - then, 1e-9)
             latencies = np.asarray(self._latencies_ms, np.float64)
             inference = np.asarray(self._inference_ms, np.float64)
@@ -104,7 +111,8 @@ class NodeStats:
                 latency_p50_ms=float(p50), latency_p99_ms=float(p99),
                 inference_p50_ms=float(np.median(inference)) if inference.size else math.nan,
                 interval_s=interval, new_drops=drops - drops0, new_invalid=self.dropped_invalid - invalid0,
-                new_failed=self.failed - failed0)
+                new_failed=self.failed - failed0, camera_info_mismatched=self.camera_info_mismatched,
+                new_camera_info_mismatched=self.camera_info_mismatched - mismatched0)
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,9 @@ def diagnostics_report(snapshot: StatsSnapshot, *, backend: str, device: str, mo
         level, message = WARN, f"no images received on {input_topic}"
     elif snapshot.new_invalid:
         level, message = WARN, f"{snapshot.new_invalid} invalid frame(s) dropped"
+    elif snapshot.new_camera_info_mismatched:
+        level, message = WARN, (f"{snapshot.new_camera_info_mismatched} camera_info message(s) did not match "
+                                "their image's size (not republished / no cloud)")
     elif snapshot.processed_rate_hz == 0 and snapshot.frames_skipped:
         level, message = OK, "idle: no one subscribes to the outputs (only_when_subscribed)"
     elif snapshot.processed_rate_hz == 0:
@@ -143,6 +154,7 @@ def diagnostics_report(snapshot: StatsSnapshot, *, backend: str, device: str, mo
         ("dropped invalid", str(snapshot.frames_dropped_invalid)),
         ("failed", str(snapshot.frames_failed)),
         ("skipped (no subscribers)", str(snapshot.frames_skipped)),
+        ("camera_info mismatched", str(snapshot.camera_info_mismatched)),
         ("latency p50 (ms)", _ms(snapshot.latency_p50_ms)),
         ("latency p99 (ms)", _ms(snapshot.latency_p99_ms)),
         ("inference p50 (ms)", _ms(snapshot.inference_p50_ms)),
