@@ -317,11 +317,11 @@ def test_camvid_configs_select_models_on_an_unseen_drive():
         config = load_config(REPO / "training" / "configs" / f"{name}.yaml")
         assert (config.data.train_split, config.data.val_split) == ("drive_train", "drive_val"), name
     # The shipped round-three model: the same recipe on every labelled frame, warm-started from the
-    # drive-disjoint model that chose it (issue 33); nothing else differs.
+    # round's drive-disjoint model (issue 33); nothing else differs.
     chosen = load_config(REPO / "training/configs/camvid_round3.yaml").to_dict()
     shipped = load_config(REPO / "training/configs/camvid_round3_all.yaml").to_dict()
     assert shipped["data"].pop("train_split") == "all" and chosen["data"].pop("train_split") == "drive_train"
-    assert shipped["run"].pop("init_weights") == chosen["run"]["out_dir"] + "/best.pt"
+    assert shipped["run"].pop("init_weights") == "runs/camvid_round3_sibling.pt"
     for key in ("init_weights",):
         chosen["run"].pop(key)
     for config in (chosen, shipped):
@@ -364,3 +364,26 @@ def test_model_section_lists_the_network_configs_fields_once():
         load_config(None, ["model.head_channels=0"])
     with pytest.raises(ValueError, match="unknown keys \\['heads'\\] in config section 'model'"):
         load_config(None, ["model.heads=2"])
+
+
+def test_export_can_store_another_resolution_for_the_same_weights(tiny_weights, tmp_path, capsys):
+    """training/export.py --resolution: same tensors, the new network size, the change in the provenance,
+    and no figure measured at the old size carried over (issue 33's drive-disjoint model at 360x480)."""
+    from bisenetv2_ros.weights.checkpoint import load_checkpoint
+
+    source = load_checkpoint(tiny_weights)
+    source.info.metrics["drive_val_miou"] = 0.5  # measured at the old size
+    original = tmp_path / "with_metrics.pt"
+    from bisenetv2_ros.weights.checkpoint import save_checkpoint
+
+    save_checkpoint(source, original)
+    out = export_main([str(original), str(tmp_path / "wider.pt"), "--resolution", "48x80", "--metric", "note_miou=0.25"])
+    exported = load_checkpoint(out)
+    old = "x".join(str(v) for v in source.info.train_resolution)
+    assert exported.info.train_resolution == (48, 80) and old != "48x80"
+    assert exported.info.provenance["resolution_changed"] == f"{old} -> 48x80 (same weights)"
+    assert exported.info.metrics == {"note_miou": 0.25}  # only what this command measured or was given
+    assert all(torch.equal(exported.state_dict[k], source.state_dict[k]) for k in source.state_dict)
+    with pytest.raises(SystemExit) as exit_info:
+        export_run([str(original), str(tmp_path / "bad.pt"), "--resolution", "48"])
+    assert exit_info.value.code == 2 and "--resolution: expected HEIGHTxWIDTH" in capsys.readouterr().err

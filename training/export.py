@@ -26,6 +26,7 @@ from typing import Sequence
 
 from bisenetv2_ros.cli import export as package_export
 from bisenetv2_ros.cli.arguments import add_debug_flag, run_script
+from bisenetv2_ros.conventions import size_argument
 from bisenetv2_ros.weights.checkpoint import Checkpoint, load_checkpoint
 
 PROG = "training/export.py"
@@ -84,6 +85,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
                              "SPLIT_miou, SPLIT_iou/CLASS (repeatable, e.g. one per split)")
     parser.add_argument("--metric", action="append", default=[], metavar="KEY=VALUE", help="add one metric")
     parser.add_argument("--note", action="append", default=[], metavar="KEY=VALUE", help="add a provenance entry")
+    parser.add_argument("--resolution", type=size_argument, default=None, metavar="HxW",
+                        help="store this network input size instead of the checkpoint's (the size frames are "
+                             "resized to), e.g. after evaluate.py --input-size showed the same weights do better "
+                             "at it; the old and new sizes are kept in the provenance")
     package_export.add_arguments(parser)
     parser.add_argument("--onnx-input-size", dest="input_size", type=int, nargs=2, metavar=("H", "W"),
                         action=Deprecated, replacement="--input-size HxW", convert=tuple, help=argparse.SUPPRESS)
@@ -113,7 +118,13 @@ def main(argv: Sequence[str] | None = None) -> Path:
         except ValueError:
             raise ValueError(f"--metric {item}: the value must be a number (KEY=VALUE)") from None
     notes = dict(item.partition("=")[::2] for item in args.note)
+    if args.resolution is not None:
+        old = "x".join(str(v) for v in checkpoint.info.train_resolution or ()) or "none"
+        notes["resolution_changed"] = f"{old} -> {args.resolution[0]}x{args.resolution[1]} (same weights)"
     deploy = to_deploy(checkpoint, metrics, notes)
+    if args.resolution is not None:  # figures measured at the old size do not hold at the new one
+        deploy = dataclasses.replace(deploy, info=dataclasses.replace(
+            deploy.info, train_resolution=tuple(args.resolution), metrics=metrics))
     result = package_export.export_checkpoint(deploy, request)
     size_mb = result.deploy.stat().st_size / 1e6
     print(f"wrote {result.deploy} ({size_mb:.1f} MB, {'fp16' if args.half else 'fp32'}, {len(deploy.info.classes)} "

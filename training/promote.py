@@ -103,12 +103,12 @@ def baseline_unseen_miou(baseline: str, root: str, folder: Path, threads: int | 
 
 def drive_disjoint_reference(path: str, candidate_lineage: Sequence[dict], root: str) -> list[dict]:
     """The lineage of --drive-disjoint, checked: it never trained on the selection split's drives."""
-    lineage = lineage_of(load_checkpoint(path), Path(path).as_posix())
+    lineage = weights_lineage(load_checkpoint(path), path, path)  # a training run or a shipped/exported file
     if not split_unseen(lineage, root, SELECTION_SPLIT):
         raise ValueError(f"--drive-disjoint {path} trained on {SELECTION_SPLIT}'s drive (or on data this root "
                          f"cannot resolve): it cannot give an unseen-drive figure")
     ancestors = {entry.get("checkpoint") for entry in candidate_lineage}
-    if lineage[-1]["checkpoint"] not in ancestors:
+    if lineage[-1].get("checkpoint") not in ancestors:
         print(f"note: the candidate was not warm-started from --drive-disjoint {path} (its lineage: "
               f"{describe(list(candidate_lineage))})", file=sys.stderr)
     return lineage
