@@ -8,7 +8,9 @@ all of them in order, so load from other processes hits them alike; medians are 
   pre-processing, torch); beside it ``resize in (cv2 uint8)``, the same resize done on uint8 by OpenCV,
   to show what that option would cost
 - network: the network at the model size, 1/8 logits out (torch fp32, batch norm folded, channels_last)
-- upsample + argmax: the 1/8 logits to the frame size and the argmax to uint8 labels (torch)
+- upsample + argmax: the 1/8 class scores to uint8 labels at the frame size, outside the graph
+  (``labels_tail.upsample_argmax``, ONNX Runtime's CPU default); beside it ``(in graph)``, the same
+  done by upsampling every class score to the frame first (torch; the graph's tail)
 - confidence: softmax top probability at 1/8, upsampled to the frame (``fused.top_class_confidence``)
 - colour, overlay: the palette lookup and the alpha blend (OpenCV, as the node does)
 - message: the labels and colour Image messages as rclpy receives them (their byte copies; DDS
@@ -31,12 +33,14 @@ import torch
 
 from ..classes import colorize
 from ..inference.fused import FusedSegmentation, fold_batchnorm, top_class_confidence
+from ..inference.labels_tail import upsample_argmax
 from ..ros import messages
 
-STAGES = ("convert", "resize in", "resize in (cv2 uint8)", "network", "upsample + argmax", "confidence",
-          "colour", "overlay", "message")
-# What the node pays per frame with colour and overlay on (the cv2 resize is an alternative, not a stage).
-PIPELINE_STAGES = tuple(stage for stage in STAGES if stage != "resize in (cv2 uint8)")
+STAGES = ("convert", "resize in", "resize in (cv2 uint8)", "network", "upsample + argmax",
+          "upsample + argmax (in graph)", "confidence", "colour", "overlay", "message")
+ALTERNATIVES = ("resize in (cv2 uint8)", "upsample + argmax (in graph)")
+# What the node pays per frame with colour and overlay on (the alternatives are shown, not summed).
+PIPELINE_STAGES = tuple(stage for stage in STAGES if stage not in ALTERNATIVES)
 
 
 def _message(**fields: Any) -> SimpleNamespace:
@@ -61,6 +65,7 @@ def stage_calls(model: torch.nn.Module, normalization: Any, input_size: tuple[in
     colors = colorize(labels, lookup_table)
     rgb = messages.to_rgb(frame, "bgr")
     align = bool(getattr(network.config, "align_corners", False))
+    small_scores = network.head_class_logits(small).numpy()
 
     def inference(call: Callable[[], Any]) -> Callable[[], Any]:
         def run():
@@ -73,7 +78,8 @@ def stage_calls(model: torch.nn.Module, normalization: Any, input_size: tuple[in
         "resize in": inference(lambda: fused.preprocess(frames)),
         "resize in (cv2 uint8)": lambda: cv2.resize(frame, input_size[::-1], interpolation=cv2.INTER_LINEAR),
         "network": inference(lambda: network(x, upsample=False)),
-        "upsample + argmax": inference(
+        "upsample + argmax": lambda: upsample_argmax(small_scores, (height, width), align),
+        "upsample + argmax (in graph)": inference(
             lambda: network.upsample_logits(small, (height, width)).argmax(dim=1).to(torch.uint8)),
         "confidence": inference(lambda: top_class_confidence(network.head_class_logits(small), (height, width), align)),
         "colour": lambda: colorize(labels, lookup_table),
