@@ -104,3 +104,30 @@ def test_onnxruntime_labels_are_the_same_with_the_tail_outside(tiny_weights, tmp
         assert (got == expected).mean() >= 0.999, shape
     labels, confidence = outside.run(frames, "bgr", confidence=True)  # confidence keeps the in-graph tail
     assert np.array_equal(labels, expected) and confidence.shape == labels.shape
+
+
+def test_onnxruntime_uint8_resize_in_is_opt_in_and_keeps_the_frame_size(tiny_weights):
+    from bisenetv2_ros.inference.backend_base import BackendError
+    from bisenetv2_ros.inference.onnxruntime_backend import OnnxRuntimeBackend
+    from bisenetv2_ros.weights.known_weights import load_model
+
+    model, info = load_model(tiny_weights)
+    default = OnnxRuntimeBackend(model, info.normalization, (64, 96), "cpu")
+    uint8 = OnnxRuntimeBackend(model, info.normalization, (64, 96), "cpu", resize_in="uint8")
+    assert default.resize_in == "graph"
+    # Smooth frames (a real camera's are): the uint8 rounding of the resized pixels then rarely flips a label.
+    rng = np.random.default_rng(5)
+    frames = np.stack([cv2_smooth(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8), (240, 320)) for _ in range(2)])
+    got, expected = uint8.run(frames, "rgb"), default.run(frames, "rgb")
+    assert got.shape == (2, 240, 320) and (got == expected).mean() >= 0.99
+    assert {key[1] for key in uint8._sessions} == {(None, 64, 96)}  # only the model-size graph ran
+    labels, confidence = uint8.run(frames, "rgb", confidence=True)  # confidence: the graph's own resize
+    assert labels.shape == confidence.shape == (2, 240, 320)
+    with pytest.raises(BackendError, match="resize_in must be graph or uint8, got 'area'"):
+        OnnxRuntimeBackend(model, info.normalization, (64, 96), "cpu", resize_in="area")
+
+
+def cv2_smooth(small: np.ndarray, size) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(small, size[::-1], interpolation=cv2.INTER_CUBIC)

@@ -126,9 +126,9 @@ def print_breakdown(result: dict[str, Any]) -> None:
               f"{size['iters']} iterations)")
         for name in STAGES:
             share = stages["share"].get(name)
-            print(f"  {name:<24}{stages['p50_ms'][name]:>10.2f}" + (f"{100 * share:>8.1f} %" if share is not None else
+            print(f"  {name:<30}{stages['p50_ms'][name]:>10.2f}" + (f"{100 * share:>8.1f} %" if share is not None else
                                                                   "   (alternative)"))
-        print(f"  {'sum of the stages':<24}{stages['sum_p50_ms']:>10.2f}   outside the network: "
+        print(f"  {'sum of the stages':<30}{stages['sum_p50_ms']:>10.2f}   outside the network: "
               f"{100 * size['outside_network_share']:.1f} %")
         chosen = size.get("chosen_end_to_end")
         if chosen:

@@ -64,7 +64,8 @@ class OnnxRuntimeBackend(Backend):
                  opset: int = MIN_OPSET, spin: bool = False, calibration_images: str | os.PathLike | None = None,
                  calibration_frames: np.ndarray | None = None, calibration_limit: int | None = None,
                  dataset: str = "unknown", cache_dir: str | os.PathLike | None = None,
-                 quant_format: str = "QDQ", calibration_table: dict | None = None, labels_tail: str = "auto") -> None:
+                 quant_format: str = "QDQ", calibration_table: dict | None = None, labels_tail: str = "auto",
+                 resize_in: str = "graph") -> None:
         if device not in ("auto", None, "cpu") and not str(device).startswith("cuda"):
             raise BackendError(f"unknown device {device!r}; use 'cpu' or 'cuda[:n]'")
         device = "cpu" if device in ("auto", None) else device
@@ -75,6 +76,11 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(f"labels_tail must be auto, outside or graph, got {labels_tail!r}")
         # auto: outside on the CPU (where the frame-size scores cost memory bandwidth), in the graph on a GPU
         self.labels_tail = ("outside" if device == "cpu" else "graph") if labels_tail == "auto" else labels_tail
+        if resize_in not in ("graph", "uint8"):
+            raise BackendError(f"resize_in must be graph or uint8, got {resize_in!r}")
+        # uint8: frames are resized by OpenCV on uint8 (bilinear, half-pixel centres like the graph's) before the
+        # graph, which then runs at the model size; pixel values round to integers, so labels may differ a little.
+        self.resize_in = resize_in
         self.calibration = None
         if precision == "int8":
             from .int8 import QUANT_FORMATS, calibration_for
@@ -151,10 +157,17 @@ class OnnxRuntimeBackend(Backend):
 
     def _run(self, frames: np.ndarray, channel_order: str, confidence: bool = False):
         frames = np.ascontiguousarray(frames)
+        frame_size = frames.shape[1:3]
         outside = self.labels_tail == "outside" and not confidence
+        # (the labels tail must be outside: a graph fed model-size frames would label at the model size)
+        if outside and self.resize_in == "uint8" and tuple(frame_size) != self.input_size:
+            import cv2
+
+            height, width = self.input_size
+            frames = np.stack([cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR) for frame in frames])
         outputs = self.session(channel_order, frames.shape[:3], confidence, outside).run(None, {"frames": frames})
         if outside:
-            return upsample_argmax(outputs[0], frames.shape[1:3], bool(self.model.config.align_corners))
+            return upsample_argmax(outputs[0], frame_size, bool(self.model.config.align_corners))
         return (outputs[0], outputs[1]) if confidence else outputs[0]
 
     def run_model(self, x: np.ndarray) -> np.ndarray:
