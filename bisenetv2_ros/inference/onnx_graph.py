@@ -68,7 +68,7 @@ def fused_onnx_bytes(model: SegmentationModel, normalization: Normalization, inp
     outputs = [OUTPUT_NAME, CONFIDENCE_NAME] if confidence else ["small_logits" if small_logits else OUTPUT_NAME]
     if exporter == "legacy":
         data = _legacy_onnx_bytes(fused, example, INPUT_NAME, outputs, dims, opset,
-                                  output_dims={0: "batch"} if small_logits and not batch else None)
+                                  output_dims=({} if batch else {0: "batch"}) if small_logits else None)
     else:
         data = _dynamo_onnx_bytes(fused, example, outputs, dims, opset)
     if channels_last_tail and not small_logits:
