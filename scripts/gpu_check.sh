@@ -9,4 +9,4 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 python="${PYTHON:-python3}"
 [[ -x "$here/../.venv/bin/python" && -z "${PYTHON:-}" ]] && python="$here/../.venv/bin/python"
 # A hard stop 20 s after the script's own 470 s budget: never past 8 minutes, whatever hangs.
-exec timeout --kill-after=10 490 "$python" "$here/gpu_check.py" "$@"
+exec timeout --kill-after=10 490 "$python" "$here/../training/gpu_check.py" "$@"

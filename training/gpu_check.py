@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     plan = Plan(args)
     chosen = args.only.split(",") if args.only else list(SECTIONS)
-    report: dict[str, Any] = {"script": "scripts/gpu_check.py", "wired": plan.wired, "sections": {}}
+    report: dict[str, Any] = {"script": "training/gpu_check.py", "wired": plan.wired, "sections": {}}
     started = time.monotonic()
     for name in chosen:
         section_started = time.monotonic()
