@@ -226,6 +226,46 @@ def test_pipeline_optional_outputs_follow_settings(types, segmenter):
     assert [name for name, _ in published] == ["labels", "color", "info"]
 
 
+def test_outputs_no_one_listens_to_are_not_computed(types, segmenter, monkeypatch):
+    """Checked per frame: an output switched on but without a subscriber is neither built nor
+    published; when one appears, the next frame builds it; when it leaves, the next one stops."""
+    pipeline, published, _, _ = make_pipeline(types, segmenter, publish_color=True, publish_overlay=True,
+                                              publish_confidence=True, publish_compressed=True)
+    listeners: set[str] = set()
+    pipeline.cameras[0].listening = lambda output: output in listeners
+    colorized, network_calls = [], []
+    real_colorize, real_segment = node_core.colorize, segmenter.segment_batch
+    monkeypatch.setattr(node_core, "colorize", lambda *a: colorized.append(1) or real_colorize(*a))
+    monkeypatch.setattr(segmenter, "segment_batch", lambda *a, **k: network_calls.append(k) or real_segment(*a, **k))
+
+    def frame():
+        published.clear()
+        colorized.clear()
+        network_calls.clear()
+        assert pipeline.process(FrameItem(image(types), time.monotonic()))
+        return [name for name, _ in published]
+
+    assert frame() == ["labels", "info"]  # nothing optional is listened to: no colour, no confidence pass
+    assert not colorized and network_calls == [{"channel_order": "bgr"}]
+    listeners.add("overlay")
+    assert frame() == ["labels", "overlay", "info"] and len(colorized) == 1
+    listeners.add("confidence")
+    assert frame() == ["labels", "confidence", "overlay", "info"] and network_calls[0].get("confidence") is True
+    listeners.clear()
+    listeners.add("color/compressed")  # the compressed colour needs the colours, not the raw topic
+    assert frame() == ["labels", "color/compressed", "info"] and len(colorized) == 1
+    listeners.clear()
+    listeners.add("info")  # info carries each class's mean confidence, so its readers need the pass
+    assert frame() == ["labels", "info"] and network_calls[0].get("confidence") is True and not colorized
+    listeners.clear()
+    assert frame() == ["labels", "info"] and not colorized and "confidence" not in network_calls[0]
+    assert pipeline.computed == {"overlay": 2, "confidence": 1, "color/compressed": 1}
+    # Switched off wins over listened to.
+    pipeline.settings.update("publish_overlay", False)
+    listeners.add("overlay")
+    assert frame() == ["labels", "info"] and not colorized
+
+
 def test_pipeline_counts_and_warns_about_bad_frames(types, segmenter):
     pipeline, published, warnings, stats = make_pipeline(types, segmenter)
     bad = image(types, encoding="mono8", frame_id="cam7")

@@ -184,3 +184,32 @@ def test_oversized_frames_are_dropped_and_counted(make_node, probe):
     assert spin_both(raw_node, probe, lambda: raw_node.stats.dropped_invalid >= 1, timeout=20,
                      step=lambda: (raw_publisher.publish(step_4gb), time.sleep(0.05)))
     assert raw_node.worker.alive and raw_node.stats.processed == 0
+
+
+def test_outputs_are_computed_only_while_someone_subscribes(make_node, probe):
+    """Colour, overlay and confidence are switched on, but only labels has a subscriber: none of them is
+    computed. An overlay subscriber appears: the next frames build the overlay (and only it); it leaves:
+    the frames after that stop building it. Real rclpy graph, checked per frame."""
+    node = make_node("/listen_test", publish_color=True, publish_overlay=True, publish_confidence=True)
+    labels, overlays = [], []
+    probe.create_subscription(Image, "/listen_test/labels", labels.append, RELIABLE)
+    publisher = probe.create_publisher(Image, "/listen_test/image", RELIABLE)
+    sent = []
+
+    def step():
+        sent.append(bgr_image(Image, Header, Time, sec=20 + len(sent), frame_id="cam"))
+        publisher.publish(sent[-1])
+        time.sleep(0.02)
+
+    assert spin_both(node, probe, lambda: len(labels) >= 3, step=step)
+    assert node.pipeline.computed == {} and overlays == []
+    overlay_subscription = probe.create_subscription(Image, "/listen_test/overlay", overlays.append, RELIABLE)
+    assert spin_both(node, probe, lambda: len(overlays) >= 2, step=step)
+    assert set(node.pipeline.computed) == {"overlay"} and (overlays[0].height, overlays[0].width) == (48, 64)
+    probe.destroy_subscription(overlay_subscription)
+    overlay_publisher = node._publishers_by_camera[0]["overlay"]
+    assert spin_both(node, probe, lambda: overlay_publisher.get_subscription_count() == 0, step=step)
+    built, processed = node.pipeline.computed["overlay"], node.stats.processed
+    # The worker may be inside a frame that asked before the subscriber left: allow that one frame.
+    assert spin_both(node, probe, lambda: node.stats.processed >= processed + 3, step=step)
+    assert node.pipeline.computed["overlay"] <= built + 1 and set(node.pipeline.computed) == {"overlay"}

@@ -34,6 +34,7 @@ from ..inference.background_load import BackgroundLoad
 from ..inference.cpu import cpu_cores
 from ..inference.fused import FusedSegmentation
 from ..models.architectures import ARCHITECTURES
+from .breakdown import arithmetic_limit, limit_line, print_breakdown, run_breakdown
 from .measurement import (
     benchmark_weights,
     latency_stats,
@@ -91,6 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "a robot's CPU is shared with drivers, localisation and planning")
     parser.add_argument("--memory-frames", type=int, default=0, metavar="N",
                         help="also run N frames end to end and report RSS at the start and the end")
+    parser.add_argument("--breakdown", action="store_true", help="per-stage times (convert, resize, network, upsample "
+                        "+ argmax, confidence, colour, overlay, message) at --frame-size, else at 480x640 .. 2160x3840")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
@@ -127,6 +130,11 @@ def run(args: argparse.Namespace) -> int:
                             input_size=model_size, engine_cache_dir=args.engine_cache, backend_options=options,
                             frame_size=args.frame_size, batch=args.batch)
             result = _single(args, seg)
+            weights_used = next(iter(checkpoints.values()))  # limit: this network's MACs at the chosen precision
+            result["arithmetic_limit"] = arithmetic_limit(weights_used, seg, result["end_to_end"]["p50_ms"], args.batch)
+            if args.breakdown:
+                result["breakdown"] = run_breakdown(weights_used, seg, args.frame_size and [args.frame_size],
+                                                    args.iters, args.warmup)
             if seg.auto_decision is not None:  # the table auto measured (or read from its cache) on this machine
                 result["auto"] = {"table": seg.auto_decision.table_lines(), "rows": seg.auto_decision.rows,
                                   "measured_at": seg.auto_decision.measured_at}
@@ -370,6 +378,10 @@ def _print_table(result: dict[str, Any]) -> None:
         print(f"  RSS over frames: {result['rss_over_frames']}")
     if "auto" in result:
         print("\n".join(result["auto"]["table"]))
+    if result.get("arithmetic_limit"):
+        print(limit_line(result["arithmetic_limit"]))
+    if "breakdown" in result:
+        print_breakdown(result["breakdown"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -51,6 +51,9 @@ class FusedSegmentation(nn.Module):
         # Set (e.g. torch.bfloat16) when the network's weights are in a reduced precision while the
         # pre-processing and the labels tail stay float32 (see forward).
         self.network_dtype: torch.dtype | None = None
+        # Set for graphs that stop at the 1/8 class scores (float32 (N, C, h, w)): the labels tail then runs
+        # outside, without the frame-size score tensor (``labels_tail.upsample_argmax``).
+        self.small_logits_out = False
         self.register_buffer("scale", scale.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("shift", shift.view(1, 3, 1, 1), persistent=False)
         self.eval()
@@ -68,7 +71,7 @@ class FusedSegmentation(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         x = self.preprocess(frames)
         size = tuple(frames.shape[1:3])
-        if self.network_dtype is None and not self.confidence:
+        if self.network_dtype is None and not self.confidence and not self.small_logits_out:
             return self.model(x, output_size=size).argmax(dim=1).to(torch.uint8)
         if self.network_dtype is not None:
             # The small logits go back to float32 before the upsampling and the argmax: bf16 keeps only
@@ -76,6 +79,8 @@ class FusedSegmentation(nn.Module):
             small = self.model(x.to(self.network_dtype), upsample=False).float()
         else:
             small = self.model(x, upsample=False)
+        if self.small_logits_out:
+            return self.model.head_class_logits(small)
         logits = self.model.upsample_logits(small, size)
         labels = logits.argmax(dim=1).to(torch.uint8)
         if not self.confidence:

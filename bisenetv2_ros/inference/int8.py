@@ -196,9 +196,11 @@ def network_nodes(model) -> tuple[list[str], list[str]]:
     graph = model.graph
     producers = {output: node for node in graph.node for output in node.output}
     argmax = [node for node in graph.node if node.op_type == "ArgMax"]
+    if not argmax and len(graph.output) == 1:  # a graph that ends at the class scores (labels tail outside)
+        argmax = [producers[graph.output[0].name]]
     if len(argmax) != 1:
-        raise ValueError("int8 quantisation: the graph must end in exactly one ArgMax")
-    # Walk back from the argmax through the tail (Resize, Transpose, ...) to the classifier Conv.
+        raise ValueError("int8 quantisation: the graph must end in exactly one ArgMax, or in the class scores")
+    # Walk back from the argmax (or the scores) through the tail (Resize, Transpose, ...) to the classifier Conv.
     tail, node = set(), argmax[0]
     while node is not None and node.op_type != "Conv":
         tail.add(node.name)

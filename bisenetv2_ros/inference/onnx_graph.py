@@ -30,7 +30,8 @@ EXPORTERS = ("legacy", "dynamo")
 def fused_onnx_bytes(model: SegmentationModel, normalization: Normalization, input_size: tuple[int, int],
                      frame_size: tuple[int, int] | str | None = "dynamic", channel_order: str = "rgb",
                      batch: int | None = None, opset: int = MIN_OPSET, exporter: str = "legacy",
-                     fold_bn: bool = True, channels_last_tail: bool = False, confidence: bool = False) -> bytes:
+                     fold_bn: bool = True, channels_last_tail: bool = False, confidence: bool = False,
+                     small_logits: bool = False) -> bytes:
     """The fused pipeline as a serialized ONNX model.
 
     Input ``frames`` uint8 (N, H, W, 3), output ``labels`` uint8 (N, H, W). frame_size: (H, W) for a
@@ -39,8 +40,11 @@ def fused_onnx_bytes(model: SegmentationModel, normalization: Normalization, inp
     "dynamo" (torch.export-based). channels_last_tail: rewrite the logits upsampling and argmax to
     run channels-last (see ``channels_last_tail_onnx``); faster on ONNX Runtime's CPU provider.
     confidence: a second output ``confidence`` (``fused.top_class_confidence``); the labels tail is
-    the same either way.
+    the same either way. small_logits: the graph ends at the 1/8 class scores, output ``small_logits``
+    float32 (N, C, h, w), for the labels tail outside it (``labels_tail``); legacy exporter, no confidence.
     """
+    if small_logits and (confidence or exporter != "legacy"):
+        raise ValueError("small_logits graphs have one output and use the legacy exporter")
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET} (the fused graph uses opset-17 operators), got {opset}")
     if exporter not in EXPORTERS:
@@ -55,17 +59,19 @@ def fused_onnx_bytes(model: SegmentationModel, normalization: Normalization, inp
     network = fold_batchnorm(model) if fold_bn else model.eval()
     fused = FusedSegmentation(network, normalization, input_size, channel_order, confidence)
     fused.always_resize = dynamic
+    fused.small_logits_out = small_logits
     example_size = tuple(input_size) if dynamic else tuple(frame_size)  # type: ignore[arg-type]
     example = torch.zeros((batch or 1, *example_size, 3), dtype=torch.uint8)
     dims = {} if batch else {0: "batch"}
     if dynamic:
         dims.update({1: "height", 2: "width"})
-    outputs = [OUTPUT_NAME, CONFIDENCE_NAME] if confidence else [OUTPUT_NAME]
+    outputs = [OUTPUT_NAME, CONFIDENCE_NAME] if confidence else ["small_logits" if small_logits else OUTPUT_NAME]
     if exporter == "legacy":
-        data = _legacy_onnx_bytes(fused, example, INPUT_NAME, outputs, dims, opset)
+        data = _legacy_onnx_bytes(fused, example, INPUT_NAME, outputs, dims, opset,
+                                  output_dims=({} if batch else {0: "batch"}) if small_logits else None)
     else:
         data = _dynamo_onnx_bytes(fused, example, outputs, dims, opset)
-    if channels_last_tail:
+    if channels_last_tail and not small_logits:
         data = channels_last_tail_onnx(data)
     check_onnx(data)
     return data
@@ -85,8 +91,9 @@ def network_onnx_bytes(model: SegmentationModel, input_size: tuple[int, int], op
 
 
 def _legacy_onnx_bytes(module: torch.nn.Module, example: torch.Tensor, input_name: str, output_names: list[str],
-                       dims: dict[int, str], opset: int) -> bytes:
-    """The TorchScript-based exporter's graph of ``module`` run on ``example``; ``dims`` are dynamic."""
+                       dims: dict[int, str], opset: int, output_dims: dict[int, str] | None = None) -> bytes:
+    """The TorchScript-based exporter's graph of ``module`` run on ``example``; ``dims`` are dynamic (of the
+    outputs too, unless ``output_dims`` names theirs)."""
     import torch
 
     buffer = io.BytesIO()
@@ -94,7 +101,8 @@ def _legacy_onnx_bytes(module: torch.nn.Module, example: torch.Tensor, input_nam
         warnings.simplefilter("ignore")  # tracer and deprecation chatter; check_onnx is the judge
         torch.onnx.export(module, (example,), buffer, dynamo=False, opset_version=opset,
                           input_names=[input_name], output_names=output_names,
-                          dynamic_axes={name: dims for name in [input_name, *output_names]} if dims else None,
+                          dynamic_axes={name: output_dims if output_dims is not None and name != input_name else dims
+                                        for name in [input_name, *output_names]} if dims else None,
                           do_constant_folding=True)
     return buffer.getvalue()
 

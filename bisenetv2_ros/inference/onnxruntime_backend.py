@@ -4,7 +4,9 @@ By default one graph with dynamic batch and frame size serves every frame (one e
 second for the default model), except frames already at the model size: they get their own graph
 without the resize (an identity Resize still costs a pass over the frame). ``dynamic=False`` exports
 one fixed-shape graph per frame shape. On the CPU the graph's tail runs channels-last
-(``onnx_graph.channels_last_tail_onnx``). CUDAExecutionProvider is used when the device is CUDA and the
+(``onnx_graph.channels_last_tail_onnx``), or by default outside it: the graph stops at the 1/8 class
+scores and ``labels_tail.upsample_argmax`` labels the frame without its frame-size score tensor
+(``labels_tail="graph"`` keeps it in the graph). CUDAExecutionProvider is used when the device is CUDA and the
 provider is present.
 """
 
@@ -20,6 +22,7 @@ from ..weights.checkpoint import Normalization
 from .backend_base import Backend, BackendError, check_precision
 from .cpu import cpu_cores
 from .engine_cache import EngineCache, default_engine_cache_dir
+from .labels_tail import upsample_argmax
 from .onnx_graph import MIN_OPSET, fused_onnx_bytes, network_onnx_bytes
 
 LOGGER = logging.getLogger("bisenetv2_ros")
@@ -61,13 +64,23 @@ class OnnxRuntimeBackend(Backend):
                  opset: int = MIN_OPSET, spin: bool = False, calibration_images: str | os.PathLike | None = None,
                  calibration_frames: np.ndarray | None = None, calibration_limit: int | None = None,
                  dataset: str = "unknown", cache_dir: str | os.PathLike | None = None,
-                 quant_format: str = "QDQ", calibration_table: dict | None = None) -> None:
+                 quant_format: str = "QDQ", calibration_table: dict | None = None, labels_tail: str = "auto",
+                 resize_in: str = "graph") -> None:
         if device not in ("auto", None, "cpu") and not str(device).startswith("cuda"):
             raise BackendError(f"unknown device {device!r}; use 'cpu' or 'cuda[:n]'")
         device = "cpu" if device in ("auto", None) else device
         if precision not in ("fp32", "int8") or (precision == "int8" and device != "cpu"):
             check_precision(self.name, device, precision)
         super().__init__(device, precision, input_size)
+        if labels_tail not in ("auto", "outside", "graph"):
+            raise BackendError(f"labels_tail must be auto, outside or graph, got {labels_tail!r}")
+        # auto: outside on the CPU (where the frame-size scores cost memory bandwidth), in the graph on a GPU
+        self.labels_tail = ("outside" if device == "cpu" else "graph") if labels_tail == "auto" else labels_tail
+        if resize_in not in ("graph", "uint8"):
+            raise BackendError(f"resize_in must be graph or uint8, got {resize_in!r}")
+        # uint8: frames are resized by OpenCV on uint8 (bilinear, half-pixel centres like the graph's) before the
+        # graph, which then runs at the model size; pixel values round to integers, so labels may differ a little.
+        self.resize_in = resize_in
         self.calibration = None
         if precision == "int8":
             from .int8 import QUANT_FORMATS, calibration_for
@@ -86,11 +99,11 @@ class OnnxRuntimeBackend(Backend):
         self._model_only = None
 
     def onnx_bytes(self, channel_order: str = "rgb", frame_shape: tuple[int, int, int] | None = None,
-                   confidence: bool = False) -> bytes:
+                   confidence: bool = False, small_logits: bool = False) -> bytes:
         batch, frame_size = (None, "dynamic") if frame_shape is None else (frame_shape[0], frame_shape[1:])
         return fused_onnx_bytes(self.model, self.normalization, self.input_size, frame_size, channel_order,
                                 batch, self.opset, self.exporter, channels_last_tail=self.device == "cpu",
-                                confidence=confidence)
+                                confidence=confidence, small_logits=small_logits)
 
     def graph_shape(self, frame_shape: tuple[int, int, int]) -> tuple | None:
         """The fixed (batch, height, width) of the graph that serves these frames, or None (dynamic)."""
@@ -101,14 +114,14 @@ class OnnxRuntimeBackend(Backend):
         return None
 
     def session(self, channel_order: str = "rgb", frame_shape: tuple[int, int, int] | None = None,
-                confidence: bool = False):
-        key = (channel_order, None if frame_shape is None else self.graph_shape(frame_shape), confidence)
+                confidence: bool = False, small_logits: bool = False):
+        key = (channel_order, None if frame_shape is None else self.graph_shape(frame_shape), confidence, small_logits)
         session = self._sessions.get(key)
         if session is None:
             LOGGER.info("onnxruntime backend: exporting the fused pipeline (%s, frames %s%s)", channel_order,
                         "of any size" if key[1] is None else "x".join("N" if v is None else str(v) for v in key[1]),
-                        ", with confidence" if confidence else "")
-            onnx_bytes = self.onnx_bytes(channel_order, key[1], confidence)
+                        ", with confidence" if confidence else ", 1/8 class scores out" if small_logits else "")
+            onnx_bytes = self.onnx_bytes(channel_order, key[1], confidence, small_logits)
             if self.precision == "int8":
                 session = self._int8_session(onnx_bytes, channel_order, key[1])
             else:
@@ -144,7 +157,17 @@ class OnnxRuntimeBackend(Backend):
 
     def _run(self, frames: np.ndarray, channel_order: str, confidence: bool = False):
         frames = np.ascontiguousarray(frames)
-        outputs = self.session(channel_order, frames.shape[:3], confidence).run(None, {"frames": frames})
+        frame_size = frames.shape[1:3]
+        outside = self.labels_tail == "outside" and not confidence
+        # (the labels tail must be outside: a graph fed model-size frames would label at the model size)
+        if outside and self.resize_in == "uint8" and tuple(frame_size) != self.input_size:
+            import cv2
+
+            height, width = self.input_size
+            frames = np.stack([cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR) for frame in frames])
+        outputs = self.session(channel_order, frames.shape[:3], confidence, outside).run(None, {"frames": frames})
+        if outside:
+            return upsample_argmax(outputs[0], frame_size, bool(self.model.config.align_corners))
         return (outputs[0], outputs[1]) if confidence else outputs[0]
 
     def run_model(self, x: np.ndarray) -> np.ndarray:

@@ -158,8 +158,9 @@ class SegmentationSteps:
             publishers = {output: self._create_output_publisher(msg_type, camera_topic(name, output), OUTPUT_QOS)
                           for output, msg_type in OUTPUT_TYPES.items()}
             self._publishers_by_camera.append(publishers)
-            self.cameras.append(CameraState(
-                name, publish=lambda output, msg, publishers=publishers: publishers[output].publish(msg)))
+            self.cameras.append(CameraState(  # listening: per frame, so outputs no one reads are not computed
+                name, publish=lambda output, msg, publishers=publishers: publishers[output].publish(msg),
+                listening=lambda output, publishers=publishers: publishers[output].get_subscription_count() > 0))
         self._label_info_publisher = self._create_output_publisher(LabelInfo, "label_info", LATCHED_QOS)
         self._diagnostics_publisher = self._create_output_publisher(DiagnosticArray, "/diagnostics", 10)
         self.pipeline = SegmentationPipeline(
@@ -197,8 +198,7 @@ class SegmentationSteps:
             min_interval_s=lambda: frame_worker.min_interval_for_rate(settings.max_rate_hz))
         qos = image_qos(settings.image_qos)
         compressed = settings.input_transport == "compressed"
-        self._subscriptions_made = []
-        self._input_topics = []
+        self._subscriptions_made, self._input_topics = [], []
         for index, camera in enumerate(self.cameras):
             if compressed:
                 image = self.create_subscription(

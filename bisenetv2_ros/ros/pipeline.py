@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import sys
 import time
+from collections import Counter
 from dataclasses import KW_ONLY, dataclass
 from typing import Any, Callable, Iterable
 
@@ -78,6 +79,10 @@ def warmup_shapes(settings: NodeSettings, input_size: tuple[int, int],
                           settings.input_transport == "compressed", settings.max_batch, remembered)
 
 
+# Outputs built only while switched on and listened to (``SegmentationPipeline.wanted``).
+OPTIONAL_OUTPUTS = ("confidence", "labels/compressed", "color", "color/compressed", "overlay", "points")
+
+
 @dataclass
 class _Decoded:
     camera: CameraState
@@ -93,7 +98,10 @@ class SegmentationPipeline:
 
     Frames of one size (and channel order) go through the network in one ``segment_batch`` call;
     frames of other sizes get their own call. Every output keeps its own frame's header. Message
-    types are passed in (rclpy or rosbags). Nothing raises: an invalid frame is counted and reported
+    types are passed in (rclpy or rosbags). An optional output (color, overlay, confidence, the
+    compressed forms, points) is computed only when its setting is on and, checked per frame,
+    ``camera.listening(output)`` says someone subscribes to it; ``computed`` counts what was built.
+    Nothing raises: an invalid frame is counted and reported
     through ``warn(text)``; a failed network call or publication is counted per camera and reported
     through ``on_failure(text)``; the other frames of the batch still go out.
     """
@@ -121,6 +129,23 @@ class SegmentationPipeline:
             self.model_name = self.settings.weights
         self._lookup_table = self.classes.lookup_table()
         self._seen_shapes = set(self.warmed)
+        self.computed: Counter[str] = Counter()  # optional outputs built, by output name
+
+    def wanted(self, camera: CameraState, output: str) -> bool:
+        """Whether ``output`` is switched on and someone listens to it on ``camera``, now."""
+        settings = self.settings
+        switched_on = {
+            "color": settings.publish_color, "overlay": settings.publish_overlay,
+            "confidence": settings.publish_confidence, "points": settings.publish_points and self.cloud_types is not None,
+            "labels/compressed": settings.publish_compressed and self.compressed_type is not None,
+            "color/compressed": settings.publish_color and settings.publish_compressed and self.compressed_type is not None,
+        }.get(output, True)
+        return switched_on and camera.listening(output)
+
+    def _needs_confidence(self, camera: CameraState) -> bool:
+        # info carries each class's mean confidence and points a confidence field: their readers need it too
+        return self.settings.publish_confidence and any(
+            self.wanted(camera, output) for output in ("confidence", "points", "info"))
 
     def decode(self, item: FrameItem) -> tuple[np.ndarray, str]:
         """The frame of a message; raises ImageConversionError (max_input_pixels checked before decoding)."""
@@ -151,7 +176,7 @@ class SegmentationPipeline:
             try:
                 frames = group[0].frame[None] if len(group) == 1 else np.stack([entry.frame for entry in group])
                 confidences = [None] * len(group)
-                if self.settings.publish_confidence:
+                if any(self._needs_confidence(entry.camera) for entry in group):
                     labels, confidences = self.segmenter.segment_batch(
                         frames, channel_order=group[0].channel_order, confidence=True)
                 else:
@@ -182,23 +207,24 @@ class SegmentationPipeline:
                          inference_ms: float, batch_size: int) -> None:
         camera, header, settings = entry.camera, entry.item.msg.header, self.settings
         publish = camera.publish
+        wanted = {output: self.wanted(camera, output) for output in OPTIONAL_OUTPUTS}
+        self.computed.update(output for output, yes in wanted.items() if yes)
         publish("labels", messages.labels_to_image(self.image_type, labels, header))
-        if confidence is not None:
+        if confidence is not None and wanted["confidence"]:
             publish("confidence", messages.array_to_image(self.image_type, header, confidence, "mono8"))
-        compressed = settings.publish_compressed and self.compressed_type is not None
-        if compressed:
+        if wanted["labels/compressed"]:
             publish("labels/compressed", messages.array_to_png(self.compressed_type, header, labels, "mono8"))
         colors = None
-        if settings.publish_color or settings.publish_overlay:
+        if wanted["color"] or wanted["color/compressed"] or wanted["overlay"]:
             colors = colorize(labels, self._lookup_table)
-        if settings.publish_color:
+        if wanted["color"]:
             publish("color", messages.array_to_image(self.image_type, header, colors, "rgb8"))
-            if compressed:
-                publish("color/compressed", messages.array_to_png(self.compressed_type, header, colors, "rgb8"))
-        if settings.publish_overlay:
+        if wanted["color/compressed"]:
+            publish("color/compressed", messages.array_to_png(self.compressed_type, header, colors, "rgb8"))
+        if wanted["overlay"]:
             overlay = messages.blend(messages.to_rgb(entry.frame, entry.channel_order), colors, settings.overlay_alpha)
             publish("overlay", messages.array_to_image(self.image_type, header, overlay, "rgb8"))
-        if settings.publish_points and self.cloud_types is not None:
+        if wanted["points"]:
             self._publish_points(camera, header, labels, confidence)
         if camera.camera_info is not None:
             self._publish_camera_info(camera, header, *labels.shape)

@@ -201,6 +201,9 @@ class CameraState:
     camera_info: Any = None
     depths: deque = field(default_factory=lambda: deque(maxlen=DEPTH_HISTORY))
     depth_info: Any = None
+    # (output name) -> whether anyone subscribes to it now (the node asks its publisher per frame;
+    # a recording is a subscriber too). An output no one listens to is not computed.
+    listening: Callable[[str], bool] = lambda output: True
 
     def topic(self, topic: str) -> str:
         return camera_topic(self.name, topic)
