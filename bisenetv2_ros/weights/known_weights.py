@@ -117,7 +117,7 @@ KNOWN_WEIGHTS: dict[str, KnownWeights] = {
                         "ships with the package",
             family=FORMAT_NAME,
             file_name="bisenetv2_camvid.pt",
-            info=CheckpointInfo(CAMVID, IMAGENET_NORMALIZATION, (288, 384), "camvid"),
+            info=CheckpointInfo(CAMVID, IMAGENET_NORMALIZATION, (360, 480), "camvid"),
         ),
         _mmseg("mmseg-cityscapes", "bisenetv2_fcn_4x4_1024x1024_160k_cityscapes", "20210902_015551",
                "bcf10f09", 73.21, 75.74, "4 GPUs x 4 images, 160k iterations"),
