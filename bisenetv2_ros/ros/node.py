@@ -226,9 +226,9 @@ class SegmentationSteps:
         for subscription in getattr(self, "_subscriptions_made", []):
             self.destroy_subscription(subscription)
         self._subscriptions_made = []
-        if self.worker is not None:
-            self.worker.stop()  # after the frames in flight: nothing is published once this returns
-            self.worker = None
+        worker, self.worker = self.worker, None  # gone even if stopping it raises: error recovery goes on
+        if worker is not None:
+            worker.stop()  # after the frames in flight: nothing is published once this returns
         if getattr(self, "_diagnostics_timer", None) is not None:
             self.destroy_timer(self._diagnostics_timer)
             self._diagnostics_timer = None
@@ -315,15 +315,15 @@ class LifecycleSegmentationNode(SegmentationSteps, LifecycleNode):
         return lifecycle.check_parameter_change(name, value, self.lifecycle_state)
 
     def _report(self, level: str, text: str) -> None:
-        getattr(self.get_logger(), {"OK": "info", "WARN": "warning", "ERROR": "error"}[level])(text)
+        logger = self.get_logger()  # one call per severity: rclpy refuses two severities from one call site
+        logger.info(text) if level == "OK" else logger.warning(text) if level == "WARN" else logger.error(text)
         status = DiagnosticStatus(level=getattr(DiagnosticStatus, level), name=f"{self.get_fully_qualified_name()}: "
                                   "lifecycle", message=text, values=[KeyValue(key="state", value=self.lifecycle_state)])
         self._lifecycle_diagnostics.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
                                                             status=[status]))
 
     def _create_output_publisher(self, msg_type, topic: str, qos: QoSProfile):
-        # lifecycle publishers drop what is published while the node is inactive
-        return self.create_lifecycle_publisher(msg_type, topic, qos)
+        return self.create_lifecycle_publisher(msg_type, topic, qos)  # drops what is published while inactive
 
     def _destroy_output_publisher(self, publisher) -> None:
         self.destroy_lifecycle_publisher(publisher)
