@@ -170,3 +170,18 @@ def test_the_change_state_guard_answers_refusals_itself():
     assert refused == ["refused 'activate' in state 'unconfigured': valid here: configure, shutdown"]
     guarded(request(1), SimpleNamespace(success=False))
     assert len(calls) == 1 and len(refused) == 1
+
+
+def test_the_node_doc_parameter_table_says_which_parameters_change_while_active():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs/node.md").read_text()
+    table = doc.split("\n## Parameters", 1)[1].split("\n#", 1)[0]
+    assert "| Parameter | Default | Changes while active | Meaning |" in table
+    column = {}
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.split("|")]
+        if line.startswith("| `"):
+            for name in cells[1].replace("`", "").split(", "):
+                column[name] = cells[3]
+    assert column == {spec.name: "yes" if spec.runtime else "no" for spec in PARAMETER_SPECS}
