@@ -4,6 +4,7 @@
 #   - this package's msg/ (bisenetv2_ros/msg/SegmentationInfo), generated in place into
 #     bisenetv2_ros/msg + bisenetv2_ros/*.so (git-ignored), so the editable source package imports it;
 #   - vision_msgs LabelInfo + VisionClass (test/ros_interfaces/vision_msgs), for which no wheel exists.
+#   - bond Status + Constants (test/ros_interfaces/bond), for the tests that play nav2's lifecycle manager.
 # Needs Python 3.11 (the wheels are CPython 3.11 manylinux), cmake, make and a C/C++ compiler.
 # Idempotent: a stamp of the inputs skips everything when nothing changed.
 # Usage: bash scripts/setup_ros_wheels.sh [VENV]   (default .venv, which must exist)
@@ -85,6 +86,7 @@ build_package() {  # SOURCE_DIR NAME PYTHON_DIR(relative to the venv)
 mkdir -p "$BUILD"
 SITE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 build_package test/ros_interfaces/vision_msgs vision_msgs "${SITE#"$VENV"/}"
+build_package test/ros_interfaces/bond bond "${SITE#"$VENV"/}"
 # bisenetv2_ros's Python goes to a staging folder: installed into site-packages it would shadow the
 # editable source package. Its generated part is copied beside the sources instead.
 rm -rf "$BUILD/python/bisenetv2_ros"  # CMake's install never deletes: a moved module would linger
@@ -94,7 +96,7 @@ rm -rf bisenetv2_ros/msg bisenetv2_ros/bisenetv2_ros_s__*.so bisenetv2_ros/_bise
 cp -r "$staged/msg" bisenetv2_ros/msg
 cp "$staged"/bisenetv2_ros_s__*.so bisenetv2_ros/
 
-"$PY" -c 'import rclpy, sensor_msgs.msg, diagnostic_msgs.msg, vision_msgs.msg, bisenetv2_ros.msg' \
+"$PY" -c 'import rclpy, sensor_msgs.msg, diagnostic_msgs.msg, vision_msgs.msg, bond.msg, bisenetv2_ros.msg' \
   || { echo "setup_ros_wheels.sh: the ROS layer does not import after the build" >&2; exit 1; }
 inputs_hash >"$STAMP"
 echo "ROS 2 Jazzy wheels and messages ready in $VENV ($(( $(date +%s) - start )) s)"

@@ -1,25 +1,12 @@
-"""The ROS 2 segmentation node, the rclpy layer: `ros2 run bisenetv2_ros segmentation_node [--lifecycle]`
-(``--lifecycle``: the managed variant).
-
-The only module that imports rclpy and ROS message packages. It stays thin: the ROS-free modules,
-tested without ROS, hold the parameters and command line (``parameters``), the newest-frame slots and
-worker (``frame_worker``), the cameras and batched pipeline (``pipeline``) and the counters and
-diagnostics values (``stats``). Subscription callbacks only store each camera's newest frame;
-one worker thread segments what is pending, frames of one size in one network call.
-
-Topics (relative to the node's namespace; per camera with the `cameras` parameter) and parameters:
-docs/node.md. In: image or image/compressed (+ camera_info, depth); out: labels, color, overlay,
-confidence, points, info, label_info (transient local) and /diagnostics.
-
-Two node classes share all of this (``SegmentationSteps``): ``SegmentationNode`` configures and
-activates itself at construction; ``LifecycleSegmentationNode`` starts unconfigured and runs the same
-steps on the standard lifecycle transitions.
-"""
+"""The ROS 2 segmentation node (`ros2 run bisenetv2_ros segmentation_node [--lifecycle]`), the only module
+that imports rclpy and ROS messages: it wires the ROS-free modules beside it (docs/architecture.md).
+``SegmentationNode`` configures and activates itself at construction; ``LifecycleSegmentationNode``
+(``--lifecycle``) starts unconfigured and runs the same steps (``SegmentationSteps``) on the lifecycle
+transitions. Topics and parameters: docs/node.md."""
 
 from __future__ import annotations
 
 import sys
-import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -36,29 +23,18 @@ from vision_msgs.msg import LabelInfo, VisionClass
 
 from bisenetv2_ros.inference.engine_cache import default_engine_cache_dir
 from bisenetv2_ros.msg import SegmentationInfo
-from bisenetv2_ros.ros import frame_worker, messages, warmup
-from bisenetv2_ros.ros.parameters import (
-    LIFECYCLE_FLAG,
-    NODE_NAME,
-    PARAMETER_SPECS,
-    RUNTIME_PARAMETERS,
-    NodeSettings,
-    ParameterSpec,
-    SettingsError,
-    check_runtime_update,
-    node_arguments,
-)
-from bisenetv2_ros.ros.pipeline import (
-    CameraState,
-    SegmentationPipeline,
-    StartupError,
-    create_segmenter,
-    free_model_memory,
-    one_line,
-    warmup_shapes,
-)
+from bisenetv2_ros.ros import frame_worker, lifecycle, messages, warmup
+from bisenetv2_ros.ros.parameters import (LIFECYCLE_FLAG, NODE_NAME, PARAMETER_SPECS, RUNTIME_PARAMETERS, NodeSettings,
+                                          ParameterSpec, SettingsError, check_runtime_update, node_arguments)
+from bisenetv2_ros.ros.pipeline import (CameraState, SegmentationPipeline, StartupError, create_segmenter,
+                                        free_model_memory, one_line, warmup_shapes)
 from bisenetv2_ros.ros.stats import DEPTH_HISTORY, NodeStats, camera_diagnostics, camera_topic
 from bisenetv2_ros.ros.stop_signals import StopSignals, exit_without_finalizing
+
+try:  # bond_core's bondpy (4.1 on, Humble and Jazzy): the bond nav2's lifecycle manager waits for
+    from bondpy.bondpy import Bond
+except ImportError:  # no bond packages (the PyPI wheels): the managed node says so and runs without
+    Bond = None
 
 WARN_THROTTLE_S = 5.0
 STOP_POLL_S = 0.1  # how often the spin loop looks at the stop flag set by SIGINT/SIGTERM
@@ -81,10 +57,11 @@ LATCHED_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=History
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-def _descriptor(spec: ParameterSpec) -> ParameterDescriptor:
+def _descriptor(spec: ParameterSpec, managed: bool) -> ParameterDescriptor:
     constraints = spec.constraints_text()
     description = spec.description + (f" ({constraints})" if spec.choices else "")
-    descriptor = ParameterDescriptor(description=description, read_only=not spec.runtime,
+    # managed: start-up parameters may change while unconfigured (lifecycle.check_parameter_change)
+    descriptor = ParameterDescriptor(description=description, read_only=not (spec.runtime or managed),
                                      additional_constraints=constraints)
     if spec.range is not None and spec.type is float:
         low, high = (float(value) for value in spec.range)
@@ -115,6 +92,7 @@ class SegmentationSteps:
     segmenter = None
     pipeline: SegmentationPipeline | None = None
     worker: frame_worker.FrameWorker | None = None
+    bond: lifecycle.ManagerBond | None = None
 
     def _create_output_publisher(self, msg_type, topic: str, qos: QoSProfile):
         return self.create_publisher(msg_type, topic, qos)
@@ -123,17 +101,23 @@ class SegmentationSteps:
         self.destroy_publisher(publisher)
 
     # -- configure / cleanup ---------------------------------------------------------------------
-    def _read_parameters(self) -> NodeSettings:
+    managed = False
+    _check_parameter = staticmethod(check_runtime_update)  # (name, value) -> (accepted, reason)
+
+    def _declare_parameters(self) -> None:
         try:
             for spec in PARAMETER_SPECS:
                 if not self.has_parameter(spec.name):  # a lifecycle node may configure again after cleanup
-                    self.declare_parameter(spec.name, _declared_default(spec), _descriptor(spec))
+                    self.declare_parameter(spec.name, _declared_default(spec), _descriptor(spec, self.managed))
         except Exception as error:  # rclpy's range/type errors on overrides
             raise StartupError(f"invalid parameter: {one_line(error)}") from error
         if not getattr(self, "_parameter_callback_added", False):
             # after declaring: the declarations themselves must not meet the read-only check
             self.add_on_set_parameters_callback(self._on_set_parameters)
             self._parameter_callback_added = True
+
+    def _read_parameters(self) -> NodeSettings:
+        self._declare_parameters()
         values = {spec.name: self.get_parameter_or(spec.name).value for spec in PARAMETER_SPECS}
         for name in (spec.name for spec in PARAMETER_SPECS if spec.type is list):
             values[name] = values[name] or []  # an unset STRING_ARRAY reads as None
@@ -233,14 +217,18 @@ class SegmentationSteps:
         decision = getattr(segmenter, "auto_decision", None)
         if decision is not None:  # what auto measured on this machine (or read from its cache), once per start
             self.get_logger().info("\n".join(decision.table_lines()))
+        if self.bond is not None:  # the managed node's, as nav2's servers: once everything else is live
+            self.bond.form()
 
     def _deactivate(self) -> None:
+        if self.bond is not None:
+            self.bond.break_bond()
         for subscription in getattr(self, "_subscriptions_made", []):
             self.destroy_subscription(subscription)
         self._subscriptions_made = []
-        if self.worker is not None:
-            self.worker.stop()  # after the frames in flight: nothing is published once this returns
-            self.worker = None
+        worker, self.worker = self.worker, None  # gone even if stopping it raises: error recovery goes on
+        if worker is not None:
+            worker.stop()  # after the frames in flight: nothing is published once this returns
         if getattr(self, "_diagnostics_timer", None) is not None:
             self.destroy_timer(self._diagnostics_timer)
             self._diagnostics_timer = None
@@ -268,7 +256,7 @@ class SegmentationSteps:
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         for parameter in parameters:
-            accepted, reason = check_runtime_update(parameter.name, parameter.value)
+            accepted, reason = self._check_parameter(parameter.name, parameter.value)
             if not accepted:
                 return SetParametersResult(successful=False, reason=reason)
         for parameter in parameters:
@@ -304,33 +292,46 @@ class SegmentationNode(SegmentationSteps, Node):
 
 
 class LifecycleSegmentationNode(SegmentationSteps, LifecycleNode):
-    """The managed node: starts unconfigured; `ros2 lifecycle set /segmentation/segmentation_node
-    configure | activate | deactivate | cleanup | shutdown`. Each transition logs its duration;
-    a failed configure logs its one-line reason and returns FAILURE (the node stays unconfigured)."""
+    """The managed node, unconfigured at start; refusals, failures, recovery and the bond nav2's lifecycle
+    manager waits for: docs/node.md#managed-lifecycle-node."""
+
+    managed = True
+    lifecycle_state = property(lambda self: self._state_machine.current_state[1])  # its label, e.g. "active"
 
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
+        self._lifecycle_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.bond = lifecycle.ManagerBond(Bond, self, self.get_logger().info)
+        # rclpy's ~/change_state (lifecycle/node.py, Humble 3.3 and Jazzy 7.1 alike) lets the RCLError of a
+        # transition id the state does not accept escape its callback, ending the spin loop and the process.
+        self._service_change_state.callback = lifecycle.guard_change_state(
+            self._service_change_state.callback, lambda: self.lifecycle_state, lambda text: self._report("WARN", text))
+        try:  # declared now, so they can be set before the first configure
+            self._declare_parameters()
+        except StartupError as error:
+            self._report("ERROR", str(error))  # and configure fails with it until it is fixed
+
+    def _check_parameter(self, name: str, value) -> tuple[bool, str]:
+        return lifecycle.check_parameter_change(name, value, self.lifecycle_state)
+
+    def _report(self, level: str, text: str) -> None:
+        logger = self.get_logger()  # one call per severity: rclpy refuses two severities from one call site
+        logger.info(text) if level == "OK" else logger.warning(text) if level == "WARN" else logger.error(text)
+        status = DiagnosticStatus(level=getattr(DiagnosticStatus, level), name=f"{self.get_fully_qualified_name()}: "
+                                  "lifecycle", message=text, values=[KeyValue(key="state", value=self.lifecycle_state)])
+        self._lifecycle_diagnostics.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
+                                                            status=[status]))
 
     def _create_output_publisher(self, msg_type, topic: str, qos: QoSProfile):
-        # lifecycle publishers drop what is published while the node is inactive
-        return self.create_lifecycle_publisher(msg_type, topic, qos)
+        return self.create_lifecycle_publisher(msg_type, topic, qos)  # drops what is published while inactive
 
     def _destroy_output_publisher(self, publisher) -> None:
         self.destroy_lifecycle_publisher(publisher)
 
-    def _transition(self, name: str, step, on_failure=None) -> TransitionCallbackReturn:
-        started = time.monotonic()
-        try:
-            step()
-        except Exception as error:  # noqa: BLE001 - a transition reports failure; it must not raise
-            text = str(error) if isinstance(error, StartupError) else (
-                f"{name} failed: {type(error).__name__}: {one_line(error)}")
-            self.get_logger().error(text)
-            if on_failure is not None:
-                on_failure()
-            return TransitionCallbackReturn.FAILURE
-        self.get_logger().info(f"{name}: done in {time.monotonic() - started:.3f} s")
-        return TransitionCallbackReturn.SUCCESS
+    def _transition(self, name: str, step, on_failure=None, failed=TransitionCallbackReturn.FAILURE):
+        succeeded, text = lifecycle.run_step(name, step, on_failure)
+        self._report("OK" if succeeded else "ERROR", text)
+        return TransitionCallbackReturn.SUCCESS if succeeded else failed
 
     def on_configure(self, state) -> TransitionCallbackReturn:
         return self._transition("configure", self._configure, on_failure=self._cleanup)
@@ -342,18 +343,17 @@ class LifecycleSegmentationNode(SegmentationSteps, LifecycleNode):
         return self._transition("activate", self._activate, on_failure=self._deactivate)
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
-        result = self._transition("deactivate", self._deactivate)
+        result = self._transition("deactivate", self._deactivate, failed=TransitionCallbackReturn.ERROR)
         return super().on_deactivate(state) if result == TransitionCallbackReturn.SUCCESS else result
 
     def on_cleanup(self, state) -> TransitionCallbackReturn:
-        return self._transition("cleanup", self._cleanup)
+        return self._transition("cleanup", self._cleanup, failed=TransitionCallbackReturn.ERROR)
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
-        return self._transition("shutdown", self._release_all)
+        return self._transition("shutdown", self._release_all, failed=TransitionCallbackReturn.ERROR)
 
-    def on_error(self, state) -> TransitionCallbackReturn:
-        self._release_all()
-        return TransitionCallbackReturn.SUCCESS  # back to unconfigured
+    def on_error(self, state) -> TransitionCallbackReturn:  # after ERROR: a step left the node half-way
+        return self._transition("error recovery", self._release_all)
 
     def _release_all(self) -> None:
         self._deactivate()
@@ -362,10 +362,10 @@ class LifecycleSegmentationNode(SegmentationSteps, LifecycleNode):
 
 def main(args=None) -> int:
     argv = list(sys.argv if args is None else args)
-    lifecycle, exit_code = node_arguments(argv)  # --help / bad arguments: printed, never starts the node
+    managed, exit_code = node_arguments(argv)  # --help / bad arguments: printed, never starts the node
     if exit_code is not None:
         return exit_code
-    if lifecycle:
+    if managed:
         argv.remove(LIFECYCLE_FLAG)
     # SIGINT/SIGTERM only set a flag (StopSignals) instead of rclpy's handlers, whose chained
     # KeyboardInterrupt could land inside the cleanup below when Ctrl-C arrives twice.
@@ -373,7 +373,7 @@ def main(args=None) -> int:
     stop = StopSignals().install()
     node = None
     try:
-        node = LifecycleSegmentationNode() if lifecycle else SegmentationNode()
+        node = LifecycleSegmentationNode() if managed else SegmentationNode()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         while not stop.requested and rclpy.ok():

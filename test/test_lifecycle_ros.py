@@ -1,0 +1,409 @@
+"""The managed node under real rclpy (ROS 2 Jazzy wheels or a ROS install; skipped without rclpy): every
+transition request in every state through `~/change_state`, the bond nav2's lifecycle manager waits
+for (with a manager-side peer on the `bond` topic), failed configures that recover, an error that goes
+through ErrorProcessing, which parameters change in which state, and 100 cycles without leaks.
+
+The rules themselves are tested without ROS in test_lifecycle_rules.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import threading
+import time
+import uuid
+import weakref
+from pathlib import Path
+
+import pytest
+from ros_support import NodeProcess, Probe, bgr_image, require_ros, spin_until  # noqa: E402
+
+require_ros()
+
+import rclpy  # noqa: E402
+from builtin_interfaces.msg import Time  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState, GetAvailableTransitions, GetState  # noqa: E402
+from rcl_interfaces.srv import SetParameters  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+from bisenetv2_ros.ros import lifecycle  # noqa: E402
+from bisenetv2_ros.ros.node import LifecycleSegmentationNode  # noqa: E402
+
+RELIABLE = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=10)
+BOND_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=100)
+BONDPY_INSTALLED = importlib.util.find_spec("bondpy") is not None
+BOND_STANDIN = Path(__file__).resolve().parent / "bond_standin"
+NODE_ARGS = {"device": "cpu", "backend": "torch"}
+SUCCESS = TransitionCallbackReturn.SUCCESS
+INVALID_IDS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 99)  # 0 create, 8 destroy, 10 on_configure_success: never requests
+
+
+def bond_messages():
+    try:
+        from bond.msg import Status
+    except ImportError as error:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI must run the bond tests: {error} (scripts/setup_ros_wheels.sh builds bond.msg)")
+        pytest.skip(f"bond.msg is missing ({error}); scripts/setup_ros_wheels.sh builds it")
+    return Status
+
+
+class ManagedProcess:
+    """The node as `segmentation_node --lifecycle` in its own process, and a probe calling its services."""
+
+    def __init__(self, tmp_path: Path, namespace: str, weights: Path, env: dict | None = None) -> None:
+        self.path = f"{namespace}/segmentation_node"
+        self.process = NodeProcess(tmp_path / f"{namespace.strip('/')}.log", namespace=namespace,
+                                   arguments=["--lifecycle"], parameters={"weights": str(weights), **NODE_ARGS},
+                                   env=env)
+        self.probe = Probe(f"probe_{namespace.strip('/')}")
+
+    def state(self, timeout: float = 60.0) -> str | None:
+        response = self.probe.call(GetState, f"{self.path}/get_state", GetState.Request(), timeout=timeout)
+        return None if response is None else response.current_state.label
+
+    def available(self) -> list[Transition]:
+        response = self.probe.call(GetAvailableTransitions, f"{self.path}/get_available_transitions",
+                                   GetAvailableTransitions.Request())
+        return [description.transition for description in response.available_transitions]
+
+    def change(self, transition_id: int = 0, label: str = "") -> bool | None:
+        """``success`` of a ``~/change_state`` request (None: no answer)."""
+        response = self.probe.call(ChangeState, f"{self.path}/change_state",
+                                   ChangeState.Request(transition=Transition(id=transition_id, label=label)),
+                                   timeout=120)
+        return None if response is None else response.success
+
+    def set_like_ros2_lifecycle(self, label: str) -> bool:
+        """`ros2 lifecycle set NODE LABEL`: the transition named so among the available ones, id and label."""
+        chosen = [transition for transition in self.available() if transition.label == label]
+        assert chosen, f"{label} is not available"
+        response = self.probe.call(ChangeState, f"{self.path}/change_state",
+                                   ChangeState.Request(transition=chosen[0]), timeout=120)
+        return response is not None and response.success
+
+    def close(self) -> None:
+        self.probe.close()
+        self.process.kill()
+
+
+def test_every_transition_request_in_every_state_leaves_the_node_alive_and_managed(tmp_path, tiny_weights):
+    """Each of the 11 transition ids and 5 labels in each primary state, as launch (ids), `ros2 lifecycle
+    set` (available id + label) and a custom supervisor (bare labels) send them."""
+    managed = ManagedProcess(tmp_path, "/every", tiny_weights)
+    refusals = 0
+    try:
+        assert managed.state(timeout=180) == "unconfigured", managed.process.output
+        path = [("unconfigured", None), ("inactive", "configure"), ("active", "activate"),
+                ("inactive", "deactivate"), ("unconfigured", "cleanup"), ("finalized", "shutdown")]
+        for state, label in path:
+            if label is not None:
+                assert managed.set_like_ros2_lifecycle(label), managed.process.output[-3000:]
+            assert managed.state() == state
+            accepted = lifecycle.TRANSITIONS[state]
+            # the node's own table is what its state machine offers
+            assert {(t.id, t.label) for t in managed.available()} == {
+                (transition_id, lifecycle.TRANSITION_LABELS[transition_id]) for transition_id in accepted}
+            for transition_id in INVALID_IDS:
+                if transition_id in accepted:
+                    continue
+                assert managed.change(transition_id) is False, (state, transition_id)
+                assert managed.process.running(), f"{state}/{transition_id} ended the node:\n{managed.process.output}"
+                assert managed.state() == state
+                refusals += 1
+            for label in ("configure", "activate", "deactivate", "cleanup", "shutdown", "fly"):
+                if any(lifecycle.TRANSITION_LABELS[t] == label for t in accepted):
+                    continue
+                assert managed.change(label=label) is False, (state, label)
+                assert managed.process.running() and managed.state() == state
+                refusals += 1
+        output = managed.process.output
+        assert output.count("refused '") == refusals, output[-3000:]
+        assert "refused 'activate' in state 'unconfigured': valid here: configure, shutdown" in output
+        assert "refused 'transition id 99' in state 'active': valid here: deactivate, shutdown" in output
+        assert "refused 'configure' in state 'finalized': a finalized node takes no transition" in output
+        if not BONDPY_INSTALLED:
+            assert output.count("bondpy is not installed: no bond") == 1
+        status, _ = managed.process.stop(signal.SIGINT)
+        assert status == 0, output[-3000:]
+        print(f"\n{refusals} refused requests answered; the node stayed alive and in its state after each")
+    finally:
+        managed.close()
+
+
+class ManagerPeer:
+    """nav2_lifecycle_manager's side of the bond (from nav2_lifecycle_manager/src/lifecycle_manager.cpp and
+    bondcpp): heartbeats with its own instance id every 0.1 s on the node's `bond` topic, id = the node's name;
+    records the node's heartbeats."""
+
+    def __init__(self, probe: Probe, namespace: str, node_name: str, status_type) -> None:
+        self.id, self.instance_id, self.status_type = node_name, str(uuid.uuid4()), status_type
+        self.received: list = []  # (monotonic time, Status) from the node
+        self._publisher = probe.publisher(status_type, f"{namespace}/bond", BOND_QOS)
+        probe.collect(status_type, f"{namespace}/bond", BOND_QOS, on_message=self._on_status)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._heartbeat, daemon=True)
+        self._thread.start()
+
+    def _on_status(self, msg) -> None:
+        if msg.id == self.id and msg.instance_id != self.instance_id:
+            self.received.append((time.monotonic(), msg))
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(lifecycle.BOND_HEARTBEAT_PERIOD_S):
+            self._publisher.publish(self.status_type(id=self.id, instance_id=self.instance_id, active=True,
+                                                     heartbeat_timeout=4.0, heartbeat_period=0.1))
+
+    def alive_since(self, moment: float) -> list:
+        return [msg for at, msg in self.received if at >= moment and msg.active]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_the_bond_nav2s_lifecycle_manager_waits_for(tmp_path, tiny_weights):
+    """Formed within bond_timeout / 2 = 2 s of activate (what the manager waits), with nav2's timings; its
+    heartbeats keep coming while active, stop with 'not active' on deactivate, a new bond on the next
+    activate, and silence when the process dies (the manager's 4 s timeout then breaks it)."""
+    status_type = bond_messages()
+    env = None if BONDPY_INSTALLED else {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(BOND_STANDIN), os.environ.get("PYTHONPATH")]))}
+    managed = ManagedProcess(tmp_path, "/bonded", tiny_weights, env=env)
+    peer = None
+    try:
+        assert managed.state(timeout=180) == "unconfigured", managed.process.output
+        peer = ManagerPeer(managed.probe, "/bonded", "segmentation_node", status_type)
+        assert managed.set_like_ros2_lifecycle("configure")
+        time.sleep(0.5)
+        assert peer.received == [], "no bond before activate"
+
+        activated = time.monotonic()
+        assert managed.set_like_ros2_lifecycle("activate"), managed.process.output[-3000:]
+        assert Probe.wait_for(lambda: peer.alive_since(activated), 2.0), "not formed within bond_timeout / 2"
+        formed_after = next(at for at, msg in peer.received if msg.active) - activated
+        first = peer.alive_since(activated)[0]
+        assert first.heartbeat_period == pytest.approx(0.1) and first.heartbeat_timeout == pytest.approx(4.0)
+        window = time.monotonic()
+        time.sleep(1.0)
+        beats = [at for at, msg in peer.received if at >= window and msg.active]
+        assert len(beats) >= 5, f"{len(beats)} heartbeats in 1 s (period 0.1 s)"
+        gaps = [b - a for a, b in zip(beats, beats[1:])]
+        assert max(gaps) < 1.0, gaps
+
+        assert managed.set_like_ros2_lifecycle("deactivate")
+        assert Probe.wait_for(lambda: any(not msg.active for _, msg in peer.received), 2.0), "no 'not active'"
+        time.sleep(0.5)
+        quiet = time.monotonic()
+        time.sleep(0.5)
+        assert peer.alive_since(quiet) == [], "heartbeats after deactivate"
+
+        again = time.monotonic()
+        assert managed.set_like_ros2_lifecycle("activate")
+        assert Probe.wait_for(lambda: peer.alive_since(again), 2.0), "no bond after the second activate"
+        assert peer.alive_since(again)[0].instance_id != first.instance_id, "a new bond instance"
+
+        managed.process.process.kill()  # a crash: the manager must see the heartbeats stop
+        managed.process.process.wait(10)
+        dead = time.monotonic()
+        time.sleep(1.0)
+        assert peer.alive_since(dead + 0.2) == []
+        print(f"\nbond heartbeat {formed_after:.2f} s after the activate request (the manager waits 2.0 s after it); "
+              f"{len(beats)} heartbeats/s; {'bondpy' if BONDPY_INSTALLED else 'the test stand-in for bondpy'}")
+    finally:
+        if peer is not None:
+            peer.close()
+        managed.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# In-process: failures that recover, parameters per state, ErrorProcessing, 100 cycles
+
+
+@pytest.fixture(scope="module")
+def ros():
+    rclpy.init()
+    yield
+    rclpy.try_shutdown()
+
+
+class InProcess:
+    """The managed node and a probe node on one executor, spun by the test."""
+
+    def __init__(self, namespace: str, **values) -> None:
+        overrides = [Parameter(name, value=value) for name, value in {**NODE_ARGS, **values}.items()]
+        self.node = LifecycleSegmentationNode(namespace=namespace, parameter_overrides=overrides)
+        self.probe = rclpy.create_node(f"probe_{namespace.strip('/')}")
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.probe)
+        self.path = f"{namespace}/segmentation_node"
+        self.diagnostics: list = []
+        self.probe.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, RELIABLE)
+        self._clients = {}
+
+    def spin_until(self, condition, timeout=30.0, step=None) -> bool:
+        return spin_until(rclpy, self.executor, condition, timeout, step)
+
+    def call(self, srv_type, suffix: str, request):
+        client = self._clients.get(suffix) or self._clients.setdefault(
+            suffix, self.probe.create_client(srv_type, f"{self.path}/{suffix}"))
+        assert self.spin_until(client.service_is_ready, timeout=10), suffix
+        future = client.call_async(request)
+        assert self.spin_until(future.done, timeout=120), f"no answer from {suffix}"
+        return future.result()
+
+    def change(self, transition_id: int) -> bool:
+        return self.call(ChangeState, "change_state", ChangeState.Request(transition=Transition(id=transition_id))).success
+
+    def state(self) -> str:
+        return self.call(GetState, "get_state", GetState.Request()).current_state.label
+
+    def set(self, name: str, value):
+        request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+        return self.call(SetParameters, "set_parameters", request).results[0]
+
+    def lifecycle_statuses(self) -> list:
+        self.spin_until(lambda: False, timeout=0.3)  # what is on its way
+        name = f"{self.path}: lifecycle"
+        return [status for array in self.diagnostics for status in array.status if status.name == name]
+
+    def close(self) -> None:
+        self.node.close()
+        self.executor.shutdown()
+        self.probe.destroy_node()
+        self.node.destroy_node()
+
+
+def test_failed_configures_recover_after_the_parameter_is_fixed(ros, tmp_path, tiny_weights, capfd):
+    missing = tmp_path / "missing.pt"
+    managed = InProcess("/recover", weights=str(missing), backend="torch", device="cuda:7")
+    try:
+        cases = [("weights", str(tiny_weights), str(missing)),
+                 ("device", "cpu", "cuda:7")]
+        for name, fixed, bad_text in cases:
+            assert managed.change(Transition.TRANSITION_CONFIGURE) is False
+            assert managed.state() == "unconfigured" and managed.node.segmenter is None
+            errors = [status for status in managed.lifecycle_statuses() if status.level == DiagnosticStatus.ERROR]
+            assert errors and bad_text in errors[-1].message, [s.message for s in errors]
+            assert errors[-1].values[0].key == "state"
+            assert bad_text in capfd.readouterr().err
+            result = managed.set(name, fixed)  # accepted while unconfigured
+            assert result.successful, result.reason
+        # an unknown backend never gets in: refused when set, with the choices
+        result = managed.set("backend", "cuda")
+        assert not result.successful and "must be one of auto, torch, onnxruntime" in result.reason
+        assert managed.change(Transition.TRANSITION_CONFIGURE) is True, [s.message for s in managed.lifecycle_statuses()]
+        assert managed.state() == "inactive" and managed.node.segmenter is not None
+        assert managed.lifecycle_statuses()[-1].level == DiagnosticStatus.OK
+
+        # configured: start-up parameters need a reconfigure, runtime ones change
+        result = managed.set("weights", str(missing))
+        assert not result.successful and result.reason.startswith(
+            "parameter 'weights' is read at configure; the node is inactive: deactivate and clean it up")
+        assert managed.change(Transition.TRANSITION_ACTIVATE) is True
+        assert not managed.set("input_height", 64).successful
+        result = managed.set("publish_overlay", True)
+        assert result.successful and managed.node.settings.publish_overlay is True
+        assert managed.change(Transition.TRANSITION_DEACTIVATE) and managed.change(Transition.TRANSITION_CLEANUP)
+        assert managed.set("max_input_pixels", 4096).successful, "unconfigured again: settable"
+    finally:
+        managed.close()
+
+
+def test_an_error_leaving_active_goes_through_error_processing_to_unconfigured(ros, tiny_weights, capfd):
+    managed = InProcess("/errorproc", weights=str(tiny_weights))
+    try:
+        assert managed.change(Transition.TRANSITION_CONFIGURE) and managed.change(Transition.TRANSITION_ACTIVATE)
+        worker = managed.node.worker
+
+        def stop_fails():
+            type(worker).stop(worker)  # the thread ends; the error is what a broken device would raise
+            raise RuntimeError("CUDA error: device lost")
+
+        worker.stop = stop_fails
+        assert managed.change(Transition.TRANSITION_DEACTIVATE) is False
+        assert managed.state() == "unconfigured", "ErrorProcessing released everything"
+        assert managed.node.segmenter is None and managed.node.worker is None
+        err = capfd.readouterr().err
+        assert "deactivate failed: RuntimeError: CUDA error: device lost" in err
+        messages = [status.message for status in managed.lifecycle_statuses()]
+        assert "deactivate failed: RuntimeError: CUDA error: device lost" in messages
+        assert any(text.startswith("error recovery: done") for text in messages)
+        assert managed.change(Transition.TRANSITION_CONFIGURE) and managed.change(Transition.TRANSITION_ACTIVATE)
+        assert managed.state() == "active"
+    finally:
+        managed.close()
+
+
+def process_resources() -> dict:
+    with open("/proc/self/statm") as statm:
+        rss_pages = int(statm.read().split()[1])
+    return {"rss_mib": rss_pages * os.sysconf("SC_PAGE_SIZE") / 2**20, "threads": len(os.listdir("/proc/self/task")),
+            "fds": len(os.listdir("/proc/self/fd"))}
+
+
+def node_entities(node) -> dict:
+    return {"publishers": len(list(node.publishers)), "subscriptions": len(list(node.subscriptions)),
+            "timers": len(list(node.timers)), "services": len(list(node.services)),
+            "managed": len(node._managed_entities)}
+
+
+CYCLES = 100
+RSS_GROWTH_LIMIT_MIB = 4.0  # 40 KiB a cycle: the tiny model alone (about 60k float32 weights) is 240 KiB
+
+
+def test_100_cycles_leak_nothing_and_outputs_come_back(ros, tiny_weights):
+    managed = InProcess("/cycles", weights=str(tiny_weights))
+    node = managed.node
+    labels = [0]  # a count: messages kept by the test would read as the node's memory growth
+    managed.probe.create_subscription(Image, "/cycles/labels", lambda msg: labels.__setitem__(0, labels[0] + 1),
+                                      RELIABLE)
+    camera = managed.probe.create_publisher(Image, "/cycles/image", RELIABLE)
+    sent = [0]
+
+    def send():
+        sent[0] += 1
+        camera.publish(bgr_image(Image, Header, Time, sec=sent[0], frame_id="cycle_cam"))
+
+    backends: list = []
+
+    def cycle() -> None:
+        assert node.trigger_configure() == SUCCESS
+        seen = labels[0]
+        assert node.trigger_activate() == SUCCESS
+        assert managed.spin_until(lambda: labels[0] > seen, timeout=30, step=send), "no output after activate"
+        managed.diagnostics.clear()
+        assert node.trigger_deactivate() == SUCCESS
+        backends.append(weakref.ref(node.segmenter.backend))
+        assert node.trigger_cleanup() == SUCCESS
+
+    try:
+        for _ in range(5):  # warm-up: first-time imports, allocator pools, DDS discovery
+            cycle()
+        before, entities = process_resources(), node_entities(node)
+        samples, started = [], time.monotonic()
+        for index in range(CYCLES):
+            cycle()
+            if index % 20 == 19:
+                samples.append(process_resources())
+        elapsed = time.monotonic() - started
+        after = process_resources()
+        print(f"\n{CYCLES} configure/activate/deactivate/cleanup cycles in {elapsed:.1f} s, an output after each "
+              f"activate; before {before}, after {after}; every 20 cycles: {samples}")
+        assert node_entities(node) == entities, "publishers, subscriptions, timers or services left behind"
+        assert [ref for ref in backends if ref() is not None] == [], "a cleaned-up model is still alive"
+        assert after["threads"] == before["threads"], (before, after)
+        assert after["fds"] <= before["fds"] + 2, (before, after)
+        assert after["rss_mib"] - before["rss_mib"] <= RSS_GROWTH_LIMIT_MIB, (before, after)
+    finally:
+        managed.close()
