@@ -95,7 +95,8 @@ class CheckpointInfo:
             "provenance": {k: str(v) for k, v in self.provenance.items()},
         }
         if self.calibration is not None:  # absent, not None, in files without one (as before)
-            values["calibration"] = dict(self.calibration)
+            calibration = self.calibration  # kept as read when malformed: checkpoint_parts reports it
+            values["calibration"] = dict(calibration) if isinstance(calibration, Mapping) else calibration
         return values
 
     @classmethod
@@ -192,12 +193,10 @@ def load_state_dict_strict(model: torch.nn.Module, state: Mapping[str, torch.Ten
 
 def raise_if_misfit(title: str, missing: list[str], unexpected: list[str], mismatched: list[str]) -> None:
     """One CheckpointError listing every missing, unexpected and wrongly shaped key by name, if any."""
-    lines = [title]
-    for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
-        if keys:
-            lines.append(f"  {what} ({len(keys)}): {preview(keys)}")
-    if len(lines) > 1:
-        raise CheckpointError("\n".join(lines))
+    found = [f"{what} ({len(keys)}): {preview(keys)}" for what, keys in
+             (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)) if keys]
+    if found:  # one line, as every error of ours
+        raise CheckpointError(f"{title} {'; '.join(found)}")
 
 
 def preview(items: list[str], limit: int = 8) -> str:
@@ -339,7 +338,9 @@ def checkpoint_from_data(data: Any, source: str | os.PathLike) -> Checkpoint:
     check_tensors(state, source)
     state = {k: (v.float() if v.dtype == torch.float16 else v) for k, v in state.items()}
     checkpoint = Checkpoint(config, info, state, data.get("kind", "deploy"), data.get("training_state"))
-    require_usable_weights(checkpoint.state_dict, source)
+    from .checkpoint_parts import require_usable_parts
+
+    require_usable_parts(checkpoint, source)  # every registered check of the weights (finite, shapes)
     return checkpoint
 
 
