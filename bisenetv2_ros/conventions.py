@@ -52,6 +52,11 @@ def parse_size(text: str) -> tuple[int, int]:
         raise ValueError(f"expected HEIGHTxWIDTH such as 512x1024, got {text!r}") from None
     if height <= 0 or width <= 0:
         raise ValueError(f"a size must be positive, got {text!r}")
+    # Checked before anything is allocated: no size flag asks for a frame no input door accepts
+    # (`tune --frame-size 8192x8192` grew past 15 GB before).
+    if max(height, width) > MAX_IMAGE_SIDE or height * width > DEFAULT_MAX_INPUT_PIXELS:
+        raise ValueError(f"a size must be at most {MAX_IMAGE_SIDE} a side and {DEFAULT_MAX_INPUT_PIXELS} pixels "
+                         f"(4096x4096), got {text!r}")
     return height, width
 
 

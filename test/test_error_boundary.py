@@ -113,8 +113,8 @@ def stripes(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("extra,message", [
     (["--set", "optim.lrr=0.1"], "unknown keys ['lrr'] in config section 'optim'"),
-    (["--set", "optim.lr=-0.1"], "optim.lr must be > 0 and finite, got -0.1"),
-    (["--set", "optim.lr=.nan"], "optim.lr must be > 0 and finite, got nan"),
+    (["--set", "optim.lr=-0.1"], "optim.lr must be > 0 and finite (at most 10), got -0.1"),
+    (["--set", "optim.lr=.nan"], "optim.lr must be > 0 and finite (at most 10), got nan"),
     (["--set", "optim.lr=fast"], "optim.lr must be float, got 'fast'"),
     (["--set", "data.scales=[1.0, 0]"], "data.scales must be a non-empty list of factors > 0, got [1.0, 0]"),
     (["--set", "run.batch_size=two"], "run.batch_size must be int, got 'two'"),

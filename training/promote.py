@@ -29,7 +29,7 @@ import shutil
 import tempfile
 from typing import Sequence
 
-from bisenetv2_ros.cli.arguments import add_debug_flag, positive_int, run_script
+from bisenetv2_ros.cli.arguments import add_debug_flag, run_script, threads_int
 from bisenetv2_ros.inference.calibration_store import calibrate_checkpoint_file
 from bisenetv2_ros.inference.calibration_table import summary
 from bisenetv2_ros.inference.int8 import training_calibration
@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="deploy file to write (default: the embedded default)")
     parser.add_argument("--baseline", default=DEFAULT_WEIGHTS, help="weights to beat (default: the current default)")
     parser.add_argument("--force", action="store_true", help="write even if the candidate does not beat the baseline")
-    parser.add_argument("--threads", type=positive_int, default=None)
+    parser.add_argument("--threads", type=threads_int, default=None)
     parser.add_argument("--update-known-weights", action="store_true",
                         help="also write a changed resolution into the default's entry of weights/known_weights.py")
     parser.add_argument("--known-weights", type=Path, default=KNOWN_WEIGHTS_FILE, help=argparse.SUPPRESS)

@@ -18,6 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..conventions import DEFAULT_MAX_INPUT_PIXELS, MAX_IMAGE_SIDE
 from .messages import ImageConversionError, _byte_view, _uint8_data
 
 DEPTH_ENCODINGS = {"16UC1": (np.dtype(np.uint16), 0.001), "mono16": (np.dtype(np.uint16), 0.001),
@@ -29,15 +30,19 @@ POINT_DTYPE = np.dtype({"names": ["x", "y", "z", "label", "confidence"],
                         "itemsize": POINT_STEP})
 
 
-def depth_to_metres(msg: Any) -> np.ndarray:
+def depth_to_metres(msg: Any, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> np.ndarray:
     """A depth ``sensor_msgs/Image`` (16UC1 / mono16 in millimetres, 32FC1 in metres) -> HxW float32
-    metres, NaN where there is no measurement; ImageConversionError naming the problem otherwise."""
+    metres, NaN where there is no measurement; ImageConversionError naming the problem otherwise.
+    The size is checked against ``max_pixels`` (the node's max_input_pixels) before any allocation."""
     layout = DEPTH_ENCODINGS.get(msg.encoding)
     if layout is None:
         raise ImageConversionError(f"unsupported depth encoding {msg.encoding!r}; supported: "
                                    f"{', '.join(DEPTH_ENCODINGS)} (a registered depth image)")
     dtype, scale = layout
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if max(height, width) > MAX_IMAGE_SIDE or height * width > max_pixels:
+        raise ImageConversionError(f"depth image of {width}x{height} pixels refused: above max_input_pixels "
+                                   f"{max_pixels} or {MAX_IMAGE_SIDE} a side")
     data = _byte_view(msg.data)
     if height < 1 or width < 1 or step < width * dtype.itemsize or data.size < step * height:
         raise ImageConversionError(f"depth image {width}x{height} {msg.encoding}: step {step} and {data.size} "
@@ -52,10 +57,14 @@ def depth_to_metres(msg: Any) -> np.ndarray:
 def intrinsics(camera_info: Any) -> tuple[float, float, float, float, int, int]:
     """(fx, fy, cx, cy, width, height) from a CameraInfo's K; a clear error when it is unset."""
     k = [float(v) for v in camera_info.k]
-    if len(k) != 9 or k[0] <= 0 or k[4] <= 0:
+    # NaN or inf in K gave an all-NaN cloud (inf: every point on the optical axis), without a word
+    if len(k) != 9 or not all(np.isfinite(k)) or k[0] <= 0 or k[4] <= 0:
         raise ImageConversionError(f"depth camera_info has no usable intrinsics (K = {k}); a calibrated "
-                                   "camera_info is needed for the point cloud")
-    return k[0], k[4], k[2], k[5], int(camera_info.width), int(camera_info.height)
+                                   "camera_info (finite K, focal lengths > 0) is needed for the point cloud")
+    width, height = int(camera_info.width), int(camera_info.height)
+    if max(width, height) > MAX_IMAGE_SIDE:
+        raise ImageConversionError(f"depth camera_info declares {width}x{height} pixels, above {MAX_IMAGE_SIDE} a side")
+    return k[0], k[4], k[2], k[5], width, height
 
 
 def aligned_points(depth_m: np.ndarray, camera_info: Any, labels: np.ndarray,
