@@ -224,3 +224,17 @@ def test_a_failed_write_names_the_path_and_the_os_reason(tmp_path):
     blocker.write_text("")
     with pytest.raises(media.MediaError, match=r"cannot write .*a-file/f\.png: File exists$"):
         media._write_png(blocker / "f.png", np.zeros((4, 4, 3), np.uint8))
+
+
+@pytest.mark.parametrize("shape", [[1, 99999, 99999, "rgb"], [100000, 10, 10, "rgb"], [1, 8192, 8192, "bgr"]])
+def test_remembered_warmup_shapes_are_bounded(tmp_path, shape):
+    """A tampered warm-up memory must not make the next start allocate a huge warm-up."""
+    import json
+
+    from bisenetv2_ros.ros.warmup import RememberedShapes, WarmupShape
+
+    path = tmp_path / "warmup-node.json"
+    path.write_text(json.dumps({"shapes": [[1, 480, 640, "bgr"], shape]}))
+    assert RememberedShapes(path).shapes == []
+    path.write_text(json.dumps({"shapes": [[2, 4096, 4096, "bgr"]]}))
+    assert RememberedShapes(path).shapes == [WarmupShape(2, 4096, 4096, "bgr")]

@@ -52,8 +52,8 @@ def _int_at_least(minimum: int, expected: str, maximum: int = MAX_COUNT):
 positive_int = _int_at_least(1, "a positive integer")
 # counts that may be 0 (e.g. competing busy processes, warm-up runs)
 non_negative_int = _int_at_least(0, "0 or a positive integer")
-batch_int = int_in_range(1, MAX_BATCH, f"a batch of 1 to {MAX_BATCH} frames")
-threads_int = int_in_range(1, MAX_THREADS, f"1 to {MAX_THREADS} threads")
+batch_int = int_in_range(1, MAX_BATCH, "a positive integer", f"a batch of at most {MAX_BATCH} frames")
+threads_int = int_in_range(1, MAX_THREADS, "a positive integer", f"at most {MAX_THREADS} threads")
 pixel_count = int_in_range(1, 32768 * 32768, "a pixel count from 1 to 32768x32768 (1073741824)")
 
 
