@@ -59,15 +59,18 @@ pixel_count = int_in_range(1, 32768 * 32768, "a pixel count from 1 to 32768x3276
 
 def float_in_range(low: float, high: float, low_open: bool = False):
     """An argparse ``type=`` for finite numbers in [low, high] ((low, high] with ``low_open``)."""
-    expected = f"a number {'above' if low_open else 'from'} {low:g} {'and at most' if low_open else 'to'} {high:g}"
+    expected = f"a finite number above {low:g}" if low_open else f"a finite number from {low:g}"
+    too_large = f"{expected} and at most {high:g}" if low_open else f"{expected} to {high:g}"
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not ((low < value if low_open else low <= value) and value <= high):  # NaN fails both
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {too_large}, got {text!r}") from None
+        if value > high:
+            raise argparse.ArgumentTypeError(f"expected {too_large}, got {text!r}")
+        if not (low < value if low_open else low <= value):  # NaN fails this too
+            raise argparse.ArgumentTypeError(f"expected {expected if low_open else too_large}, got {text!r}")
         return value
     return parse
 

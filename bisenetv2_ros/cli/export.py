@@ -45,7 +45,8 @@ __all__ = ["EXPORTERS", "MIN_OPSET", "ExportRequest", "ExportResult", "add_argum
 ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
-opset_int = int_in_range(MIN_OPSET, 30)  # ONNX opsets the exporters write
+# ONNX opsets the exporters write; below MIN_OPSET the request's check says why
+opset_int = int_in_range(1, 30, f"an ONNX opset from {MIN_OPSET} to 30")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -72,14 +72,36 @@ def part_reports(checkpoint: Any) -> list[PartReport]:
     return [PartReport(name, part.present(checkpoint), part_problem(checkpoint, name)) for name, part in PARTS.items()]
 
 
-def require_usable_parts(checkpoint: Any, source: Any) -> None:
-    """A CheckpointError (one line) naming the file, the first required part that fails and why."""
-    from .checkpoint import CheckpointError
-
+def required_part_problem(checkpoint: Any) -> str | None:
+    """One line naming the first required part that fails and why (None: all usable); the loader
+    (``checkpoint.checkpoint_from_data``) raises it with the file's name."""
     for name, part in PARTS.items():
         problem = part_problem(checkpoint, name) if part.required else None
         if problem:
-            raise CheckpointError(f"{source}: the {name} are unusable: {problem}")
+            return f"the {name} are unusable: {problem}"
+    return None
+
+
+def preview(items: list[str], limit: int = 8) -> str:
+    """The first ``limit`` items, comma-separated, and how many more there are."""
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def weight_problems(state: Mapping[str, Any]) -> list[str]:
+    """Why weights cannot segment (a diverged or damaged model labels every pixel alike): NaN or
+    infinite values, negative batch-norm variances. Empty when they are fine."""
+    import torch
+
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+    not_finite = [k for k, v in tensors.items() if not bool(torch.isfinite(v).all())]
+    negative = [k for k, v in tensors.items() if k.endswith("running_var") and bool((v < 0).any())]
+    problems = []
+    if not_finite:
+        problems.append(f"{len(not_finite)} tensors hold NaN or infinite values ({preview(not_finite, 3)})")
+    if negative:
+        problems.append(f"{len(negative)} batch-norm running_var tensors hold negative variances ({preview(negative, 3)})")
+    return problems
 
 
 # --------------------------------------------------------------------------------------------
@@ -93,7 +115,6 @@ def _weights_fit_the_network(checkpoint: Any) -> str | None:
 
     from ..conventions import strip_aux_heads
     from ..models.architectures import build_model
-    from .checkpoint import preview
 
     # as Checkpoint.build_model(for_inference=True) loads them: the booster heads are training-only
     config, state = checkpoint.config.replace(aux_heads=False), strip_aux_heads(checkpoint.state_dict)
@@ -109,8 +130,6 @@ def _weights_fit_the_network(checkpoint: Any) -> str | None:
 
 
 def _weights_are_finite(checkpoint: Any) -> str | None:
-    from .checkpoint import weight_problems
-
     problems = weight_problems(checkpoint.state_dict)
     return ("; ".join(problems) + "; take an earlier checkpoint of the run, or lower optim.lr if training diverged"
             if problems else None)
