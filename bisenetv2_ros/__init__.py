@@ -45,13 +45,43 @@ def deprecated_alias(old: str, new: str, moved: dict[str, str] | None = None):
     elsewhere before 0.2, mapped to their module. Removed in 0.3.
     """
     import importlib
+    import sys
     import warnings
 
     warnings.warn(f"{old} is deprecated and will be removed in 0.3: import {new} instead", FutureWarning,
                   stacklevel=3)
     target = importlib.import_module(new)
 
+    def home(name: str):
+        return importlib.import_module((moved or {})[name]) if name in (moved or {}) else target
+
     def __getattr__(name: str):
-        home = (moved or {}).get(name)
-        return getattr(importlib.import_module(home) if home else target, name)
+        return getattr(home(name), name)
+
+    # The alias module forwards writes and deletes too (so `mock.patch("bisenetv2_ros.segmenter.X")`
+    # patches what the package runs), lists the target's names in dir() and exports them to `import *`.
+    module = sys.modules[old]
+    module.__dict__.update(_alias_home=home, __all__=[
+        name for name in dict.fromkeys([*getattr(target, "__all__", dir(target)), *(moved or {})])
+        if not name.startswith("_") and not isinstance(getattr(home(name), name, None), type(sys))])
+    module.__class__ = _AliasModule
     return __getattr__
+
+
+class _AliasModule(type(_os)):
+    """A deprecated alias module: attribute reads, writes and deletes go to the module that now holds the name."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name.startswith("__") or name in self.__dict__:
+            super().__setattr__(name, value)
+        else:
+            setattr(self.__dict__["_alias_home"](name), name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if name.startswith("__") or name in self.__dict__:
+            super().__delattr__(name)
+        else:
+            delattr(self.__dict__["_alias_home"](name), name)
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(self.__dict__["__all__"]))

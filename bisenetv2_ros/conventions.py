@@ -40,10 +40,11 @@ def strip_aux_heads(state: dict) -> dict:
     return {k: v for k, v in state.items() if not k.startswith(AUX_HEAD_PREFIX)}
 
 
-def parse_size(text: str) -> tuple[int, int]:
+def parse_size(text: str, max_pixels: int | None = DEFAULT_MAX_INPUT_PIXELS) -> tuple[int, int]:
     """'HEIGHTxWIDTH' (the order of the node's input_height/input_width) -> (height, width).
 
-    Raises ValueError with a message that can be shown as it is.
+    Raises ValueError with a message that can be shown as it is. ``max_pixels`` None: the caller
+    checks the size against its own limit (the node's max_input_pixels).
     """
     parts = str(text).strip().lower().split("x")
     try:
@@ -52,6 +53,11 @@ def parse_size(text: str) -> tuple[int, int]:
         raise ValueError(f"expected HEIGHTxWIDTH such as 512x1024, got {text!r}") from None
     if height <= 0 or width <= 0:
         raise ValueError(f"a size must be positive, got {text!r}")
+    # Checked before anything is allocated: no size flag asks for a frame no input door accepts
+    # (`tune --frame-size 8192x8192` grew past 15 GB before).
+    if max_pixels is not None and (max(height, width) > MAX_IMAGE_SIDE or height * width > max_pixels):
+        raise ValueError(f"a size must be at most {MAX_IMAGE_SIDE} a side and {max_pixels} pixels "
+                         f"(4096x4096), got {text!r}")
     return height, width
 
 

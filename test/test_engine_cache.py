@@ -92,17 +92,19 @@ def test_entry_that_fails_to_deserialize_is_rebuilt(tmp_path, caplog):
     assert "failed to deserialize" in caplog.text
 
 
-def test_write_is_atomic(tmp_path, monkeypatch):
+def test_write_is_atomic(tmp_path, monkeypatch, caplog):
     cache = EngineCache(tmp_path)
     _, path = load(cache, StandInBuilder(b"ENGINE:old"))
     before = path.read_bytes()
 
     def crash(fd):
-        raise OSError("disk full")
+        raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(engine_cache.os, "fsync", crash)
-    with pytest.raises(OSError, match="disk full"):
-        load(cache, StandInBuilder(b"ENGINE:new"), {**KEY, "tensorrt": "10.9.0"})
+    monkeypatch.setattr(engine_cache, "_warned_folders", set())
+    # a cache that cannot be written is a warning, not a failure: the fresh engine is used uncached
+    engine, _ = load(cache, StandInBuilder(b"ENGINE:new"), {**KEY, "tensorrt": "10.9.0"})
+    assert engine is not None and "No space left on device" in caplog.text and "running uncached" in caplog.text
     assert path.read_bytes() == before  # the old entry is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary file left behind
 

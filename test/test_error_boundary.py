@@ -113,12 +113,12 @@ def stripes(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("extra,message", [
     (["--set", "optim.lrr=0.1"], "unknown keys ['lrr'] in config section 'optim'"),
-    (["--set", "optim.lr=-0.1"], "optim.lr must be > 0 and finite, got -0.1"),
-    (["--set", "optim.lr=.nan"], "optim.lr must be > 0 and finite, got nan"),
+    (["--set", "optim.lr=-0.1"], "optim.lr must be > 0 and finite (at most 10), got -0.1"),
+    (["--set", "optim.lr=.nan"], "optim.lr must be > 0 and finite (at most 10), got nan"),
     (["--set", "optim.lr=fast"], "optim.lr must be float, got 'fast'"),
-    (["--set", "data.scales=[1.0, 0]"], "data.scales must be a non-empty list of factors > 0, got [1.0, 0]"),
+    (["--set", "data.scales=[1.0, 0]"], "data.scales must be a non-empty list of factors > 0 and at most 8, got [1.0, 0]"),
     (["--set", "run.batch_size=two"], "run.batch_size must be int, got 'two'"),
-    (["--iterations", "0"], "run.iterations must be >= 1, got 0"),
+    (["--set", "run.iterations=0"], "run.iterations must be >= 1, got 0"),  # --iterations 0: test_cli_property
     (["--set", "optim.lr=[0.1"], "override 'optim.lr=[0.1': '[0.1' is not a YAML value"),
 ])
 def test_bad_settings_are_one_line(tmp_path, stripes, capsys, extra, message):

@@ -302,6 +302,6 @@ def test_training_export_rejects_a_foreign_metrics_file_in_one_line(tiny_weights
     (tmp_path / "val.json").write_text('{"accuracy": 0.9}')
     assert training_export_run([str(tiny_weights), str(tmp_path / "d.pt"), "--metrics", str(tmp_path / "val.json")]) == 1
     assert capsys.readouterr().err.splitlines() == [
-        f"training/export.py: error: {tmp_path / 'val.json'} is not the JSON of "
+        f"training/export.py: error: --metrics {tmp_path / 'val.json'} is not the JSON of "
         "training/evaluate.py --output (KeyError('miou'))"]
     assert [p.name for p in tmp_path.iterdir()] == ["val.json"]

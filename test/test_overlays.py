@@ -70,7 +70,7 @@ def test_jpeg_output_is_scaled_to_the_width_and_small(synthetic, two_weights, tm
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--frames", "0"], "--frames must be at least 1, got 0"),
+    (["--frames", "0"], "argument --frames: expected an integer from 1 to 1000, got '0'"),
     (["--indices", "2", "9"], r"--indices \[9\] are outside folder:.*'s 5 frames \(0..4\)"),
     (["--quality", "0"], "--quality must be in 1..100"),
 ])

@@ -33,9 +33,12 @@ import torch
 from bisenetv2_ros.cli.arguments import (
     add_debug_flag,
     add_size_accepting_two_numbers,
+    batch_int,
+    int_in_range,
     non_negative_int,
     positive_int,
     run_script,
+    threads_int,
 )
 from bisenetv2_ros.models.bisenetv2 import BiSeNetV2, BiSeNetV2Config
 from training.losses import BoosterLoss, OhemCrossEntropy
@@ -116,9 +119,9 @@ def compare_logs(logs: Sequence[Path], block: int) -> dict[str, dict[int, float]
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(prog="training/benchmark_step.py", description=__doc__.split("\n")[0])
     add_size_accepting_two_numbers(parser, "--size", help="training crop HxW (default 240x320)", default=(240, 320))
-    parser.add_argument("--batch", type=positive_int, default=8)
-    parser.add_argument("--threads", type=positive_int, default=2)
-    parser.add_argument("--head-channels", type=positive_int, default=128)
+    parser.add_argument("--batch", type=batch_int, default=8)
+    parser.add_argument("--threads", type=threads_int, default=2)
+    parser.add_argument("--head-channels", type=int_in_range(1, 65536), default=128)
     parser.add_argument("--rounds", type=positive_int, default=5, help="timed iterations per variant")
     parser.add_argument("--warmup", type=non_negative_int, default=2, help="untimed iterations per variant (compile happens here)")
     parser.add_argument("--variants", nargs="+", default=["fp32", "channels_last"], choices=VARIANTS)

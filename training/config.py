@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-from bisenetv2_ros.conventions import IMAGENET_MEAN, IMAGENET_STD
+from bisenetv2_ros.conventions import DEFAULT_MAX_INPUT_PIXELS, IMAGENET_MEAN, IMAGENET_STD, MAX_IMAGE_SIDE
 from bisenetv2_ros.models.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, ModelConfig
 
 
@@ -192,9 +193,10 @@ class TrainConfig:
             raise ValueError(f"run.amp must be none, bf16, fp16 or auto, got {self.run.amp!r}")
         if self.loss.class_weighting not in ("none", "median_frequency"):
             raise ValueError(f"loss.class_weighting must be none or median_frequency, got {self.loss.class_weighting!r}")
-        if self.data.scale_range is not None and (len(self.data.scale_range) != 2
-                                                  or not 0 < self.data.scale_range[0] <= self.data.scale_range[1]):
-            raise ValueError(f"data.scale_range must be [lo, hi] with 0 < lo <= hi, got {self.data.scale_range}")
+        if self.data.scale_range is not None and (len(self.data.scale_range) != 2 or not
+                                                  0 < self.data.scale_range[0] <= self.data.scale_range[1] <= MAX_SCALE):
+            raise ValueError(f"data.scale_range must be [lo, hi] with 0 < lo <= hi <= {MAX_SCALE:g}, "
+                             f"got {self.data.scale_range}")
         if self.data.photometric is not None:
             known = {"brightness", "contrast", "saturation", "hue", "gamma", "channel_gain"}
             bad = sorted(set(self.data.photometric) - known)
@@ -202,8 +204,9 @@ class TrainConfig:
                 raise ValueError(f"unknown keys {bad} in data.photometric; known: {sorted(known)}")
         for name in ("crop_size", "eval_size", "base_size", "train_size"):
             value = getattr(self.data, name)
-            if value is not None and (len(value) != 2 or min(value) < 1):
-                raise ValueError(f"data.{name} must be [height, width], got {value}")
+            problem = _size_problem(value)
+            if problem:
+                raise ValueError(f"data.{name} {problem}, got {value}")
         if not 0.0 <= self.data.rare_crop_fraction <= 1.0:
             raise ValueError(f"data.rare_crop_fraction must be in [0, 1], got {self.data.rare_crop_fraction}")
         if self.data.rare_crop_fraction > 0 and not self.data.rare_classes:
@@ -213,6 +216,45 @@ class TrainConfig:
         if self.data.copy_paste_probability > 0 and not (self.data.copy_paste_classes or self.data.rare_classes):
             raise ValueError("data.copy_paste_probability > 0 needs data.copy_paste_classes or data.rare_classes "
                              "(class names)")
+
+
+class NumberLoader(yaml.SafeLoader):
+    """YAML as the docs write it: ``5e-3``, ``1e308``, ``nan`` and ``inf`` are numbers (YAML 1.1 reads
+    exponents without a dot, and bare nan/inf, as strings, so `lr: 5e-3` was refused as "not a float")."""
+
+
+NumberLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+|[-+]?(?:nan|inf)|[-+]?\.(?:inf|nan))$",
+               re.IGNORECASE),
+    list("-+0123456789.nNiI"))
+NumberLoader.add_constructor(
+    "tag:yaml.org,2002:float",
+    lambda loader, node: float(loader.construct_scalar(node).replace("_", "").lower().replace(".inf", "inf")
+                               .replace(".nan", "nan")))
+
+
+def read_yaml(text: str):
+    return yaml.load(text, Loader=NumberLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+# Upper bounds, checked before anything is allocated: a crop or frame larger than any input door
+# accepts (conventions.DEFAULT_MAX_INPUT_PIXELS), scales that would blow a frame up past it, a batch
+# no machine holds. A learning rate above 10 diverges at the first step.
+MAX_SCALE = 8.0
+MAX_BATCH = 4096
+MAX_WORKERS = 256
+MAX_LR = 10.0
+
+
+def _size_problem(value: list[int] | None) -> str | None:
+    if value is None:
+        return None
+    if len(value) != 2 or min(value) < 1:
+        return "must be [height, width]"
+    if max(value) > MAX_IMAGE_SIDE or value[0] * value[1] > DEFAULT_MAX_INPUT_PIXELS:
+        return f"must be at most {MAX_IMAGE_SIDE} a side and {DEFAULT_MAX_INPUT_PIXELS} pixels (4096x4096)"
+    return None
 
 
 SECTION_NAMES = {"DataSection": "data", "OptimSection": "optim", "LossSection": "loss", "RunSection": "run"}
@@ -249,7 +291,7 @@ def _check_ranges(config: "TrainConfig") -> None:
     data, optim, loss, run = config.data, config.optim, config.loss, config.run
     finite = lambda v: math.isfinite(float(v))  # noqa: E731
     rules = [
-        ("optim.lr", optim.lr, optim.lr > 0 and finite(optim.lr), "> 0 and finite"),
+        ("optim.lr", optim.lr, 0 < optim.lr <= MAX_LR, f"> 0 and finite (at most {MAX_LR:g})"),
         ("optim.momentum", optim.momentum, 0 <= optim.momentum < 1, "in [0, 1)"),
         ("optim.weight_decay", optim.weight_decay, optim.weight_decay >= 0 and finite(optim.weight_decay), ">= 0"),
         ("optim.poly_power", optim.poly_power, optim.poly_power >= 0 and finite(optim.poly_power), ">= 0"),
@@ -259,14 +301,15 @@ def _check_ranges(config: "TrainConfig") -> None:
         ("loss.ohem_min_kept_fraction", loss.ohem_min_kept_fraction, 0 <= loss.ohem_min_kept_fraction <= 1, "in [0, 1]"),
         ("loss.aux_weight", loss.aux_weight, loss.aux_weight >= 0 and finite(loss.aux_weight), ">= 0"),
         ("loss.class_weight_power", loss.class_weight_power, finite(loss.class_weight_power), "finite"),
-        ("data.scales", data.scales, bool(data.scales) and all(v > 0 and finite(v) for v in data.scales),
-         "a non-empty list of factors > 0"),
-        ("data.std", data.std, len(data.std) == 3 and all(v > 0 for v in data.std), "three values > 0"),
+        ("data.scales", data.scales, bool(data.scales) and all(0 < v <= MAX_SCALE for v in data.scales),
+         f"a non-empty list of factors > 0 and at most {MAX_SCALE:g}"),
+        ("data.std", data.std, len(data.std) == 3 and all(v > 0 and finite(v) for v in data.std),
+         "three finite values > 0"),
         ("data.mean", data.mean, len(data.mean) == 3 and all(finite(v) for v in data.mean), "three finite values"),
-        ("data.workers", data.workers, data.workers >= 0, ">= 0"),
+        ("data.workers", data.workers, 0 <= data.workers <= MAX_WORKERS, f"in [0, {MAX_WORKERS}]"),
         ("data.val_limit", data.val_limit, data.val_limit is None or data.val_limit >= 1, ">= 1 or null"),
         ("run.iterations", run.iterations, run.iterations >= 1, ">= 1"),
-        ("run.batch_size", run.batch_size, run.batch_size >= 1, ">= 1"),
+        ("run.batch_size", run.batch_size, 1 <= run.batch_size <= MAX_BATCH, f"in [1, {MAX_BATCH}]"),
         ("run.threads", run.threads, run.threads is None or run.threads >= 1, ">= 1 or null"),
     ] + [(f"run.{k}", getattr(run, k), getattr(run, k) >= 1, ">= 1") for k in ("log_every", "eval_every", "checkpoint_every")]
     for key, value, ok, expected in rules:
@@ -279,7 +322,7 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
         raise ValueError(f"override {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
     try:
-        return key.strip().split("."), yaml.safe_load(raw)
+        return key.strip().split("."), read_yaml(raw)
     except yaml.YAMLError:
         raise ValueError(f"override {text!r}: {raw!r} is not a YAML value") from None
 
@@ -291,7 +334,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = read_yaml(path.read_text()) or {}
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

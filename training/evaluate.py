@@ -38,6 +38,7 @@ from bisenetv2_ros.cli.arguments import (
     positive_float,
     positive_int,
     run_script,
+    threads_int,
 )
 from bisenetv2_ros.fileio import write_atomic
 from bisenetv2_ros.inference.fused import FusedSegmentation
@@ -219,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         help="coincheung: which column of its tables (single scale, crop, multi-scale+flip, both)")
     parser.add_argument("--output", default=None, help="write the JSON result here")
     parser.add_argument("--overwrite", action="store_true", help="replace an --output this script wrote before")
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=threads_int, default=None, help="torch CPU threads")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     if args.output:  # before the long evaluation: never onto the weights or a file this script did not write

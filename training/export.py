@@ -25,7 +25,7 @@ import json
 from typing import Sequence
 
 from bisenetv2_ros.cli import export as package_export
-from bisenetv2_ros.cli.arguments import add_debug_flag, run_script
+from bisenetv2_ros.cli.arguments import add_debug_flag, int_in_range, run_script
 from bisenetv2_ros.conventions import size_argument
 from bisenetv2_ros.weights.checkpoint import Checkpoint, load_checkpoint
 
@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
                              "resized to), e.g. after evaluate.py --input-size showed the same weights do better "
                              "at it; the old and new sizes are kept in the provenance")
     package_export.add_arguments(parser)
-    parser.add_argument("--onnx-input-size", dest="input_size", type=int, nargs=2, metavar=("H", "W"),
+    parser.add_argument("--onnx-input-size", dest="input_size", type=int_in_range(1, 32768), nargs=2, metavar=("H", "W"),
                         action=Deprecated, replacement="--input-size HxW", convert=tuple, help=argparse.SUPPRESS)
     parser.add_argument("--tensorrt", dest="legacy_engine", type=Path, metavar="CACHE_DIR", action=Deprecated,
                         replacement="--engine CACHE_DIR", help=argparse.SUPPRESS)
@@ -108,9 +108,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
     metrics: dict[str, float] = {}
     for metrics_file in args.metrics:
         try:
-            metrics.update(evaluation_metrics(json.loads(Path(metrics_file).read_text())))
-        except (KeyError, TypeError, AttributeError) as error:
-            raise ValueError(f"{metrics_file} is not the JSON of training/evaluate.py --output ({error!r})") from None
+            metrics.update(evaluation_metrics(json.loads(Path(metrics_file).read_text(encoding="utf-8"))))
+        except (KeyError, TypeError, AttributeError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            reason = "not UTF-8 text" if isinstance(error, UnicodeDecodeError) else repr(error)
+            raise ValueError(f"--metrics {metrics_file} is not the JSON of training/evaluate.py --output "
+                             f"({reason})") from None
     for item in args.metric:
         key, _, value = item.partition("=")
         try:

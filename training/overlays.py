@@ -26,7 +26,13 @@ import cv2
 import numpy as np
 
 from bisenetv2_ros.classes import IGNORE_INDEX, ClassSet
-from bisenetv2_ros.cli.arguments import add_debug_flag, positive_int, run_script
+from bisenetv2_ros.cli.arguments import (
+    add_debug_flag,
+    fraction,
+    int_in_range,
+    non_negative_int,
+    run_script,
+)
 from bisenetv2_ros.output_safety import check_output, record_file
 
 PROG = "training/overlays.py"
@@ -108,11 +114,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--root", default="../shared/data/camvid")
     parser.add_argument("--split", default="drive_val")
     parser.add_argument("--classes-file", default=None)
-    parser.add_argument("--frames", type=int, default=3, help="how many frames, spread over the split (default: 3)")
-    parser.add_argument("--indices", type=int, nargs="+", default=None, help="these frames of the split instead")
-    parser.add_argument("--alpha", type=float, default=0.5, help="palette opacity (default: 0.5)")
-    parser.add_argument("--max-width", type=positive_int, default=960, help="scale the picture down to this width (px)")
-    parser.add_argument("--quality", type=int, default=80, help="JPEG quality (default: 80)")
+    parser.add_argument("--frames", type=int_in_range(1, 1000), default=3, help="how many frames, spread over the split (default: 3)")
+    parser.add_argument("--indices", type=non_negative_int, nargs="+", default=None, help="these frames of the split instead")
+    parser.add_argument("--alpha", type=fraction, default=0.5, help="palette opacity (default: 0.5)")
+    parser.add_argument("--max-width", type=int_in_range(1, 32768), default=960, help="scale the picture down to this width (px)")
+    parser.add_argument("--quality", type=int_in_range(0, 100), default=80, help="JPEG quality (default: 80)")
     parser.add_argument("--output", type=Path, required=True, help="picture to write (.jpg or .png)")
     parser.add_argument("--overwrite", action="store_true", help="replace a picture this script wrote before")
     add_debug_flag(parser)

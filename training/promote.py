@@ -34,7 +34,7 @@ import shutil
 import tempfile
 from typing import Sequence
 
-from bisenetv2_ros.cli.arguments import add_debug_flag, positive_int, run_script
+from bisenetv2_ros.cli.arguments import add_debug_flag, run_script, threads_int
 from bisenetv2_ros.inference.calibration_store import calibrate_checkpoint_file
 from bisenetv2_ros.inference.calibration_table import summary
 from bisenetv2_ros.inference.int8 import training_calibration
@@ -164,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="for a candidate trained on drive_val's drive (e.g. on every labelled frame): the "
                              "drive-disjoint model whose unseen-drive figure decides and is stored beside its own")
     parser.add_argument("--force", action="store_true", help="write even if the candidate does not beat the baseline")
-    parser.add_argument("--threads", type=positive_int, default=None)
+    parser.add_argument("--threads", type=threads_int, default=None)
     parser.add_argument("--update-known-weights", action="store_true",
                         help="also write a changed resolution into the default's entry of weights/known_weights.py")
     parser.add_argument("--known-weights", type=Path, default=KNOWN_WEIGHTS_FILE, help=argparse.SUPPRESS)

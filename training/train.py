@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from bisenetv2_ros.cli.arguments import add_debug_flag, run_script
+from bisenetv2_ros.cli.arguments import add_debug_flag, positive_int, run_script
 from bisenetv2_ros.models.architectures import build_model
 from bisenetv2_ros.output_safety import check_run_folder
 from bisenetv2_ros.weights.checkpoint import Checkpoint, save_checkpoint
@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         help="network: shortcut for --set model.architecture=... (default: the config's, else bisenetv2)")
     parser.add_argument("--data-root", default=None, help="shortcut for --set data.root=...")
     parser.add_argument("--out-dir", default=None, help="shortcut for --set run.out_dir=...")
-    parser.add_argument("--iterations", type=int, default=None, help="shortcut for --set run.iterations=...")
+    parser.add_argument("--iterations", type=positive_int, default=None, help="shortcut for --set run.iterations=...")
     parser.add_argument("--resume", action="store_true",
                         help="continue exactly from OUT_DIR/latest.pt (without it an existing run folder is refused)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..cli.arguments import add_size, complete, non_negative_int, positive_int
+from ..cli.arguments import add_size, batch_int, complete, non_negative_int, positive_int
 from ..conventions import DEFAULT_INPUT_SIZE
 from ..inference.backends import BACKENDS, DEFAULT_PRECISION, PRECISIONS
 from ..inference.background_load import BackgroundLoad
@@ -72,9 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              help=f"network input size, e.g. 360x480 (default: the checkpoint's, else {default})")
     add_size(parser, "--frame-size", "frame_size", old_width_by_height="--source-size",
              help="camera frame size, e.g. 720x1280 (default: the network input size)")
-    parser.add_argument("--batch", type=positive_int, default=1, help="frames per call (e.g. several cameras)")
+    parser.add_argument("--batch", type=batch_int, default=1, help="frames per call (e.g. several cameras)")
     parser.add_argument("--iters", type=positive_int, default=20, help="timed iterations")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed iterations first (compilation happens here)")
+    parser.add_argument("--warmup", type=non_negative_int, default=3, help="untimed iterations first (compilation happens here)")
     parser.add_argument("--compile", choices=("off", "inductor", "script"), default=None,
                         help="torch backend compile mode (default: off; --compare tries all)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -90,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--background-load", type=non_negative_int, default=0, metavar="N",
                         help="time while N competing busy processes run (started and stopped by the benchmark): "
                              "a robot's CPU is shared with drivers, localisation and planning")
-    parser.add_argument("--memory-frames", type=int, default=0, metavar="N",
+    parser.add_argument("--memory-frames", type=non_negative_int, default=0, metavar="N",
                         help="also run N frames end to end and report RSS at the start and the end")
     parser.add_argument("--breakdown", action="store_true", help="per-stage times (convert, resize, network, upsample "
                         "+ argmax, confidence, colour, overlay, message) at --frame-size, else at 480x640 .. 2160x3840")

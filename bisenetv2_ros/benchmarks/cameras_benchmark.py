@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ..cli.arguments import add_size, script_main
+from ..cli.arguments import add_size, float_in_range, int_in_range, positive_int, script_main
 
 CHILD_FLAG = "--child-cameras"
 
@@ -55,14 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "processes")
     add_size(parser, "--frame-size", "frame_size", default=(480, 640), old_width_by_height="--size",
              help="frame size (default 480x640)")
-    parser.add_argument("--rate", type=float, default=30.0, help="frames per second each camera sends (default 30)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run (default 10)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each run (default 2)")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds over all configurations (default 2)")
+    parser.add_argument("--rate", type=float_in_range(0.0, 1000.0, low_open=True), default=30.0, help="frames per second each camera sends (default 30)")
+    parser.add_argument("--seconds", type=float_in_range(0.0, 3600.0, low_open=True), default=10.0, help="measured seconds per run (default 10)")
+    parser.add_argument("--warmup", type=float_in_range(0.0, 3600.0), default=2.0, help="unmeasured seconds before each run (default 2)")
+    parser.add_argument("--rounds", type=positive_int, default=2, help="rounds over all configurations (default 2)")
     parser.add_argument("--weights", default="camvid", help="checkpoint path or known name (default: embedded camvid)")
     parser.add_argument("--backend", default="auto", help="auto, torch, onnxruntime, tensorrt or openvino (default auto)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--max-batch", type=int, default=0, help="the node's max_batch (default 0: all cameras)")
+    parser.add_argument("--max-batch", type=int_in_range(0, 64), default=0, help="the node's max_batch (default 0: all cameras)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument(CHILD_FLAG, type=int, default=0, help=argparse.SUPPRESS)
 

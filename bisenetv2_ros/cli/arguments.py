@@ -16,34 +16,68 @@ from typing import Callable
 from ..conventions import size_argument
 
 
-def _int_at_least(minimum: int, expected: str):
-    """An argparse ``type=`` for integers >= ``minimum``; a bad value names what was expected."""
+# Every number a command line takes has an upper bound, checked before anything is allocated
+# (issue 32): counts up to ten million (iterations, frames), batches up to 256 frames per call, threads
+# up to 1024, and factors up to 8 (scales) or 1 (opacities).
+MAX_COUNT = 10_000_000
+MAX_BATCH = 256
+MAX_THREADS = 1024
+MAX_SCALE = 8.0
+
+
+def int_in_range(minimum: int, maximum: int, expected: str | None = None, too_large: str | None = None):
+    """An argparse ``type=`` for integers in [minimum, maximum]; a bad value names what was expected
+    (``too_large``: the words for a value above the maximum, default ``expected``)."""
+    expected = expected or f"an integer from {minimum} to {maximum}"
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             value = minimum - 1
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"expected {too_large or expected}, got {text!r}")
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    parse.__name__ = f"int_in_range_{minimum}_{maximum}"
+    return parse
+
+
+def _int_at_least(minimum: int, expected: str, maximum: int = MAX_COUNT):
+    return int_in_range(minimum, maximum, expected, f"{expected} up to {maximum}")
+
+
+# counts that must be at least 1 (iterations, frames, limits)
+positive_int = _int_at_least(1, "a positive integer")
+# counts that may be 0 (e.g. competing busy processes, warm-up runs)
+non_negative_int = _int_at_least(0, "0 or a positive integer")
+batch_int = int_in_range(1, MAX_BATCH, "a positive integer", f"a batch of at most {MAX_BATCH} frames")
+threads_int = int_in_range(1, MAX_THREADS, "a positive integer", f"at most {MAX_THREADS} threads")
+pixel_count = int_in_range(1, 32768 * 32768, "a pixel count from 1 to 32768x32768 (1073741824)")
+
+
+def float_in_range(low: float, high: float, low_open: bool = False):
+    """An argparse ``type=`` for finite numbers in [low, high] ((low, high] with ``low_open``)."""
+    expected = f"a finite number above {low:g}" if low_open else f"a finite number from {low:g}"
+    too_large = f"{expected} and at most {high:g}" if low_open else f"{expected} to {high:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {too_large}, got {text!r}") from None
+        if value > high:
+            raise argparse.ArgumentTypeError(f"expected {too_large}, got {text!r}")
+        if not (low < value if low_open else low <= value):  # NaN fails this too
+            raise argparse.ArgumentTypeError(f"expected {expected if low_open else too_large}, got {text!r}")
         return value
     return parse
 
 
-# counts that must be at least 1 (batch sizes, iterations)
-positive_int = _int_at_least(1, "a positive integer")
-# counts that may be 0 (e.g. competing busy processes)
-non_negative_int = _int_at_least(0, "0 or a positive integer")
-
-
-def positive_float(text: str) -> float:
-    """argparse ``type=`` for factors that must be finite and above 0 (scales, rates)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}") from None
-    if not (value > 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number above 0, got {text!r}")
-    return value
+# factors that must be finite and above 0 (scales, rates)
+positive_float = float_in_range(0.0, MAX_SCALE, low_open=True)
+fraction = float_in_range(0.0, 1.0)  # opacities
 
 
 def size_or_comma(text: str) -> tuple[int, int]:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..conventions import DEFAULT_MAX_INPUT_PIXELS
-from .arguments import CliError, add_debug_flag, debug_requested, guarded, positive_int, size_or_comma
+from .arguments import CliError, add_debug_flag, batch_int, debug_requested, fraction, guarded, pixel_count
+from .arguments import positive_int, size_or_comma
 from .arguments import progress_bar as _progress_bar
 from .weights_commands import cmd_download, cmd_import, cmd_info
 
@@ -110,18 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
                          help="replace a previous output of `bisenetv2 segment` (never a folder holding inputs or "
                               "files it did not write)")
     _add_model_options(segment)
-    segment.add_argument("--batch", type=positive_int, default=1, metavar="N",
+    segment.add_argument("--batch", type=batch_int, default=1, metavar="N",
                          help="frames per network call (default: 1); larger batches raise throughput")
     segment.add_argument("--outputs", type=_outputs, default=None, metavar="KINDS",
                          help="comma list of labels,color,overlay,confidence (images default: labels,color,overlay; "
                               "videos: color,overlay; labels and confidence write one PNG per frame); bags: "
                               "labels,color,confidence,labels/compressed,color/compressed (default: labels,color; "
                               "the /compressed ones as lossless PNG CompressedImage)")
-    segment.add_argument("--max-input-pixels", type=positive_int, default=DEFAULT_MAX_INPUT_PIXELS, metavar="N",
+    segment.add_argument("--max-input-pixels", type=pixel_count, default=DEFAULT_MAX_INPUT_PIXELS, metavar="N",
                          help="largest image or frame (width x height) to read; larger ones are skipped, compressed "
                               f"ones judged by their header before decoding (default: {DEFAULT_MAX_INPUT_PIXELS}, "
                               "4096x4096)")
-    segment.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the palette (default: 0.5)")
+    segment.add_argument("--alpha", type=fraction, default=0.5, help="overlay opacity of the palette (default: 0.5)")
     segment.add_argument("--skip-bad", action="store_true",
                          help="exit 0 even when some inputs were skipped (images that cannot be read, bag frames "
                               "that cannot be decoded); without it such a run keeps its output, says how many "

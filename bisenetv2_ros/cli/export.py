@@ -31,7 +31,7 @@ from ..fileio import write_atomic
 # (which builds the export flags) stays instant.
 from ..inference.onnx_graph import EXPORTERS, MIN_OPSET, channels_last_tail_onnx, check_onnx, fused_onnx_bytes
 from ..output_safety import UnsafeOutput, check_distinct, check_output, record_file
-from .arguments import add_debug_flag, debug_requested, guarded, positive_int
+from .arguments import add_debug_flag, batch_int, debug_requested, guarded, int_in_range
 
 if TYPE_CHECKING:
     import torch
@@ -44,6 +44,9 @@ __all__ = ["EXPORTERS", "MIN_OPSET", "ExportRequest", "ExportResult", "add_argum
 
 ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+# ONNX opsets the exporters write; below MIN_OPSET the request's check says why
+opset_int = int_in_range(1, 30, f"an ONNX opset from {MIN_OPSET} to 30")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,7 +279,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frame-size", type=size_argument, default=None, metavar="HxW",
                         help="camera frame size the engine is built for (default: the input size); the ONNX "
                              "model accepts any frame size unless --fixed-shape")
-    parser.add_argument("--batch", type=positive_int, default=None, metavar="N",
+    parser.add_argument("--batch", type=batch_int, default=None, metavar="N",
                         help="engine batch size (default: 1); the ONNX model's too with --fixed-shape")
     parser.add_argument("--fixed-shape", action="store_true",
                         help="export the ONNX model for exactly --batch frames of --frame-size (default: any)")
@@ -287,7 +290,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "ranges stored in the deploy checkpoint (default: its training frames, where known)")
     parser.add_argument("--channel-order", choices=CHANNEL_ORDERS, default="rgb",
                         help="channel order of the frames the model / engine will get (default: rgb)")
-    parser.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (default: {MIN_OPSET})")
+    parser.add_argument("--opset", type=opset_int, default=MIN_OPSET, help=f"ONNX opset (default: {MIN_OPSET})")
     parser.add_argument("--exporter", choices=EXPORTERS, default="legacy", help="torch's ONNX exporter (default: legacy)")
     parser.add_argument("--channels-last-tail", action="store_true",
                         help="upsample and argmax channels-last in the ONNX model: faster on ONNX Runtime CPU")
@@ -326,8 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--input-size", type=size_argument, default=None, help="network HEIGHTxWIDTH (default: checkpoint's)")
     parser.add_argument("--frame-size", type=_frame_size, default="dynamic", help="frame HEIGHTxWIDTH or 'dynamic'")
     parser.add_argument("--channel-order", choices=CHANNEL_ORDERS, default="rgb")
-    parser.add_argument("--batch", type=positive_int, default=None, help="fixed batch size (default: dynamic)")
-    parser.add_argument("--opset", type=int, default=MIN_OPSET)
+    parser.add_argument("--batch", type=batch_int, default=None, help="fixed batch size (default: dynamic)")
+    parser.add_argument("--opset", type=opset_int, default=MIN_OPSET)
     parser.add_argument("--exporter", choices=EXPORTERS, default="legacy")
     parser.add_argument("--channels-last-tail", action="store_true",
                         help="upsample and argmax channels-last: faster on ONNX Runtime CPU")

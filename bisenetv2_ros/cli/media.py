@@ -236,9 +236,15 @@ class Summary:
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), image):
-        raise MediaError(f"cannot write {path}")
+    # encoded here and written by Python, so a failure carries the OS's reason (cv2.imwrite says only False)
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise MediaError(f"cannot encode {path} as PNG")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encoded.tobytes())
+    except OSError as error:
+        raise MediaError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 def segment_images(segmenter, images: Sequence[Path], root: Path | None, output: Path,

@@ -31,7 +31,7 @@ from ..models.architectures import (
     default_config,
 )
 from ..models.bisenetv2 import BiSeNetV2Config
-from .arguments import add_size, complete
+from .arguments import add_size, complete, int_in_range
 
 PARTS = tuple(REPORT_PARTS["bisenetv2"])
 DEFAULT_HEIGHT, DEFAULT_WIDTH = DEFAULT_INPUT_SIZE  # the paper's Cityscapes speed resolution, 1024 x 512
@@ -135,8 +135,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="BiSeNetV2 (alpha 1, d 1) or BiSeNetV2-L (alpha 2, d 3) (default: default)")
     parser.add_argument("--model", choices=tuple(ARCHITECTURES), default="bisenetv2",
                         help="network without --weights: bisenetv2 (default) or bisenetv1 (ResNet-18)")
-    parser.add_argument("--num-classes", type=int, default=None, help="classes (default: 19, or the checkpoint's)")
-    parser.add_argument("--head-channels", type=int, default=None,
+    parser.add_argument("--num-classes", type=int_in_range(1, 256), default=None, help="classes (default: 19, or the checkpoint's)")
+    parser.add_argument("--head-channels", type=int_in_range(1, 65536), default=None,
                         help="C_t of the segmentation head (default: 1024, or the checkpoint's)")
     add_size(parser, "--input-size", "input_size", old_sides=("--height", "--width"),
              help=f"network input size (default: the checkpoint's training resolution, else {DEFAULT_HEIGHT}x{DEFAULT_WIDTH})")

@@ -16,7 +16,7 @@ import json
 import os
 from typing import Sequence
 
-from .arguments import CliError, add_size, complete, positive_int, script_main
+from .arguments import CliError, add_size, batch_int, complete, script_main
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", help="auto (default) or one precision to choose a backend for")
     add_size(parser, "--frame-size", "frame_size", help="camera frame size HxW (default: the network input size)")
     add_size(parser, "--input-size", "input_size", help="network input size HxW (default: the checkpoint's)")
-    parser.add_argument("--batch", type=positive_int, default=1, help="frames per network call (default 1)")
+    parser.add_argument("--batch", type=batch_int, default=1, help="frames per network call (default 1)")
     parser.add_argument("--calibration-images", default=None, metavar="FOLDER",
                         help="int8: folder of representative frames (default: the checkpoint's training frames)")
     parser.add_argument("--engine-cache", default=None, help="cache folder (default: $BISENETV2_CACHE/engines)")

@@ -82,6 +82,11 @@ def _describe(weights: str) -> dict:
                                        if v.is_floating_point() and "running_" not in k))
         if checkpoint.training_state:
             result["training_state"] = sorted(checkpoint.training_state)
+        from ..weights.checkpoint_parts import part_reports
+
+        # each part checked as data (the calibration table's checks are registered by calibration_table)
+        result["parts"] = {r.name: {"present": r.present, "usable": r.present and r.problem is None,
+                                    "problem": r.problem} for r in part_reports(checkpoint)}
     info_dict = info.to_dict()
     result.update(dataset=info_dict["dataset"], classes=info_dict["classes"], palette=info_dict["palette"],
                   normalization=info_dict["normalization"], train_resolution=info_dict["train_resolution"],
@@ -127,6 +132,11 @@ def cmd_info(args) -> int:
     provenance = description["provenance"]
     lines.append("provenance:       " + (", ".join(f"{k}={v}" for k, v in provenance.items()) or "none recorded"))
     lines.append("int8 calibration: " + description["int8_calibration"])
+    if "parts" in description:
+        lines.append("parts (checked as data):")
+    for name, part in description.get("parts", {}).items():
+        state = "usable" if part["usable"] else f"NOT usable: {part['problem']}" if part["present"] else "none"
+        lines.append(f"  {name}: {state}")
     print("\n".join(lines))
     return 0
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from .calibration_table import network_fingerprint, summary, table_from_ranges, usable_table
+from .calibration_table import network_fingerprint, summary, table_from_ranges, table_problem
 
 
 def measure_calibration_table(model, normalization, input_size: tuple[int, int], calibration, source: str) -> dict:
@@ -80,10 +80,16 @@ def deploy_calibration(path: str | os.PathLike, images: str | os.PathLike | None
         table = calibrate_checkpoint_file(path, training_calibration(info.dataset), info.dataset)
     elif info.calibration is None:
         return None
-    elif usable_table(info.calibration, checkpoint.build_model(), info.normalization) is not None:
-        return "kept: " + summary(info.calibration)
     else:
-        embed_calibration_table(path, None)
-        return ("removed (measured on other weights, and no calibration frames to measure again: give "
-                "--calibration-images DIR)")
+        return _keep_or_remove(path, checkpoint)
     return "measured: " + summary(table)
+
+
+def _keep_or_remove(path, checkpoint) -> str:
+    """Keeps a table that fits the stored weights; removes one that does not, saying why."""
+    info = checkpoint.info
+    problem = table_problem(info.calibration, network_fingerprint(checkpoint.build_model(), info.normalization))
+    if problem is None:
+        return "kept: " + summary(info.calibration)
+    embed_calibration_table(path, None)
+    return f"removed ({problem}; no calibration frames to measure again: give --calibration-images DIR)"

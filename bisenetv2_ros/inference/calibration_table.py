@@ -25,8 +25,13 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-CALIBRATION_TABLE_VERSION = 1
-TABLE_METHOD = "MinMax"  # the calibrator int8.py uses; a table of another method is not ours
+from ..weights.checkpoint_parts import (  # noqa: F401 - the table's format lives with the checkpoint's parts
+    CALIBRATION_PART,
+    CALIBRATION_TABLE_VERSION,
+    TABLE_METHOD,
+    calibration_data_problem,
+    register_part_check,
+)
 
 
 def network_fingerprint(model, normalization) -> str:
@@ -57,17 +62,9 @@ def table_from_ranges(ranges: Mapping[str, tuple[float, float]], network_sha256:
 
 def table_problem(table: Any, network_sha256: str) -> str | None:
     """Why ``table`` cannot calibrate the network with this fingerprint, or None when it can."""
-    if not isinstance(table, Mapping):
-        return f"the calibration table is a {type(table).__name__}, not a mapping"
-    version = table.get("version")
-    if not isinstance(version, int) or version > CALIBRATION_TABLE_VERSION or version < 1:
-        return f"the calibration table has version {version!r}; this package reads 1 to {CALIBRATION_TABLE_VERSION}"
-    if table.get("method") != TABLE_METHOD:
-        return f"the calibration table was made with {table.get('method')!r}, not {TABLE_METHOD}"
-    tensors = table.get("tensors")
-    if not isinstance(tensors, Mapping) or not tensors or not all(
-            isinstance(v, (list, tuple)) and len(v) == 2 and v[0] <= v[1] for v in tensors.values()):
-        return "the calibration table's tensor ranges are missing or malformed"
+    problem = calibration_data_problem(table)
+    if problem:
+        return f"the calibration table is malformed: {problem}"
     if table.get("network_sha256") != network_sha256:
         return "the calibration table was measured on other weights (its network_sha256 differs)"
     return None
@@ -120,8 +117,11 @@ def read_ort_calibration_cache(path: str | os.PathLike) -> dict[str, tuple[float
 
 def summary(table: Mapping[str, Any] | None) -> str:
     """One line for `bisenetv2 info`."""
-    if not table:
+    if table is None:
         return "none (int8 calibrates on frames: --calibration-images or the training frames beside the checkout)"
+    problem = calibration_data_problem(table)
+    if problem:
+        return f"NOT usable, malformed: {problem} (int8 ignores it; `bisenetv2 export` removes it)"
     return (f"int8 activation ranges of {len(table.get('tensors', {}))} tensors from {table.get('frames')} frames "
             f"of {table.get('source')} at {'x'.join(map(str, table.get('input_size', [])))} (version {table.get('version')})")
 
@@ -138,3 +138,14 @@ def usable_table(table: Any, model, normalization) -> Mapping[str, Any] | None:
         return None
     return table
 
+
+
+def _measured_on_these_weights(checkpoint) -> str | None:
+    if calibration_data_problem(checkpoint.info.calibration) is not None:
+        return None  # the data check (registered first) reports it
+    fingerprint = network_fingerprint(checkpoint.build_model(), checkpoint.info.normalization)
+    return table_problem(checkpoint.info.calibration, fingerprint)
+
+
+register_part_check(CALIBRATION_PART, lambda checkpoint: checkpoint.info.calibration is not None,
+                    _measured_on_these_weights)

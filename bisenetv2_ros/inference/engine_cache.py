@@ -6,6 +6,11 @@ shapes) and the SHA-256 of the payload. A file whose header does not match the w
 one that cannot be parsed, fails its checksum or fails to deserialize is corrupt. Both are rebuilt
 with a log line, never a crash. Files are written atomically (temporary file, fsync, rename), so a
 crash mid-write never leaves a half file under the real name.
+
+A cache is an optimisation, never a point of failure: a folder that cannot be written (read-only, a
+file, no space, no permission) is one warning naming where the folder came from (``BISENETV2_CACHE``
+or the option), and the run goes on with what it built, uncached. A payload built as ``Transient``
+(e.g. an ``auto`` decision measured while the environment failed a candidate) is used, never stored.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import logging
 import os
 import re
 import struct
+import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
@@ -23,7 +29,34 @@ from ..fileio import write_atomic
 
 LOGGER = logging.getLogger("bisenetv2_ros")
 MAGIC = b"BSV2ENGINE\x01"
+CACHE_ENV = "BISENETV2_CACHE"
 Engine = TypeVar("Engine")
+_warned_folders: set[str] = set()  # one warning per unusable folder and process
+_warned_lock = threading.Lock()
+
+
+class Transient(bytes):
+    """A payload valid for this run only: ``load_or_build`` uses it and does not cache it."""
+
+
+def folder_origin(directory: str | os.PathLike) -> str:
+    """Where a cache folder came from, for messages: the variable, or the option that named it."""
+    default = default_engine_cache_dir()
+    if Path(directory) == default:
+        variable = f"${CACHE_ENV}={os.environ[CACHE_ENV]}" if os.environ.get(CACHE_ENV) else f"${CACHE_ENV} unset"
+        return f"the default cache folder ({variable})"
+    return "the engine cache folder given (--engine-cache / engine_cache_dir)"
+
+
+def warn_unusable_cache(directory: str | os.PathLike, error: OSError, kind: str) -> None:
+    """One warning per folder and process: the cache is skipped, the run continues."""
+    reason = error.strerror or str(error)
+    with _warned_lock:
+        if str(directory) in _warned_folders:
+            return
+        _warned_folders.add(str(directory))
+    LOGGER.warning("%s cache %s is unusable (%s: %s); running uncached. Point %s or --engine-cache at a writable "
+                   "folder to keep what is built", kind, directory, folder_origin(directory), reason, CACHE_ENV)
 
 
 def default_engine_cache_dir() -> Path:
@@ -85,21 +118,32 @@ class EngineCache:
         return self.directory / slot_file_name(slot, self.suffix)
 
     def load_or_build(self, slot: Mapping[str, Any], key: Mapping[str, Any], build: Callable[[], bytes],
-                      deserialize: Callable[[bytes], Engine | None]) -> tuple[Engine, Path]:
+                      deserialize: Callable[[bytes], Engine | None], rebuild: bool = False) -> tuple[Engine, Path]:
+        """rebuild: ignore a cached entry; it is replaced only once the new one is complete."""
         path = self.path(slot)
         wanted = json.loads(json.dumps(dict(key), sort_keys=True))
-        if path.is_file():
+        if rebuild:
+            LOGGER.info("%s: building %s again", self.kind, path)
+        elif path.is_file():
             engine = self._try_load(path, wanted, deserialize)
             if engine is not None:
                 LOGGER.info("%s cache hit: %s", self.kind, path)
                 return engine, path
         else:
             LOGGER.info("%s cache miss: building %s", self.kind, path)
-        payload = bytes(build())
+        built = build()
+        payload = bytes(built)
         engine = deserialize(payload)
         if engine is None:
             raise RuntimeError(f"a freshly built {self.kind} for {path.name} could not be deserialized")
-        write_atomic(path, encode_entry(wanted, payload))
+        if isinstance(built, Transient):
+            LOGGER.warning("%s for %s used for this run only, not cached", self.kind, path.name)
+            return engine, path
+        try:
+            write_atomic(path, encode_entry(wanted, payload))
+        except OSError as error:
+            warn_unusable_cache(self.directory, error, self.kind)
+            return engine, path
         LOGGER.info("%s cached: %s (%.1f MiB)", self.kind, path, len(payload) / 2**20)
         return engine, path
 

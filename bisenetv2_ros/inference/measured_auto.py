@@ -17,6 +17,7 @@ Other backends join by ``register_candidate`` (e.g. OpenVINO).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -121,6 +122,7 @@ class Measurement:
     loaded_ms: float | None = None
     disagreement: float | None = None  # fraction of check pixels whose label differs from fp32
     error: str | None = None  # could not be built or run
+    environmental: bool = False  # ... because of the machine's state (disk full, permissions), not the path
 
     @property
     def score_ms(self) -> float | None:
@@ -276,6 +278,7 @@ def measure(candidates: Sequence[Candidate], build: Callable[[Candidate], Backen
             built[candidate.name] = backend
         except Exception as error:  # noqa: BLE001 - a path that cannot run here is a row, not a crash
             result.error = " ".join(str(error).split())[:200] or type(error).__name__
+            result.environmental = caused_by_environment(error)
     timed = {name: b for name, b in built.items() if results[name].disagreement <= MAX_DISAGREEMENT}
     if timed:
         for name, ms in time_candidates(timed, frames).items():
@@ -284,6 +287,25 @@ def measure(candidates: Sequence[Candidate], build: Callable[[Candidate], Backen
             for name, ms in time_candidates(timed, frames, load_processes=load_processes).items():
                 results[name].loaded_ms = ms
     return list(results.values()), built
+
+
+# Failures of the machine's state, not of a path: a decision measured under them is never cached, so a
+# freed disk or a fixed permission gets the path back at the next start.
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EMFILE,
+                                errno.ENFILE, errno.ENOMEM, errno.ENAMETOOLONG})
+
+
+def caused_by_environment(error: BaseException) -> bool:
+    """Whether ``error`` or an error it was raised from is an OSError of the machine's state."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, MemoryError) or (isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRNOS):
+            return True
+        if any(os.strerror(code) in str(error) for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)):
+            return True  # runtimes (onnxruntime, openvino) re-raise OS errors as their own types
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def library_versions() -> dict[str, str]:
@@ -321,7 +343,7 @@ def measured_backend(backend: str, precision: str, model, info, input_size: tupl
     candidate: the caller's plain path builds it, or raises its clear error)."""
     from .calibration_table import network_fingerprint
     from .cpu import cpu_info
-    from .engine_cache import EngineCache, default_engine_cache_dir
+    from .engine_cache import EngineCache, Transient, default_engine_cache_dir
 
     cpu = cpu_info()
     candidates, skipped = candidates_for(backend, precision, AutoContext(cpu.flags, calibration))
@@ -354,11 +376,16 @@ def measured_backend(backend: str, precision: str, model, info, input_size: tupl
                             round(time.perf_counter() - start, 1), time.strftime("%Y-%m-%d %H:%M:%S"))
         LOGGER.info("auto -> %s on %s (%s, flags %s; measured in %.1f s)\n%s", name, "cpu", cpu.model,
                     " ".join(cpu.reported_flags) or "none", decision.measured_s, "\n".join(decision.table_lines()))
+        failed_here = [m.name for m in measurements if m.environmental]
+        if failed_here:
+            LOGGER.warning("auto: %s failed because of this machine's state (disk, permissions, memory); the decision "
+                           "is used for this run only and measured again at the next start", ", ".join(failed_here))
+            return Transient(decision.to_bytes())
         return decision.to_bytes()
 
-    if remeasure:
-        cache.path(slot).unlink(missing_ok=True)
-    decision, path = cache.load_or_build(slot, key, measure_now, Decision.from_bytes)
+    # remeasure: the previous decision stays in place until the new one is complete (a stopped
+    # `tune --again` leaves it as it was)
+    decision, path = cache.load_or_build(slot, key, measure_now, Decision.from_bytes, rebuild=remeasure)
     chosen = built.get(decision.name)
     if chosen is None:
         if decision.name not in by_name:

@@ -20,6 +20,7 @@ import hashlib
 import io
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +29,35 @@ from ..weights.checkpoint import Normalization
 from .backend_base import Backend, BackendError, check_precision
 from .engine_cache import EngineCache, default_engine_cache_dir
 from .onnx_graph import CONFIDENCE_NAME, MIN_OPSET, OUTPUT_NAME, fused_onnx_bytes
+from .signal_stack import kept_signal_stack
 
 LOGGER = logging.getLogger("bisenetv2_ros")
 INSTALL_HINT = "pip install openvino (or the extra: pip install 'bisenetv2_ros[openvino]')"
 # OpenVINO's names for the precisions it is asked to run the float parts in.
 INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+
+
+_shared_core = None
+_shared_core_lock = threading.Lock()
+
+
+def shared_core(ov):
+    """The process's one ``openvino.Core``, its CPU plugin loaded with the thread's signal stack kept.
+
+    One Core for the whole process, never released before exit: every Core loads the CPU plugin
+    afresh, which swaps the thread's alternate signal stack and, released out of order or on another
+    thread, left it pointing at unmapped memory: a later SIGTERM crashed the process (signal_stack.py).
+    """
+    global _shared_core
+    with _shared_core_lock:
+        if _shared_core is None:
+            from .signal_stack import kept_signal_stack
+
+            with kept_signal_stack():
+                core = ov.Core()
+                core.get_property("CPU", "FULL_DEVICE_NAME")  # loads the plugin now, under the guard
+            _shared_core = core
+        return _shared_core
 
 
 def import_openvino():
@@ -75,7 +100,7 @@ class OpenVinoBackend(Backend):
         self.model, self.normalization, self.opset = model.eval(), normalization, opset
         self.threads = threads
         self.cache_dir = Path(cache_dir) if cache_dir else default_engine_cache_dir()
-        self.core = self.ov.Core()
+        self.core = shared_core(self.ov)
         self._graphs: dict[tuple, bytes] = {}  # (channel order, at model size, confidence) -> ONNX
         self._requests: dict[tuple, object] = {}  # (channel order, frame shape, confidence) -> infer request
         self.cache_files: list[Path] = []
@@ -135,13 +160,17 @@ class OpenVinoBackend(Backend):
                         channel_order)
             ov_model = self.core.read_model(bytes(onnx_bytes))
             ov_model.reshape({ov_model.inputs[0].get_any_name(): list(frame_shape) + [3]})
-            compiled = self.core.compile_model(ov_model, "CPU", self.config())
+            with kept_signal_stack():
+                compiled = self.core.compile_model(ov_model, "CPU", self.config())
             stream = io.BytesIO()
             compiled.export_model(stream)
             return stream.getvalue()
 
-        compiled, path = EngineCache(self.cache_dir).load_or_build(
-            slot, key, build, lambda data: self.core.import_model(data, "CPU", self.config()))
+        def load(data: bytes):
+            with kept_signal_stack():
+                return self.core.import_model(data, "CPU", self.config())
+
+        compiled, path = EngineCache(self.cache_dir).load_or_build(slot, key, build, load)
         self.cache_files.append(path)
         return compiled
 

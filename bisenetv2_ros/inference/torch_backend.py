@@ -60,9 +60,11 @@ class TorchBackend(Backend):
                  device: str = "cpu", precision: str = "fp32", compile: str | None = None,
                  fold_bn: bool = True, channels_last: bool = True, emulate_bf16: bool = False) -> None:
         super().__init__(device, precision, input_size)
-        compile = compile or os.environ.get(DEFAULT_COMPILE_ENV, "off")
+        source = "the compile option"
+        if not compile:
+            compile, source = os.environ.get(DEFAULT_COMPILE_ENV, "off").strip().lower() or "off", f"${DEFAULT_COMPILE_ENV}"
         if compile not in COMPILE_MODES:
-            raise BackendError(f"unknown torch compile mode {compile!r}; choose one of {COMPILE_MODES}")
+            raise BackendError(f"{source}: unknown torch compile mode {compile!r}; choose one of {', '.join(COMPILE_MODES)}")
         check_precision(self.name, "cpu" if device == "cpu" else "cuda", precision)
         if precision == "bf16":
             require_native_bf16(emulate_bf16)

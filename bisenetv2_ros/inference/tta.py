@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # torch is imported where the scores are computed: the settin
     from .fused import FusedSegmentation
 
 DEFAULT_TTA_SCALES = (0.75, 1.0, 1.25)
+MAX_TTA_SCALE = 8.0  # a view 8x the input size a side already costs 64x the network's time
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,10 @@ class TTASettings:
 
     def __post_init__(self) -> None:
         scales = tuple(self.scales) if isinstance(self.scales, (list, tuple)) else None
-        if not scales or not all(isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and s > 0
-                                 for s in scales):
-            raise ValueError(f"TTA scales must be a non-empty list of positive numbers (e.g. 0.75,1,1.25), "
+        if not scales or not all(isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s)
+                                 and 0 < s <= MAX_TTA_SCALE for s in scales):
+            raise ValueError(f"TTA scales must be a non-empty list of positive numbers at most {MAX_TTA_SCALE:g} "
+                             f"(e.g. 0.75,1,1.25), "
                              f"got {self.scales!r}")
         if len(set(scales)) != len(scales):
             raise ValueError(f"TTA scales must not repeat a scale, got {self.scales!r}")

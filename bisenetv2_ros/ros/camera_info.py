@@ -15,8 +15,10 @@ camera_info the same way and back-projects with the intrinsics of the image as p
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from ..conventions import MAX_IMAGE_SIDE
 from .encodings import ImageConversionError
 
 
@@ -60,13 +62,16 @@ def image_intrinsics(info: Any) -> tuple[float, float, float, float, int, int]:
     """(fx, fy, cx, cy, width, height) of the image as published: K moved by the roi offset and divided
     by the binning, with the described size (``described_size``; the calibrated size when uncalibrated)."""
     k = [float(v) for v in info.k]
-    if len(k) != 9 or k[0] <= 0 or k[4] <= 0:
+    # NaN or inf in K gave an all-NaN cloud (inf: every point on the optical axis), without a word
+    if len(k) != 9 or not all(math.isfinite(v) for v in k) or k[0] <= 0 or k[4] <= 0:
         raise ImageConversionError(f"camera_info has no usable intrinsics (K = {k}); a calibrated camera_info "
-                                   "is needed for the point cloud")
+                                   "(finite K, focal lengths > 0) is needed for the point cloud")
     bx, by = _binning(getattr(info, "binning_x", 0)), _binning(getattr(info, "binning_y", 0))
     roi = getattr(info, "roi", None)
     x0 = int(getattr(roi, "x_offset", 0) or 0) if roi is not None else 0
     y0 = int(getattr(roi, "y_offset", 0) or 0) if roi is not None else 0
     width, height = described_size(info) or (0, 0)
+    if max(width, height) > MAX_IMAGE_SIDE:
+        raise ImageConversionError(f"camera_info declares {width}x{height} pixels, above {MAX_IMAGE_SIDE} a side")
     # pixel centres: a binned pixel covers bx full-resolution pixels, its centre at (bx - 1) / 2
     return (k[0] / bx, k[4] / by, (k[2] - x0 - (bx - 1) / 2) / bx, (k[5] - y0 - (by - 1) / 2) / by, width, height)

@@ -18,6 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..conventions import DEFAULT_MAX_INPUT_PIXELS, MAX_IMAGE_SIDE
 from . import camera_info
 from .messages import ImageConversionError, _byte_view, _uint8_data
 
@@ -30,15 +31,19 @@ POINT_DTYPE = np.dtype({"names": ["x", "y", "z", "label", "confidence"],
                         "itemsize": POINT_STEP})
 
 
-def depth_to_metres(msg: Any) -> np.ndarray:
+def depth_to_metres(msg: Any, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> np.ndarray:
     """A depth ``sensor_msgs/Image`` (16UC1 / mono16 in millimetres, 32FC1 in metres) -> HxW float32
-    metres, NaN where there is no measurement; ImageConversionError naming the problem otherwise."""
+    metres, NaN where there is no measurement; ImageConversionError naming the problem otherwise.
+    The size is checked against ``max_pixels`` (the node's max_input_pixels) before any allocation."""
     layout = DEPTH_ENCODINGS.get(msg.encoding)
     if layout is None:
         raise ImageConversionError(f"unsupported depth encoding {msg.encoding!r}; supported: "
                                    f"{', '.join(DEPTH_ENCODINGS)} (a registered depth image)")
     dtype, scale = layout
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if max(height, width) > MAX_IMAGE_SIDE or height * width > max_pixels:
+        raise ImageConversionError(f"depth image of {width}x{height} pixels refused: above max_input_pixels "
+                                   f"{max_pixels} or {MAX_IMAGE_SIDE} a side")
     data = _byte_view(msg.data)
     if height < 1 or width < 1 or step < width * dtype.itemsize or data.size < step * height:
         raise ImageConversionError(f"depth image {width}x{height} {msg.encoding}: step {step} and {data.size} "

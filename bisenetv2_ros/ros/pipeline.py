@@ -266,7 +266,8 @@ class SegmentationPipeline:
                       f"(depth_max_offset_s {self.settings.depth_max_offset_s:g})")
             return
         try:
-            points = depth_cloud.aligned_points(depth_cloud.depth_to_metres(depth), info, labels, confidence)
+            metres = depth_cloud.depth_to_metres(depth, self.settings.max_input_pixels)
+            points = depth_cloud.aligned_points(metres, info, labels, confidence)
         except messages.ImageConversionError as error:
             if isinstance(error, camera_info.CameraInfoMismatch):
                 camera.stats.record_camera_info_mismatch()

@@ -27,11 +27,12 @@ from typing import Any, Callable, Iterable, NamedTuple
 
 import numpy as np
 
-from ..conventions import parse_size
+from ..conventions import DEFAULT_MAX_INPUT_PIXELS, parse_size
 from ..fileio import write_atomic
 
 LOGGER = logging.getLogger("bisenetv2_ros")
 MAX_REMEMBERED = 8  # shapes kept per node (the most recent ones): a node sees a few camera sizes
+MAX_REMEMBERED_BATCH = 64  # the node's max_batch range
 
 
 class WarmupShape(NamedTuple):
@@ -49,7 +50,7 @@ def parse_frame_sizes(values: Iterable[str]) -> list[tuple[int, int]]:
     sizes = []
     for value in values:
         try:
-            sizes.append(parse_size(str(value)))
+            sizes.append(parse_size(str(value), max_pixels=None))  # checked against max_input_pixels
         except ValueError:
             raise ValueError(f"parameter 'warmup_frame_sizes': {value!r} is not HEIGHTxWIDTH (e.g. 480x640)") from None
     return sizes
@@ -108,7 +109,9 @@ class RememberedShapes:
         try:
             entries = json.loads(self.path.read_text())["shapes"]
             shapes = [WarmupShape(int(b), int(h), int(w), str(o)) for b, h, w, o in entries]
-            if not all(s.batch >= 1 and s.height >= 1 and s.width >= 1 and s.channel_order in ("rgb", "bgr")
+            # bounded as every input: a tampered file must not make the next start allocate a huge warm-up
+            if not all(1 <= s.batch <= MAX_REMEMBERED_BATCH and 1 <= s.height and 1 <= s.width
+                       and s.height * s.width <= DEFAULT_MAX_INPUT_PIXELS and s.channel_order in ("rgb", "bgr")
                        for s in shapes):
                 raise ValueError("a shape out of range")
         except (OSError, ValueError, KeyError, TypeError) as error:

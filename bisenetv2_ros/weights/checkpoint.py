@@ -34,6 +34,7 @@ from ..models.architectures import (
     build_model,
     config_from_dict,
 )
+from .checkpoint_parts import preview, required_part_problem, weight_problems  # noqa: F401 - preview: importers
 
 FORMAT_NAME = "bisenetv2_ros"
 FORMAT_VERSION = 1
@@ -95,7 +96,8 @@ class CheckpointInfo:
             "provenance": {k: str(v) for k, v in self.provenance.items()},
         }
         if self.calibration is not None:  # absent, not None, in files without one (as before)
-            values["calibration"] = dict(self.calibration)
+            calibration = self.calibration  # kept as read when malformed: checkpoint_parts reports it
+            values["calibration"] = dict(calibration) if isinstance(calibration, Mapping) else calibration
         return values
 
     @classmethod
@@ -192,18 +194,10 @@ def load_state_dict_strict(model: torch.nn.Module, state: Mapping[str, torch.Ten
 
 def raise_if_misfit(title: str, missing: list[str], unexpected: list[str], mismatched: list[str]) -> None:
     """One CheckpointError listing every missing, unexpected and wrongly shaped key by name, if any."""
-    lines = [title]
-    for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
-        if keys:
-            lines.append(f"  {what} ({len(keys)}): {preview(keys)}")
-    if len(lines) > 1:
-        raise CheckpointError("\n".join(lines))
-
-
-def preview(items: list[str], limit: int = 8) -> str:
-    """The first ``limit`` items, comma-separated, and how many more there are."""
-    shown = ", ".join(items[:limit])
-    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+    found = [f"{what} ({len(keys)}): {preview(keys)}" for what, keys in
+             (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)) if keys]
+    if found:  # one line, as every error of ours
+        raise CheckpointError(f"{title} {'; '.join(found)}")
 
 
 def check_tensors(state: Any, source: str | os.PathLike) -> None:
@@ -339,22 +333,10 @@ def checkpoint_from_data(data: Any, source: str | os.PathLike) -> Checkpoint:
     check_tensors(state, source)
     state = {k: (v.float() if v.dtype == torch.float16 else v) for k, v in state.items()}
     checkpoint = Checkpoint(config, info, state, data.get("kind", "deploy"), data.get("training_state"))
-    require_usable_weights(checkpoint.state_dict, source)
+    problem = required_part_problem(checkpoint)  # every registered check of the weights (finite, shapes)
+    if problem:
+        raise CheckpointError(f"{source}: {problem}")
     return checkpoint
-
-
-def weight_problems(state: Mapping[str, Any]) -> list[str]:
-    """Why weights cannot segment (a diverged or damaged model labels every pixel alike): NaN or
-    infinite values, negative batch-norm variances. Empty when they are fine."""
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
-    not_finite = [k for k, v in tensors.items() if not bool(torch.isfinite(v).all())]
-    negative = [k for k, v in tensors.items() if k.endswith("running_var") and bool((v < 0).any())]
-    problems = []
-    if not_finite:
-        problems.append(f"{len(not_finite)} tensors hold NaN or infinite values ({preview(not_finite, 3)})")
-    if negative:
-        problems.append(f"{len(negative)} batch-norm running_var tensors hold negative variances ({preview(negative, 3)})")
-    return problems
 
 
 def require_usable_weights(state: Mapping[str, Any], source: str | os.PathLike) -> None:

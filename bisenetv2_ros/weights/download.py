@@ -42,8 +42,10 @@ def source_url(entry, url: str | None = None) -> str:
     the published URL."""
     if url:
         return url
-    base = os.environ.get(BASE_URL_ENV)
+    base = os.environ.get(BASE_URL_ENV, "").strip()
     if base:
+        if urllib.parse.urlsplit(base).scheme not in ("http", "https", "file"):
+            raise DownloadError(f"${BASE_URL_ENV}={base!r} is not an http(s):// or file:// URL; fix or unset it")
         return base.rstrip("/") + "/" + entry.file_name
     return entry.url
 
