@@ -86,8 +86,15 @@ def _describe(weights: str) -> dict:
     result.update(dataset=info_dict["dataset"], classes=info_dict["classes"], palette=info_dict["palette"],
                   normalization=info_dict["normalization"], train_resolution=info_dict["train_resolution"],
                   metrics=info_dict["metrics"], provenance=info_dict["provenance"],
-                  int8_calibration=calibration_summary(info.calibration))
+                  int8_calibration=calibration_summary(info.calibration), ood_calibration=_ood_summary(info))
     return result
+
+
+def _ood_summary(info) -> str:
+    from ..inference.ood import OODCalibration
+
+    calibration = OODCalibration.from_dict(info.ood)
+    return calibration.summary() if calibration else "uncalibrated (bisenetv2 calibrate-ood WEIGHTS FRAMES_DIR)"
 
 
 def cmd_info(args) -> int:
@@ -127,6 +134,7 @@ def cmd_info(args) -> int:
     provenance = description["provenance"]
     lines.append("provenance:       " + (", ".join(f"{k}={v}" for k, v in provenance.items()) or "none recorded"))
     lines.append("int8 calibration: " + description["int8_calibration"])
+    lines.append("ood calibration:  " + description["ood_calibration"])
     print("\n".join(lines))
     return 0
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import array
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -315,9 +315,10 @@ def info_message(msg_type: Any, header: Any, *, model: str, backend: str, device
                  inference_ms: float, latency_ms: float, frames_received: int, frames_processed: int,
                  frames_dropped: int, fractions: np.ndarray | Sequence[float], camera: str = "",
                  batch_size: int = 1, frames_failed: int = 0,
-                 confidences: np.ndarray | Sequence[float] = ()) -> Any:
-    """A ``bisenetv2_ros/msg/SegmentationInfo``; ``confidences``: per-class mean confidence or empty."""
-    extra = {}
+                 confidences: np.ndarray | Sequence[float] = (), ood: Mapping[str, Any] | None = None) -> Any:
+    """A ``bisenetv2_ros/msg/SegmentationInfo``; ``confidences``: per-class mean confidence or empty;
+    ``ood``: {"ood_score", "ood", "ood_calibrated"} (``ros/ood_monitor.py``), None: NaN score."""
+    extra = {key: value for key, value in (ood or {"ood_score": float("nan")}).items() if _has_field(msg_type, key)}
     if _has_field(msg_type, "class_confidence"):
         extra["class_confidence"] = _float32_sequence(msg_type, confidences)
     return msg_type(header=header, model=str(model), backend=str(backend), device=str(device), camera=str(camera),

@@ -79,6 +79,7 @@ class CheckpointInfo:
     provenance: Mapping[str, str] = field(default_factory=dict)  # source, commit, command, date
     # int8 activation ranges measured on the training frames (inference/calibration_table.py), or None.
     calibration: Mapping[str, Any] | None = None
+    ood: Mapping[str, Any] | None = None  # the out-of-distribution score's calibration (inference/ood.py)
 
     def to_dict(self) -> dict[str, Any]:
         values = {
@@ -94,8 +95,9 @@ class CheckpointInfo:
             "metrics": {k: float(v) for k, v in self.metrics.items()},
             "provenance": {k: str(v) for k, v in self.provenance.items()},
         }
-        if self.calibration is not None:  # absent, not None, in files without one (as before)
-            values["calibration"] = dict(self.calibration)
+        for key in ("calibration", "ood"):  # absent, not None, in files without one (as before)
+            if getattr(self, key) is not None:
+                values[key] = dict(getattr(self, key))
         return values
 
     @classmethod
@@ -110,7 +112,7 @@ class CheckpointInfo:
                 dataset=str(values.get("dataset", "unknown")),
                 metrics=dict(values.get("metrics", {})),
                 provenance=dict(values.get("provenance", {})),
-                calibration=values.get("calibration"),
+                calibration=values.get("calibration"), ood=values.get("ood"),
             )
         except (KeyError, TypeError, IndexError) as error:
             raise CheckpointError(f"checkpoint info is incomplete or malformed: {error!r}") from error
