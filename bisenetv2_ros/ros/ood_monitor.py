@@ -17,11 +17,13 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from .stats import ERROR, OK, WARN
+from ..inference.ood import OODScorer
 
+OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels (as ros/stats.py; it imports this module)
 # A frame is summarised by a sparse grid of its pixels for the frozen check and the reason in words.
 _GRID = 64
 
@@ -63,7 +65,7 @@ def frame_look(frame: np.ndarray) -> tuple[str, str]:
 class OODMonitor:
     """Per-frame flags in, a diagnostics level with its reason out."""
 
-    def __init__(self, settings: OODAlarmSettings | None = None) -> None:
+    def __init__(self, settings: OODAlarmSettings | None = None, calibrated: bool = True) -> None:
         self.settings = settings or OODAlarmSettings()
         self._flags: deque[bool] = deque(maxlen=int(self.settings.window))
         self._warn = False
@@ -75,7 +77,7 @@ class OODMonitor:
         self.last_score = float("nan")
         self.last_reason = ""
         self.frames_flagged = 0
-        self.calibrated = True
+        self.calibrated = calibrated
 
     def update(self, now: float, stamp: float, flagged: bool, score: float, frame: np.ndarray | None = None) -> str:
         """Records one frame (``now``: monotonic seconds, ``stamp``: its header time); returns why it is bad
@@ -125,3 +127,38 @@ class OODMonitor:
     def diagnostics_values(self) -> list[tuple[str, str]]:
         return [("ood score", f"{self.last_score:.3f}"), ("ood share", f"{self.share():.2f}"),
                 ("ood frames flagged", str(self.frames_flagged)), ("ood calibrated", str(self.calibrated).lower())]
+
+
+def scores_frames(settings: Any, segmenter: Any) -> bool:
+    """Whether the node scores frames: ``ood_check`` on and a segmenter whose backend has the confidence
+    output the score reads (every backend of ``inference/``; not a stand-in without one)."""
+    return bool(settings.ood_check) and bool(getattr(getattr(segmenter, "backend", None), "supports_confidence", False))
+
+
+class FrameJudge:
+    """The node's scorer (the weights' calibration) and alarm settings; a monitor per camera, made on
+    the camera's first frame."""
+
+    def __init__(self, scorer: OODScorer, alarm: OODAlarmSettings) -> None:
+        self.scorer, self.alarm = scorer, alarm
+
+    def judge(self, camera: Any, frame: np.ndarray, labels: np.ndarray, confidence: np.ndarray, stamp: Any,
+              now: float) -> dict[str, Any]:
+        """Scores one frame of ``camera`` (``stats.CameraState``), feeds its monitor; returns the ``info``
+        message's ood fields."""
+        if camera.ood is None:
+            camera.ood = OODMonitor(self.alarm, self.scorer.calibrated)
+        score, flagged = self.scorer.score(frame, labels, confidence)
+        camera.ood.update(now, stamp.sec + stamp.nanosec * 1e-9, bool(flagged), score, frame)
+        return {"ood_score": float(score), "ood": bool(flagged), "ood_calibrated": self.scorer.calibrated}
+
+
+def attach(cameras: list, settings: Any, segmenter: Any, num_classes: int) -> FrameJudge | None:
+    """Clears the cameras' monitors (a new pipeline starts afresh) and returns the node's FrameJudge, or
+    None when it does not score frames (``scores_frames``)."""
+    for camera in cameras:
+        camera.ood = None
+    if not scores_frames(settings, segmenter):
+        return None
+    scorer = OODScorer(getattr(getattr(segmenter, "info", None), "ood", None), num_classes)
+    return FrameJudge(scorer, OODAlarmSettings(settings.ood_window, settings.ood_warn_share, settings.ood_error_seconds))

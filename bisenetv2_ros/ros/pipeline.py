@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ..classes import colorize
-from . import depth_cloud, messages
+from . import depth_cloud, messages, ood_monitor
 from .frame_worker import FrameItem
 from .parameters import NodeSettings
 from .stats import CameraState
@@ -65,7 +65,7 @@ def create_segmenter(settings: NodeSettings, segmenter_factory: Callable[..., An
             raise ValueError(f"classes_file {settings.classes_file} lists {len(override)} classes but the "
                              f"model predicts {len(segmenter.classes)}")
         warm_up(segmenter, warmup_shapes(settings, getattr(segmenter, "input_size", (64, 64)), remembered),
-                confidence=settings.publish_confidence)
+                confidence=settings.publish_confidence or ood_monitor.scores_frames(settings, segmenter))
     except Exception as error:  # noqa: BLE001 - start-up must end with one clear line, not a traceback
         raise StartupError(f"cannot start the segmentation node: {one_line(error)}") from error
     return segmenter, override if override is not None else segmenter.classes
@@ -121,6 +121,7 @@ class SegmentationPipeline:
             self.model_name = self.settings.weights
         self._lookup_table = self.classes.lookup_table()
         self._seen_shapes = set(self.warmed)
+        self._ood = ood_monitor.attach(self.cameras, self.settings, self.segmenter, len(self.classes))
 
     def decode(self, item: FrameItem) -> tuple[np.ndarray, str]:
         """The frame of a message; raises ImageConversionError (max_input_pixels checked before decoding)."""
@@ -150,7 +151,7 @@ class SegmentationPipeline:
             try:
                 frames = group[0].frame[None] if len(group) == 1 else np.stack([entry.frame for entry in group])
                 confidences = [None] * len(group)
-                if self.settings.publish_confidence:
+                if self.settings.publish_confidence or self._ood is not None:
                     labels, confidences = self.segmenter.segment_batch(
                         frames, channel_order=group[0].channel_order, confidence=True)
                 else:
@@ -182,7 +183,9 @@ class SegmentationPipeline:
         camera, header, settings = entry.camera, entry.item.msg.header, self.settings
         publish = camera.publish
         publish("labels", messages.labels_to_image(self.image_type, labels, header))
-        if confidence is not None:
+        ood = None if self._ood is None else self._ood.judge(camera, entry.frame, labels, confidence, header.stamp,
+                                                            self.clock())
+        if confidence is not None and settings.publish_confidence:
             publish("confidence", messages.array_to_image(self.image_type, header, confidence, "mono8"))
         compressed = settings.publish_compressed and self.compressed_type is not None
         if compressed:
@@ -198,7 +201,7 @@ class SegmentationPipeline:
             overlay = messages.blend(messages.to_rgb(entry.frame, entry.channel_order), colors, settings.overlay_alpha)
             publish("overlay", messages.array_to_image(self.image_type, header, overlay, "rgb8"))
         if settings.publish_points and self.cloud_types is not None:
-            self._publish_points(camera, header, labels, confidence)
+            self._publish_points(camera, header, labels, confidence if settings.publish_confidence else None)
         camera_info = camera.camera_info
         if camera_info is not None:
             publish("camera_info", messages.with_header(camera_info, header))
@@ -211,7 +214,9 @@ class SegmentationPipeline:
             batch_size=batch_size, latency_ms=latency_ms, frames_received=stats.received,
             frames_processed=stats.processed, frames_dropped=stats.dropped, frames_failed=stats.failed,
             fractions=messages.class_fractions(labels, len(self.classes)),
-            confidences=() if confidence is None else messages.class_confidence(labels, confidence, len(self.classes))))
+            confidences=() if not settings.publish_confidence else messages.class_confidence(labels, confidence,
+                                                                                              len(self.classes)),
+            ood=ood))
 
 
     def _publish_points(self, camera: CameraState, header: Any, labels: np.ndarray, confidence: np.ndarray | None) -> None:
