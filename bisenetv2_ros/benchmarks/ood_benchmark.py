@@ -28,7 +28,8 @@ from ..cli.arguments import positive_int, script_main
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None, help="known name or checkpoint (default: the packaged model)")
-    parser.add_argument("--frames", default=None, metavar="DIR", help="held-out frames (default: the weights' known split)")
+    parser.add_argument("--frames", default=None, metavar="DIR", help="held-out frames, a folder or a known set such as "
+                        "camvid:drive_val (default: the weights' known held-out split)")
     parser.add_argument("--references", default=None, metavar="DIR",
                         help="frames the weights trained on, when calibrating here (default: the known ones)")
     parser.add_argument("--count", type=positive_int, default=8, help="held-out frames corrupted per corruption and "
@@ -59,21 +60,18 @@ def candidate_scores(evidence, calibration, proportions: np.ndarray) -> dict[str
 
 def run(args: argparse.Namespace) -> int:
     from ..inference.ood import OODCalibration, frame_evidence
-    from ..inference.ood_calibration import (REFERENCE_FRAMES, OODCalibrationError, calibration_files,
-                                             default_frames, frames_evidence, measure_ood_calibration)
+    from ..inference.ood_calibration import (MAX_FRAMES, REFERENCE_FRAMES, OODCalibrationError, frame_files,
+                                             frames_evidence, known_frames, measure_ood_calibration)
     from ..inference.segmenter import Segmenter
     from .corruptions import CORRUPTIONS
     from .measurement import machine_info
 
     segmenter = Segmenter(args.weights, backend=args.backend, device="cpu", precision="fp32")
-    known = default_frames(segmenter.info.dataset)
-    if args.frames:
-        held_out = calibration_files(args.frames, 400)
-    elif known is not None:
-        held_out = known[1]
-    else:
+    known = known_frames(segmenter.info.dataset)
+    if not args.frames and known is None:
         raise OODCalibrationError(f"no held-out frames are known for weights trained on {segmenter.info.dataset!r}; "
                                   "give --frames DIR")
+    held_out = frame_files(args.frames or known[1], MAX_FRAMES)
     chosen = list(CORRUPTIONS) if not args.corruptions else [name.strip() for name in args.corruptions.split(",")]
     unknown = sorted(set(chosen) - set(CORRUPTIONS))
     if unknown:
@@ -82,10 +80,10 @@ def run(args: argparse.Namespace) -> int:
     where = "stored in the weights: " + (calibration.summary() if calibration else "")
     evaluated = list(held_out)
     if calibration is None:
-        references = calibration_files(args.references, REFERENCE_FRAMES) if args.references else (known[0] if known else None)
-        if references is None:
+        if not args.references and known is None:
             raise OODCalibrationError("the weights carry no ood calibration and no training frames are known: give "
                                       "--references DIR (frames they trained on)")
+        references = frame_files(args.references or known[0], REFERENCE_FRAMES)
         calibration = measure_ood_calibration(segmenter, references, held_out[0::2], "references", "held-out (even)")
         evaluated = held_out[1::2]
         where = (f"measured here (the weights carry none): references {len(references)} frames, threshold on "

@@ -2,7 +2,8 @@
 
     bisenetv2 calibrate-ood my_weights.pt frames_of_my_cameras/
     bisenetv2 calibrate-ood my_weights.pt held_out/ --references training_frames/
-    bisenetv2 calibrate-ood bisenetv2_camvid.pt                 # known weights: their held-out drive
+    bisenetv2 calibrate-ood camvid_drive_train.pt              # weights of a known split: its held-out drive
+    bisenetv2 calibrate-ood final.pt camvid:drive_val --references camvid:train --seen-in-training
 
 References are frames the weights trained on (default: the weights' known training frames, else every
 other frame of FRAMES_DIR); the threshold is measured on FRAMES_DIR, frames of drives the weights never
@@ -22,9 +23,13 @@ from .arguments import script_main
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("weights", help="checkpoint file (bisenetv2_ros format) to calibrate; rewritten in place")
     parser.add_argument("frames", nargs="?", default=None, metavar="FRAMES_DIR",
-                        help="held-out frames of your cameras (default: the weights' known held-out split)")
+                        help="held-out frames of your cameras, or a known set such as camvid:drive_val (default: the "
+                        "weights' known held-out split)")
     parser.add_argument("--references", default=None, metavar="DIR",
-                        help="frames the weights trained on (default: known training frames, else half of FRAMES_DIR)")
+                        help="frames the weights trained on, a folder or a known set (default: the weights' known "
+                        "training frames, else every other frame of FRAMES_DIR)")
+    parser.add_argument("--dataset-root", default=None, metavar="DIR", help="where known sets live (default: "
+                        "../shared/data/<dataset> beside the repository)")
     parser.add_argument("--split", default=None, help="name of the held-out frames in the record (default: folder name)")
     parser.add_argument("--seen-in-training", action="store_true",
                         help="record that the weights trained on FRAMES_DIR (the threshold is then optimistic)")
@@ -34,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..inference.ood_calibration import calibrate_ood_file
 
-    calibration = calibrate_ood_file(args.weights, args.frames, args.references, args.split, args.seen_in_training)
+    calibration = calibrate_ood_file(args.weights, args.frames, args.references, args.split, args.seen_in_training,
+                                     args.dataset_root)
     if args.json:
         print(json.dumps({"threshold": calibration.threshold, "scales": dict(calibration.scales),
                           "references_from": dict(calibration.references_from),

@@ -16,19 +16,38 @@ from typing import Any, Mapping, Sequence
 import cv2
 import numpy as np
 
-from .int8 import KNOWN_TRAINING_FRAMES, REPOSITORY_ROOT, calibration_files, default_calibration_folder
-from .int8 import training_frame_prefixes
+from .int8 import KNOWN_TRAINING_FRAMES, REPOSITORY_ROOT, calibration_files
 from .ood import OODCalibration, calibrate, frame_evidence
 
-# Held-out frames by CheckpointInfo.dataset: (folder under the dataset, file-name prefixes, split name).
-# CamVid drive_train's held-out drive is 0001TP (training/datasets.py: drive_val).
-HELD_OUT_FRAMES = {("camvid", "drive_train"): ("train", ("0001TP",), "drive_val")}
+# Frame sets known by name ("dataset:split"): (folder under the dataset, file-name prefixes). CamVid's
+# drive-disjoint split (training/datasets.py): drive_train = drives 0006R0 + 0016E5, drive_val = 0001TP,
+# all in its `train` folder (its `val` folder is 0016E5 again).
+NAMED_FRAMES = {("camvid", "drive_train"): ("train", ("0006R0", "0016E5")), ("camvid", "drive_val"): ("train", ("0001TP",)),
+                ("camvid", "train"): ("train", ()), ("camvid", "val"): ("val", ())}
+# The held-out split of weights trained on a split (CheckpointInfo.dataset).
+HELD_OUT_OF = {"camvid:drive_train": "camvid:drive_val"}
 MAX_FRAMES = 200  # held-out frames
 REFERENCE_FRAMES = 64  # training frames, spread evenly over the drives: their layouts are the references
 
 
 class OODCalibrationError(ValueError):
     """Frames that cannot calibrate the score; the message says what to give instead."""
+
+
+def frame_files(frames: str | os.PathLike, limit: int, dataset_root: str | os.PathLike | None = None) -> list[Path]:
+    """The image files of a folder, or of a named frame set ("camvid:drive_val", NAMED_FRAMES) under
+    ``dataset_root`` (default: where the workplace keeps the dataset); a clear error when neither."""
+    name, _, split = str(frames).lower().partition(":")
+    if not Path(frames).exists() and (name, split) in NAMED_FRAMES:
+        folder, prefixes = NAMED_FRAMES[(name, split)]
+        root = Path(dataset_root) if dataset_root else (REPOSITORY_ROOT / KNOWN_TRAINING_FRAMES[name]).resolve()
+        if not (root / folder).is_dir():
+            raise OODCalibrationError(f"the frames of {frames} are not here ({root / folder}); give a folder instead")
+        return calibration_files(root / folder, limit, prefixes)
+    if not Path(frames).is_dir():
+        known = ", ".join(f"{n}:{s}" for n, s in NAMED_FRAMES)
+        raise OODCalibrationError(f"{frames} is neither a folder of frames nor a known frame set ({known})")
+    return calibration_files(frames, limit)
 
 
 def frames_evidence(segmenter, files: Sequence[Path]) -> list:
@@ -43,18 +62,16 @@ def frames_evidence(segmenter, files: Sequence[Path]) -> list:
     return evidence
 
 
-def default_frames(dataset: str, root: Path = REPOSITORY_ROOT) -> tuple[list[Path], list[Path], str, str] | None:
-    """(reference files, held-out files, reference split, held-out split) for weights trained on a known
-    drive-disjoint split whose frames are here, else None."""
-    name, _, split = str(dataset).lower().partition(":")
-    known = HELD_OUT_FRAMES.get((name, split))
-    references = default_calibration_folder(dataset, root)
-    if known is None or references is None:
+def known_frames(dataset: str, dataset_root: str | os.PathLike | None = None) -> tuple[str, str] | None:
+    """(references, held out) frame-set names for weights trained on ``dataset`` when known and here."""
+    held_out = HELD_OUT_OF.get(str(dataset).lower())
+    if held_out is None:
         return None
-    folder, prefixes, held_out_split = known
-    held_out = calibration_files((root / KNOWN_TRAINING_FRAMES[name] / folder).resolve(), MAX_FRAMES, prefixes)
-    return (calibration_files(references, REFERENCE_FRAMES, training_frame_prefixes(dataset)), held_out, split,
-            held_out_split)
+    try:
+        frame_files(held_out, 1, dataset_root)
+    except (OODCalibrationError, ValueError):
+        return None
+    return str(dataset).lower(), held_out
 
 
 def measure_ood_calibration(segmenter, references: Sequence[Path], held_out: Sequence[Path], references_split: str,
@@ -63,18 +80,6 @@ def measure_ood_calibration(segmenter, references: Sequence[Path], held_out: Seq
     return calibrate(frames_evidence(segmenter, references), frames_evidence(segmenter, held_out),
                      {"split": references_split, "frames": len(references)},
                      {"split": held_out_split, "seen_in_training": bool(seen_in_training)})
-
-
-def split_folder(folder: str | os.PathLike) -> tuple[list[Path], list[Path]]:
-    """A user's folder as (references, held out): alternate frames, sorted by name, up to MAX_FRAMES each."""
-    try:
-        files = calibration_files(folder, 2 * MAX_FRAMES)
-    except ValueError as error:
-        raise OODCalibrationError(str(error).replace("int8 calibration", "ood calibration")) from None
-    if len(files) < 8:
-        raise OODCalibrationError(f"{folder} holds {len(files)} images; ood calibration needs at least 8 frames "
-                                  "of the camera (a few hundred over varied scenes are better)")
-    return files[0::2], files[1::2]
 
 
 def embed_ood_calibration(path: str | os.PathLike, calibration: OODCalibration | Mapping[str, Any] | None) -> Path:
@@ -99,33 +104,50 @@ def embed_ood_calibration(path: str | os.PathLike, calibration: OODCalibration |
 
 def calibrate_ood_file(path: str | os.PathLike, frames: str | os.PathLike | None = None,
                        references: str | os.PathLike | None = None, split: str | None = None,
-                       seen_in_training: bool = False, backend: str = "torch") -> OODCalibration:
-    """Measures and stores the calibration of the checkpoint at ``path`` (fp32, ``backend``).
+                       seen_in_training: bool = False, dataset_root: str | os.PathLike | None = None,
+                       backend: str = "torch") -> OODCalibration:
+    """Measures (fp32, ``backend``) and stores the calibration of the checkpoint at ``path``; the one call
+    for ``bisenetv2 calibrate-ood``, ``bisenetv2 export`` and ``training/promote.py``.
 
-    frames: held-out frames of the cameras (a folder); references: frames the weights trained on (a
-    folder; default: the weights' known training frames, else alternate frames of ``frames``). Without
-    ``frames``, the known held-out split of the weights' dataset (CamVid drive_train: drive_val).
-    ``split`` names the held-out frames in the stored record (default: the folder's name).
+    frames: held-out frames (a folder, or a frame set such as "camvid:drive_val"; default: the known
+    held-out split of the weights' dataset). references: frames the weights trained on (same forms;
+    default: the weights' dataset when known, else every other frame of ``frames``). ``split`` names the
+    held-out frames in the record (default: ``frames``' name); ``seen_in_training`` records that the
+    weights trained on them (the threshold is then optimistic, and says so).
     """
     from .segmenter import Segmenter
 
     segmenter = Segmenter(str(path), backend=backend, device="cpu", precision="fp32")
-    known = default_frames(segmenter.info.dataset)
-    if frames is None:
-        if known is None:
-            raise OODCalibrationError(f"no held-out frames are known for weights trained on {segmenter.info.dataset!r}; "
-                                      "give a folder of frames from your cameras")
-        reference_files, held_out, references_split, held_out_split = known
-    elif references is not None:
-        reference_files, held_out = calibration_files(references, REFERENCE_FRAMES), calibration_files(frames, MAX_FRAMES)
-        references_split, held_out_split = Path(references).name, Path(frames).name
-    elif known is not None:
-        reference_files, _, references_split, _ = known
-        held_out, held_out_split = calibration_files(frames, MAX_FRAMES), Path(frames).name
+    known = known_frames(segmenter.info.dataset, dataset_root)
+    if frames is None and known is None:
+        raise OODCalibrationError(f"no held-out frames are known for weights trained on {segmenter.info.dataset!r}; "
+                                  "give a folder of frames from your cameras")
+    frames = frames if frames is not None else known[1]
+    held_out = frame_files(frames, MAX_FRAMES, dataset_root)
+    if references is None and known is not None:
+        references = known[0]
+    if references is not None:
+        reference_files = frame_files(references, REFERENCE_FRAMES, dataset_root)
     else:
-        reference_files, held_out = split_folder(frames)
-        references_split = held_out_split = Path(frames).name
-    calibration = measure_ood_calibration(segmenter, reference_files, held_out, references_split,
-                                          split or held_out_split, seen_in_training)
+        reference_files, held_out = held_out[0::2], held_out[1::2]
+        references = f"{Path(frames).name} (even frames)"
+    if len(held_out) < 4 or len(reference_files) < 3:
+        raise OODCalibrationError(f"ood calibration needs at least 4 held-out and 3 reference frames; {frames} gave "
+                                  f"{len(held_out)} and {len(reference_files)}")
+    calibration = measure_ood_calibration(segmenter, reference_files, held_out, Path(str(references)).name,
+                                          split or Path(str(frames)).name, seen_in_training)
     embed_ood_calibration(path, calibration)
     return calibration
+
+
+def deploy_ood_calibration(path: str | os.PathLike) -> str | None:
+    """``bisenetv2 export``: measures the deploy checkpoint's calibration afresh (on the weights as stored)
+    when its dataset's held-out frames are known and here; else keeps the one it carries. Returns a line
+    for the user (None: nothing to say)."""
+    from ..weights.checkpoint import load_checkpoint
+
+    info = load_checkpoint(path).info
+    if known_frames(info.dataset) is not None:
+        return "measured: " + calibrate_ood_file(path).summary()
+    calibration = OODCalibration.from_dict(info.ood)
+    return None if calibration is None else "kept: " + calibration.summary()
