@@ -285,3 +285,44 @@ def test_named_frame_sets_are_the_drive_disjoint_split(camvid_dir):
     assert not {p.name for p in drive_train} & {p.name for p in drive_val}
     with pytest.raises(OODCalibrationError, match="are not here"):
         frame_files("camvid:drive_val", 4, camvid_dir / "missing")
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def _tensorrt_with_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and _importable("tensorrt")
+
+
+@pytest.mark.parametrize("backend,device,precision", [
+    ("torch", "cpu", "fp32"), ("onnxruntime", "cpu", "fp32"), ("onnxruntime", "cpu", "int8"),
+    pytest.param("openvino", "cpu", "fp32", marks=pytest.mark.skipif(not _importable("openvino"),
+                                                                      reason="OpenVINO is not installed here")),
+    pytest.param("tensorrt", "cuda", "fp32", marks=pytest.mark.skipif(not _tensorrt_with_gpu(),
+                                                                       reason="TensorRT with a CUDA GPU is not available here")),
+    pytest.param("tensorrt", "cuda", "fp16", marks=pytest.mark.skipif(not _tensorrt_with_gpu(),
+                                                                       reason="TensorRT with a CUDA GPU is not available here")),
+])
+def test_every_backend_and_precision_scores_frames(calibrated_tiny, backend, device, precision, tmp_path):
+    """The score reads the labels and confidence every backend's graph has: each one gives (within its
+    precision) the score of eager torch fp32, and flags a black frame."""
+    frames = [cv2.imread(str(p)) for p in sorted(write_frames(tmp_path / "f", 4, seed=70).glob("*.png"))]
+    options = {"calibration_frames": np.stack(frames)} if precision == "int8" else None
+    segmenter = Segmenter(calibrated_tiny, backend=backend, device=device, precision=precision,
+                          engine_cache_dir=tmp_path, backend_options=options)
+    reference = Segmenter(calibrated_tiny, backend="torch", device="cpu", precision="fp32")
+    scorer = OODScorer(segmenter.info.ood, C)
+
+    def score(seg, frame):
+        labels, confidence = seg.segment(frame, "bgr", confidence=True)
+        return scorer.score(frame, labels, confidence)
+
+    tolerance = 0.02 if precision == "fp32" else 0.35
+    for frame in frames:
+        assert score(segmenter, frame)[0] == pytest.approx(score(reference, frame)[0], rel=tolerance, abs=tolerance)
+    assert score(segmenter, np.zeros_like(frames[0]))[1] is True
