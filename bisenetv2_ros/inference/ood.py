@@ -69,13 +69,14 @@ def frame_evidence(labels: np.ndarray, confidence: np.ndarray, num_classes: int,
                          mean_confidence=float(sure.mean()) / 255.0,
                          unsure_fraction=float(np.count_nonzero(sure < UNSURE_BELOW)) / sure.size,
                          detail=frame_detail(frame),
-                         clipped_fraction=float(np.count_nonzero(pixels.max(axis=2) >= CLIPPED_AT)) / (pixels.size // 3))
+                         clipped_fraction=float(np.count_nonzero(pixels.max(axis=2) >= CLIPPED_AT)) / pixels[..., 0].size)
 
 
 def frame_detail(frame: np.ndarray) -> float:
     """Mean absolute Laplacian of the frame's grey level at DETAIL_WIDTH pixels wide: low when blurred."""
     height, width = frame.shape[:2]
-    small = cv2.resize(frame, (DETAIL_WIDTH, max(1, round(DETAIL_WIDTH * height / width))), interpolation=cv2.INTER_AREA)
+    size = (DETAIL_WIDTH, max(1, round(DETAIL_WIDTH * height / width)))
+    small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
     grey = small.astype(np.float32).mean(axis=2)
     return float(np.abs(cv2.Laplacian(grey, cv2.CV_32F)).mean())
 
@@ -100,7 +101,8 @@ class OODCalibration:
         return {"format": OOD_FORMAT, "score": "max(" + ", ".join(PARTS) + ")", "bands": BANDS, "grid": GRID,
                 "unsure_below": UNSURE_BELOW, "nearest": NEAREST, "quantile": REFERENCE_QUANTILE,
                 "references": np.round(self.references, 4).astype(np.float32).tolist(),
-                "scales": {part: float(self.scales[part]) for part in PARTS}, "threshold": float(self.threshold), "references_from": dict(self.references_from),
+                "scales": {part: float(self.scales[part]) for part in PARTS}, "threshold": float(self.threshold),
+                "references_from": dict(self.references_from),
                 "measured_on": dict(self.measured_on)}
 
     @classmethod
