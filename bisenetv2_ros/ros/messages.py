@@ -318,7 +318,8 @@ def info_message(msg_type: Any, header: Any, *, model: str, backend: str, device
                  confidences: np.ndarray | Sequence[float] = (), ood: Mapping[str, Any] | None = None) -> Any:
     """A ``bisenetv2_ros/msg/SegmentationInfo``; ``confidences``: per-class mean confidence or empty;
     ``ood``: {"ood_score", "ood", "ood_calibrated"} (``ros/ood_monitor.py``), None: NaN score."""
-    extra = {key: value for key, value in (ood or {"ood_score": float("nan")}).items() if _has_field(msg_type, key)}
+    ood = ood or {"ood_score": float("nan"), "ood": False, "ood_calibrated": False}
+    extra = {key: value for key, value in ood.items() if _has_field(msg_type, key)}
     if _has_field(msg_type, "class_confidence"):
         extra["class_confidence"] = _float32_sequence(msg_type, confidences)
     return msg_type(header=header, model=str(model), backend=str(backend), device=str(device), camera=str(camera),
@@ -368,6 +369,9 @@ uint64 frames_dropped
 uint64 frames_failed
 float32[] class_fractions
 float32[] class_confidence
+float32 ood_score
+bool ood
+bool ood_calibrated
 """
 
 
