@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..cli.arguments import positive_int, script_main
+from ..cli.arguments import add_size, positive_int, script_main
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=positive_int, default=8, help="held-out frames corrupted per corruption and "
                         "severity (default 8: 520 corrupted frames, a few minutes on 2 cores)")
     parser.add_argument("--corruptions", default=None, help="comma-separated subset (default: all)")
-    parser.add_argument("--backend", default="torch", help="backend to segment with (default torch), fp32")
+    parser.add_argument("--backend", default="torch", help="backend to segment with (default torch)")
+    parser.add_argument("--precision", default="fp32", help="precision (default fp32; the figures are for it)")
+    add_size(parser, "--frame-size", "frame_size", help="frame size HxW the cost is timed at (default: a held-out frame's)")
+    parser.add_argument("--cost-only", action="store_true", help="time the score's cost only (no corruptions)")
     parser.add_argument("--repeats", type=positive_int, default=15, help="timed repeats for the cost (default 15)")
     parser.add_argument("--json", action="store_true", help="print every figure as JSON")
 
@@ -66,13 +69,14 @@ def run(args: argparse.Namespace) -> int:
     from .corruptions import CORRUPTIONS
     from .measurement import machine_info
 
-    segmenter = Segmenter(args.weights, backend=args.backend, device="cpu", precision="fp32")
+    segmenter = Segmenter(args.weights, backend=args.backend, device="cpu", precision=args.precision)
     known = known_frames(segmenter.info.dataset)
     if not args.frames and known is None:
         raise OODCalibrationError(f"no held-out frames are known for weights trained on {segmenter.info.dataset!r}; "
                                   "give --frames DIR")
     held_out = frame_files(args.frames or known[1], MAX_FRAMES)
     chosen = list(CORRUPTIONS) if not args.corruptions else [name.strip() for name in args.corruptions.split(",")]
+    chosen = [] if args.cost_only else chosen
     unknown = sorted(set(chosen) - set(CORRUPTIONS))
     if unknown:
         raise OODCalibrationError(f"unknown corruption(s) {', '.join(unknown)}; choose from {', '.join(CORRUPTIONS)}")
@@ -112,12 +116,13 @@ def run(args: argparse.Namespace) -> int:
             if severity >= 4:
                 for candidate in per_candidate:
                     per_candidate[candidate].append(auroc([c[candidate] for c in clean], [s[candidate] for s in scores]))
-    cost = score_cost(segmenter, originals[0], args.repeats, calibration)
+    timed = originals[0] if not args.frame_size else cv2.resize(originals[0], args.frame_size[::-1])
+    cost = score_cost(segmenter, timed, args.repeats, calibration)
     result = {"command": "bisenetv2 benchmark-ood", "machine": machine_info(), "weights": segmenter.weights,
               "backend": f"{segmenter.backend_name} {segmenter.precision}", "calibration": where,
               "threshold": threshold, "clean_frames": len(clean),
               "false_alarms": float(np.mean([c["score"] > threshold for c in clean])), "rows": rows,
-              "candidates_mean_auroc_severity_4_5": {k: float(np.mean(v)) for k, v in per_candidate.items()},
+              "candidates_mean_auroc_severity_4_5": {k: float(np.mean(v)) for k, v in per_candidate.items() if v},
               "cost": cost}
     print(json.dumps(result, indent=2) if args.json else "\n".join(report_lines(result)))
     return 0
