@@ -326,3 +326,20 @@ def test_every_backend_and_precision_scores_frames(calibrated_tiny, backend, dev
     for frame in frames:
         assert score(segmenter, frame)[0] == pytest.approx(score(reference, frame)[0], rel=tolerance, abs=tolerance)
     assert score(segmenter, np.zeros_like(frames[0]))[1] is True
+
+
+def test_benchmark_ood_reports_every_corruption_and_severity(calibrated_tiny, tmp_path, capsys):
+    frames = write_frames(tmp_path / "held_out", 6, seed=20)
+    assert cli.main(["benchmark-ood", "--weights", str(calibrated_tiny), "--frames", str(frames), "--count", "2",
+                     "--corruptions", "black,fog", "--repeats", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [(r["corruption"], r["severity"]) for r in result["rows"]] == [
+        (name, s) for name in ("black", "fog") for s in range(1, 6)]
+    assert all(r["flagged"] == 1.0 and r["auroc"] == 1.0 for r in result["rows"] if r["corruption"] == "black")
+    assert all(0.0 <= r["auroc"] <= 1.0 and 0.0 <= r["flagged"] <= 1.0 for r in result["rows"])
+    assert result["calibration"].startswith("stored in the weights: threshold") and result["clean_frames"] == 6
+    assert 0.0 <= result["false_alarms"] <= 1.0 and result["cost"]["score"] > 0
+    assert set(result["candidates_mean_auroc_severity_4_5"]) >= {"score", "1 - mean confidence", "layout alone"}
+    assert cli.main(["benchmark-ood", "--weights", str(calibrated_tiny), "--frames", str(frames),
+                     "--corruptions", "hail"]) == 1
+    assert "unknown corruption(s) hail; choose from gaussian_noise" in capsys.readouterr().err
