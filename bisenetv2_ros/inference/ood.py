@@ -97,7 +97,7 @@ class OODCalibration:
     scales: Mapping[str, float]  # per part (PARTS): the held-out frames' value it is divided by
     threshold: float  # score above which a frame is flagged
     references_from: Mapping[str, Any]  # {"split": ..., "frames": n}
-    measured_on: Mapping[str, Any]  # {"split": ..., "frames": n, "seen_in_training": bool, "flagged": k}
+    measured_on: Mapping[str, Any]  # {"split": ..., "frames": n, "seen_in_training": bool}
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": OOD_FORMAT, "score": "max(" + ", ".join(PARTS) + ")", "bands": BANDS, "grid": GRID,
@@ -117,7 +117,7 @@ class OODCalibration:
             if references.ndim != 2 or references.shape[0] < 1:
                 return None
             scales = {part: float(values["scales"][part]) for part in PARTS}
-            if references.ndim != 2 or not all(np.isfinite(v) and v > 0 for v in scales.values()):
+            if not all(np.isfinite(v) and v > 0 for v in [*scales.values(), float(values["threshold"])]):
                 return None
             return cls(references, scales, float(values["threshold"]), dict(values.get("references_from", {})),
                        dict(values.get("measured_on", {})))
