@@ -81,6 +81,11 @@ def test_calibration_round_trips_through_a_dict_and_rejects_others(street_calibr
     assert again.threshold == pytest.approx(street_calibration.threshold)
     assert set(again.scales) == set(PARTS) and again.measured_on == {"split": "other streets", "frames": 8}
     np.testing.assert_allclose(again.references, street_calibration.references, atol=1e-4)
+    seen = OODCalibration.from_dict({**stored, "measured_on": {"split": "camvid:drive_val", "frames": 62,
+                                                               "seen_in_training": True}})
+    assert seen.summary().endswith("measured on 62 frames of camvid:drive_val (frames the model trained on), "
+                                   "references 6 frames of streets")
+    assert OODCalibration.from_dict({**stored, "threshold": float("nan")}) is None
     assert OODCalibration.from_dict(None) is None
     assert OODCalibration.from_dict({**stored, "format": 99}) is None
     assert OODCalibration.from_dict({**stored, "scales": {"layout": 1.0}}) is None
