@@ -197,11 +197,11 @@ def test_stopped_bag_run_leaves_no_output(recording, tiny_weights, tmp_path, mon
     real = Segmenter.segment_batch
     frames_done = []
 
-    def stop_after_two_frames(self, frames, channel_order="rgb"):
+    def stop_after_two_frames(self, frames, channel_order="rgb", **options):
         if len(frames_done) >= 2:
             stop()
         frames_done.extend(range(len(frames)))
-        return real(self, frames, channel_order)
+        return real(self, frames, channel_order, **options)
 
     monkeypatch.setattr(Segmenter, "segment_batch", stop_after_two_frames)
     handler_before = signal.getsignal(signal.SIGTERM)
@@ -280,9 +280,9 @@ def test_every_node_encoding_is_segmented_in_its_own_channel_order(tmp_path, tin
     batches = []
     real = Segmenter.segment_batch
 
-    def record_batches(self, frames, channel_order="rgb"):
+    def record_batches(self, frames, channel_order="rgb", **options):
         batches.append((len(frames), frames.shape[1:3], channel_order))
-        return real(self, frames, channel_order)
+        return real(self, frames, channel_order, **options)
 
     monkeypatch.setattr(Segmenter, "segment_batch", record_batches)
     out = tmp_path / "out"

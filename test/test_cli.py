@@ -187,11 +187,11 @@ def test_interrupted_segment_leaves_no_output(tmp_path, tiny_weights, monkeypatc
     real = Segmenter.segment_batch
     calls = []
 
-    def interrupt_after_two(self, frames, channel_order="rgb"):
+    def interrupt_after_two(self, frames, channel_order="rgb", **options):
         calls.append(len(frames))
         if len(calls) > 2:
             raise KeyboardInterrupt
-        return real(self, frames, channel_order)
+        return real(self, frames, channel_order, **options)
 
     monkeypatch.setattr(Segmenter, "segment_batch", interrupt_after_two)
     assert cli.main(segment_args(str(folder), weights=tiny_weights)) == 130

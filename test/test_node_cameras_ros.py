@@ -159,9 +159,11 @@ def test_several_cameras_one_network(ros, tiny_weights):
             return {status.name: status for array in diagnostics for status in array.status
                     if status.name.startswith("/multi_cam/segmentation_node")}
 
-        assert harness.spin_until(lambda: len(statuses()) == 2, timeout=10)
+        assert harness.spin_until(lambda: len(statuses()) == 4, timeout=10)
         assert set(statuses()) == {"/multi_cam/segmentation_node: segmentation front",
-                                   "/multi_cam/segmentation_node: segmentation left"}
+                                   "/multi_cam/segmentation_node: segmentation left",
+                                   "/multi_cam/segmentation_node: out-of-distribution front",
+                                   "/multi_cam/segmentation_node: out-of-distribution left"}
         left_values = {kv.key: kv.value for kv in statuses()["/multi_cam/segmentation_node: segmentation left"].values}
         assert left_values["camera"] == "left" and int(left_values["frames received"]) >= 1
         front, left = node.cameras

@@ -404,7 +404,11 @@ def test_per_camera_counters_and_camera_info(types, segmenter):
                                                 backend="torch", device="cpu", model="tiny",
                                                 input_topic=lambda camera: f"/segmentation/{camera.topic('image')}"))
     assert list(reports) == ["/segmentation/segmentation_node: segmentation front",
-                             "/segmentation/segmentation_node: segmentation rear"]
+                             "/segmentation/segmentation_node: out-of-distribution front",
+                             "/segmentation/segmentation_node: segmentation rear",
+                             "/segmentation/segmentation_node: out-of-distribution rear"]
+    ood_values = dict(reports["/segmentation/segmentation_node: out-of-distribution rear"].values)
+    assert ood_values["camera"] == "rear" and ood_values["ood calibrated"] == "false"  # the tiny test weights
     front_values = dict(reports["/segmentation/segmentation_node: segmentation front"].values)
     rear_report = reports["/segmentation/segmentation_node: segmentation rear"]
     assert front_values["camera"] == "front" and front_values["dropped stale"] == "2"

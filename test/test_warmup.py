@@ -62,8 +62,9 @@ def _sessions(segmenter) -> int:
 
 
 def test_the_first_camera_frame_at_a_declared_size_builds_nothing(tiny_weights):
-    """ONNX Runtime fp32: frames not at the model size run their own graph, exported at the first one."""
-    settings = dict(weights=str(tiny_weights), backend="onnxruntime", device="cpu", precision="fp32")
+    """ONNX Runtime fp32: frames not at the model size run their own graph, exported at the first one
+    (the labels-only graph: ood_check off, else the node runs the graph with confidence)."""
+    settings = dict(weights=str(tiny_weights), backend="onnxruntime", device="cpu", precision="fp32", ood_check=False)
     cold, _ = node_core.create_segmenter(NodeSettings(**settings))
     warm, _ = node_core.create_segmenter(NodeSettings(**settings, warmup_frame_sizes=["120x160"]))
     frame = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)

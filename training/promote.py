@@ -38,6 +38,7 @@ from bisenetv2_ros.cli.arguments import add_debug_flag, run_script, threads_int
 from bisenetv2_ros.inference.calibration_store import calibrate_checkpoint_file
 from bisenetv2_ros.inference.calibration_table import summary
 from bisenetv2_ros.inference.int8 import training_calibration
+from bisenetv2_ros.inference.ood_calibration import OODCalibrationError, calibrate_ood_file
 from bisenetv2_ros.weights.checkpoint import load_checkpoint, save_checkpoint
 from bisenetv2_ros.weights.known_weights import DEFAULT_WEIGHTS, KNOWN_WEIGHTS
 from training import evaluate
@@ -153,6 +154,18 @@ def apply_entry_update(resolution: Sequence[int], path: Path = KNOWN_WEIGHTS_FIL
     path.write_text(ENTRY_PATTERN.sub(lambda m: f"{m.group(1)}({height}, {width}){m.group(3)}", text))
 
 
+def promoted_ood_calibration(path: Path, dataset: str, root: str) -> str:
+    """Stores the out-of-distribution calibration in the promoted file: references are the frames it
+    trained on, the threshold comes from drive_val, recorded as seen in training unless it trained on
+    drive_train only. Too few frames (a test's fake CamVid) is a line, not a failure."""
+    held_out_unseen = dataset.lower() == "camvid:drive_train"
+    try:
+        return calibrate_ood_file(path, f"camvid:{SELECTION_SPLIT}", dataset if held_out_unseen else "camvid:train",
+                                  seen_in_training=not held_out_unseen, dataset_root=root).summary()
+    except OODCalibrationError as error:
+        return f"not measured: {error}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="training/promote.py", description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", help="training checkpoint, e.g. runs/camvid_drive/best.pt")
@@ -226,6 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = calibrate_checkpoint_file(written, training_calibration(deploy.info.dataset, args.root),
                                           deploy.info.dataset)
         print(f"int8 calibration table: {summary(table)}")
+        print(f"ood calibration: {promoted_ood_calibration(written, deploy.info.dataset, args.root)}")
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(written, args.output)
     print(f"wrote {args.output} (resolution {deploy.info.train_resolution})")

@@ -154,7 +154,8 @@ def segment_bag(segmenter, bag: Path, output: Path, topic: str | None = None, ba
                 progress: Callable[[int], None] = lambda n: None,
                 on_topic: Callable[[str, int], None] = lambda topic, count: None,
                 max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
-                outputs: tuple[str, ...] = DEFAULT_OUTPUTS, significant_bits: int = 16) -> BagSummary:
+                outputs: tuple[str, ...] = DEFAULT_OUTPUTS, significant_bits: int = 16,
+                frames_log=None) -> BagSummary:
     """Writes the segmented bag to ``output`` (which must not exist; the caller stages it), one topic
     per kind in ``outputs`` (keys of OUTPUT_TOPICS).
 
@@ -186,7 +187,7 @@ def segment_bag(segmenter, bag: Path, output: Path, topic: str | None = None, ba
             selected = list(reader.connections) if copy_input else cameras
             image_type, compressed_type = typestore.types[IMAGE_TYPE], typestore.types[COMPRESSED_TYPE]
             lookup_table = segmenter.classes.lookup_table()
-            with_confidence = "confidence" in outputs
+            with_confidence = "confidence" in outputs or (frames_log is not None and segmenter.tta is None)
 
             def output_messages(label: np.ndarray, confidence: np.ndarray | None, header: Any) -> dict[str, Any]:
                 colors = colorize(label, lookup_table) if any(k.startswith("color") for k in outputs) else None
@@ -210,16 +211,20 @@ def segment_bag(segmenter, bag: Path, output: Path, topic: str | None = None, ba
                                                                   confidence=True)
                 elif batch:
                     labels = segmenter.segment_batch(np.stack(batch), channel_order=batch_order)
-                results = iter(zip(labels, confidences) if with_confidence else ((label, None) for label in labels))
+                results = iter(zip(labels, confidences, batch) if with_confidence else
+                               ((label, None, frame) for label, frame in zip(labels, batch)))
                 for kind, out_conn, timestamp, payload in pending:
                     if kind == "copy":
                         writer.write(out_conn, timestamp, payload)
                         summary.copied += 1
                         continue
-                    label, confidence = next(results)
+                    label, confidence, frame = next(results)
                     for output_kind, msg in output_messages(label, confidence, payload).items():
                         writer.write(connections[output_kind], timestamp,
                                      typestore.serialize_cdr(msg, OUTPUT_TOPICS[output_kind][1]))
+                    if frames_log is not None:  # cli/frames_log.py
+                        stamp = f"{payload.stamp.sec}.{payload.stamp.nanosec:09d}"
+                        frames_log.record({"topic": topic, "stamp": stamp}, frame, label, confidence)
                     summary.frames += 1
                     progress(1)
                 pending.clear()

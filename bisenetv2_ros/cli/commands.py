@@ -17,7 +17,7 @@ from ..conventions import DEFAULT_MAX_INPUT_PIXELS
 from .arguments import CliError, add_debug_flag, batch_int, debug_requested, fraction, guarded, pixel_count
 from .arguments import positive_int, size_or_comma
 from .arguments import progress_bar as _progress_bar
-from .weights_commands import cmd_download, cmd_import, cmd_info
+from .weights_commands import cmd_download, cmd_export, cmd_import, cmd_info
 
 PROG = "bisenetv2"
 
@@ -47,6 +47,8 @@ DELEGATED = {
                            "measure ROS message conversion costs (image decode, label/colour encode)"),
     "benchmark-cameras": ("bisenetv2_ros.benchmarks.cameras_benchmark",
                           "measure several cameras through one batched node pipeline against one pipeline each"),
+    "calibrate-ood": ("bisenetv2_ros.cli.calibrate_ood", "measure a checkpoint's out-of-distribution threshold, store it there"),
+    "benchmark-ood": ("bisenetv2_ros.benchmarks.ood_benchmark", "measure the out-of-distribution alarm on corrupted frames"),
 }
 
 
@@ -274,6 +276,7 @@ def cmd_segment(args) -> int:
     from ..conventions import IMAGE_SUFFIXES
     from ..output_safety import check_output
     from . import media
+    from .frames_log import FramesLog
 
     kind = media.input_kind(args.input)
     output = args.output if args.output is not None else media.default_output(args.input)
@@ -295,13 +298,14 @@ def cmd_segment(args) -> int:
         images, root = [args.input], None
     segmenter = _make_segmenter(args)
     missing = 0
-    with media.StagedOutput(output, overwrite=args.overwrite, command=SEGMENT, inputs=[args.input]) as staged:
+    with media.StagedOutput(output, overwrite=args.overwrite, command=SEGMENT, inputs=[args.input]) as staged, \
+            FramesLog(staged.path, segmenter) as frames_log:
         if kind == "video":
             capture, info = media.open_video(args.input, args.max_input_pixels)
             capture.release()
             with _progress_bar(info.frame_count, args.quiet) as bar:
                 summary = media.segment_video(segmenter, args.input, staged.path, outputs, args.batch,
-                                              args.alpha, bar.update, args.max_input_pixels)
+                                              args.alpha, bar.update, args.max_input_pixels, frames_log)
             missing = max(0, info.frame_count - summary.frames)
             if missing:  # a damaged video: OpenCV stops at the first frame it cannot decode
                 summary.skipped.append(f"video {args.input}: read {summary.frames} of the {info.frame_count} "
@@ -309,9 +313,10 @@ def cmd_segment(args) -> int:
         else:
             with _progress_bar(len(images), args.quiet, "image") as bar:
                 summary = media.segment_images(segmenter, images, root, staged.path, outputs, args.batch,
-                                               args.alpha, bar.update, args.max_input_pixels)
+                                               args.alpha, bar.update, args.max_input_pixels, frames_log)
             if summary.frames == 0:
                 raise CliError("no image could be read: " + "; ".join(summary.skipped[:3]))
+        frames_log.close()  # complete before the folder moves into place
         final = staged.commit()
     for line in summary.skipped:
         print(f"skipped: {line}", file=sys.stderr)
@@ -320,7 +325,7 @@ def cmd_segment(args) -> int:
            if segmenter.tta else "")
     print(f"segmented {summary.frames} {noun} ({', '.join(outputs)}) with {segmenter.weights} "
           f"[{segmenter.backend_name} {segmenter.precision}, {segmenter.device}, {segmenter.input_size[0]}x{segmenter.input_size[1]}{tta}] "
-          f"-> {final}")
+          f"-> {final}; {frames_log.summary()}")
     skipped = missing if kind == "video" else len(summary.skipped)
     return _skipped_status(args, skipped, skipped + summary.frames, noun)
 
@@ -341,6 +346,7 @@ def _reason_lines(skipped) -> str:
 
 def _segment_bag(args, output: Path) -> int:
     from . import bags, media
+    from .frames_log import FramesLog
 
     outputs = args.outputs or bags.DEFAULT_OUTPUTS
     if set(outputs) - set(bags.OUTPUT_TOPICS):
@@ -349,7 +355,7 @@ def _segment_bag(args, output: Path) -> int:
     bags.choose_topic(bags.image_topics(args.input), args.topic, args.input)  # fail before loading the model
     segmenter = _make_segmenter(args)
     with media.StagedOutput(output, overwrite=args.overwrite, create=False, command=SEGMENT,
-                            inputs=[args.input]) as staged:
+                            inputs=[args.input]) as staged, FramesLog(staged.path, segmenter) as frames_log:
         with _progress_bar(None, args.quiet) as bar:
             def on_topic(topic: str, count: int) -> None:
                 bar.reset(total=count or None)
@@ -358,9 +364,10 @@ def _segment_bag(args, output: Path) -> int:
             summary = bags.segment_bag(segmenter, args.input, staged.path, args.topic, args.batch,
                                        args.copy_input, args.storage, bar.update, on_topic,
                                        max_input_pixels=args.max_input_pixels, outputs=tuple(outputs),
-                                       significant_bits=args.significant_bits)
+                                       significant_bits=args.significant_bits, frames_log=frames_log)
         if summary.frames == 0:
             raise CliError(f"no frame of {summary.topic} could be decoded:{_reason_lines(summary.skipped)}")
+        frames_log.close()
         final = staged.commit()
     for warning in summary.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -371,25 +378,8 @@ def _segment_bag(args, output: Path) -> int:
     copied = f", copied {summary.copied} input messages" if args.copy_input else ""
     print(f"segmented {summary.frames} frames of {summary.topic} with {segmenter.weights} "
           f"[{segmenter.backend_name}, {segmenter.device}]{copied} -> {final} "
-          f"({', '.join(bags.OUTPUT_TOPICS[kind][0] for kind in outputs)})")
+          f"({', '.join(bags.OUTPUT_TOPICS[kind][0] for kind in outputs)}); {frames_log.summary()}")
     return _skipped_status(args, skipped, skipped + summary.frames, f"frames of {summary.topic}")
-
-
-# --------------------------------------------------------------------------------------------
-# export (download / info / import: cli/weights_commands.py)
-
-
-def cmd_export(args) -> int:
-    from ..weights.known_weights import open_weights
-    from .export import export_checkpoint, request_from_args
-
-    if not (args.output or args.onnx or args.engine):
-        raise CliError("nothing to do: give --output (deploy checkpoint), --onnx and/or --engine")
-    request = request_from_args(args, output=args.output, half=args.half, source=args.checkpoint)
-    request.check()  # bad settings fail before the checkpoint is read
-    result = export_checkpoint(open_weights(args.checkpoint).checkpoint, request)
-    print("\n".join(result.lines()))
-    return 0
 
 
 if __name__ == "__main__":

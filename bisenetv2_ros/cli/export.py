@@ -125,6 +125,7 @@ class ExportResult:
     engine: Path | None = None
     frame_shape: tuple[int, int, int] | None = None
     int8_ranges: str | None = None  # what happened to the deploy checkpoint's int8 calibration table
+    ood: str | None = None  # and to its out-of-distribution calibration (inference/ood_calibration.py)
 
     def lines(self) -> list[str]:
         """One line per file written, for the user."""
@@ -133,6 +134,8 @@ class ExportResult:
             lines.append(f"deploy checkpoint ({self.source_kind} -> deploy{', fp16' if self.half else ''}) -> {self.deploy}")
             if self.int8_ranges:
                 lines.append(f"  int8 calibration table: {self.int8_ranges}")
+            if self.ood:
+                lines.append(f"  ood calibration: {self.ood}")
         if self.onnx:
             lines.append(f"ONNX model (uint8 frames in, uint8 labels out; network {self.input_size[0]}x{self.input_size[1]}) "
                          f"-> {self.onnx}")
@@ -145,6 +148,7 @@ def export_checkpoint(checkpoint: Checkpoint, request: ExportRequest) -> ExportR
     """Writes what ``request`` asks for from ``checkpoint`` (any kind: booster heads and training state
     are dropped). All or nothing: on any error no output file exists afterwards."""
     from ..inference.calibration_store import deploy_calibration
+    from ..inference.ood_calibration import deploy_ood_calibration
     from ..inference.tensorrt_backend import prebuild_engine, require_engine_build
     from ..weights.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
@@ -154,13 +158,14 @@ def export_checkpoint(checkpoint: Checkpoint, request: ExportRequest) -> ExportR
     record = lambda path: record_file(path, request.command)  # noqa: E731 (what --overwrite recognises)
     deploy = Checkpoint.from_model(checkpoint.build_model(for_inference=True), checkpoint.info, kind="deploy")
     written: dict[str, Path] = {}
-    int8_ranges = None
+    int8_ranges = ood = None
     with staged_files(on_moved=record) as stage:
         if request.output is not None:
             staged = stage(request.output)
             save_checkpoint(deploy, staged, half=request.half)
             # Measured on the weights exactly as stored (rounded to fp16 with --half), as the graphs are.
             int8_ranges = deploy_calibration(staged, request.calibration_images)
+            ood = deploy_ood_calibration(staged)
             deploy = load_checkpoint(staged)
             written["deploy"] = Path(request.output)
         model, info = deploy.build_model(for_inference=True), deploy.info
@@ -179,7 +184,7 @@ def export_checkpoint(checkpoint: Checkpoint, request: ExportRequest) -> ExportR
                                                 request.channel_order, request.engine,
                                                 calibration_images=request.calibration_images)
     return ExportResult(checkpoint.kind, size, request.half, request.precision, frame_shape=frame_shape,
-                        int8_ranges=int8_ranges, **written)
+                        int8_ranges=int8_ranges, ood=ood, **written)
 
 
 @contextmanager

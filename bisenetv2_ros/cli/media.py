@@ -250,7 +250,7 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 def segment_images(segmenter, images: Sequence[Path], root: Path | None, output: Path,
                    outputs: Sequence[str] = IMAGE_OUTPUTS, batch_size: int = 1, alpha: float = 0.5,
                    progress: Callable[[int], None] = lambda n: None,
-                   max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> Summary:
+                   max_pixels: int = DEFAULT_MAX_INPUT_PIXELS, frames_log=None) -> Summary:
     """Segments image files into ``output/<kind>/<path relative to root>.png`` for each kind in
     ``outputs`` (labels: uint8 class ids; color: palette; overlay: palette blended over the image;
     confidence: uint8 round(255 x the labelled class's probability));
@@ -269,8 +269,10 @@ def segment_images(segmenter, images: Sequence[Path], root: Path | None, output:
     relatives = [path.relative_to(root) if root is not None else Path(path.name) for path in images]
     names = dict(zip(images, distinct_names(relatives, ".png")))  # frame.jpg and frame.png: two outputs
     for group in batches_of_equal_size(readable(), lambda item: item[1], batch_size):
-        labels, confidences = _segment(segmenter, np.stack([frame for _, frame in group]), outputs)
+        labels, confidences = _segment(segmenter, np.stack([frame for _, frame in group]), outputs, frames_log)
         for (path, frame), label, confidence in zip(group, labels, confidences):
+            if frames_log is not None:
+                frames_log.record({"file": str(path.relative_to(root) if root is not None else path.name)}, frame, label, confidence)
             for kind in outputs:
                 _write_png(output / kind / names[path], render(segmenter, kind, frame, label, alpha, confidence))
             summary.frames += 1
@@ -278,9 +280,10 @@ def segment_images(segmenter, images: Sequence[Path], root: Path | None, output:
     return summary
 
 
-def _segment(segmenter, frames: np.ndarray, outputs: Sequence[str]) -> tuple[np.ndarray, Sequence]:
-    """(labels, confidences): the confidence output only when asked for (it is a second graph)."""
-    if "confidence" in outputs:
+def _segment(segmenter, frames: np.ndarray, outputs: Sequence[str], frames_log=None) -> tuple[np.ndarray, Sequence]:
+    """(labels, confidences): the confidence output only when asked for or the frames log scores the frames
+    (it is a second graph; test-time augmentation has none)."""
+    if "confidence" in outputs or (frames_log is not None and segmenter.tta is None):
         return segmenter.segment_batch(frames, channel_order="bgr", confidence=True)
     return segmenter.segment_batch(frames, channel_order="bgr"), [None] * len(frames)
 
@@ -304,7 +307,7 @@ def render(segmenter, kind: str, frame_bgr: np.ndarray, labels: np.ndarray, alph
 def segment_video(segmenter, path: Path, output: Path, outputs: Sequence[str] = ("color", "overlay"),
                   batch_size: int = 1, alpha: float = 0.5,
                   progress: Callable[[int], None] = lambda n: None,
-                  max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> Summary:
+                  max_pixels: int = DEFAULT_MAX_INPUT_PIXELS, frames_log=None) -> Summary:
     """Segments a video into ``output/color.mp4`` and ``output/overlay.mp4`` (same frame rate and
     size as the input) and, with ``labels`` / ``confidence`` in ``outputs``, ``output/<kind>/<frame
     index>.png`` (exact values, not a lossy video)."""
@@ -322,8 +325,10 @@ def segment_video(segmenter, path: Path, output: Path, outputs: Sequence[str] = 
                 raise MediaError(f"OpenCV cannot write {fourcc} video to {target}")
             writers[kind] = writer
         for group in batches_of_equal_size(video_frames(capture), lambda frame: frame, batch_size):
-            labels, confidences = _segment(segmenter, np.stack(group), outputs)
+            labels, confidences = _segment(segmenter, np.stack(group), outputs, frames_log)
             for frame, label, confidence in zip(group, labels, confidences):
+                if frames_log is not None:
+                    frames_log.record({"frame": summary.frames}, frame, label, confidence)
                 for kind, writer in writers.items():
                     writer.write(render(segmenter, kind, frame, label, alpha))
                 for kind in PNG_PER_FRAME:

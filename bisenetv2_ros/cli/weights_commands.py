@@ -1,4 +1,4 @@
-"""The weights subcommands of ``bisenetv2``: download, info and import (their parsers are in cli/commands.py)."""
+"""The weights subcommands of ``bisenetv2``: download, info, import and export (their parsers are in cli/commands.py)."""
 
 from __future__ import annotations
 
@@ -91,8 +91,15 @@ def _describe(weights: str) -> dict:
     result.update(dataset=info_dict["dataset"], classes=info_dict["classes"], palette=info_dict["palette"],
                   normalization=info_dict["normalization"], train_resolution=info_dict["train_resolution"],
                   metrics=info_dict["metrics"], provenance=info_dict["provenance"],
-                  int8_calibration=calibration_summary(info.calibration))
+                  int8_calibration=calibration_summary(info.calibration), ood_calibration=_ood_summary(info))
     return result
+
+
+def _ood_summary(info) -> str:
+    from ..inference.ood import OODCalibration
+
+    calibration = OODCalibration.from_dict(info.ood)
+    return calibration.summary() if calibration else "uncalibrated (bisenetv2 calibrate-ood WEIGHTS FRAMES_DIR)"
 
 
 def cmd_info(args) -> int:
@@ -132,6 +139,7 @@ def cmd_info(args) -> int:
     provenance = description["provenance"]
     lines.append("provenance:       " + (", ".join(f"{k}={v}" for k, v in provenance.items()) or "none recorded"))
     lines.append("int8 calibration: " + description["int8_calibration"])
+    lines.append("ood calibration:  " + description["ood_calibration"])
     if "parts" in description:
         lines.append("parts (checked as data):")
     for name, part in description.get("parts", {}).items():
@@ -155,4 +163,17 @@ def cmd_import(args) -> int:
     record_file(path, IMPORT)
     family = checkpoint.info.provenance.get("imported_from", "bisenetv2_ros")
     print(f"imported {args.source} ({family}, {checkpoint.config.num_classes} classes) -> {path}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from ..weights.known_weights import open_weights
+    from .export import export_checkpoint, request_from_args
+
+    if not (args.output or args.onnx or args.engine):
+        raise CliError("nothing to do: give --output (deploy checkpoint), --onnx and/or --engine")
+    request = request_from_args(args, output=args.output, half=args.half, source=args.checkpoint)
+    request.check()  # bad settings fail before the checkpoint is read
+    result = export_checkpoint(open_weights(args.checkpoint).checkpoint, request)
+    print("\n".join(result.lines()))
     return 0

@@ -24,7 +24,8 @@ compressed frames the decoded frame plus the decoder's workspace (test_message_l
 from __future__ import annotations
 
 import array
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -311,9 +312,11 @@ def info_message(msg_type: Any, header: Any, *, model: str, backend: str, device
                  inference_ms: float, latency_ms: float, frames_received: int, frames_processed: int,
                  frames_dropped: int, fractions: np.ndarray | Sequence[float], camera: str = "",
                  batch_size: int = 1, frames_failed: int = 0,
-                 confidences: np.ndarray | Sequence[float] = ()) -> Any:
-    """A ``bisenetv2_ros/msg/SegmentationInfo``; ``confidences``: per-class mean confidence or empty."""
-    extra = {}
+                 confidences: np.ndarray | Sequence[float] = (), ood: Mapping[str, Any] | None = None) -> Any:
+    """A ``bisenetv2_ros/msg/SegmentationInfo``; ``confidences``: per-class mean confidence or empty;
+    ``ood``: {"ood_score", "ood", "ood_calibrated"} (``ros/ood_monitor.py``), None: NaN score."""
+    ood = ood or {"ood_score": float("nan"), "ood": False, "ood_calibrated": False}
+    extra = {key: value for key, value in ood.items() if _has_field(msg_type, key)}
     if _has_field(msg_type, "class_confidence"):
         extra["class_confidence"] = _float32_sequence(msg_type, confidences)
     return msg_type(header=header, model=str(model), backend=str(backend), device=str(device), camera=str(camera),
@@ -363,6 +366,9 @@ uint64 frames_dropped
 uint64 frames_failed
 float32[] class_fractions
 float32[] class_confidence
+float32 ood_score
+bool ood
+bool ood_calibrated
 """
 
 

@@ -101,6 +101,14 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
                   "at these at start-up (both channel orders; batch 1 and all cameras), so the first camera frames pay "
                   "no graph build or shape specialisation; sizes received on earlier runs are remembered and warmed "
                   "too. Empty = the network input size and the remembered sizes."),
+    ParameterSpec("ood_check", True, "Score every frame for being unlike the weights' training frames (`info` "
+                  "ood_score / ood, an `out-of-distribution` diagnostics entry); uses the confidence output."),
+    ParameterSpec("ood_window", 30, "ood alarm: WARN when more than ood_warn_share of the last this many frames "
+                  "are flagged.", range=(1, 10000)),
+    ParameterSpec("ood_warn_share", 0.3, "ood alarm: share of flagged frames in the window that raises WARN (it "
+                  "clears at half of it).", range=(0.01, 1.0)),
+    ParameterSpec("ood_error_seconds", 3.0, "ood alarm: ERROR after every frame was flagged or frozen (identical, or "
+                  "stamps not advancing) this long; cleared after as long without.", range=(0.1, 3600.0)),
     ParameterSpec("max_batch", 0, "At most this many frames per network call (cameras take turns); "
                   "0 = every camera with a new frame.", runtime=True, range=(0, MAX_BATCH)),
 )

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ..classes import colorize
-from . import camera_info, depth_cloud, messages
+from . import camera_info, depth_cloud, messages, ood_monitor
 from .frame_worker import FrameItem
 from .parameters import NodeSettings
 from .stats import CameraState
@@ -66,7 +66,7 @@ def create_segmenter(settings: NodeSettings, segmenter_factory: Callable[..., An
             raise ValueError(f"classes_file {settings.classes_file} lists {len(override)} classes but the "
                              f"model predicts {len(segmenter.classes)}")
         warm_up(segmenter, warmup_shapes(settings, getattr(segmenter, "input_size", (64, 64)), remembered),
-                confidence=settings.publish_confidence)
+                confidence=settings.publish_confidence or ood_monitor.scores_frames(settings, segmenter))
     except Exception as error:  # noqa: BLE001 - start-up must end with one clear line, not a traceback
         raise StartupError(f"cannot start the segmentation node: {one_line(error)}") from error
     return segmenter, override if override is not None else segmenter.classes
@@ -130,6 +130,7 @@ class SegmentationPipeline:
         self._lookup_table = self.classes.lookup_table()
         self._seen_shapes = set(self.warmed)
         self.computed: Counter[str] = Counter()  # optional outputs built, by output name
+        self._ood = ood_monitor.attach(self.cameras, self.settings, self.segmenter, len(self.classes))
 
     def wanted(self, camera: CameraState, output: str) -> bool:
         """Whether ``output`` is switched on and someone listens to it on ``camera``, now."""
@@ -143,8 +144,9 @@ class SegmentationPipeline:
         return switched_on and camera.listening(output)
 
     def _needs_confidence(self, camera: CameraState) -> bool:
-        # info carries each class's mean confidence and points a confidence field: their readers need it too
-        return self.settings.publish_confidence and any(
+        # the out-of-distribution score reads it on every frame (ros/ood_monitor.py); info carries each
+        # class's mean confidence and points a confidence field: their readers need it too
+        return self._ood is not None or self.settings.publish_confidence and any(
             self.wanted(camera, output) for output in ("confidence", "points", "info"))
 
     def decode(self, item: FrameItem) -> tuple[np.ndarray, str]:
@@ -210,6 +212,8 @@ class SegmentationPipeline:
         wanted = {output: self.wanted(camera, output) for output in OPTIONAL_OUTPUTS}
         self.computed.update(output for output, yes in wanted.items() if yes)
         publish("labels", messages.labels_to_image(self.image_type, labels, header))
+        ood = None if self._ood is None else self._ood.judge(camera, entry.frame, labels, confidence, header.stamp,
+                                                            self.clock())
         if confidence is not None and wanted["confidence"]:
             publish("confidence", messages.array_to_image(self.image_type, header, confidence, "mono8"))
         if wanted["labels/compressed"]:
@@ -225,7 +229,7 @@ class SegmentationPipeline:
             overlay = messages.blend(messages.to_rgb(entry.frame, entry.channel_order), colors, settings.overlay_alpha)
             publish("overlay", messages.array_to_image(self.image_type, header, overlay, "rgb8"))
         if wanted["points"]:
-            self._publish_points(camera, header, labels, confidence)
+            self._publish_points(camera, header, labels, confidence if settings.publish_confidence else None)
         if camera.camera_info is not None:
             self._publish_camera_info(camera, header, *labels.shape)
         latency_ms = (self.clock() - entry.item.arrival) * 1000.0
@@ -237,7 +241,9 @@ class SegmentationPipeline:
             batch_size=batch_size, latency_ms=latency_ms, frames_received=stats.received,
             frames_processed=stats.processed, frames_dropped=stats.dropped, frames_failed=stats.failed,
             fractions=messages.class_fractions(labels, len(self.classes)),
-            confidences=() if confidence is None else messages.class_confidence(labels, confidence, len(self.classes))))
+            confidences=() if confidence is None or not settings.publish_confidence else messages.class_confidence(
+                labels, confidence, len(self.classes)),
+            ood=ood))
 
 
     def _publish_camera_info(self, camera: CameraState, header: Any, height: int, width: int) -> None:

@@ -12,9 +12,12 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .ood_monitor import OODMonitor
 
 OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
 
@@ -176,6 +179,11 @@ def camera_diagnostics(cameras: list[CameraState], *, node_name: str, backend: s
         if camera.name:
             report.values.insert(0, ("camera", camera.name))
         reports.append((f"{node_name}: segmentation" + (f" {camera.name}" if camera.name else ""), report))
+        if camera.ood is not None:
+            level, message = camera.ood.level()
+            values = ([("camera", camera.name)] if camera.name else []) + camera.ood.diagnostics_values()
+            reports.append((f"{node_name}: out-of-distribution" + (f" {camera.name}" if camera.name else ""),
+                            DiagnosticsReport(level, message, values)))
     return reports
 
 
@@ -204,6 +212,7 @@ class CameraState:
     # (output name) -> whether anyone subscribes to it now (the node asks its publisher per frame;
     # a recording is a subscriber too). An output no one listens to is not computed.
     listening: Callable[[str], bool] = lambda output: True
+    ood: OODMonitor | None = None  # the out-of-distribution alarm (ood_check), set by the pipeline
 
     def topic(self, topic: str) -> str:
         return camera_topic(self.name, topic)

@@ -80,6 +80,7 @@ class CheckpointInfo:
     provenance: Mapping[str, str] = field(default_factory=dict)  # source, commit, command, date
     # int8 activation ranges measured on the training frames (inference/calibration_table.py), or None.
     calibration: Mapping[str, Any] | None = None
+    ood: Mapping[str, Any] | None = None  # the out-of-distribution score's calibration (inference/ood.py)
 
     def to_dict(self) -> dict[str, Any]:
         values = {
@@ -95,9 +96,10 @@ class CheckpointInfo:
             "metrics": {k: float(v) for k, v in self.metrics.items()},
             "provenance": {k: str(v) for k, v in self.provenance.items()},
         }
-        if self.calibration is not None:  # absent, not None, in files without one (as before)
-            calibration = self.calibration  # kept as read when malformed: checkpoint_parts reports it
-            values["calibration"] = dict(calibration) if isinstance(calibration, Mapping) else calibration
+        for key in ("calibration", "ood"):  # absent, not None, in files without one (as before)
+            part = getattr(self, key)  # kept as read when malformed: checkpoint_parts reports it
+            if part is not None:
+                values[key] = dict(part) if isinstance(part, Mapping) else part
         return values
 
     @classmethod
@@ -112,7 +114,7 @@ class CheckpointInfo:
                 dataset=str(values.get("dataset", "unknown")),
                 metrics=dict(values.get("metrics", {})),
                 provenance=dict(values.get("provenance", {})),
-                calibration=values.get("calibration"),
+                calibration=values.get("calibration"), ood=values.get("ood"),
             )
         except (KeyError, TypeError, IndexError) as error:
             raise CheckpointError(f"checkpoint info is incomplete or malformed: {error!r}") from error
