@@ -154,14 +154,13 @@ def apply_entry_update(resolution: Sequence[int], path: Path = KNOWN_WEIGHTS_FIL
     path.write_text(ENTRY_PATTERN.sub(lambda m: f"{m.group(1)}({height}, {width}){m.group(3)}", text))
 
 
-def promoted_ood_calibration(path: Path, dataset: str, root: str) -> str:
+def promoted_ood_calibration(path: Path, dataset: str, root: str, held_out_unseen: bool) -> str:
     """Stores the out-of-distribution calibration in the promoted file: references are the frames it
-    trained on, the threshold comes from drive_val, recorded as seen in training unless it trained on
-    drive_train only. Too few frames (a test's fake CamVid) is a line, not a failure."""
-    held_out_unseen = dataset.lower() == "camvid:drive_train"
+    trained on, the threshold comes from drive_val, recorded as seen in training unless no run of its
+    lineage trained on drive_val's drive. Too few frames (a test's fake CamVid) is a line, not a failure."""
     try:
-        return calibrate_ood_file(path, f"camvid:{SELECTION_SPLIT}", dataset if held_out_unseen else "camvid:train",
-                                  seen_in_training=not held_out_unseen, dataset_root=root).summary()
+        return calibrate_ood_file(path, f"camvid:{SELECTION_SPLIT}", dataset, seen_in_training=not held_out_unseen,
+                                  dataset_root=root).summary()
     except OODCalibrationError as error:
         return f"not measured: {error}"
 
@@ -239,7 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = calibrate_checkpoint_file(written, training_calibration(deploy.info.dataset, args.root),
                                           deploy.info.dataset)
         print(f"int8 calibration table: {summary(table)}")
-        print(f"ood calibration: {promoted_ood_calibration(written, deploy.info.dataset, args.root)}")
+        ood = promoted_ood_calibration(written, deploy.info.dataset, args.root, unseen[SELECTION_SPLIT])
+        print(f"ood calibration: {ood}")
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(written, args.output)
     print(f"wrote {args.output} (resolution {deploy.info.train_resolution})")

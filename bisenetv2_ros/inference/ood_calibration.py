@@ -23,7 +23,9 @@ from .ood import OODCalibration, calibrate, frame_evidence
 # drive-disjoint split (training/datasets.py): drive_train = drives 0006R0 + 0016E5, drive_val = 0001TP,
 # all in its `train` folder (its `val` folder is 0016E5 again).
 NAMED_FRAMES = {("camvid", "drive_train"): ("train", ("0006R0", "0016E5")), ("camvid", "drive_val"): ("train", ("0001TP",)),
-                ("camvid", "train"): ("train", ()), ("camvid", "val"): ("val", ())}
+                ("camvid", "train"): ("train", ()), ("camvid", "val"): ("val", ()),
+                # every labelled frame: the train folder already holds all three drives (val is 0016E5 again)
+                ("camvid", "all"): ("train", ())}
 # The held-out split of weights trained on a split (CheckpointInfo.dataset).
 HELD_OUT_OF = {"camvid:drive_train": "camvid:drive_val"}
 MAX_FRAMES = 200  # held-out frames
