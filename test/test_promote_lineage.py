@@ -214,3 +214,16 @@ def test_the_all_split_holds_every_labelled_frame(camvid_root):
     assert len(everything) == 6 and everything.name == "camvid/all"
     assert camvid_split_drives(camvid_root, "all") == {"0001TP", "0006R0", "0016E5"}
     assert camvid_split_drives(camvid_root, "val") == {"0016E5"}
+
+
+def test_an_all_data_model_is_ood_calibrated_on_disjoint_frames_of_every_drive(camvid_root, tmp_path):
+    """With no unseen drive left, the OOD threshold comes from every drive (drive_val alone is dusk), from
+    frames disjoint from the references."""
+    from training.promote import interleaved_frames
+
+    (tmp_path / "links").mkdir()
+    references, held_out = interleaved_frames(str(camvid_root), "all", tmp_path / "links")
+    ordered = sorted(p.name for folder in ("train", "val") for p in (camvid_root / folder).iterdir())
+    assert [p.name for p in references.iterdir()] == [ordered[0]]
+    assert [p.name for p in held_out.iterdir()] == [ordered[3]]
+    assert (held_out / ordered[3]).resolve().parent.name in ("train", "val")

@@ -42,7 +42,7 @@ from bisenetv2_ros.inference.ood_calibration import OODCalibrationError, calibra
 from bisenetv2_ros.weights.checkpoint import load_checkpoint, save_checkpoint
 from bisenetv2_ros.weights.known_weights import DEFAULT_WEIGHTS, KNOWN_WEIGHTS
 from training import evaluate
-from training.datasets import DatasetError, camvid_split_drives
+from training.datasets import DatasetError, camvid, camvid_split_drives
 from training.export import evaluation_metrics, to_deploy
 from training.lineage import LINEAGE_KEY, describe, lineage_of, weights_lineage
 
@@ -154,14 +154,32 @@ def apply_entry_update(resolution: Sequence[int], path: Path = KNOWN_WEIGHTS_FIL
     path.write_text(ENTRY_PATTERN.sub(lambda m: f"{m.group(1)}({height}, {width}){m.group(3)}", text))
 
 
-def promoted_ood_calibration(path: Path, dataset: str, root: str, held_out_unseen: bool) -> str:
-    """Stores the out-of-distribution calibration in the promoted file: references are the frames it
-    trained on, the threshold comes from drive_val, recorded as seen in training unless no run of its
-    lineage trained on drive_val's drive. Too few frames (a test's fake CamVid) is a line, not a failure."""
+def interleaved_frames(root: str, split: str, folder: Path) -> tuple[Path, Path]:
+    """Two disjoint folders of links to a CamVid split's frames, spread over all its drives: every 6th
+    frame from the first (references) and every 6th from the fourth (held-out)."""
+    frames = [sample.image for sample in camvid(root, split).samples]
+    (folder / "references").mkdir(), (folder / "held_out").mkdir()
+    for index, frame in enumerate(frames):
+        if index % 6 in (0, 3):
+            (folder / ("references" if index % 6 == 0 else "held_out") / frame.name).symlink_to(frame.resolve())
+    return folder / "references", folder / "held_out"
+
+
+def promoted_ood_calibration(path: Path, dataset: str, root: str, held_out_unseen: bool, folder: Path) -> str:
+    """Stores the out-of-distribution calibration in the promoted file. A model that never trained on
+    drive_val's drive: references are its training frames, the threshold comes from drive_val (unseen).
+    A model that trained on every drive: references and threshold from disjoint frames of all drives
+    (recorded as seen in training), since one held-out drive alone (drive_val is dusk) made every
+    daytime frame an alarm. Too few frames (a test's fake CamVid) is a line, not a failure."""
     try:
-        return calibrate_ood_file(path, f"camvid:{SELECTION_SPLIT}", dataset, seen_in_training=not held_out_unseen,
-                                  dataset_root=root).summary()
-    except OODCalibrationError as error:
+        if held_out_unseen:
+            calibration = calibrate_ood_file(path, f"camvid:{SELECTION_SPLIT}", dataset, dataset_root=root)
+        else:
+            references, held_out = interleaved_frames(root, dataset.partition(":")[2], folder)
+            calibration = calibrate_ood_file(path, held_out, references, seen_in_training=True,
+                                             split=f"{dataset}, every 6th frame from the 4th")
+        return calibration.summary()
+    except (OODCalibrationError, DatasetError) as error:
         return f"not measured: {error}"
 
 
@@ -238,7 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = calibrate_checkpoint_file(written, training_calibration(deploy.info.dataset, args.root),
                                           deploy.info.dataset)
         print(f"int8 calibration table: {summary(table)}")
-        ood = promoted_ood_calibration(written, deploy.info.dataset, args.root, unseen[SELECTION_SPLIT])
+        ood = promoted_ood_calibration(written, deploy.info.dataset, args.root, unseen[SELECTION_SPLIT],
+                                       Path(tempfile.mkdtemp(dir=folder)))
         print(f"ood calibration: {ood}")
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(written, args.output)
