@@ -63,11 +63,15 @@ def test_camera_info_with_a_non_finite_intrinsic_is_refused(k_value, index):
 
     k = [100.0, 0, 3.5, 0, 110.0, 2.5, 0, 0, 1]
     k[index] = k_value
-    info = mock.Mock(k=k, width=8, height=6)
+    def camera_info(k, width, height):  # the CameraInfo fields the intrinsics read (no roi, no binning)
+        return mock.Mock(k=k, width=width, height=height, binning_x=0, binning_y=0, roi=None)
+
     with pytest.raises(ImageConversionError, match=r"no usable intrinsics .*finite K"):
-        depth_cloud.intrinsics(info)
+        depth_cloud.intrinsics(camera_info(k, 8, 6))
     with pytest.raises(ImageConversionError, match="above 32768 a side"):
-        depth_cloud.intrinsics(mock.Mock(k=[100.0, 0, 3.5, 0, 110.0, 2.5, 0, 0, 1], width=100000, height=6))
+        depth_cloud.intrinsics(camera_info([100.0, 0, 3.5, 0, 110.0, 2.5, 0, 0, 1], 100000, 6))
+    assert depth_cloud.intrinsics(camera_info([100.0, 0, 3.5, 0, 110.0, 2.5, 0, 0, 1], 8, 6)) == (
+        100.0, 110.0, 3.5, 2.5, 8, 6)
 
 
 # --------------------------------------------------------------------------------------------
