@@ -229,8 +229,9 @@ def test_pipeline_optional_outputs_follow_settings(types, segmenter):
 def test_outputs_no_one_listens_to_are_not_computed(types, segmenter, monkeypatch):
     """Checked per frame: an output switched on but without a subscriber is neither built nor
     published; when one appears, the next frame builds it; when it leaves, the next one stops."""
+    # ood_check off: the out-of-distribution alarm reads the confidence pass on every frame (checked below)
     pipeline, published, _, _ = make_pipeline(types, segmenter, publish_color=True, publish_overlay=True,
-                                              publish_confidence=True, publish_compressed=True)
+                                              publish_confidence=True, publish_compressed=True, ood_check=False)
     listeners: set[str] = set()
     pipeline.cameras[0].listening = lambda output: output in listeners
     colorized, network_calls = [], []
@@ -264,6 +265,12 @@ def test_outputs_no_one_listens_to_are_not_computed(types, segmenter, monkeypatc
     pipeline.settings.update("publish_overlay", False)
     listeners.add("overlay")
     assert frame() == ["labels", "info"] and not colorized
+    # With the alarm on (the default), the confidence pass runs for it although no one listens; nothing else does.
+    alarmed, published, _, _ = make_pipeline(types, segmenter, publish_color=True, publish_confidence=True)
+    alarmed.cameras[0].listening = lambda output: False
+    network_calls.clear()
+    assert alarmed.process(FrameItem(image(types), time.monotonic()))
+    assert [name for name, _ in published] == ["labels", "info"] and network_calls[0].get("confidence") is True
 
 
 def test_pipeline_counts_and_warns_about_bad_frames(types, segmenter):

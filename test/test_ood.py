@@ -249,8 +249,8 @@ def test_frames_jsonl_for_a_bag(calibrated_tiny, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def shipped_calibrated(camvid_dir, tmp_path_factory):
-    """The embedded weights with their stored calibration, or (until the shipped file carries one) a copy
-    calibrated here exactly as promote.py does: references from drive_train, threshold on drive_val."""
+    """The embedded weights with their stored calibration, or (for a drive_train model without one) a copy
+    calibrated here as promote.py does for it: references from drive_train, threshold on drive_val."""
     from bisenetv2_ros.weights.known_weights import DEFAULT_WEIGHTS, resolve_weights
 
     shipped = resolve_weights(DEFAULT_WEIGHTS)
@@ -267,7 +267,10 @@ def shipped_calibrated(camvid_dir, tmp_path_factory):
 def test_shipped_threshold_passes_drive_val_and_flags_black_noise_and_covered(shipped_calibrated, camvid_dir):
     segmenter = Segmenter(shipped_calibrated, backend="torch", device="cpu", precision="fp32")
     scorer = OODScorer(segmenter.info.ood, len(segmenter.classes))
-    assert scorer.calibrated and segmenter.info.ood["measured_on"]["split"] == "camvid:drive_val"
+    measured_on = segmenter.info.ood["measured_on"]
+    assert scorer.calibrated and measured_on["frames"] >= 8
+    # drive_val is unseen only for a model trained on drive_train; the shipped all-data model says it saw its frames
+    assert measured_on["seen_in_training"] == (segmenter.info.dataset.lower() != "camvid:drive_train")
 
     def flagged(frame):
         labels, confidence = segmenter.segment(frame, "bgr", confidence=True)

@@ -158,11 +158,13 @@ def interleaved_frames(root: str, split: str, folder: Path) -> tuple[Path, Path]
     """Two disjoint folders of links to a CamVid split's frames, spread over all its drives: every 6th
     frame from the first (references) and every 6th from the fourth (held-out)."""
     frames = [sample.image for sample in camvid(root, split).samples]
-    (folder / "references").mkdir(), (folder / "held_out").mkdir()
+    # the folders' names are what the stored calibration records as its frames
+    references, held_out = folder / f"camvid {split} frames 0, 6, 12, ...", folder / f"camvid {split} frames 3, 9, 15, ..."
+    references.mkdir(), held_out.mkdir()
     for index, frame in enumerate(frames):
         if index % 6 in (0, 3):
-            (folder / ("references" if index % 6 == 0 else "held_out") / frame.name).symlink_to(frame.resolve())
-    return folder / "references", folder / "held_out"
+            ((references if index % 6 == 0 else held_out) / frame.name).symlink_to(frame.resolve())
+    return references, held_out
 
 
 def promoted_ood_calibration(path: Path, dataset: str, root: str, held_out_unseen: bool, folder: Path) -> str:
@@ -176,8 +178,7 @@ def promoted_ood_calibration(path: Path, dataset: str, root: str, held_out_unsee
             calibration = calibrate_ood_file(path, f"camvid:{SELECTION_SPLIT}", dataset, dataset_root=root)
         else:
             references, held_out = interleaved_frames(root, dataset.partition(":")[2], folder)
-            calibration = calibrate_ood_file(path, held_out, references, seen_in_training=True,
-                                             split=f"{dataset}, every 6th frame from the 4th")
+            calibration = calibrate_ood_file(path, held_out, references, seen_in_training=True)
         return calibration.summary()
     except (OODCalibrationError, DatasetError) as error:
         return f"not measured: {error}"
