@@ -417,3 +417,39 @@ def test_bag_outputs_are_checked(recording, tiny_weights, tmp_path, capsys):
                      "--outputs", "labels,overlay", "--output", str(tmp_path / "o")]) == 1
     assert "--outputs overlay applies to images and videos; a bag gets labels,color,confidence" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def rosidl_type_hash(msg_file: Path, work: Path) -> str:
+    """RIHS01 hash of a .msg as a ROS build computes it (rosidl_adapter + rosidl_generator_type_description,
+    the Jazzy wheels of the test venv), against the std_msgs / builtin_interfaces type descriptions."""
+    import json
+    import sys
+
+    from rosidl_adapter.msg import convert_msg_to_idl
+    from rosidl_generator_type_description import generate_type_hash
+
+    share = Path(sys.prefix) / "share"
+    if not (share / "std_msgs" / "msg" / "Header.json").exists():
+        pytest.skip(f"no std_msgs type descriptions in {share} (scripts/setup_ros_wheels.sh installs them)")
+    convert_msg_to_idl(msg_file.parents[1], "bisenetv2_ros", Path("msg") / msg_file.name, work / "idl" / "msg")
+    arguments = {"package_name": "bisenetv2_ros", "output_dir": str(work / "json"),
+                 "idl_tuples": [f"{work / 'idl'}:msg/{msg_file.stem}.idl"],
+                 "include_paths": [f"{name}:{share / name}" for name in ("std_msgs", "builtin_interfaces")]}
+    (work / "arguments.json").write_text(json.dumps(arguments))
+    (description,) = generate_type_hash(str(work / "arguments.json"))
+    return json.loads(description.read_text())["type_hashes"][0]["hash_string"]
+
+
+def test_info_topic_has_the_type_hash_ros_computes_from_the_msg_file(recording, tiny_weights, tmp_path, capsys):
+    """What Jazzy's `ros2 bag` matches against the installed package: the bag's hash of SegmentationInfo."""
+    pytest.importorskip("rosidl_generator_type_description", reason="the rosidl wheels of scripts/setup_ros_wheels.sh")
+    _, bag, expected = recording
+    out = tmp_path / "out"
+    assert cli.main(["segment", str(bag), "--topic", "/camera/compressed", *model_args(tiny_weights),
+                     "--outputs", "info", "--output", str(out), "--quiet"]) == 0
+    with Reader(out) as reader:
+        (conn,) = reader.connections
+        assert (conn.topic, conn.msgtype) == ("/segmentation/info", "bisenetv2_ros/msg/SegmentationInfo")
+        assert conn.msgcount == len(expected["compressed"])
+    assert conn.digest == rosidl_type_hash(MSG_FILE, tmp_path / "rosidl")
+    assert conn.digest.startswith("RIHS01_")
