@@ -441,7 +441,7 @@ def rosidl_type_hash(msg_file: Path, work: Path) -> str:
 
 
 def test_info_topic_has_the_type_hash_ros_computes_from_the_msg_file(recording, tiny_weights, tmp_path, capsys):
-    """What Jazzy's `ros2 bag` matches against the installed package: the bag's hash of SegmentationInfo."""
+    """The bag records the SegmentationInfo type hash a ROS build of the package has (type_description_hash)."""
     pytest.importorskip("rosidl_generator_type_description", reason="the rosidl wheels of scripts/setup_ros_wheels.sh")
     _, bag, expected = recording
     out = tmp_path / "out"
