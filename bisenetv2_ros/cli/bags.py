@@ -11,13 +11,12 @@ log-time order. ``read_segmentation`` reads such outputs back (the node's, recor
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
-
-import time
 
 import numpy as np
 
