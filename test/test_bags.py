@@ -23,6 +23,7 @@ Header = TYPESTORE.types["std_msgs/msg/Header"]
 Time = TYPESTORE.types["builtin_interfaces/msg/Time"]
 String = TYPESTORE.types["std_msgs/msg/String"]
 H, W = 24, 40
+MSG_FILE = Path(__file__).resolve().parents[1] / "msg" / "SegmentationInfo.msg"
 
 
 
@@ -130,8 +131,44 @@ def test_segment_raw_topic(recording, tiny_weights, segmenter, tmp_path, capsys)
     assert bags.storage_of(out) == storage
     check_output(out, expected["raw"], segmenter)
     with Reader(out) as reader:
-        assert sorted(c.topic for c in reader.connections) == [bags.COLOR_TOPIC, bags.LABELS_TOPIC]
+        assert sorted(c.topic for c in reader.connections) == [bags.COLOR_TOPIC, "/segmentation/info", bags.LABELS_TOPIC]
+    check_info(out, expected["raw"], segmenter, skipped_before=[0, 0, 0, 1])  # the 4th message (32FC1) is skipped
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def msg_fields(text: str) -> list[str]:
+    """A message definition's field lines, without comments and spacing."""
+    lines = [line.split("#")[0].strip() for line in text.splitlines()]
+    return [" ".join(line.split()) for line in lines if line]
+
+
+def check_info(out: Path, expected: list, segmenter: Segmenter, skipped_before: list[int]) -> None:
+    """One SegmentationInfo per segmented frame on /segmentation/info, filled as the node fills it, and
+    stored with the package's own message definition."""
+    with Reader(out) as reader:
+        (conn,) = [c for c in reader.connections if c.topic == "/segmentation/info"]
+        assert conn.msgtype == "bisenetv2_ros/msg/SegmentationInfo"
+        own, *dependencies = conn.msgdef.data.split("=" * 80 + "\n")
+        assert msg_fields(own) == msg_fields(MSG_FILE.read_text())
+        assert [d.splitlines()[0] for d in dependencies] == ["MSG: std_msgs/Header", "MSG: builtin_interfaces/Time"]
+    store = messages.register_rosbags_types(get_typestore(Stores.ROS2_JAZZY))
+    with Reader(out) as reader:
+        conns = [c for c in reader.connections if c.topic == "/segmentation/info"]
+        infos = [(t, store.deserialize_cdr(raw, c.msgtype)) for c, t, raw in reader.messages(connections=conns)]
+    assert len(infos) == len(expected)
+    for i, ((log_time, head, rgb), (info_time, info)) in enumerate(zip(expected, infos)):
+        assert info_time == log_time
+        assert (info.header.stamp.sec, info.header.stamp.nanosec, info.header.frame_id) == (
+            head.stamp.sec, head.stamp.nanosec, head.frame_id)
+        assert (info.model, info.backend, info.device, info.camera) == (str(segmenter.weights), "torch", "cpu", "")
+        assert (info.frames_processed, info.frames_dropped, info.frames_failed) == (i + 1, skipped_before[i], 0)
+        assert info.frames_received == i + 1 + skipped_before[i]
+        assert info.inference_ms > 0 and info.latency_ms >= 0 and info.batch_size >= 1
+        want = segmenter.segment(np.ascontiguousarray(rgb), channel_order="rgb")
+        np.testing.assert_allclose(info.class_fractions, np.bincount(want.ravel(), minlength=256)[:11] / want.size,
+                                   atol=1e-6)
+        assert len(info.class_confidence) == 0  # as the node: only with the confidence output
+        assert not info.ood_calibrated and not info.ood and 0.0 <= info.ood_score <= 1.0  # tiny weights: uncalibrated
 
 
 def test_segment_compressed_topic_with_copy_input(recording, tiny_weights, segmenter, tmp_path, capsys):
@@ -380,3 +417,39 @@ def test_bag_outputs_are_checked(recording, tiny_weights, tmp_path, capsys):
                      "--outputs", "labels,overlay", "--output", str(tmp_path / "o")]) == 1
     assert "--outputs overlay applies to images and videos; a bag gets labels,color,confidence" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def rosidl_type_hash(msg_file: Path, work: Path) -> str:
+    """RIHS01 hash of a .msg as a ROS build computes it (rosidl_adapter + rosidl_generator_type_description,
+    the Jazzy wheels of the test venv), against the std_msgs / builtin_interfaces type descriptions."""
+    import json
+    import sys
+
+    from rosidl_adapter.msg import convert_msg_to_idl
+    from rosidl_generator_type_description import generate_type_hash
+
+    share = Path(sys.prefix) / "share"
+    if not (share / "std_msgs" / "msg" / "Header.json").exists():
+        pytest.skip(f"no std_msgs type descriptions in {share} (scripts/setup_ros_wheels.sh installs them)")
+    convert_msg_to_idl(msg_file.parents[1], "bisenetv2_ros", Path("msg") / msg_file.name, work / "idl" / "msg")
+    arguments = {"package_name": "bisenetv2_ros", "output_dir": str(work / "json"),
+                 "idl_tuples": [f"{work / 'idl'}:msg/{msg_file.stem}.idl"],
+                 "include_paths": [f"{name}:{share / name}" for name in ("std_msgs", "builtin_interfaces")]}
+    (work / "arguments.json").write_text(json.dumps(arguments))
+    (description,) = generate_type_hash(str(work / "arguments.json"))
+    return json.loads(description.read_text())["type_hashes"][0]["hash_string"]
+
+
+def test_info_topic_has_the_type_hash_ros_computes_from_the_msg_file(recording, tiny_weights, tmp_path, capsys):
+    """The bag records the SegmentationInfo type hash a ROS build of the package has (type_description_hash)."""
+    pytest.importorskip("rosidl_generator_type_description", reason="the rosidl wheels of scripts/setup_ros_wheels.sh")
+    _, bag, expected = recording
+    out = tmp_path / "out"
+    assert cli.main(["segment", str(bag), "--topic", "/camera/compressed", *model_args(tiny_weights),
+                     "--outputs", "info", "--output", str(out), "--quiet"]) == 0
+    with Reader(out) as reader:
+        (conn,) = reader.connections
+        assert (conn.topic, conn.msgtype) == ("/segmentation/info", "bisenetv2_ros/msg/SegmentationInfo")
+        assert conn.msgcount == len(expected["compressed"])
+    assert conn.digest == rosidl_type_hash(MSG_FILE, tmp_path / "rosidl")
+    assert conn.digest.startswith("RIHS01_")

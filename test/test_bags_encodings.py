@@ -101,7 +101,7 @@ def test_bags_written_open_in_humble_and_jazzy(tmp_path, tiny_weights, storage):
                 "compression_mode", "files"):
         assert key in info, key
     topics = {t["topic_metadata"]["name"]: t for t in info["topics_with_message_count"]}
-    assert set(topics) == {"/camera/image", bags.LABELS_TOPIC, bags.COLOR_TOPIC}
+    assert set(topics) == {"/camera/image", bags.LABELS_TOPIC, bags.COLOR_TOPIC, "/segmentation/info"}
     for topic in topics.values():
         profiles = _humble_reads_qos(topic["topic_metadata"]["offered_qos_profiles"])
         assert profiles and profiles[0]["reliability"] == 2 and profiles[0]["depth"] == 5  # best effort, the camera's
@@ -109,7 +109,7 @@ def test_bags_written_open_in_humble_and_jazzy(tmp_path, tiny_weights, storage):
         (db,) = out.glob("*.db3")
         with sqlite3.connect(db) as connection:
             rows = connection.execute("SELECT name, type, serialization_format, offered_qos_profiles FROM topics").fetchall()
-            assert connection.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 3 * len(FRAMES)
+            assert connection.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 4 * len(FRAMES)  # camera, labels, color, info
         for _, _, fmt, qos in rows:
             assert fmt == "cdr" and _humble_reads_qos(qos)
     # and Jazzy (rosbags' reader, like rosbag2's, reads either form) reads everything back

@@ -18,6 +18,7 @@ from bisenetv2_ros.inference.ood import (BANDS, PARTS, OODCalibration, OODScorer
 from bisenetv2_ros.inference.ood_calibration import (OODCalibrationError, calibrate_ood_file, embed_ood_calibration,
                                                      frame_files)
 from bisenetv2_ros.inference.segmenter import Segmenter
+from bisenetv2_ros.ros import messages
 from bisenetv2_ros.weights.checkpoint import load_checkpoint
 
 C = 11
@@ -241,6 +242,48 @@ def test_frames_jsonl_for_a_bag(calibrated_tiny, tmp_path, capsys):
     for record, (_, _, rgb) in zip(records, expected):
         check_record(record, segmenter, np.ascontiguousarray(rgb[..., ::-1]))
     assert "frames flagged out of distribution" in capsys.readouterr().out
+    # the output bag's info topic (a default output) carries the same ood fields, one message per frame;
+    # a bag with a black frame among real-looking ones, so that both a flagged and an unflagged frame compare
+    from test_bags import Image, TYPESTORE, raw_image, rgb_frame
+    from rosbags.rosbag2 import Writer
+
+    mixed = tmp_path / "mixed"
+    with Writer(mixed, version=8, storage_plugin=StoragePlugin.SQLITE3) as writer:
+        conn = writer.add_connection("/camera/image", Image.__msgtype__, typestore=TYPESTORE)
+        for i, rgb in enumerate((rgb_frame(1), np.zeros_like(rgb_frame(1)), rgb_frame(2))):
+            writer.write(conn, 10 + i, TYPESTORE.serialize_cdr(raw_image(i, rgb, "rgb8"), Image.__msgtype__))
+    assert cli.main(["segment", str(mixed), "-o", str(tmp_path / "mixed_out"), "--weights", str(calibrated_tiny),
+                     "--backend", "torch", "--device", "cpu", "--quiet"]) == 0
+    records = read_records(tmp_path / "mixed_out" / "frames.jsonl")
+    assert [r["ood"] for r in records] == [False, True, False]
+    infos = read_infos(tmp_path / "mixed_out")
+    assert [(m.header.stamp.sec, m.header.stamp.nanosec) for m in infos] == [
+        tuple(int(part) for part in r["stamp"].split(".")) for r in records]
+    for record, info in zip(records, infos):
+        assert info.ood_calibrated is True and info.ood is record["ood"]
+        assert info.ood_score == pytest.approx(record["ood_score"], rel=1e-6, abs=1e-6)  # float32 in the message
+        assert list(info.class_fractions) == pytest.approx(list(record["class_fractions"].values()), abs=1e-6)
+        assert len(info.class_confidence) == 0  # as the node without publish_confidence
+
+    # with the confidence output, info also carries each class's mean confidence (the node's publish_confidence)
+    assert cli.main(["segment", str(bag), "--topic", "/camera/image", "-o", str(tmp_path / "conf"), "--skip-bad",
+                     "--outputs", "info,confidence", "--weights", str(calibrated_tiny), "--backend", "torch",
+                     "--device", "cpu", "--quiet"]) == 0
+    infos = read_infos(tmp_path / "conf")
+    assert len(infos) == len(expected)
+    for info, (_, _, rgb) in zip(infos, expected):
+        labels, confidence = segmenter.segment(np.ascontiguousarray(rgb), "rgb", confidence=True)
+        np.testing.assert_allclose(info.class_confidence, messages.class_confidence(labels, confidence, C), atol=1e-4)
+
+
+def read_infos(bag):
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores, get_typestore
+
+    store = messages.register_rosbags_types(get_typestore(Stores.ROS2_JAZZY))
+    with Reader(bag) as reader:
+        conns = [c for c in reader.connections if c.topic == "/segmentation/info"]
+        return [store.deserialize_cdr(raw, c.msgtype) for c, _, raw in reader.messages(connections=conns)]
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,15 +1,17 @@
 """Segmenting rosbag2 recordings (MCAP or sqlite3) with the ``rosbags`` package: no ROS install needed.
 
 The output bag holds, by default, ``/segmentation/labels`` (sensor_msgs/Image mono8, class id per
-pixel) and ``/segmentation/color`` (rgb8 palette image) for every input frame, or the ``outputs``
-asked for (``OUTPUT_TOPICS``: also ``confidence`` and the node's lossless PNG ``labels/compressed``
-and ``color/compressed``), with the input frame's header (stamp, frame_id) and the same log time,
+pixel), ``/segmentation/color`` (rgb8 palette image) and ``/segmentation/info`` (the node's
+SegmentationInfo, ``bag_info.py``) for every input frame, or the ``outputs`` asked for
+(``OUTPUT_TOPICS``: also ``confidence`` and the node's lossless PNG ``labels/compressed`` and
+``color/compressed``), with the input frame's header (stamp, frame_id) and the same log time,
 and optionally every input message too (``copy_input``). Messages are written in the input's
 log-time order. ``read_segmentation`` reads such outputs back (the node's, recorded, or these).
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ import numpy as np
 from ..classes import colorize
 from ..conventions import DEFAULT_MAX_INPUT_PIXELS
 from ..ros import messages
+from .bag_info import INFO_TYPE, BagInfo
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -31,8 +34,10 @@ COLOR_TOPIC = "/segmentation/color"
 OUTPUT_TOPICS = {"labels": (LABELS_TOPIC, IMAGE_TYPE), "color": (COLOR_TOPIC, IMAGE_TYPE),
                  "confidence": ("/segmentation/confidence", IMAGE_TYPE),
                  "labels/compressed": (LABELS_TOPIC + "/compressed", COMPRESSED_TYPE),
-                 "color/compressed": (COLOR_TOPIC + "/compressed", COMPRESSED_TYPE)}
-DEFAULT_OUTPUTS = ("labels", "color")
+                 "color/compressed": (COLOR_TOPIC + "/compressed", COMPRESSED_TYPE),
+                 "info": ("/segmentation/info", INFO_TYPE)}
+# info too: the node always publishes it beside labels, so a replay of the bag looks like the node's output
+DEFAULT_OUTPUTS = ("labels", "color", "info")
 # Image topics of a segmentation node's own outputs: never a camera when choosing one automatically.
 SEGMENTATION_OUTPUT_NAMES = ("labels", "color", "overlay", "confidence", "labels/compressed", "color/compressed")
 STORAGES = ("mcap", "sqlite3")
@@ -52,7 +57,8 @@ def _rosbags():
         from rosbags.typesys import Stores, get_typestore
     except ImportError as error:  # a dependency of the package, but keep the failure readable
         raise BagError(f"reading rosbag2 files needs the 'rosbags' package ({error}); pip install rosbags") from error
-    return Reader, Writer, StoragePlugin, get_typestore(Stores.ROS2_JAZZY)
+    # + SegmentationInfo from its definition (rosbags' get_types_from_msg), which the bag then stores
+    return Reader, Writer, StoragePlugin, messages.register_rosbags_types(get_typestore(Stores.ROS2_JAZZY))
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,7 +193,9 @@ def segment_bag(segmenter, bag: Path, output: Path, topic: str | None = None, ba
             selected = list(reader.connections) if copy_input else cameras
             image_type, compressed_type = typestore.types[IMAGE_TYPE], typestore.types[COMPRESSED_TYPE]
             lookup_table = segmenter.classes.lookup_table()
-            with_confidence = "confidence" in outputs or (frames_log is not None and segmenter.tta is None)
+            info = BagInfo(segmenter, typestore.types[INFO_TYPE], "confidence" in outputs) if "info" in outputs else None
+            with_confidence = "confidence" in outputs or (
+                (frames_log is not None or info is not None) and segmenter.tta is None)
 
             def output_messages(label: np.ndarray, confidence: np.ndarray | None, header: Any) -> dict[str, Any]:
                 colors = colorize(label, lookup_table) if any(k.startswith("color") for k in outputs) else None
@@ -196,9 +204,9 @@ def segment_bag(segmenter, bag: Path, output: Path, topic: str | None = None, ba
                         "confidence": lambda: messages.array_to_image(image_type, header, confidence, "mono8"),
                         "labels/compressed": lambda: messages.array_to_png(compressed_type, header, label, "mono8"),
                         "color/compressed": lambda: messages.array_to_png(compressed_type, header, colors, "rgb8")}
-                return {kind: make[kind]() for kind in outputs}
+                return {kind: make[kind]() for kind in outputs if kind != "info"}
             # Pending messages in log-time order: ("copy", out conn, time, raw) and
-            # ("frame", None, time, header). Frames wait in `batch` (one size and channel order, which
+            # ("frame", info counts, time, header). Frames wait in `batch` (one size and channel order, which
             # the segmenter takes as declared); everything is flushed once the batch is complete.
             pending: list[tuple[str, Any, int, Any]] = []
             batch: list[np.ndarray] = []
@@ -206,32 +214,38 @@ def segment_bag(segmenter, bag: Path, output: Path, topic: str | None = None, ba
 
             def flush() -> None:
                 labels, confidences = [], []
+                started = time.perf_counter()
                 if batch and with_confidence:
                     labels, confidences = segmenter.segment_batch(np.stack(batch), channel_order=batch_order,
                                                                   confidence=True)
                 elif batch:
                     labels = segmenter.segment_batch(np.stack(batch), channel_order=batch_order)
+                inference_ms, batch_size = (time.perf_counter() - started) * 1000.0, len(batch)
                 results = iter(zip(labels, confidences, batch) if with_confidence else
                                ((label, None, frame) for label, frame in zip(labels, batch)))
-                for kind, out_conn, timestamp, payload in pending:
+                for kind, detail, timestamp, payload in pending:  # detail: out conn of a copy, info counts of a frame
                     if kind == "copy":
-                        writer.write(out_conn, timestamp, payload)
+                        writer.write(detail, timestamp, payload)
                         summary.copied += 1
                         continue
                     label, confidence, frame = next(results)
+                    scored = info.score(frame, label, confidence) if info is not None else None
                     for output_kind, msg in output_messages(label, confidence, payload).items():
                         writer.write(connections[output_kind], timestamp,
                                      typestore.serialize_cdr(msg, OUTPUT_TOPICS[output_kind][1]))
+                    if info is not None:
+                        msg = info.message(payload, detail, label, confidence, scored, inference_ms, batch_size)
+                        writer.write(connections["info"], timestamp, typestore.serialize_cdr(msg, INFO_TYPE))
                     if frames_log is not None:  # cli/frames_log.py
                         stamp = f"{payload.stamp.sec}.{payload.stamp.nanosec:09d}"
-                        frames_log.record({"topic": topic, "stamp": stamp}, frame, label, confidence)
+                        frames_log.record({"topic": topic, "stamp": stamp}, frame, label, confidence, scored)
                     summary.frames += 1
                     progress(1)
                 pending.clear()
                 batch.clear()
 
             for conn, timestamp, raw in reader.messages(connections=selected):
-                frame = None
+                frame = counts = None
                 if conn.id in camera_ids:
                     try:
                         msg = deserialize(typestore, raw, conn.msgtype)
@@ -240,6 +254,7 @@ def segment_bag(segmenter, bag: Path, output: Path, topic: str | None = None, ba
                     except messages.ImageConversionError as error:
                         summary.skipped[str(error)] += 1
                         progress(1)
+                    counts = info.read(frame is not None) if info is not None else None
                     if frame is not None and batch and (
                             len(batch) >= batch_size or frame.shape != batch[0].shape or order != batch_order):
                         flush()
@@ -248,7 +263,7 @@ def segment_bag(segmenter, bag: Path, output: Path, topic: str | None = None, ba
                 if frame is not None:
                     batch_order = order
                     batch.append(frame)
-                    pending.append(("frame", None, timestamp, msg.header))
+                    pending.append(("frame", counts, timestamp, msg.header))
             flush()
     return summary
 

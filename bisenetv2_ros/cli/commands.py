@@ -56,8 +56,8 @@ DELEGATED = {
 # Parser
 
 
-# images and videos: labels, color, overlay, confidence; bags: labels, color, confidence and the PNG forms
-OUTPUT_KINDS = ("labels", "color", "overlay", "confidence", "labels/compressed", "color/compressed")
+# images and videos: labels, color, overlay, confidence; bags: labels, color, confidence, the PNG forms, info
+OUTPUT_KINDS = ("labels", "color", "overlay", "confidence", "labels/compressed", "color/compressed", "info")
 
 
 def _outputs(text: str) -> tuple[str, ...]:
@@ -118,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--outputs", type=_outputs, default=None, metavar="KINDS",
                          help="comma list of labels,color,overlay,confidence (images default: labels,color,overlay; "
                               "videos: color,overlay; labels and confidence write one PNG per frame); bags: "
-                              "labels,color,confidence,labels/compressed,color/compressed (default: labels,color; "
-                              "the /compressed ones as lossless PNG CompressedImage)")
+                              "labels,color,confidence,labels/compressed,color/compressed,info (default: labels,color,info; "
+                              "the /compressed ones as lossless PNG CompressedImage; info: SegmentationInfo)")
     segment.add_argument("--max-input-pixels", type=pixel_count, default=DEFAULT_MAX_INPUT_PIXELS, metavar="N",
                          help="largest image or frame (width x height) to read; larger ones are skipped, compressed "
                               f"ones judged by their header before decoding (default: {DEFAULT_MAX_INPUT_PIXELS}, "

@@ -30,13 +30,14 @@ class FramesLog:
         self.frames = self.flagged = 0
 
     def record(self, source: Mapping[str, Any], frame: np.ndarray, labels: np.ndarray,
-               confidence: np.ndarray | None) -> dict[str, Any]:
-        """Writes one frame's record; ``source`` names the input (e.g. {"file": "a.png"})."""
+               confidence: np.ndarray | None, scored: tuple[float, bool | None] | None = None) -> dict[str, Any]:
+        """Writes one frame's record; ``source`` names the input (e.g. {"file": "a.png"}); ``scored``: the
+        frame's (score, ood) when already computed (a bag's ``info`` topic, cli/bag_info.py)."""
         counts = np.bincount(labels.ravel(), minlength=256)[:len(self.classes)]
         fractions = {name: round(float(n) / labels.size, 6) for name, n in zip(self.classes, counts)}
         record: dict[str, Any] = {**source, "ood_score": None, "ood": None, "mean_confidence": None}
         if confidence is not None:
-            score, flagged = self.scorer.score(frame, labels, confidence)
+            score, flagged = scored if scored is not None else self.scorer.score(frame, labels, confidence)
             record.update(ood_score=round(score, 6), ood=flagged, mean_confidence=round(float(confidence.mean()) / 255.0, 6))
             self.flagged += int(bool(flagged))
         record["class_fractions"] = fractions
