@@ -4,13 +4,13 @@
 """
 
 if __name__ == "__main__":
+    import runpy
     import sys
 
     print("python -m bisenetv2_ros.node is deprecated and will be removed in 0.3: use "
           "`ros2 run bisenetv2_ros segmentation_node` or `python -m bisenetv2_ros.ros.node`", file=sys.stderr)
-    from .ros.node import run
-
-    run()
+    # as `python -m bisenetv2_ros.ros.node` runs it: --help and a missing ROS answered in one line
+    runpy.run_module("bisenetv2_ros.ros.node", run_name="__main__", alter_sys=True)
 else:
     from . import deprecated_alias
 

@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import sys
 
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
-from rclpy.node import Node
-from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
-from std_msgs.msg import Header
-from vision_msgs.msg import LabelInfo, VisionClass
+from bisenetv2_ros.ros.node_program import ros_imports
+
+with ros_imports(sys.argv if __name__ == "__main__" else None):  # a program: --help, a missing ROS in one line
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from rclpy.signals import SignalHandlerOptions
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+    from std_msgs.msg import Header
+    from vision_msgs.msg import LabelInfo, VisionClass
+    from bisenetv2_ros.msg import SegmentationInfo
 
 from bisenetv2_ros.inference.engine_cache import default_engine_cache_dir
-from bisenetv2_ros.msg import SegmentationInfo
 from bisenetv2_ros.ros import frame_worker, lifecycle, messages, warmup
 from bisenetv2_ros.ros.parameters import (LIFECYCLE_FLAG, NODE_NAME, PARAMETER_SPECS, RUNTIME_PARAMETERS, NodeSettings,
                                           ParameterSpec, SettingsError, check_runtime_update, node_arguments)
@@ -391,10 +394,5 @@ def main(args=None) -> int:
     return 0
 
 
-def run() -> None:
-    """The process entry point: ``main()``, then a prompt exit (see ``exit_without_finalizing``)."""
+if __name__ == "__main__":  # then a prompt exit (see exit_without_finalizing); entry point: node_program.run
     exit_without_finalizing(main())
-
-
-if __name__ == "__main__":
-    run()
