@@ -34,21 +34,9 @@ def measure_calibration_table(model, normalization, input_size: tuple[int, int],
 def embed_calibration_table(path: str | os.PathLike, table: Mapping[str, Any] | None) -> Path:
     """Stores ``table`` in the checkpoint file at ``path`` (atomically; None removes it); every other
     entry, the weights included, is written back exactly as it was read (fp16 stays fp16, bit for bit)."""
-    import torch
+    from ..weights.checkpoint import replace_info_entry
 
-    from ..fileio import atomic_open
-    from ..weights.checkpoint import CheckpointError, is_our_format, read_checkpoint_file
-
-    data = read_checkpoint_file(path)
-    if not is_our_format(data):
-        raise CheckpointError(f"{path} is not a bisenetv2_ros checkpoint; convert it first (`bisenetv2 import`)")
-    if table is None:
-        data["info"].pop("calibration", None)
-    else:
-        data["info"]["calibration"] = dict(table)
-    with atomic_open(Path(path)) as stream:
-        torch.save(data, stream)
-    return Path(path)
+    return replace_info_entry(path, "calibration", None if table is None else dict(table))
 
 
 def calibrate_checkpoint_file(path: str | os.PathLike, calibration, source: str) -> dict[str, Any]:

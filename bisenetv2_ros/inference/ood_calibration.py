@@ -87,21 +87,11 @@ def measure_ood_calibration(segmenter, references: Sequence[Path], held_out: Seq
 def embed_ood_calibration(path: str | os.PathLike, calibration: OODCalibration | Mapping[str, Any] | None) -> Path:
     """Stores the calibration in the checkpoint at ``path`` (atomically; None removes it); every other
     entry is written back exactly as it was read."""
-    import torch
+    from ..weights.checkpoint import replace_info_entry
 
-    from ..fileio import atomic_open
-    from ..weights.checkpoint import CheckpointError, is_our_format, read_checkpoint_file
-
-    data = read_checkpoint_file(path)
-    if not is_our_format(data):
-        raise CheckpointError(f"{path} is not a bisenetv2_ros checkpoint; convert it first (`bisenetv2 import`)")
-    if calibration is None:
-        data["info"].pop("ood", None)
-    else:
-        data["info"]["ood"] = calibration.to_dict() if isinstance(calibration, OODCalibration) else dict(calibration)
-    with atomic_open(Path(path)) as stream:
-        torch.save(data, stream)
-    return Path(path)
+    if isinstance(calibration, OODCalibration):
+        calibration = calibration.to_dict()
+    return replace_info_entry(path, "ood", None if calibration is None else dict(calibration))
 
 
 def calibrate_ood_file(path: str | os.PathLike, frames: str | os.PathLike | None = None,

@@ -310,6 +310,21 @@ def is_our_format(data: Any) -> bool:
     return isinstance(data, dict) and data.get("format") == FORMAT_NAME
 
 
+def replace_info_entry(path: str | os.PathLike, key: str, value: Any) -> Path:
+    """Sets ``info[key]`` of the checkpoint file at ``path`` to ``value`` (None removes it), atomically;
+    every other entry, the weights included, is written back exactly as it was read (fp16 stays fp16)."""
+    data = read_checkpoint_file(path)
+    if not is_our_format(data):
+        raise CheckpointError(f"{path} is not a bisenetv2_ros checkpoint; convert it first (`bisenetv2 import`)")
+    if value is None:
+        data["info"].pop(key, None)
+    else:
+        data["info"][key] = value
+    with atomic_open(Path(path)) as stream:
+        torch.save(data, stream)
+    return Path(path)
+
+
 def checkpoint_from_data(data: Any, source: str | os.PathLike) -> Checkpoint:
     """A Checkpoint from what ``read_checkpoint_file`` returned; ``source`` names the file in errors."""
     if not is_our_format(data):
