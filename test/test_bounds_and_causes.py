@@ -110,6 +110,13 @@ def test_yaml_numbers_as_the_docs_write_them(text, value, tmp_path):
     ("data.std=[0.2,0.2,inf]", "data.std must be three finite values > 0"),
     ("data.workers=100000", "data.workers must be in [0, 256]"),
     ("run.batch_size=1000000", "run.batch_size must be in [1, 4096]"),
+    # the network's own sizes (found beyond the issue's list: 147 GB asked for, or a hang building 1000x the layers)
+    ("model.width_multiplier=1000", "model.width_multiplier must be a number from 0.0625 to 4, got 1000"),
+    ("model.depth_multiplier=1000", "model.depth_multiplier must be a number from 0.0625 to 6, got 1000"),
+    ("model.head_channels=10000000", "model.head_channels must be an integer from 1 to 4096, got 10000000"),
+    ("model.expansion_ratio=100000", "model.expansion_ratio must be an integer from 1 to 16, got 100000"),
+    ("model.semantic_ratio=.nan", "model.semantic_ratio must be a number from 0.015625 to 1, got nan"),
+    ("model.aux_heads=5", "model.aux_heads must be true or false, got 5"),
 ])
 def test_every_number_of_the_config_is_bounded_and_finite(override, message):
     with pytest.raises(ValueError) as refused:
@@ -242,3 +249,34 @@ def test_remembered_warmup_shapes_are_bounded(tmp_path, shape):
     assert RememberedShapes(path).shapes == []
     path.write_text(json.dumps({"shapes": [[2, 4096, 4096, "bgr"]]}))
     assert RememberedShapes(path).shapes == [WarmupShape(2, 4096, 4096, "bgr")]
+
+
+@pytest.mark.parametrize("architecture, field, value", [
+    ("bisenetv2", "width_multiplier", True), ("bisenetv2", "width_multiplier", float("inf")),
+    ("bisenetv2", "head_channels", 4097), ("bisenetv2", "expansion_ratio", 2.5), ("bisenetv2", "num_classes", 256),
+    ("bisenetv1", "context_channels", 100000), ("bisenetv1", "ffm_reduction", 0), ("bisenetv1", "aux_heads", "yes"),
+])
+def test_every_model_config_field_is_typed_and_bounded(architecture, field, value):
+    """Checkpoints and configs alike: the config refuses the value before a layer is built."""
+    from bisenetv2_ros.models.architectures import config_from_dict
+
+    with pytest.raises(ValueError, match=rf"^{field} must be "):
+        config_from_dict(architecture, {"num_classes": 11, field: value})
+
+
+def test_a_stopped_training_run_says_what_it_left(tmp_path, monkeypatch, capsys):
+    """`terminated; the last checkpoint is kept` only when there is one (a stop while building a model that
+    never saved claimed one)."""
+    import signal
+
+    from bisenetv2_ros.cli.arguments import guarded
+    from training import train
+
+    monkeypatch.setattr(train, "STARTED_RUN", [tmp_path])
+    for saved in (False, True):
+        if saved:
+            (tmp_path / "latest.pt").write_bytes(b"x")
+        assert guarded("training/train.py", lambda: signal.raise_signal(signal.SIGTERM),
+                       stopped=train.what_a_stop_leaves) == 143
+        err = capsys.readouterr().err
+        assert ("latest.pt) is kept" in err) is saved and ("no checkpoint was saved yet" in err) is not saved, err

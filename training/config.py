@@ -185,7 +185,10 @@ class TrainConfig:
             if name not in own and value != owner.__dataclass_fields__[name].default:
                 others = [a for a, (t, _) in ARCHITECTURES.items() if name in t.__dataclass_fields__]
                 raise ValueError(f"model.{name} applies to {' and '.join(others)} only, not {architecture}")
-        self.model.model_config(num_classes=1)  # the network's own checks of the values, before any work
+        try:  # the network's own checks of the values (types, ranges), before any work
+            self.model.model_config(num_classes=1)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"model.{error}") from None  # each message starts with the field's name
         if self.data.dataset not in ("cityscapes", "camvid", "folder", "coco-stuff", "ade20k"):
             raise ValueError(f"data.dataset must be cityscapes, camvid, folder, coco-stuff or ade20k, "
                              f"got {self.data.dataset!r}")

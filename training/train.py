@@ -199,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.iterations is not None:  # 0 too: the config check refuses it
         overrides.append(f"run.iterations={args.iterations}")
     config = load_config(args.config, overrides)
+    STARTED_RUN[:] = [Path(config.run.out_dir)]
     command = " ".join(["python training/train.py", *(argv if argv is not None else sys.argv[1:])])
     trainer = Trainer(config, resume=args.resume, command=command, progress=not args.no_progress)
     result = trainer.train()
@@ -207,6 +208,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return result
 
 
+STARTED_RUN: list[Path] = []  # the run folder of this process's run, once its config is read
+
+
+def what_a_stop_leaves() -> str:
+    if STARTED_RUN and (STARTED_RUN[0] / "latest.pt").is_file():
+        return "the last checkpoint (latest.pt) is kept: continue with the same command plus --resume"
+    return "no checkpoint was saved yet"
+
+
 if __name__ == "__main__":
-    sys.exit(run_script("training/train.py", main,
-                        stopped="the last checkpoint (latest.pt) is kept: continue with the same command plus --resume"))
+    sys.exit(run_script("training/train.py", main, stopped=what_a_stop_leaves))

@@ -235,7 +235,7 @@ def error_line(error: BaseException) -> str:
 
 
 def guarded(prog: str, action: Callable[[], object], debug: bool = False,
-            stopped: str = "nothing was written") -> int:
+            stopped: str | Callable[[], str] = "nothing was written") -> int:
     """Runs ``action``; an expected failure becomes one ``PROG: error: ...`` line and exit status 1,
     Ctrl-C 130, SIGTERM 143 (both unwind through the staged outputs' cleanup, so nothing partial is
     left; ``stopped`` says what a stop leaves). ``debug`` (or $BISENETV2_DEBUG=1) re-raises expected
@@ -252,10 +252,10 @@ def guarded(prog: str, action: Callable[[], object], debug: bool = False,
         result = action()
         return result if isinstance(result, int) else 0
     except Terminated:
-        print(f"\n{prog}: terminated; {stopped}", file=sys.stderr)
+        print(f"\n{prog}: terminated; {stopped() if callable(stopped) else stopped}", file=sys.stderr)
         return 143
     except KeyboardInterrupt:
-        print(f"\n{prog}: interrupted; {stopped}", file=sys.stderr)
+        print(f"\n{prog}: interrupted; {stopped() if callable(stopped) else stopped}", file=sys.stderr)
         return 130
     except expected_errors() as error:
         if debug:
@@ -268,7 +268,7 @@ def guarded(prog: str, action: Callable[[], object], debug: bool = False,
 
 
 def run_script(prog: str, main: Callable[[list[str]], object], argv: list[str] | None = None,
-               stopped: str = "nothing was written") -> int:
+               stopped: str | Callable[[], str] = "nothing was written") -> int:
     """The entry of a script (training/*.py): ``main(argv)`` inside ``guarded``; --debug in argv
     (the script's parser accepts it via ``add_debug_flag``) shows tracebacks."""
     argv = list(sys.argv[1:] if argv is None else argv)

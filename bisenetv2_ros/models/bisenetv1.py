@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bisenetv2 import OUTPUT_STRIDE, ConfigFields, ConvBNReLU, SegmentationNetwork, SegmentHead
+from .bisenetv2 import OUTPUT_STRIDE, ConvBNReLU, SegmentationNetwork, SegmentHead
+from .config_fields import MAX_CHANNELS, MAX_NUM_CLASSES, ConfigFields, check_choice, check_flag, check_integer
 
 FFM_ATTENTIONS = ("paper", "conv_bn_relu", "conv_bn")
 HEAD_UPSAMPLES = ("bilinear", "pixel_shuffle")
@@ -49,16 +50,14 @@ class BiSeNetV1Config(ConfigFields):
     align_corners: bool = False  # of the final bilinear upsampling (CoinCheung's older code used True)
 
     def __post_init__(self) -> None:
-        if self.num_classes < 1 or self.num_classes > 255:
-            raise ValueError(f"num_classes must be in 1..255 (labels are uint8, 255 = unlabelled), got {self.num_classes}")
-        for name in ("context_channels", "fused_channels", "head_channels", "aux_head_channels", "ffm_reduction"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.ffm_attention not in FFM_ATTENTIONS:
-            raise ValueError(f"ffm_attention must be one of {FFM_ATTENTIONS}, got {self.ffm_attention!r}")
-        if self.head_upsample not in HEAD_UPSAMPLES:
-            raise ValueError(f"head_upsample must be one of {HEAD_UPSAMPLES}, got {self.head_upsample!r}")
+        check_integer(self, "num_classes", 1, MAX_NUM_CLASSES)
+        for name in ("context_channels", "fused_channels", "head_channels", "aux_head_channels"):
+            check_integer(self, name, 1, MAX_CHANNELS)
+        check_integer(self, "ffm_reduction", 1, MAX_CHANNELS)
+        for name in ("aux_heads", "align_corners"):
+            check_flag(self, name)
+        check_choice(self, "ffm_attention", FFM_ATTENTIONS)
+        check_choice(self, "head_upsample", HEAD_UPSAMPLES)
 
     @property
     def spatial_channels(self) -> int:

@@ -9,39 +9,27 @@ explicit target size, so inputs need not be multiples of 32.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, TypeVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config_fields import (
+    MAX_CHANNELS,
+    MAX_NUM_CLASSES,
+    ConfigFields,
+    check_choice,
+    check_flag,
+    check_integer,
+    check_number,
+)
+
 UPSAMPLE_MODES = ("bilinear", "nearest")
 HEAD_UPSAMPLES = ("bilinear", "pixel_shuffle")
 OUTPUT_STRIDE = 8  # of the main head's logits, in both networks
-
-
-ConfigT = TypeVar("ConfigT", bound="ConfigFields")
-
-
-class ConfigFields:
-    """Copy, dict and strict from-dict for the frozen config dataclasses that checkpoints store."""
-
-    def replace(self: ConfigT, **changes: Any) -> ConfigT:
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
-
-    @classmethod
-    def from_dict(cls: type[ConfigT], values: Mapping[str, Any]) -> ConfigT:
-        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields are {sorted(known)}")
-        return cls(**dict(values))
 
 
 @dataclass(frozen=True)
@@ -68,20 +56,19 @@ class BiSeNetV2Config(ConfigFields):
     align_corners: bool = False
 
     def __post_init__(self) -> None:
-        if self.num_classes < 1 or self.num_classes > 255:
-            raise ValueError(f"num_classes must be in 1..255 (labels are uint8, 255 = unlabelled), got {self.num_classes}")
-        for name in ("width_multiplier", "depth_multiplier", "semantic_ratio"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        for name in ("expansion_ratio", "head_channels", "aux_head_channels"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.upsample_mode not in UPSAMPLE_MODES:
-            raise ValueError(f"upsample_mode must be one of {UPSAMPLE_MODES}, got {self.upsample_mode!r}")
-        if self.head_upsample not in HEAD_UPSAMPLES:
-            raise ValueError(f"head_upsample must be one of {HEAD_UPSAMPLES}, got {self.head_upsample!r}")
+        check_integer(self, "num_classes", 1, MAX_NUM_CLASSES)
+        # Upper bounds at twice BiSeNetV2-L's alpha 2.0 / d 3.0 (Table 5); lambda <= 1 keeps the Semantic
+        # Branch the narrow one (Sec. 3.2); e is 6 in the paper, 16 leaves room for studies.
+        check_number(self, "width_multiplier", 1 / 16, 4.0)
+        check_number(self, "depth_multiplier", 1 / 16, 6.0)
+        check_number(self, "semantic_ratio", 1 / 64, 1.0)
+        check_integer(self, "expansion_ratio", 1, 16)
+        check_integer(self, "head_channels", 1, MAX_CHANNELS)
+        check_integer(self, "aux_head_channels", 1, MAX_CHANNELS)
+        for name in ("aux_heads", "ge_depthwise_relu", "align_corners"):
+            check_flag(self, name)
+        check_choice(self, "upsample_mode", UPSAMPLE_MODES)
+        check_choice(self, "head_upsample", HEAD_UPSAMPLES)
 
     @property
     def head_outputs(self) -> int:
