@@ -18,7 +18,8 @@ from test_import_graph import PACKAGE, ROOT, import_graph
 # (layer, the modules it holds: a subpackage's prefix or a root module), bottom first
 LAYERS = [
     ("vocabulary", [PACKAGE, f"{PACKAGE}.conventions", f"{PACKAGE}.classes", f"{PACKAGE}.class_tables",
-                    f"{PACKAGE}.fileio", f"{PACKAGE}.image_headers", f"{PACKAGE}.output_safety"]),
+                    f"{PACKAGE}.fileio", f"{PACKAGE}.image_headers", f"{PACKAGE}.image_files",
+                    f"{PACKAGE}.output_safety"]),
     ("models", [f"{PACKAGE}.models"]),
     ("weights", [f"{PACKAGE}.weights"]),
     ("inference", [f"{PACKAGE}.inference"]),

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from bisenetv2_ros.cli.arguments import size_or_comma
 from bisenetv2_ros.cli.media import list_images
+from bisenetv2_ros.image_files import read_image_file
 from bisenetv2_ros.inference.fused import FusedSegmentation, top_class_confidence
 from bisenetv2_ros.weights.known_weights import DEFAULT_WEIGHTS, load_model
 
@@ -44,7 +45,7 @@ def main() -> None:
     differences, border = [], []
     with torch.inference_mode():
         for path in files:
-            frame = cv2.cvtColor(cv2.resize(cv2.imread(str(path)), (width, height), interpolation=cv2.INTER_AREA),
+            frame = cv2.cvtColor(cv2.resize(read_image_file(path), (width, height), interpolation=cv2.INTER_AREA),
                                  cv2.COLOR_BGR2RGB)
             small = fused.model(fused.preprocess(torch.from_numpy(frame)[None]), upsample=False)
             upsampled = top_class_confidence(small, (height, width))[0].numpy().astype(int)

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset, Sampler
 
 from bisenetv2_ros.classes import CAMVID, CITYSCAPES, IGNORE_INDEX, ClassSet
 from bisenetv2_ros.conventions import is_image_file
+from bisenetv2_ros.image_files import ImageFileError, read_image_file
 
 # Official Cityscapes labelId -> trainId (cityscapesScripts labels.py); everything else is ignored.
 CITYSCAPES_LABEL_TO_TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
@@ -40,17 +41,18 @@ class DatasetError(ValueError):
 
 def read_image(path: Path) -> np.ndarray:
     """HxWx3 uint8 RGB."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DatasetError(f"cannot read image {path} (missing, unreadable or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    try:
+        return cv2.cvtColor(read_image_file(path), cv2.COLOR_BGR2RGB)
+    except ImageFileError as error:
+        raise DatasetError(str(error)) from None
 
 
 def read_label(path: Path) -> np.ndarray:
     """HxW uint8 single-channel label image."""
-    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if label is None:
-        raise DatasetError(f"cannot read label image {path} (missing, unreadable or not an image)")
+    try:
+        label = read_image_file(path, cv2.IMREAD_UNCHANGED, what="label image")
+    except ImageFileError as error:
+        raise DatasetError(str(error)) from None
     if label.ndim != 2 or label.dtype != np.uint8:
         raise DatasetError(f"label image {path} must be single-channel 8-bit, got shape {label.shape} {label.dtype}")
     return label

@@ -82,7 +82,9 @@ def real_frames(plan: Plan):
     if not files:
         raise Skipped(f"no CamVid frames in {folder} (give --data DIR with val/)")
     step = max(1, len(files) // plan.frames)
-    return [cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB) for path in files[::step][:plan.frames]], folder
+    from bisenetv2_ros.image_files import read_image_file
+
+    return [cv2.cvtColor(read_image_file(path), cv2.COLOR_BGR2RGB) for path in files[::step][:plan.frames]], folder
 
 
 def compare_labels(plan: Plan, paths: list[tuple[str, str, str]]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from ..image_files import read_image_file
 from ..ros import encodings, messages
 
 
@@ -115,7 +116,7 @@ def compare_bayer(segmenter, folder: Path, frames: int, repeats: int) -> None:
     paths = paths[:: max(1, len(paths) // frames)][:frames]
     agreement: dict[str, list[float]] = {name: [] for name in BAYER_METHODS}
     for path in paths:
-        rgb = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        rgb = cv2.cvtColor(read_image_file(path), cv2.COLOR_BGR2RGB)
         rgb = rgb[: rgb.shape[0] // 2 * 2, : rgb.shape[1] // 2 * 2]
         reference = segmenter.segment(rgb, channel_order="rgb")
         mosaic = rggb_mosaic(rgb)

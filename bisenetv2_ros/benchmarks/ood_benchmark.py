@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..image_files import read_image_file
 from ..cli.arguments import add_size, positive_int, script_main
 
 
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     corrupted_files = [evaluated[i] for i in np.linspace(0, len(evaluated) - 1, min(args.count, len(evaluated))).astype(int)]
     import cv2
 
-    originals = [cv2.imread(str(path), cv2.IMREAD_COLOR) for path in corrupted_files]
+    originals = [read_image_file(path) for path in corrupted_files]
     rows, per_candidate = [], {name: [] for name in clean[0]}
     for name in chosen:
         for severity in range(1, 6):

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..conventions import DEFAULT_MAX_INPUT_PIXELS, IMAGE_SUFFIXES, is_image_file
 from ..fileio import special_file_problem
-from ..image_headers import HEADER_FORMATS, declared_size
+from ..image_files import ImageFileError, read_image_file
 from ..output_safety import UnsafeOutput, check_output, distinct_names, record_folder, why_not_own
 from ..ros.messages import ImageConversionError, check_frame_size
 
@@ -129,25 +129,10 @@ class StagedOutput:
 def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> np.ndarray:
     """HxWx3 uint8 BGR (grey and 16-bit images are converted by OpenCV). The size in the file's
     header is checked against ``max_pixels`` before decoding; special files are refused."""
-    special = special_file_problem(path, "image")
-    if special:
-        raise MediaError(special)
     try:
-        data = np.fromfile(path, np.uint8)
-    except (OSError, ValueError) as error:
-        raise MediaError(f"cannot read image {path}: {getattr(error, 'strerror', None) or error}") from error
-    size = declared_size(data)
-    if size is None:
-        raise MediaError(f"cannot read image {path}: not an image OpenCV can decode, or unreadable "
-                         f"(no {HEADER_FORMATS} header)")
-    _check_size(size, max_pixels, f"image {path}")
-    try:
-        frame = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    except cv2.error:
-        frame = None
-    if frame is None:
-        raise MediaError(f"cannot read image {path}: not an image OpenCV can decode, or unreadable")
-    return frame
+        return read_image_file(path, max_pixels=max_pixels, limit_name="--max-input-pixels")
+    except ImageFileError as error:
+        raise MediaError(str(error)) from None
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

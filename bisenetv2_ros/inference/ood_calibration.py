@@ -13,11 +13,9 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import cv2
-import numpy as np
-
+from ..image_files import ImageFileError, read_image_file
 from .int8 import KNOWN_TRAINING_FRAMES, REPOSITORY_ROOT, calibration_files
-from .ood import OODCalibration, calibrate, frame_evidence
+from .ood import OODCalibration, calibrate, calibration_problem, frame_evidence
 
 # Frame sets known by name ("dataset:split"): (folder under the dataset, file-name prefixes). CamVid's
 # drive-disjoint split (training/datasets.py): drive_train = drives 0006R0 + 0016E5, drive_val = 0001TP,
@@ -56,9 +54,10 @@ def frames_evidence(segmenter, files: Sequence[Path]) -> list:
     """The ``ood.FrameEvidence`` of each image file, segmented by ``segmenter`` with confidence."""
     evidence = []
     for path in files:
-        frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if frame is None:
-            raise OODCalibrationError(f"cannot read image {path}")
+        try:
+            frame = read_image_file(path, what="ood calibration frame")
+        except ImageFileError as error:
+            raise OODCalibrationError(str(error)) from None
         labels, confidence = segmenter.segment(frame, channel_order="bgr", confidence=True)
         evidence.append(frame_evidence(labels, confidence, len(segmenter.classes), frame))
     return evidence
@@ -141,5 +140,10 @@ def deploy_ood_calibration(path: str | os.PathLike) -> str | None:
     info = load_checkpoint(path).info
     if known_frames(info.dataset) is not None:
         return "measured: " + calibrate_ood_file(path).summary()
-    calibration = OODCalibration.from_dict(info.ood)
-    return None if calibration is None else "kept: " + calibration.summary()
+    if info.ood is None:
+        return None
+    problem = calibration_problem(info.ood, len(info.classes))
+    if problem:
+        embed_ood_calibration(path, None)
+        return f"removed ({problem}; measure one with `bisenetv2 calibrate-ood`)"
+    return "kept: " + OODCalibration.from_dict(info.ood).summary()

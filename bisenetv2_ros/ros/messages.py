@@ -24,7 +24,6 @@ compressed frames the decoded frame plus the decoder's workspace (test_message_l
 from __future__ import annotations
 
 import array
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import cv2
@@ -32,6 +31,7 @@ import numpy as np
 
 from ..classes import IGNORE_INDEX, ClassSet
 from ..conventions import DEFAULT_MAX_INPUT_PIXELS, MAX_IMAGE_SIDE
+from ..image_files import frame_size_problem
 from ..image_headers import declared_size
 from . import encodings
 from .encodings import (ENCODINGS, SUPPORTED_ENCODINGS, WIDEST_PIXEL_BYTES, EncodingInfo,  # noqa: F401 (re-exported)
@@ -62,14 +62,9 @@ def check_frame_size(width: int, height: int, max_pixels: int, what: str = "imag
                      limit_name: str = "max_input_pixels") -> None:
     """Refuses an empty frame, a side above MAX_IMAGE_SIDE or more than ``max_pixels`` pixels
     (``limit_name``: what the user raises, the node's parameter or the CLI's option)."""
-    if width <= 0 or height <= 0:
-        raise ImageConversionError(f"empty {what} ({width}x{height} pixels)")
-    if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
-        raise ImageConversionError(f"{what} of {width}x{height} pixels refused: a side above {MAX_IMAGE_SIDE} pixels")
-    if width * height > max_pixels:
-        raise ImageConversionError(
-            f"{what} of {width}x{height} pixels ({width * height / 1e6:.1f} MP) refused: above {limit_name} "
-            f"{max_pixels} ({max_pixels / 1e6:.1f} MP); raise {limit_name} to accept such frames")
+    problem = frame_size_problem(width, height, max_pixels, what, limit_name)
+    if problem:
+        raise ImageConversionError(problem)
 
 
 def _rows(data: np.ndarray, offset: int, rows: int, stride: int, row_bytes: int) -> np.ndarray:
