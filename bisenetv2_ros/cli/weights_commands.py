@@ -54,6 +54,7 @@ def _metric(value) -> str:
 
 def _describe(weights: str) -> dict:
     """Everything known of a checkpoint path or weights name, as plain data."""
+    from ..inference import ood  # noqa: F401 - registers the ood calibration's part check
     from ..inference.calibration_table import summary as calibration_summary
     from ..weights.checkpoint import CheckpointError
     from ..weights.known_weights import find_known, open_weights, resolve_weights
@@ -96,10 +97,14 @@ def _describe(weights: str) -> dict:
 
 
 def _ood_summary(info) -> str:
-    from ..inference.ood import OODCalibration
+    from ..inference.ood import OODCalibration, calibration_problem
 
-    calibration = OODCalibration.from_dict(info.ood)
-    return calibration.summary() if calibration else "uncalibrated (bisenetv2 calibrate-ood WEIGHTS FRAMES_DIR)"
+    if info.ood is None:
+        return "uncalibrated (bisenetv2 calibrate-ood WEIGHTS FRAMES_DIR)"
+    problem = calibration_problem(info.ood, len(info.classes))
+    if problem:
+        return f"NOT usable: {problem} (frames are scored, never flagged; `bisenetv2 export` removes it)"
+    return OODCalibration.from_dict(info.ood).summary()
 
 
 def cmd_info(args) -> int:

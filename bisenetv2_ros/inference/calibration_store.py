@@ -11,7 +11,14 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from .calibration_table import network_fingerprint, summary, table_from_ranges, table_problem
+from .calibration_table import (
+    calibration_graph,
+    coverage_problem,
+    network_fingerprint,
+    summary,
+    table_from_ranges,
+    table_problem,
+)
 
 
 def measure_calibration_table(model, normalization, input_size: tuple[int, int], calibration, source: str) -> dict:
@@ -21,13 +28,10 @@ def measure_calibration_table(model, normalization, input_size: tuple[int, int],
     quantised (no ``keep_float``), so the table covers any subset the backends quantise.
     """
     from .int8 import quantize_fused_onnx
-    from .onnx_graph import fused_onnx_bytes
 
-    order = normalization.channel_order
-    data = fused_onnx_bytes(model, normalization, tuple(input_size), "dynamic", order, None, channels_last_tail=True)
-    frames = calibration.frames_at(tuple(input_size), order)
+    frames = calibration.frames_at(tuple(input_size), normalization.channel_order)
     measured: dict[str, tuple[float, float]] = {}
-    quantize_fused_onnx(data, frames, measured=measured)
+    quantize_fused_onnx(calibration_graph(model, normalization, input_size), frames, measured=measured)
     return table_from_ranges(measured, network_fingerprint(model, normalization), input_size, len(frames), source)
 
 
@@ -75,8 +79,10 @@ def deploy_calibration(path: str | os.PathLike, images: str | os.PathLike | None
 
 def _keep_or_remove(path, checkpoint) -> str:
     """Keeps a table that fits the stored weights; removes one that does not, saying why."""
-    info = checkpoint.info
-    problem = table_problem(info.calibration, network_fingerprint(checkpoint.build_model(), info.normalization))
+    info, model = checkpoint.info, checkpoint.build_model()
+    problem = table_problem(info.calibration, network_fingerprint(model, info.normalization))
+    incomplete = None if problem else coverage_problem(info.calibration, model, info.normalization)
+    problem = problem or (incomplete and f"the calibration table is incomplete: {incomplete}")
     if problem is None:
         return "kept: " + summary(info.calibration)
     embed_calibration_table(path, None)

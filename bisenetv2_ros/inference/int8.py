@@ -26,11 +26,22 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..conventions import IMAGE_SUFFIXES, is_image_file
 from .backend_base import BackendError
+from .calibration_frames import (  # noqa: F401 - also the names callers take from int8
+    DEFAULT_CALIBRATION_FRAMES,
+    KNOWN_TRAINING_FRAMES,
+    NO_CALIBRATION_HELP,
+    REPOSITORY_ROOT,
+    SPLIT_FRAMES,
+    calibration_files,
+    default_calibration_folder,
+    files_fingerprint,
+    frames_fingerprint,
+    load_calibration_frames,
+    training_frame_prefixes,
+)
 
 LOGGER = logging.getLogger("bisenetv2_ros")
-DEFAULT_CALIBRATION_FRAMES = 32
 QUANT_FORMATS = ("QDQ", "QOperator")
 # Bumped whenever the quantiser's code changes, so that old cache files read as stale (the
 # settings themselves are part of the cache key too).
@@ -41,87 +52,10 @@ QUANTIZER_VERSION = 1
 # raised the embedded model's label agreement with fp32 from 99.18 % to 99.57 % (25 CamVid val
 # frames) at the same speed within noise (1.38x vs 1.43x over fp32 at 1024x512, one loaded run).
 KEEP_FLOAT = ("/model/semantic", "/model/bga")
-REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
-# Where the frames of a checkpoint's training set live, by CheckpointInfo.dataset ("camvid:train").
-# Relative to the repository root: the workplace keeps its data beside the checkout.
-KNOWN_TRAINING_FRAMES = {"camvid": Path("..") / "shared" / "data" / "camvid"}
-# Training splits that are not a folder of their own: (folder, file-name prefixes). CamVid's
-# drive-disjoint split (training/datasets.py) is drives 0006R0 + 0016E5; its `train` folder holds both
-# (the `val` folder is 0016E5 again) but also drive 0001TP, which must not be calibrated on: it is the
-# held-out drive.
-SPLIT_FRAMES = {("camvid", "drive_train"): ("train", ("0006R0", "0016E5")),
-                # every labelled frame (train + val folders): the train folder already holds all three drives
-                ("camvid", "all"): ("train", ())}
-NO_CALIBRATION_HELP = ("give a folder of a few dozen representative frames: backend_options="
-                       "{'calibration_images': 'folder/'} (CLI: --calibration-images folder/), or use precision 'fp32'")
 
 
-def default_calibration_folder(dataset: str, root: Path = REPOSITORY_ROOT) -> Path | None:
-    """The folder of the frames a checkpoint was trained on, if known and present, else None.
-
-    ``dataset`` is ``CheckpointInfo.dataset``, e.g. "camvid:train" -> ../shared/data/camvid/train.
-    """
-    name, _, split = str(dataset).lower().partition(":")
-    base = KNOWN_TRAINING_FRAMES.get(name)
-    if base is None:
-        return None
-    split, _ = SPLIT_FRAMES.get((name, split), (split or "train", ()))
-    folder = (root / base / split).resolve()
-    return folder if folder.is_dir() else None
-
-
-def training_frame_prefixes(dataset: str) -> tuple[str, ...]:
-    """File-name prefixes of the training frames in ``default_calibration_folder`` (() = every file)."""
-    name, _, split = str(dataset).lower().partition(":")
-    return SPLIT_FRAMES.get((name, split), ("", ()))[1]
-
-
-def calibration_files(folder: str | os.PathLike, limit: int = DEFAULT_CALIBRATION_FRAMES,
-                      prefixes: tuple[str, ...] = ()) -> list[Path]:
-    """``limit`` image files spread evenly over the sorted folder (recursive), only those whose names
-    start with one of ``prefixes`` if given; a clear error if none.
-
-    Evenly spread rather than the first ``limit``: a folder of video frames sorted by name starts
-    with one scene, and calibration should see them all.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise BackendError(f"int8 calibration folder {folder} does not exist; {NO_CALIBRATION_HELP}")
-    files = sorted(p for p in folder.rglob("*")
-                   if p.is_file() and is_image_file(p) and p.name.startswith(prefixes or ""))
-    if not files:
-        raise BackendError(f"int8 calibration folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    if len(files) > limit:
-        picks = np.linspace(0, len(files) - 1, limit).round().astype(int)
-        files = [files[i] for i in picks]
-    return files
-
-
-def load_calibration_frames(files: Sequence[Path], size: tuple[int, int], channel_order: str) -> np.ndarray:
-    """(N, H, W, 3) uint8 frames in ``channel_order`` at ``size`` (height, width)."""
-    import cv2
-
-    frames = []
-    for path in files:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise BackendError(f"int8 calibration image {path} cannot be read")
-        image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-        frames.append(image if channel_order == "bgr" else image[..., ::-1])
-    return np.ascontiguousarray(np.stack(frames))
-
-
-def files_fingerprint(files: Sequence[Path]) -> str:
-    """SHA-256 over the names and contents of the calibration files (order included)."""
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
-
-
-def frames_fingerprint(frames: np.ndarray) -> str:
-    return hashlib.sha256(str(frames.shape).encode() + np.ascontiguousarray(frames).tobytes()).hexdigest()
+class IncompleteCalibrationTable(BackendError):
+    """A checkpoint's table lacks ranges the graph needs (``quantize_with`` then calibrates on frames when it can)."""
 
 
 class CalibrationSet:
@@ -132,7 +66,7 @@ class CalibrationSet:
     def __init__(self, frames: np.ndarray | None = None, folder: str | os.PathLike | None = None,
                  dataset: str = "unknown", limit: int = DEFAULT_CALIBRATION_FRAMES,
                  table: Mapping[str, Any] | None = None, prefixes: tuple[str, ...] = ()) -> None:
-        self.table = None
+        self.table, self.dataset, self.limit = None, dataset, limit
         if frames is None and folder is None and table is not None:
             self.frames, self.files, self.table = None, None, table
             self.source = (f"the activation ranges the weights carry ({table['frames']} frames of {table['source']}, "
@@ -213,7 +147,7 @@ def network_nodes(model) -> tuple[list[str], list[str]]:
     return quantised, kept
 
 
-def _inline_shared_initializers(model) -> None:
+def inline_shared_initializers(model) -> None:
     """Replaces ``Identity(initializer)`` nodes by copies of the initializer, in place.
 
     The exporter de-duplicates equal tensors (e.g. two all-zero biases) and reaches the copies
@@ -250,7 +184,7 @@ def quantize_fused_onnx(onnx_bytes: bytes, frames: np.ndarray | None, batch: int
     from onnxruntime import quantization as q
 
     model = onnx.load_from_string(onnx_bytes)
-    _inline_shared_initializers(model)
+    inline_shared_initializers(model)
     quantised, kept = network_nodes(model)
     if keep_float:  # name prefixes of network parts that stay float
         kept += [n for n in quantised if n.startswith(tuple(keep_float))]
@@ -266,7 +200,7 @@ def quantize_fused_onnx(onnx_bytes: bytes, frames: np.ndarray | None, batch: int
 
         missing = missing_tensors(model, quantised, {"tensors": ranges})
         if missing:
-            raise BackendError(f"the calibration table has no range for {len(missing)} tensors of this graph "
+            raise IncompleteCalibrationTable(f"the calibration table has no range for {len(missing)} tensors of this graph "
                                f"({', '.join(missing[:3])}, ...): it was made for a graph exported differently; "
                                f"{NO_CALIBRATION_HELP}")
     elif frames is None:
@@ -304,9 +238,7 @@ def stored_ranges_supported() -> bool:
 
 
 def _ort_version() -> str:
-    import onnxruntime
-
-    return onnxruntime.__version__
+    return __import__("onnxruntime").__version__
 
 
 def _quiet_quantizer(record: logging.LogRecord) -> bool:
@@ -330,17 +262,12 @@ def _quantize(q, model, reader, quantised, kept, per_channel, quant_format, acti
         # No q.quant_pre_process: the exported graph is already constant-folded with the batch norms
         # folded into the convolutions, and the calibrator infers shapes itself.
         onnx.save(model, str(source))
-        q.quantize_static(
-            str(source), str(target), reader,
-            quant_format=getattr(q.QuantFormat, quant_format),
-            per_channel=per_channel,
-            activation_type=getattr(q.QuantType, activation_type),
-            weight_type=getattr(q.QuantType, weight_type),
-            reduce_range=reduce_range,
-            nodes_to_quantize=quantised, nodes_to_exclude=kept,
-            calibrate_method=getattr(q.CalibrationMethod, calibrate_method),
-            extra_options=options, **use_cache,
-        )
+        q.quantize_static(str(source), str(target), reader, quant_format=getattr(q.QuantFormat, quant_format),
+                          per_channel=per_channel, activation_type=getattr(q.QuantType, activation_type),
+                          weight_type=getattr(q.QuantType, weight_type), reduce_range=reduce_range,
+                          nodes_to_quantize=quantised, nodes_to_exclude=kept,
+                          calibrate_method=getattr(q.CalibrationMethod, calibrate_method), extra_options=options,
+                          **use_cache)
         if measured is not None:
             measured.update(read_ort_calibration_cache(cache))
         return target.read_bytes()
@@ -380,8 +307,15 @@ def quantize_with(calibration: CalibrationSet, onnx_bytes: bytes, input_size: tu
     """The int8 graph of ``onnx_bytes`` (a fused graph; ``graph_shape`` its fixed (batch, height, width)
     or None) from ``calibration``: its stored ranges, or its frames at the graph's size."""
     if calibration.table is not None:
-        return quantize_fused_onnx(onnx_bytes, None, quant_format=quant_format, ranges=calibration.table["tensors"],
-                                   **settings)
+        try:
+            return quantize_fused_onnx(onnx_bytes, None, quant_format=quant_format, ranges=calibration.table["tensors"],
+                                       **settings)
+        except IncompleteCalibrationTable as error:  # an optional part that cannot serve: not used, said once
+            if default_calibration_folder(calibration.dataset) is None:
+                raise
+            LOGGER.warning("int8: the weights' calibration table is not used (%s); calibrating on their training "
+                           "frames instead", str(error).split(": it was made")[0])
+            calibration = CalibrationSet(dataset=calibration.dataset, limit=calibration.limit)
     # Frames at the graph's fixed size when it has one, else at the model size (no resize needed).
     fixed = graph_shape is not None and graph_shape[1] is not None
     frames = calibration.frames_at(tuple(graph_shape[1:]) if fixed else tuple(input_size), channel_order)

@@ -26,6 +26,8 @@ from typing import Any, Mapping, Sequence
 import cv2
 import numpy as np
 
+from ..weights.checkpoint_parts import register_part_check
+
 OOD_FORMAT = 1
 PARTS = ("layout", "unsure", "blur", "clipped")
 DETAIL_WIDTH = 160  # the blur part looks at the frame resized to this width, whatever the camera
@@ -108,21 +110,14 @@ class OODCalibration:
                 "measured_on": dict(self.measured_on)}
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any] | None) -> "OODCalibration | None":
-        """None for a checkpoint without one or with another format (the score is then uncalibrated)."""
-        if not isinstance(values, Mapping) or values.get("format") != OOD_FORMAT:
+    def from_dict(cls, values: Mapping[str, Any] | None, num_classes: int | None = None) -> "OODCalibration | None":
+        """None for a checkpoint without one, or with one that cannot be used (``calibration_problem`` says why:
+        the score is then uncalibrated)."""
+        if values is None or calibration_problem(values, num_classes):
             return None
-        try:
-            references = np.asarray(values["references"], dtype=np.float64)
-            if references.ndim != 2 or references.shape[0] < 1:
-                return None
-            scales = {part: float(values["scales"][part]) for part in PARTS}
-            if not all(np.isfinite(v) and v > 0 for v in [*scales.values(), float(values["threshold"])]):
-                return None
-            return cls(references, scales, float(values["threshold"]), dict(values.get("references_from", {})),
-                       dict(values.get("measured_on", {})))
-        except (KeyError, TypeError, ValueError):
-            return None
+        return cls(np.asarray(values["references"], dtype=np.float64), {p: float(values["scales"][p]) for p in PARTS},
+                   float(values["threshold"]), dict(values.get("references_from", {})),
+                   dict(values.get("measured_on", {})))
 
     def summary(self) -> str:
         seen = self.measured_on.get("seen_in_training")
@@ -130,6 +125,31 @@ class OODCalibration:
                 f"{self.measured_on.get('split', '?')}" + (" (frames the model trained on)" if seen else "")
                 + f", references {self.references_from.get('frames', '?')} frames of "
                 f"{self.references_from.get('split', '?')}")
+
+
+def calibration_problem(values: Any, num_classes: int | None = None) -> str | None:
+    """Why a stored calibration (``info.ood``) cannot be used (format, types, finiteness, counts), or None."""
+    from ..weights.checkpoint_parts import finite_number
+
+    if not isinstance(values, Mapping):
+        return f"it is a {type(values).__name__}, not a mapping"
+    if values.get("format") != OOD_FORMAT:
+        return f"it has format {values.get('format')!r}; this package reads {OOD_FORMAT}"
+    references, scales = values.get("references"), values.get("scales")
+    if not (isinstance(references, (list, tuple)) and 1 <= len(references) <= MAX_REFERENCES):
+        return f"it needs 1 to {MAX_REFERENCES} reference layouts"
+    first = references[0]
+    width = BANDS * num_classes if num_classes else len(first) if isinstance(first, (list, tuple)) else -1
+    if not all(isinstance(r, (list, tuple)) and len(r) == width for r in references):
+        return f"its reference layouts are not lists of {width} numbers" + (
+            f" ({BANDS} bands x {num_classes} classes): measured for another class list?" if num_classes else "")
+    if not all(all(map(finite_number, r)) for r in references):
+        return "its reference layouts hold values that are not finite numbers"
+    if not (isinstance(scales, Mapping) and all(finite_number(scales.get(p)) and scales[p] > 0 for p in PARTS)):
+        return f"its scales must give each of {', '.join(PARTS)} a finite number above 0"
+    if not (finite_number(values.get("threshold")) and values["threshold"] > 0):
+        return f"its threshold {values.get('threshold')!r} is not a finite number above 0"
+    return None
 
 
 def layout_distance(layout: np.ndarray, references: np.ndarray) -> float:
@@ -189,9 +209,12 @@ class OODScorer:
     ``ood`` is None when the weights carry none (the alarm then says "uncalibrated")."""
 
     def __init__(self, stored: Mapping[str, Any] | None, num_classes: int) -> None:
-        self.calibration = OODCalibration.from_dict(stored)
-        if self.calibration is not None and self.calibration.references.shape[1] != BANDS * num_classes:
-            self.calibration = None  # measured for another class list
+        self.calibration = OODCalibration.from_dict(stored, num_classes)
+        if stored is not None and self.calibration is None:
+            import logging
+
+            logging.getLogger("bisenetv2_ros").warning("ood: the weights' calibration is not used (frames are scored, "
+                                                       "never flagged): %s", calibration_problem(stored, num_classes))
         self.num_classes = int(num_classes)
 
     @property
@@ -205,3 +228,10 @@ class OODScorer:
     def judge(self, evidence: FrameEvidence) -> tuple[float, bool | None]:
         score = ood_score(evidence, self.calibration)
         return score, None if self.calibration is None else bool(score > self.calibration.threshold)
+
+
+def _stored_calibration_problem(checkpoint) -> str | None:
+    return calibration_problem(checkpoint.info.ood, len(checkpoint.info.classes))
+
+
+register_part_check("ood calibration", lambda checkpoint: checkpoint.info.ood is not None, _stored_calibration_problem)

@@ -34,7 +34,8 @@ from ..models.architectures import (
     build_model,
     config_from_dict,
 )
-from .checkpoint_parts import preview, required_part_problem, weight_problems  # noqa: F401 - preview: importers
+from .checkpoint_parts import finite_number, info_fields_problem, required_part_problem, weight_problems
+from .checkpoint_parts import preview  # noqa: F401 - the importers take it from here
 
 FORMAT_NAME = "bisenetv2_ros"
 FORMAT_VERSION = 1
@@ -60,7 +61,8 @@ class Normalization:
     def __post_init__(self) -> None:
         if self.channel_order not in CHANNEL_ORDERS:
             raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {self.channel_order!r}")
-        if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
+        if (len(self.mean) != 3 or len(self.std) != 3 or not all(map(finite_number, (*self.mean, *self.std)))
+                or any(s <= 0 for s in self.std)):
             raise ValueError(f"normalization needs 3 means and 3 positive stds, got {self.mean}, {self.std}")
 
 
@@ -104,6 +106,9 @@ class CheckpointInfo:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "CheckpointInfo":
+        problem = info_fields_problem(values)
+        if problem:
+            raise CheckpointError(f"info: {problem}")
         try:
             norm = values["normalization"]
             resolution = values.get("train_resolution")
@@ -184,11 +189,8 @@ class Checkpoint:
 def load_state_dict_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
     """``load_state_dict(strict=True)`` with an error that lists every problem by name."""
     expected = model.state_dict()
-    mismatched = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
+    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}" for k, v in expected.items()
+                  if k in state and tuple(state[k].shape) != tuple(v.shape)]
     raise_if_misfit(f"the {source} does not fit the model:", [k for k in expected if k not in state],
                     [k for k in state if k not in expected], mismatched)
     model.load_state_dict(state, strict=True)
@@ -229,10 +231,8 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike, half: bool 
     path.parent.mkdir(parents=True, exist_ok=True)
     data = checkpoint.to_dict()
     if half:
-        data["state_dict"] = {
-            k: (v.half() if v.is_floating_point() and not k.endswith(("running_mean", "running_var")) else v)
-            for k, v in data["state_dict"].items()
-        }
+        data["state_dict"] = {k: (v.half() if v.is_floating_point() and not k.endswith(("running_mean", "running_var"))
+                                  else v) for k, v in data["state_dict"].items()}
     with atomic_open(path) as stream:
         torch.save(data, stream)
     return path
@@ -329,15 +329,12 @@ def checkpoint_from_data(data: Any, source: str | os.PathLike) -> Checkpoint:
     """A Checkpoint from what ``read_checkpoint_file`` returned; ``source`` names the file in errors."""
     if not is_our_format(data):
         family = detect_family(data) if isinstance(data, dict) else None
-        hint = (
-            f" It looks like a {family} checkpoint: convert it with `bisenetv2 import {source} OUT.pt` "
-            f"or load it with bisenetv2_ros.weights.importers.import_checkpoint()."
-            if family
-            else ""
-        )
+        hint = (f" It looks like a {family} checkpoint: convert it with `bisenetv2 import {source} OUT.pt` or load it "
+                "with bisenetv2_ros.weights.importers.import_checkpoint()." if family else "")
         raise CheckpointError(f"{source} is not a bisenetv2_ros checkpoint (no '{FORMAT_NAME}' format tag).{hint}")
-    if int(data.get("version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(f"{source} has format version {data['version']}; this package reads up to {FORMAT_VERSION}")
+    version = data.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= FORMAT_VERSION:
+        raise CheckpointError(f"{source} has format version {version!r}; this package reads up to {FORMAT_VERSION}")
     architecture = data.get("architecture", DEFAULT_ARCHITECTURE)
     if architecture not in ARCHITECTURES:
         raise CheckpointError(f"{source} holds architecture {architecture!r}; this package knows {', '.join(ARCHITECTURES)}")
@@ -349,7 +346,10 @@ def checkpoint_from_data(data: Any, source: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{source}: malformed checkpoint: {error}") from error
     check_tensors(state, source)
     state = {k: (v.float() if v.dtype == torch.float16 else v) for k, v in state.items()}
-    checkpoint = Checkpoint(config, info, state, data.get("kind", "deploy"), data.get("training_state"))
+    try:
+        checkpoint = Checkpoint(config, info, state, data.get("kind", "deploy"), data.get("training_state"))
+    except CheckpointError as error:
+        raise CheckpointError(f"{source}: {error}") from None
     problem = required_part_problem(checkpoint)  # every registered check of the weights (finite, shapes)
     if problem:
         raise CheckpointError(f"{source}: {problem}")

@@ -82,6 +82,10 @@ def required_part_problem(checkpoint: Any) -> str | None:
     return None
 
 
+def finite_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+
+
 def preview(items: list[str], limit: int = 8) -> str:
     """The first ``limit`` items, comma-separated, and how many more there are."""
     shown = ", ".join(items[:limit])
@@ -102,6 +106,45 @@ def weight_problems(state: Mapping[str, Any]) -> list[str]:
     if negative:
         problems.append(f"{len(negative)} batch-norm running_var tensors hold negative variances ({preview(negative, 3)})")
     return problems
+
+
+# --------------------------------------------------------------------------------------------
+# The info entries every checkpoint has (checked as the file is read: ``CheckpointInfo.from_dict``)
+
+
+def info_fields_problem(values: Any) -> str | None:
+    """Why a checkpoint's ``info`` cannot be used as it is (types, finiteness, sizes), or None. The
+    class list, palette and channel order are checked where they are built (``ClassSet``, ``Normalization``)."""
+    from ..conventions import DEFAULT_MAX_INPUT_PIXELS, MAX_IMAGE_SIDE
+
+    if not isinstance(values, Mapping):
+        return f"it is a {type(values).__name__}, not a mapping"
+    missing = [key for key in ("classes", "palette", "normalization") if key not in values]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    norm = values["normalization"]
+    if not (isinstance(norm, Mapping) and all(isinstance(norm.get(k), (list, tuple)) for k in ("mean", "std"))):
+        return f"normalization must hold lists 'mean' and 'std', got {norm!r}"
+    if not all(finite_number(v) for v in (*norm["mean"], *norm["std"])):
+        return f"normalization mean and std must be finite numbers, got {list(norm['mean'])}, {list(norm['std'])}"
+    size = values.get("train_resolution")
+    if size is not None:
+        if not (isinstance(size, (list, tuple)) and len(size) == 2 and
+                all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in size)):
+            return f"train_resolution must be [height, width] in whole pixels, got {size!r}"
+        if max(size) > MAX_IMAGE_SIDE or size[0] * size[1] > DEFAULT_MAX_INPUT_PIXELS:
+            return (f"train_resolution {size[0]}x{size[1]} is above {MAX_IMAGE_SIDE} a side or "
+                    f"{DEFAULT_MAX_INPUT_PIXELS} pixels (4096x4096)")
+    if not isinstance(values.get("dataset", ""), str):
+        return f"dataset must be a name, got {values['dataset']!r}"
+    for key in ("metrics", "provenance"):
+        if not isinstance(values.get(key, {}), Mapping):
+            return f"{key} must be a mapping of names to values, got a {type(values[key]).__name__}"
+    not_numbers = [str(k) for k, v in values.get("metrics", {}).items()  # NaN: a class absent from the split
+                   if not (isinstance(v, numbers.Real) and not isinstance(v, bool))]
+    if not_numbers:
+        return f"metrics must be numbers; {preview(not_numbers, 3)} {'is' if len(not_numbers) == 1 else 'are'} not"
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,8 +191,6 @@ TABLE_METHOD = "MinMax"  # the calibrator inference/int8.py uses; a table of ano
 MAX_TABLE_TENSORS = 100_000  # a network's activations; BiSeNetV1/V2 have a few hundred
 
 
-def _real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
 
 
 def calibration_data_problem(table: Any) -> str | None:
@@ -172,7 +213,7 @@ def calibration_data_problem(table: Any) -> str | None:
     if len(tensors) > MAX_TABLE_TENSORS:
         return f"it holds {len(tensors)} tensor ranges (at most {MAX_TABLE_TENSORS})"
     malformed = [str(k) for k, v in tensors.items() if not (isinstance(k, str) and isinstance(v, (list, tuple))
-                                                            and len(v) == 2 and all(_real(x) for x in v))]
+                                                            and len(v) == 2 and all(finite_number(x) for x in v))]
     if malformed:
         return (f"{len(malformed)} of its {len(tensors)} ranges are not two finite numbers "
                 f"({', '.join(malformed[:3])}{', ...' if len(malformed) > 3 else ''})")
