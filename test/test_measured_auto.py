@@ -383,3 +383,28 @@ def test_the_node_and_the_cli_share_one_measured_decision(tiny_weights, measurin
     cli_segmenter = cli._make_segmenter(args)
     assert len(measuring) == 2, "the CLI found the node's decision in the cache"
     assert (cli_segmenter.backend_name, cli_segmenter.precision) == (node_segmenter.backend_name, node_segmenter.precision)
+
+
+def test_an_option_of_one_backend_does_not_disqualify_the_others(tiny_weights, measuring):
+    """`resize_in` is ONNX Runtime's: auto passes it only to ONNX Runtime candidates (torch's rows failed
+    with "unexpected keyword argument" before), and it keys the decision (it changes what is measured)."""
+    seg = Segmenter(tiny_weights, frame_size=(48, 80), backend_options={"resize_in": "uint8"})
+    rows = {row["name"]: row["status"] for row in seg.auto_decision.rows}
+    assert rows["torch fp32"] == "ok" and rows["torch bf16"] == "ok" and rows["onnxruntime fp32"] == "chosen", rows
+    assert seg.backend.resize_in == "uint8"
+    assert len(measuring) == 2
+    Segmenter(tiny_weights, frame_size=(48, 80))
+    assert len(measuring) == 4  # without the option the decision is measured afresh, not reused
+
+
+@pytest.mark.parametrize("backend, options, message", [
+    ("torch", {"resize_in": "uint8"}, "backend option(s) resize_in do not apply to torch (resize_in: onnxruntime "
+                                      "only); torch takes channels_last, compile, emulate_bf16, fold_bn"),
+    ("onnxruntime", {"compile": "inductor"}, "compile do not apply to onnxruntime (compile: torch only)"),
+    ("auto", {"resize_inn": "uint8"}, "unknown backend option(s) resize_inn; each backend takes: torch: "),
+    ("onnxruntime", {"threds": 2}, "unknown backend option(s) threds;"),
+])
+def test_a_misplaced_or_misspelt_backend_option_is_named(tiny_weights, backend, options, message):
+    with pytest.raises(BackendError) as refused:
+        Segmenter(tiny_weights, backend=backend, precision="fp32", device="cpu", backend_options=options)
+    assert message in str(refused.value) and "\n" not in str(refused.value)

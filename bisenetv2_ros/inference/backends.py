@@ -32,6 +32,7 @@ from .backend_base import (
     resolve_device,
     tensorrt_importable,
 )
+from .backend_options import options_for
 
 __all__ = ["BACKENDS", "CALIBRATION_OPTIONS", "CHANNEL_ORDERS", "DEFAULT_PRECISION", "PRECISIONS",
            "SUPPORTED_PRECISIONS", "Backend", "BackendError", "calibration_available", "check_precision", "choose_backend",
@@ -128,14 +129,16 @@ def create_backend(name: str, model, info, device: str | None = "auto", precisio
 
         if measuring_enabled() and resolve_device(device, None if name == "auto" else name) == "cpu":
             def build(candidate):
+                own = options_for(candidate.backend, options, chosen_by_auto=True)
                 return create_backend(candidate.backend, model, info, "cpu", candidate.precision, input_size,
-                                      engine_cache_dir, {**options, **candidate.options})
+                                      engine_cache_dir, {**own, **candidate.options})
 
             chosen = measured_backend(name, precision, model, info, input_size, frame_shape or (1, *input_size),
                                       options, calibration_available(model, info, options), engine_cache_dir,
                                       build, remeasure)
             if chosen is not None:
                 return chosen
+    requested = name
     if precision == "auto":
         precision, name, device = resolve_auto_precision(name, device, calibration_available(model, info, options))
     if name == "auto":
@@ -149,6 +152,7 @@ def create_backend(name: str, model, info, device: str | None = "auto", precisio
         # pass them whenever the user gave them).
         for key in (*CALIBRATION_OPTIONS, "calibration_table"):
             options.pop(key, None)
+    options = options_for(name, options, chosen_by_auto=requested == "auto")
     if name in ("onnxruntime", "openvino") and precision == "int8":
         options.setdefault("dataset", getattr(info, "dataset", "unknown"))
         options.setdefault("calibration_table", getattr(info, "calibration", None))

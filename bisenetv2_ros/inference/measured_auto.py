@@ -318,14 +318,17 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def decision_key(cpu, weights_sha256: str, frame_shape: Sequence[int], input_size: Sequence[int],
-                 request: tuple[str, str], candidates: Sequence[str], calibration: bool) -> dict[str, Any]:
+def decision_key(cpu, weights_sha256: str, frame_shape: Sequence[int], input_size: Sequence[int], request: tuple[str, str],
+                 candidates: Sequence[str], calibration: bool, options: Mapping | None = None) -> dict[str, Any]:
+    """What a decision depends on; backend options only when given (older decisions stay valid)."""
+    from .backend_options import options_fingerprint
     from .cpu import cpu_cores
 
-    return {"version": DECISION_VERSION, "cpu_model": cpu.model, "cpu_flags": sorted(cpu.flags),
-            "cpu_cores": cpu_cores(), "libraries": library_versions(), "weights_sha256": weights_sha256,
-            "frame_shape": list(frame_shape), "input_size": list(input_size), "request": list(request),
-            "candidates": sorted(candidates), "calibration": calibration, "load_processes": LOAD_PROCESSES}
+    key = {"version": DECISION_VERSION, "cpu_model": cpu.model, "cpu_flags": sorted(cpu.flags),
+           "cpu_cores": cpu_cores(), "libraries": library_versions(), "weights_sha256": weights_sha256,
+           "frame_shape": list(frame_shape), "input_size": list(input_size), "request": list(request),
+           "candidates": sorted(candidates), "calibration": calibration, "load_processes": LOAD_PROCESSES}
+    return {**key, "options": options_fingerprint(options)} if options else key
 
 
 def measuring_enabled() -> bool:
@@ -352,7 +355,7 @@ def measured_backend(backend: str, precision: str, model, info, input_size: tupl
     weights_sha256 = network_fingerprint(model, info.normalization)
     frame_shape = tuple(int(v) for v in frame_shape)
     key = decision_key(cpu, weights_sha256, frame_shape, input_size, (backend, precision),
-                       [c.name for c in candidates] + list(skipped), calibration)
+                       [c.name for c in candidates] + list(skipped), calibration, options)
     slot = {"name": "auto", "weights": weights_sha256[:12], "request": f"{backend}-{precision}",
             "frames": "x".join(map(str, frame_shape))}
     cache = EngineCache(cache_dir or default_engine_cache_dir(), kind="auto decision", suffix=".auto")
