@@ -60,6 +60,23 @@ def test_a_cache_that_is_a_file_is_one_warning_naming_the_variable(tiny_weights,
     assert seg.segment_batch(frames).shape == (1, 48, 80)
 
 
+@pytest.mark.parametrize("name, reason", [("n" * 300, "File name too long"), ("loop", "Too many levels of symbolic links")])
+def test_a_cache_path_the_file_system_refuses_is_one_warning(tiny_weights, measuring, tmp_path, caplog, monkeypatch,
+                                                             name, reason):
+    """Found beyond the issue's list: a cache folder named longer than the file system allows (or a loop
+    of links) stopped the run with a bare `[Errno 36]` as the cache was looked up, before anything was built."""
+    folder = tmp_path / name
+    if name == "loop":
+        os.symlink(tmp_path / "loop2", folder)
+        os.symlink(folder, tmp_path / "loop2")
+    monkeypatch.setenv("BISENETV2_CACHE", str(folder))
+    with caplog.at_level(logging.WARNING, logger="bisenetv2_ros"):
+        seg = Segmenter(tiny_weights, frame_size=(48, 80))
+    assert seg.segment_batch(np.zeros((1, 48, 80, 3), np.uint8)).shape == (1, 48, 80)
+    warnings = [r.getMessage() for r in caplog.records if "unusable" in r.getMessage()]
+    assert len(warnings) == 1 and f"$BISENETV2_CACHE={folder}" in warnings[0] and reason in warnings[0], warnings
+
+
 @pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC, errno.EACCES])
 def test_an_unwritable_cache_runs_int8_uncached(tiny_weights, tmp_path, monkeypatch, caplog, code):
     """The int8 graph (the ~24 s of `auto` before) is built and used; only its caching is skipped."""

@@ -122,9 +122,14 @@ class EngineCache:
         """rebuild: ignore a cached entry; it is replaced only once the new one is complete."""
         path = self.path(slot)
         wanted = json.loads(json.dumps(dict(key), sort_keys=True))
+        try:
+            present, usable = path.is_file(), True
+        except OSError as error:  # a folder name too long for the file system, a loop of links, ...
+            warn_unusable_cache(self.directory, error, self.kind)
+            present, usable = False, False
         if rebuild:
             LOGGER.info("%s: building %s again", self.kind, path)
-        elif path.is_file():
+        elif present:
             engine = self._try_load(path, wanted, deserialize)
             if engine is not None:
                 LOGGER.info("%s cache hit: %s", self.kind, path)
@@ -138,6 +143,8 @@ class EngineCache:
             raise RuntimeError(f"a freshly built {self.kind} for {path.name} could not be deserialized")
         if isinstance(built, Transient):
             LOGGER.warning("%s for %s used for this run only, not cached", self.kind, path.name)
+            return engine, path
+        if not usable:
             return engine, path
         try:
             write_atomic(path, encode_entry(wanted, payload))
