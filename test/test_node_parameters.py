@@ -48,6 +48,12 @@ def test_settings_are_generated_from_the_specs():
     ({"input_transport": "theora"}, "parameter 'input_transport' must be one of raw, compressed"),
     ({"weights": " "}, "parameter 'weights' is empty"),
     ({"wieghts": "x"}, "unknown parameter(s) wieghts"),
+    # counts and pixel products with an upper bound too (found beyond the list)
+    ({"cameras": [f"c{i}" for i in range(33)]}, "parameter 'cameras' lists 33 cameras; at most 32 per node"),
+    ({"warmup_frame_sizes": ["48x64"] * 17}, "parameter 'warmup_frame_sizes' lists 17 sizes; at most 16"),
+    ({"warmup_frame_sizes": ["30000x30000"]}, "parameter 'warmup_frame_sizes': 30000x30000 above max_input_pixels "
+                                              "16777216"),
+    ({"input_height": 8192, "input_width": 8192}, "input_height x input_width 8192x8192 is above 16777216 pixels"),
 ])
 def test_invalid_settings_are_named(values, message):
     with pytest.raises(SettingsError) as caught:

@@ -21,6 +21,8 @@ IMAGE_QOS = ("sensor_data", "reliable")
 INPUT_TRANSPORTS = ("raw", "compressed")
 MAX_INPUT_SIDE = 8192
 MAX_BATCH = 64
+MAX_CAMERAS = 32  # each camera is a set of subscriptions and publishers: a typo must not make thousands
+MAX_WARMUP_SIZES = 16
 # A camera name becomes a topic prefix (`front/image`): ROS name tokens, optionally nested with '/'.
 CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*")
 
@@ -96,8 +98,8 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec("only_when_subscribed", False, "Skip inference while no one subscribes to any output.",
                   runtime=True),
     ParameterSpec("cameras", [], "Camera names, e.g. [front, left]: per camera `<name>/image` in and "
-                  "`<name>/labels`, ... out, all through one network; empty = one camera on `image`."),
-    ParameterSpec("warmup_frame_sizes", [], "Camera frame sizes, HEIGHTxWIDTH, e.g. [480x640]: the network is warmed "
+                  "`<name>/labels`, ... out, all through one network; empty = one camera on `image`; at most 32."),
+    ParameterSpec("warmup_frame_sizes", [], "Camera frame sizes (at most 16), HEIGHTxWIDTH, e.g. [480x640]: the network is warmed "
                   "at these at start-up (both channel orders; batch 1 and all cameras), so the first camera frames pay "
                   "no graph build or shape specialisation; sizes received on earlier runs are remembered and warmed "
                   "too. Empty = the network input size and the remembered sizes."),
@@ -198,12 +200,16 @@ def _frame_sizes_problem(values: list[str]) -> str | None:
         sizes = parse_frame_sizes(values)
     except ValueError as error:
         return str(error)
+    if len(sizes) > MAX_WARMUP_SIZES:
+        return f"parameter 'warmup_frame_sizes' lists {len(sizes)} sizes; at most {MAX_WARMUP_SIZES}"
     too_big = [f"{h}x{w}" for h, w in sizes if max(h, w) > MAX_IMAGE_SIDE]
     return (f"parameter 'warmup_frame_sizes': {', '.join(too_big)} exceeds {MAX_IMAGE_SIDE} pixels a side"
             if too_big else None)
 
 
 def _camera_names_problem(names: list[str]) -> str | None:
+    if len(names) > MAX_CAMERAS:
+        return f"parameter 'cameras' lists {len(names)} cameras; at most {MAX_CAMERAS} per node"
     bad = [name for name in names if not CAMERA_NAME.fullmatch(name)]
     if bad:
         return (f"parameter 'cameras': {', '.join(repr(name) for name in bad)} cannot prefix a topic; use letters, "
@@ -235,6 +241,19 @@ def _as_parameter_type(spec: ParameterSpec, value: Any) -> Any:
     return value
 
 
+def _cross_problems(chosen: Mapping[str, Any]) -> list[str]:
+    """Bounds that join two parameters: the network input and the warm-up frames within the frame limits."""
+    problems, limit = [], chosen["max_input_pixels"]
+    if chosen["input_height"] * chosen["input_width"] > DEFAULT_MAX_INPUT_PIXELS:
+        problems.append(f"input_height x input_width {chosen['input_height']}x{chosen['input_width']} is above "
+                        f"{DEFAULT_MAX_INPUT_PIXELS} pixels (4096x4096)")
+    too_big = [f"{h}x{w}" for h, w in parse_frame_sizes(chosen["warmup_frame_sizes"]) if h * w > limit]
+    if too_big:
+        problems.append(f"parameter 'warmup_frame_sizes': {', '.join(too_big)} above max_input_pixels {limit} "
+                        "(such frames are refused, so warming for them only costs memory)")
+    return problems
+
+
 class _SettingsMethods:
     """What ``NodeSettings`` does beyond holding one attribute per parameter."""
 
@@ -255,6 +274,8 @@ class _SettingsMethods:
         if not problems and (chosen["input_height"] == 0) != (chosen["input_width"] == 0):
             problems.append("input_height and input_width must both be 0 (checkpoint default) or both be set; "
                             f"got {chosen['input_height']}x{chosen['input_width']}")
+        if not problems:
+            problems += _cross_problems(chosen)
         if not problems and not str(chosen["weights"]).strip():
             problems.append("parameter 'weights' is empty; give a checkpoint path or a known weights name")
         if problems:
