@@ -360,7 +360,7 @@ def test_model_section_lists_the_network_configs_fields_once():
     assert v1 == BiSeNetV1Config(num_classes=5, ffm_attention="conv_bn_relu")
     with pytest.raises(ValueError, match="model.ffm_attention applies to bisenetv1 only, not bisenetv2"):
         load_config(None, ["model.ffm_attention=conv_bn_relu"])
-    with pytest.raises(ValueError, match="head_channels must be a positive integer"):
+    with pytest.raises(ValueError, match=r"model.head_channels must be an integer from 1 to 4096, got 0"):
         load_config(None, ["model.head_channels=0"])
     with pytest.raises(ValueError, match="unknown keys \\['heads'\\] in config section 'model'"):
         load_config(None, ["model.heads=2"])
