@@ -280,6 +280,46 @@ def test_resume_refuses_to_change_the_schedule(stripes, tmp_path):
     assert resumed.iteration == 3 and resumed.optimizer.param_groups[0]["lr"] == 0.0
 
 
+DAMAGED_STATES = {  # an edited or damaged training state -> what --resume says (tracebacks before)
+    "iteration NaN": (lambda s: s.update(iteration=float("nan")), "its iteration nan is not a whole number"),
+    "negative iteration": (lambda s: s.update(iteration=-5), "its iteration -5 is not a whole number"),
+    "iteration past the run": (lambda s: s.update(iteration=10**6), "its iteration 1000000 is beyond run.iterations 3"),
+    "optimizer as text": (lambda s: s.update(optimizer="x"), "its optimizer state is not an optimizer's state_dict"),
+    "no optimizer": (lambda s: s.pop("optimizer"), "it lacks optimizer"),
+    "scheduler as a number": (lambda s: s.update(scheduler=5), "its scheduler is not a mapping"),
+    "torch rng of floats": (lambda s: s.update(rng={"torch": torch.zeros(3)}), "its rng has no torch generator state"),
+    "numpy rng missing": (lambda s: s["rng"].pop("numpy"), "RNG state in"),
+    "optimizer of another model": (lambda s: s["optimizer"].update(param_groups=[]), "does not fit this run"),
+    "best_miou as text": (lambda s: s.update(best_miou="x"), "its best_miou 'x' is not a number from -1 to 1"),
+    "history as text": (lambda s: s.update(history="abc"), "its history is a str, not a list"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED_STATES))
+def test_resume_validates_the_training_state_as_data(stripes, tmp_path, case, capsys):
+    """Issue 32, rule 2 at training's entry point: one line naming the file and what is wrong; `info`
+    reports the part alike."""
+    from bisenetv2_ros.cli.commands import main as cli_main
+
+    run = tmp_path / "run"
+    Trainer(_tiny_config(stripes, run, 3), progress=False).train()
+    from bisenetv2_ros.weights.checkpoint_parts import TRAINING_STATE_PART, part_problem
+
+    assert part_problem(load_checkpoint(run / "latest.pt"), TRAINING_STATE_PART) is None  # as training wrote it
+    data = torch.load(run / "latest.pt", weights_only=True)
+    damage, expected = DAMAGED_STATES[case]
+    damage(data["training_state"])
+    torch.save(data, run / "latest.pt")
+    with pytest.raises(ValueError) as refused:
+        Trainer(_tiny_config(stripes, run, 3), resume=True, progress=False)
+    message = str(refused.value)
+    assert f"--resume: the " in message and str(run / "latest.pt") in message and expected in message, message
+    assert "\n" not in message
+    if "beyond" not in expected and "fit" not in expected and "RNG" not in expected:
+        assert cli_main(["info", str(run / "latest.pt")]) == 0
+        assert f"\n  training state: NOT usable: " in capsys.readouterr().out
+
+
 def test_amp_auto_uses_bf16_only_on_cpus_with_native_bf16(monkeypatch):
     from training import run_setup
     monkeypatch.setattr(run_setup, "cpu_has_native_bf16", lambda: True)

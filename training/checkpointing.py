@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from bisenetv2_ros.classes import ClassSet
+from bisenetv2_ros.weights.checkpoint_parts import TRAINING_STATE_PART, part_problem
 from bisenetv2_ros.weights.checkpoint import (
     CheckpointInfo,
     load_checkpoint,
@@ -133,6 +134,12 @@ def resume_latest(out_dir: Path, config: TrainConfig, schedule: dict[str, Any], 
     state = checkpoint.training_state
     if not state:
         raise ValueError(f"{path} holds no training state; cannot resume from it")
+    problem = part_problem(checkpoint, TRAINING_STATE_PART) or (
+        f"its iteration {state['iteration']} is beyond run.iterations {schedule['run.iterations']}"
+        if state["iteration"] > schedule["run.iterations"] else None)
+    if problem:
+        raise ValueError(f"--resume: the training state in {path} is unusable: {problem}; resume from an earlier "
+                         "checkpoint of the run, or start a new run in another --out-dir")
     saved, now = checkpoint.config.to_dict(), model.config.to_dict()
     changed = [f"model.{k}: {saved.get(k)} -> {now.get(k)}" for k in sorted(set(saved) | set(now))
                if saved.get(k) != now.get(k)]
@@ -142,9 +149,18 @@ def resume_latest(out_dir: Path, config: TrainConfig, schedule: dict[str, Any], 
         raise ValueError(f"--resume would change the model of the run in {path} ({'; '.join(changed)}); keep "
                          "its model settings, or start a new run in another --out-dir")
     load_state_dict_strict(model, checkpoint.state_dict, source=f"--resume checkpoint {path}")
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    scaler.load_state_dict(state["scaler"])
+    try:  # the states' inner layout is torch's own; its errors name no file
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        current = rng_state()  # applied later, once the loader is built: tried here, then put back
+        try:
+            set_rng_state(state["rng"])
+        finally:
+            set_rng_state(current)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as error:
+        raise ValueError(f"--resume: the optimizer, scheduler, scaler or RNG state in {path} does not fit this run "
+                         f"({type(error).__name__}: {error}); start a new run in another --out-dir") from None
     saved = state.get("schedule")
     if saved is None and "config" in state:  # checkpoints written before the schedule was stored
         saved = {f"{section}.{key}": state["config"][section][key] for section, key in SCHEDULE_KEYS

@@ -225,3 +225,44 @@ def calibration_data_problem(table: Any) -> str | None:
 
 register_part_check(CALIBRATION_PART, lambda checkpoint: checkpoint.info.calibration is not None,
                     lambda checkpoint: calibration_data_problem(checkpoint.info.calibration))
+
+
+# --------------------------------------------------------------------------------------------
+# The training state (optional: train checkpoints; what `training/train.py --resume` continues from)
+
+TRAINING_STATE_PART = "training state"
+MAX_ITERATION = 10**9
+
+
+def training_state_problem(state: Any) -> str | None:
+    """Why a train checkpoint's ``training_state`` cannot continue a run (types, counts, finiteness), or None."""
+    import torch
+
+    if not isinstance(state, Mapping):
+        return f"it is a {type(state).__name__}, not a mapping"
+    missing = [key for key in ("iteration", "optimizer", "scheduler", "scaler", "rng", "best_miou") if key not in state]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    iteration = state["iteration"]
+    if not (isinstance(iteration, int) and not isinstance(iteration, bool) and 0 <= iteration <= MAX_ITERATION):
+        return f"its iteration {iteration!r} is not a whole number from 0 to {MAX_ITERATION}"
+    if not (finite_number(state["best_miou"]) and -1.0 <= state["best_miou"] <= 1.0):
+        return f"its best_miou {state['best_miou']!r} is not a number from -1 to 1"
+    optimizer = state["optimizer"]
+    if not (isinstance(optimizer, Mapping) and isinstance(optimizer.get("state"), Mapping)
+            and isinstance(optimizer.get("param_groups"), list)
+            and all(isinstance(group, Mapping) for group in optimizer["param_groups"])):
+        return "its optimizer state is not an optimizer's state_dict (state, param_groups)"
+    not_mappings = [key for key in ("scheduler", "scaler", "rng") if not isinstance(state[key], Mapping)]
+    if not_mappings:
+        return f"its {', '.join(not_mappings)} {'is' if len(not_mappings) == 1 else 'are'} not a mapping"
+    generator = state["rng"].get("torch")
+    if not (isinstance(generator, torch.Tensor) and generator.dtype == torch.uint8 and generator.dim() == 1):
+        return "its rng has no torch generator state (a uint8 tensor)"
+    if not isinstance(state.get("history", []), list):
+        return f"its history is a {type(state['history']).__name__}, not a list"
+    return None
+
+
+register_part_check(TRAINING_STATE_PART, lambda checkpoint: checkpoint.training_state is not None,
+                    lambda checkpoint: training_state_problem(checkpoint.training_state))
