@@ -119,11 +119,38 @@ def stripes(tmp_path_factory) -> Path:
     (["--set", "data.scales=[1.0, 0]"], "data.scales must be a non-empty list of factors > 0 and at most 8, got [1.0, 0]"),
     (["--set", "run.batch_size=two"], "run.batch_size must be int, got 'two'"),
     (["--set", "run.iterations=0"], "run.iterations must be >= 1, got 0"),  # --iterations 0: test_cli_property
-    (["--set", "optim.lr=[0.1"], "override 'optim.lr=[0.1': '[0.1' is not a YAML value"),
+    (["--set", "optim.lr=[0.1"], "override optim.lr: '[0.1' is not a YAML value"),
+    (["--set", "data.scales=" + "[" * 3000], "override data.scales: '[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+                                             "[[[[...' is not a YAML value (nested too deeply)"),
+    (["--set", "data.crop_size={a: 1, a: 2}"], "override data.crop_size: '{a: 1, a: 2}' is not a YAML value (key 'a' "
+                                               "is given twice)"),
 ])
 def test_bad_settings_are_one_line(tmp_path, stripes, capsys, extra, message):
     assert train(["--config", str(write_config(tmp_path, stripes))] + extra) == 1
     assert one_error_line(capsys).startswith(message)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "is not UTF-8 text (byte 0): is it the right file?"),
+    ("a: " + "[" * 5000 + "]" * 5000, "is not valid YAML: nested too deeply"),
+    ("data:\n  crop_size: [32, 48]\n  crop_size: [64, 64]\n", "is not valid YAML at line 3, column 3: key 'crop_size' "
+                                                            "is given twice"),
+    (None, "is not a file"),
+])
+def test_a_config_file_that_is_not_a_config_names_the_file_and_why(tmp_path, capsys, content, message):
+    """Found beyond the issue's list: a binary file gave a bare UTF-8 decode error, deep nesting a
+    RecursionError traceback, and a key given twice silently kept the last value."""
+    config = tmp_path / "config.yaml"
+    if content is None:
+        config.mkdir()
+    elif isinstance(content, bytes):
+        config.write_bytes(content)
+    else:
+        config.write_text(content)
+    assert train(["--config", str(config), "--out-dir", str(tmp_path / "run")]) == 1
+    line = one_error_line(capsys)
+    assert str(config) in line and line.endswith(message), line
     assert not (tmp_path / "run").exists()
 
 

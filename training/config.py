@@ -237,8 +237,27 @@ NumberLoader.add_constructor(
                                .replace(".nan", "nan")))
 
 
+def _mapping_without_repeats(loader: NumberLoader, node: yaml.MappingNode) -> dict:
+    """A mapping whose keys are given once: YAML's last-one-wins hid typos such as two `crop_size` lines."""
+    loader.flatten_mapping(node)
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+NumberLoader.add_constructor("tag:yaml.org,2002:map", _mapping_without_repeats)
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few KB; a bigger file is the wrong file
+
+
 def read_yaml(text: str):
-    return yaml.load(text, Loader=NumberLoader)  # noqa: S506 - a SafeLoader subclass
+    try:
+        return yaml.load(text, Loader=NumberLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:  # e.g. thousands of nested [ [ [ ...
+        raise yaml.MarkedYAMLError(problem="nested too deeply") from None
 
 
 # Upper bounds, checked before anything is allocated: a crop or frame larger than any input door
@@ -326,8 +345,11 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     key, raw = text.split("=", 1)
     try:
         return key.strip().split("."), read_yaml(raw)
-    except yaml.YAMLError:
-        raise ValueError(f"override {text!r}: {raw!r} is not a YAML value") from None
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None)
+        shown = raw if len(raw) <= 60 else raw[:57] + "..."
+        raise ValueError(f"override {key.strip()}: {shown!r} is not a YAML value"
+                         + (f" ({problem})" if problem else "")) from None
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
@@ -335,9 +357,15 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
+            raise FileNotFoundError(f"config file {path} " + ("is not a file" if path.exists() else "does not exist"))
         try:
-            values = read_yaml(path.read_text()) or {}
+            if path.stat().st_size > MAX_CONFIG_BYTES:
+                raise ValueError(f"config {path} is {path.stat().st_size} bytes; a config is at most {MAX_CONFIG_BYTES}")
+            values = read_yaml(path.read_text(encoding="utf-8")) or {}
+        except OSError as error:
+            raise ValueError(f"cannot read config {path}: {error.strerror or error}") from None
+        except UnicodeDecodeError as error:
+            raise ValueError(f"config {path} is not UTF-8 text (byte {error.start}): is it the right file?") from None
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
