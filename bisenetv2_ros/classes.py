@@ -11,6 +11,7 @@ import numpy as np
 from .fileio import special_file_problem
 
 IGNORE_INDEX = 255  # "unlabelled" in label images, losses and metrics
+MAX_CLASS_FILE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,13 @@ class ClassSet:
         if special:
             raise ValueError(special)
         try:
+            if path.stat().st_size > MAX_CLASS_FILE_BYTES:  # 255 names fit in a few KB
+                raise ValueError(f"class file {path} is {path.stat().st_size} bytes: not a class list")
             text = path.read_text(encoding="utf-8")
         except OSError as error:
-            raise ValueError(f"cannot read class file {path}: {error}") from error
+            raise ValueError(f"cannot read class file {path}: {error.strerror or error}") from None
+        except UnicodeDecodeError as error:
+            raise ValueError(f"class file {path} is not UTF-8 text (byte {error.start})") from None
         names: list[str] = []
         colours: list[tuple[int, int, int] | None] = []
         for number, raw in enumerate(text.splitlines(), start=1):

@@ -96,3 +96,15 @@ def test_class_file_with_repeated_name(tmp_path):
 def test_missing_class_file(tmp_path):
     with pytest.raises(ValueError, match="cannot read class file"):
         ClassSet.from_file(tmp_path / "nope.txt")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"road\n\xff\xfesky\n", "is not UTF-8 text (byte 5)"),
+    (b"x" * ((1 << 20) + 1), "is 1048577 bytes: not a class list"),
+])
+def test_a_class_file_that_is_not_text_names_the_file(tmp_path, content, message):
+    path = tmp_path / "classes.txt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as refused:
+        ClassSet.from_file(path)
+    assert str(refused.value) == f"class file {path} {message}"
