@@ -156,6 +156,6 @@ def check_run_folder(folder: str | os.PathLike, resume: bool) -> None:
 def _read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}

@@ -107,3 +107,9 @@ def test_training_step_benchmark_compares_loss_curves_block_by_block(tmp_path, c
     (tmp_path / "empty.jsonl").write_text(json.dumps({"iteration": 1, "val_miou": 0.1}) + "\n")
     with pytest.raises(ValueError, match="empty.jsonl: no 'loss_main' entries"):
         main(["--compare-logs", logs[0], str(tmp_path / "empty.jsonl")])
+    # a file that is not train.py's log: one line naming it (a bare JSON or codec error before)
+    (tmp_path / "binary.jsonl").write_bytes(b"\x89PNG\r\n\xff\xfe")
+    (tmp_path / "text.jsonl").write_text('{"iteration": 1, "loss_main": 1.0}\nnot json\n')
+    for name, message in (("binary", "not text"), ("text", "line 2 is not a log record of train.py")):
+        with pytest.raises(ValueError, match=f"--compare-logs .*{name}.jsonl: {message}"):
+            main(["--compare-logs", logs[0], str(tmp_path / f"{name}.jsonl")])

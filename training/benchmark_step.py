@@ -91,10 +91,21 @@ class Step:
 def loss_blocks(log: Path, block: int, key: str = "loss_main") -> dict[int, float]:
     """Mean ``key`` of train.py's log.jsonl per block of ``block`` iterations: {last iteration of block: mean}."""
     sums: dict[int, list[float]] = {}
-    for line in log.read_text().splitlines():
-        record = json.loads(line)
-        if key in record and "iteration" in record:
-            sums.setdefault((int(record["iteration"]) - 1) // block, []).append(float(record[key]))
+    try:
+        lines = log.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise ValueError(f"--compare-logs {log}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"--compare-logs {log}: not text (is it train.py's log.jsonl?)") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if isinstance(record, dict) and key in record and "iteration" in record:
+                sums.setdefault((int(record["iteration"]) - 1) // block, []).append(float(record[key]))
+        except (ValueError, TypeError, RecursionError):
+            raise ValueError(f"--compare-logs {log}: line {number} is not a log record of train.py") from None
     if not sums:
         raise ValueError(f"--compare-logs {log}: no '{key}' entries (is it train.py's log.jsonl?)")
     return {(index + 1) * block: statistics.fmean(values) for index, values in sorted(sums.items())}

@@ -114,7 +114,7 @@ class RememberedShapes:
                        and s.height * s.width <= DEFAULT_MAX_INPUT_PIXELS and s.channel_order in ("rgb", "bgr")
                        for s in shapes):
                 raise ValueError("a shape out of range")
-        except (OSError, ValueError, KeyError, TypeError) as error:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
             LOGGER.warning("remembered warm-up shapes %s are unreadable (%s); starting without them", self.path, error)
             return []
         return shapes[-MAX_REMEMBERED:]
