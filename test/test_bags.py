@@ -189,6 +189,15 @@ def test_segment_compressed_topic_with_copy_input(recording, tiny_weights, segme
     with Reader(out) as reader:  # written in log-time order
         times = [t for _, t, _ in reader.messages()]
     assert times == sorted(times)
+    # segmenting that output again with --copy-input: one connection per topic, the old outputs not copied
+    again = tmp_path / "again"
+    assert cli.main(["segment", str(out), "--topic", "/camera/compressed", *model_args(tiny_weights), "--copy-input",
+                     "--output", str(again), "--quiet"]) == 0
+    assert f"warning: not copying {bags.LABELS_TOPIC} from the input: this run writes it" in capsys.readouterr().err
+    with Reader(again) as reader:
+        topics = [c.topic for c in reader.connections]
+    assert len(topics) == len(set(topics)) and bags.LABELS_TOPIC in topics
+    assert len(read_topic(again, bags.LABELS_TOPIC)) == len(expected["compressed"])
 
 
 def test_default_output_and_topic_choice(recording, tiny_weights, capsys):

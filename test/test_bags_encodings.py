@@ -102,9 +102,13 @@ def test_bags_written_open_in_humble_and_jazzy(tmp_path, tiny_weights, storage):
         assert key in info, key
     topics = {t["topic_metadata"]["name"]: t for t in info["topics_with_message_count"]}
     assert set(topics) == {"/camera/image", bags.LABELS_TOPIC, bags.COLOR_TOPIC, "/segmentation/info"}
-    for topic in topics.values():
+    for name, topic in topics.items():
         profiles = _humble_reads_qos(topic["topic_metadata"]["offered_qos_profiles"])
-        assert profiles and profiles[0]["reliability"] == 2 and profiles[0]["depth"] == 5  # best effort, the camera's
+        if name == "/camera/image":  # copied with the camera's own profile: best effort, depth 5
+            assert len(profiles) == 1 and (profiles[0]["reliability"], profiles[0]["depth"]) == (2, 5)
+        else:  # the outputs as `ros2 bag record` stores the node's: reliable (1), volatile (2), keep last (1) 1
+            assert len(profiles) == 1 and [profiles[0][k] for k in ("reliability", "durability", "history", "depth")] \
+                == [1, 2, 1, 1], (name, profiles)
     if storage == "sqlite3":  # Humble's sqlite3 plugin selects these columns by name
         (db,) = out.glob("*.db3")
         with sqlite3.connect(db) as connection:
@@ -114,3 +118,18 @@ def test_bags_written_open_in_humble_and_jazzy(tmp_path, tiny_weights, storage):
             assert fmt == "cdr" and _humble_reads_qos(qos)
     # and Jazzy (rosbags' reader, like rosbag2's, reads either form) reads everything back
     assert len(read_topic(out, bags.LABELS_TOPIC)) == len(FRAMES)
+
+
+def test_the_outputs_qos_in_bags_is_the_nodes():
+    """The CLI's output bags offer what recording the node gives (its publishers' OUTPUT_QOS)."""
+    pytest.importorskip("rclpy", reason="rclpy (ROS 2 wheels) is not installed")
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, ReliabilityPolicy
+
+    from bisenetv2_ros.cli import bags
+    from bisenetv2_ros.ros.node import OUTPUT_QOS
+
+    (profile,) = bags.output_qos()
+    assert profile.depth == OUTPUT_QOS.depth
+    assert profile.reliability.name == ReliabilityPolicy(OUTPUT_QOS.reliability).name == "RELIABLE"
+    assert profile.durability.name == DurabilityPolicy(OUTPUT_QOS.durability).name == "VOLATILE"
+    assert profile.history.name == HistoryPolicy(OUTPUT_QOS.history).name == "KEEP_LAST"

@@ -184,11 +184,11 @@ def segment_bag(segmenter, bag: Path, output: Path, topic: str | None = None, ba
         on_topic(topic, sum(c.msgcount for c in cameras))
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
         with Writer(output, version=BAG_VERSION, storage_plugin=plugin) as writer:
-            qos = cameras[0].ext.offered_qos_profiles if hasattr(cameras[0].ext, "offered_qos_profiles") else []
             connections = {kind: writer.add_connection(OUTPUT_TOPICS[kind][0], OUTPUT_TOPICS[kind][1],
-                                                       typestore=typestore, offered_qos_profiles=qos)
+                                                       typestore=typestore, offered_qos_profiles=output_qos())
                            for kind in outputs}
-            copies = _copy_connections(writer, reader.connections, typestore, summary) if copy_input else {}
+            written = {OUTPUT_TOPICS[kind][0] for kind in outputs}
+            copies = _copy_connections(writer, reader.connections, typestore, summary, written) if copy_input else {}
             camera_ids = {c.id for c in cameras}
             selected = list(reader.connections) if copy_input else cameras
             image_type, compressed_type = typestore.types[IMAGE_TYPE], typestore.types[COMPRESSED_TYPE]
@@ -289,13 +289,32 @@ def read_segmentation(bag: Path, topic: str) -> Iterator[tuple[int, Any, np.ndar
                 yield timestamp, msg.header, pixels[..., 0] if info.layout == "mono" else pixels
 
 
-def _copy_connections(writer, connections, typestore, summary: BagSummary) -> dict[int, Any]:
+def output_qos() -> list:
+    """The QoS ``ros2 bag record`` stores for the node's outputs (``ros/node.py`` OUTPUT_QOS: reliable,
+    volatile, keep last 1; durations infinite as rosbag2 writes them), so that a played-back bag serves the
+    subscribers the node serves; the camera's own profile (often best effort) left reliable ones unmatched."""
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+
+    infinite = QosTime(sec=9223372036, nsec=854775807)
+    return [Qos(history=QosHistory.KEEP_LAST, depth=1, reliability=QosReliability.RELIABLE,
+                durability=QosDurability.VOLATILE, deadline=infinite, lifespan=infinite,
+                liveliness=QosLiveliness.AUTOMATIC, liveliness_lease_duration=infinite,
+                avoid_ros_namespace_conventions=False)]
+
+
+def _copy_connections(writer, connections, typestore, summary: BagSummary, written: set[str]) -> dict[int, Any]:
     """Input connection id -> output connection, for --copy-input. Types are described by the
-    input's own definition and hash when it has them, else by the Jazzy type store."""
+    input's own definition and hash when it has them, else by the Jazzy type store. Topics this run
+    writes (``written``) are not copied: a bag segmented before would get two connections on them."""
     mapping: dict[int, Any] = {}
     added: dict[tuple, Any] = {}
     for conn in connections:
         key = (conn.topic, conn.msgtype)
+        if conn.topic in written:
+            warning = f"not copying {conn.topic} from the input: this run writes it"
+            if warning not in summary.warnings:
+                summary.warnings.append(warning)
+            continue
         if key in added:  # one topic recorded by several connections: one output connection
             mapping[conn.id] = added[key]
             continue
