@@ -180,8 +180,9 @@ def synthetic_folder(root: Path) -> Path:
     import cv2
     import numpy as np
 
-    (root / "classes.txt").parent.mkdir(parents=True, exist_ok=True)
-    (root / "classes.txt").write_text("dark\nbright\nmid\n")
+    from bisenetv2_ros.fileio import write_atomic
+
+    write_atomic(root / "classes.txt", b"dark\nbright\nmid\n")
     rng = np.random.default_rng(0)
     for index in range(4):
         label = np.zeros((32, 48), np.uint8)
@@ -190,8 +191,8 @@ def synthetic_folder(root: Path) -> Path:
         image = np.repeat(np.choose(label, [20, 230, 120]).astype(np.uint8)[..., None], 3, axis=2)
         for split in ("train", "val"):
             for kind, pixels in (("images", image), ("labels", label)):
-                (root / split / kind).mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(root / split / kind / f"{index:03d}.png"), pixels)
+                # written by Python, not cv2.imwrite (which answers a failure with False only)
+                write_atomic(root / split / kind / f"{index:03d}.png", cv2.imencode(".png", pixels)[1].tobytes())
     return root
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import yaml
 
+from bisenetv2_ros.fileio import writing
 from training.config import RunSection, TrainConfig
 from training.datasets import SegmentationDataset
 
@@ -38,8 +39,9 @@ class RunLog:
         self.out_dir, self.config, self.main = out_dir, config, main
         self.writer = None
         if main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+            with writing(out_dir / "config.yaml"):
+                out_dir.mkdir(parents=True, exist_ok=True)
+                (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 self.writer = SummaryWriter(str(out_dir / "tensorboard"))
@@ -60,9 +62,10 @@ class RunLog:
         """One line of log.jsonl; its numbers (but iteration and time) also go to TensorBoard."""
         if not self.main:
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.out_dir / "log.jsonl", "a") as stream:
-            stream.write(json.dumps(record) + "\n")
+        with writing(self.out_dir / "log.jsonl"):
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.out_dir / "log.jsonl", "a") as stream:
+                stream.write(json.dumps(record) + "\n")
         if self.writer is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key not in ("iteration", "time"):

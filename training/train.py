@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch import nn
 
 from bisenetv2_ros.cli.arguments import add_debug_flag, positive_int, run_script
+from bisenetv2_ros.fileio import writing
 from bisenetv2_ros.models.architectures import build_model
 from bisenetv2_ros.output_safety import check_run_folder
 from bisenetv2_ros.weights.checkpoint import Checkpoint, save_checkpoint
@@ -114,8 +115,9 @@ class Trainer:
         info = checkpoint_info(self.config, self.classes, self.command, self.loop_state, metrics)
         state = training_state(self.config, self.schedule, self.loop_state, self.optimizer, self.scheduler,
                                self.scaler)
-        return save_checkpoint(Checkpoint.from_model(self.model, info, kind="train", training_state=state),
-                               self.out_dir / name)
+        with writing(self.out_dir / name):  # a failure names the checkpoint and the OS's reason
+            return save_checkpoint(Checkpoint.from_model(self.model, info, kind="train", training_state=state),
+                                   self.out_dir / name)
 
     def validate(self) -> dict[str, Any] | None:
         if self.val_set is None:

@@ -153,13 +153,15 @@ IMPORT = "bisenetv2 import"  # the command named in output records (output_safet
 
 
 def cmd_import(args) -> int:
+    from ..fileio import writing
     from ..output_safety import check_output, record_file
     from ..weights.checkpoint import save_checkpoint
     from ..weights.importers import import_checkpoint
 
     check_output(args.output, IMPORT, [args.source], args.overwrite, folder=False, flag="OUT")
     checkpoint = import_checkpoint(args.source, family=args.family)
-    path = save_checkpoint(checkpoint, args.output, half=args.half)
+    with writing(args.output):  # its folder is made before the atomic write (which names the file itself)
+        path = save_checkpoint(checkpoint, args.output, half=args.half)
     record_file(path, IMPORT)
     family = checkpoint.info.provenance.get("imported_from", "bisenetv2_ros")
     print(f"imported {args.source} ({family}, {checkpoint.config.num_classes} classes) -> {path}")
