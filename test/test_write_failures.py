@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 import yaml
 
+from bisenetv2_ros.classes import CAMVID
 from bisenetv2_ros.cli import commands as cli
 from bisenetv2_ros.cli.arguments import run_script
 from bisenetv2_ros.fileio import WriteError, write_atomic
@@ -74,7 +75,7 @@ def disk_full(monkeypatch, matches: Callable[[str], bool], at: str = "write"):
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT
 
     def fake_os_open(path, flags, mode=0o777, *, dir_fd=None):
-        if flags & write_flags and matches(os.path.basename(os.fspath(path))):
+        if flags & write_flags and matches(os.path.basename(os.fsdecode(path))):
             if at == "open":
                 raise OSError(errno.ENOSPC, FULL)
             descriptor = real_os_open(path, flags, mode, dir_fd=dir_fd)
@@ -87,7 +88,7 @@ def disk_full(monkeypatch, matches: Callable[[str], bool], at: str = "write"):
             hit = file in full_fds
             full_fds.discard(file)
         else:
-            hit = any(c in mode for c in "wax+") and matches(os.path.basename(os.fspath(file)))
+            hit = any(c in mode for c in "wax+") and matches(os.path.basename(os.fsdecode(file)))
             if hit and at == "open":
                 raise OSError(errno.ENOSPC, FULL)
         real = real_io_open(file, mode, *args, **kwargs)
@@ -139,10 +140,10 @@ def inputs(tmp_path_factory, tiny_weights) -> dict[str, Path]:
     labelled = root / "labelled"
     for sub in ("images", "labels"):
         (labelled / sub).mkdir(parents=True)
-    for i in range(2):
+    for i in range(8):  # calibrate-ood needs 4 held-out and 3 reference frames
         cv2.imwrite(str(labelled / "images" / f"{i}.png"), smooth_frame(20 + i))
         cv2.imwrite(str(labelled / "labels" / f"{i}.png"), np.random.default_rng(i).integers(0, 11, (40, 56), np.uint8))
-    (labelled / "classes.txt").write_text("\n".join(f"c{i}" for i in range(11)) + "\n")
+    (labelled / "classes.txt").write_text("\n".join(CAMVID.names) + "\n")  # the tiny weights' classes
     return {"frames": root / "frames", "video": root / "clip.mp4", "bag": root / "bag", "labelled": labelled}
 
 
@@ -170,80 +171,93 @@ def train_config(tmp_path: Path, data: Path, **run) -> Path:
 
 
 def _segment_scenario(kind: str, matches, expected: str, *extra: str, at: str = "write"):
-    def run(work, inputs, weights):
-        return segment(inputs[kind], work / "out", weights, *extra), work / "out" / expected
+    def run(work, inputs, weights, full):
+        with full():
+            return segment(inputs[kind], work / "out", weights, *extra), work / "out" / expected
     return matches, at, run
 
 
-def _import(work, inputs, weights):
-    from bisenetv2_ros.weights.checkpoint import load_checkpoint
-
-    source = work.parent / "source.pth"
+def public_checkpoint(path: Path) -> Path:
+    """A small mmsegmentation BiSeNetV2 checkpoint, what `import` converts."""
     import torch
+    from test_importers import mmseg_state_dict
 
-    torch.save(load_checkpoint(weights).state_dict, source)
-    return cli.main(["import", str(source), str(work / "imported.pt"), "--family", "mmsegmentation"]), \
-        work / "imported.pt"
+    torch.save({"state_dict": mmseg_state_dict(num_classes=11, head_channels=64, aux=False)}, path)
+    return path
+
+
+def _import(work, inputs, weights, full):
+    source = public_checkpoint(work.parent / "source.pth")
+    with full():
+        return cli.main(["import", str(source), str(work / "imported.pt"), "--family", "mmsegmentation"]), \
+            work / "imported.pt"
 
 
 def _export(flag: str, name: str, training_script: bool = False):
-    def run(work, inputs, weights):
+    def run(work, inputs, weights, full):
         target = work / name
-        if training_script:
-            from training import export
+        from training import export
 
-            return export.run([str(weights), str(work / "deploy.pt"), *([flag, str(target)] if flag else [])]), target
-        return cli.main(["export", str(weights), flag, str(target)]), target
+        with full():
+            if training_script:
+                return export.run([str(weights), str(target)]), target
+            return cli.main(["export", str(weights), flag, str(target)]), target
     return run
 
 
 def _train(name: str):
-    def run(work, inputs, weights):
+    def run(work, inputs, weights, full):
         config = train_config(work.parent, inputs["labelled"])
         from training import train
 
-        return run_script("training/train.py", train.main, ["--config", str(config), "--out-dir", str(work / "run"),
+        with full():
+            return run_script("training/train.py", train.main, ["--config", str(config), "--out-dir", str(work / "run"),
                                                              "--no-progress"]), work / "run" / name
     return run
 
 
-def _evaluate(work, inputs, weights):
+def _evaluate(work, inputs, weights, full):
     from training import evaluate
 
     target = work / "result.json"
-    return run_script("training/evaluate.py", evaluate.main, [
+    with full():
+        return run_script("training/evaluate.py", evaluate.main, [
         "--weights", str(weights), "--dataset", "folder", "--root", str(inputs["labelled"]), "--split", "none",
         "--output", str(target)]), target
 
 
-def _overlays(work, inputs, weights):
+def _overlays(work, inputs, weights, full):
     from training import overlays
 
     target = work / "overlay.jpg"
-    return run_script("training/overlays.py", overlays.main, [
+    with full():
+        return run_script("training/overlays.py", overlays.main, [
         "--before", str(weights), "--after", str(weights), "--dataset", "folder", "--root", str(inputs["labelled"]),
         "--split", "none", "--frames", "1", "--output", str(target)]), target
 
 
-def _calibrate_ood(work, inputs, weights):
+def _calibrate_ood(work, inputs, weights, full):
     target = work / "weights.pt"
     target.write_bytes(weights.read_bytes())
-    return cli.main(["calibrate-ood", str(target), str(inputs["labelled"] / "images"),
+    with full():
+        return cli.main(["calibrate-ood", str(target), str(inputs["labelled"] / "images"),
                      "--references", str(inputs["labelled"] / "images")]), target
 
 
-def _promote_entry(work, inputs, weights):
+def _promote_entry(work, inputs, weights, full):
     from training.promote import KNOWN_WEIGHTS_FILE, apply_entry_update
 
     target = work / "known_weights.py"
     target.write_text(KNOWN_WEIGHTS_FILE.read_text())
-    return run_script("training/promote.py", lambda argv: apply_entry_update((48, 64), target), []), target
+    with full():
+        return run_script("training/promote.py", lambda argv: apply_entry_update((48, 64), target), []), target
 
 
-def _gpu_check_data(work, inputs, weights):
+def _gpu_check_data(work, inputs, weights, full):
     from training.gpu_check import synthetic_folder
 
-    return run_script("training/gpu_check.py", lambda argv: synthetic_folder(work / "stripes"), []), \
+    with full():
+        return run_script("training/gpu_check.py", lambda argv: synthetic_folder(work / "stripes"), []), \
         work / "stripes" / "classes.txt"
 
 
@@ -274,8 +288,7 @@ def test_a_full_disk_is_one_line_naming_the_file(scenario, tmp_path, inputs, tin
     work = tmp_path / "w"
     work.mkdir()
     capsys.readouterr()
-    with disk_full(monkeypatch, matches, at):
-        code, expected = run(work, inputs, tiny_weights)
+    code, expected = run(work, inputs, tiny_weights, lambda: disk_full(monkeypatch, matches, at))
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if ": error: " in line]
     assert code == 1 and "Traceback" not in err, err
@@ -291,12 +304,7 @@ def test_a_full_disk_is_one_line_naming_the_file(scenario, tmp_path, inputs, tin
     ["export", "{weights}", "--onnx", "{long}.onnx"],
 ], ids=["segment -o", "import OUT", "export --onnx"])
 def test_a_name_too_long_is_one_line_naming_it(argv, tmp_path, inputs, tiny_weights, capsys):
-    import torch
-
-    from bisenetv2_ros.weights.checkpoint import load_checkpoint
-
-    source = tmp_path / "source.pth"
-    torch.save(load_checkpoint(tiny_weights).state_dict, source)
+    source = public_checkpoint(tmp_path / "source.pth")
     long = tmp_path / ("x" * 300)
     argv = [a.format(frames=inputs["frames"], long=long, source=source, weights=tiny_weights) for a in argv]
     extra = ["--weights", str(tiny_weights), *MODEL, "--quiet"] if argv[0] == "segment" else (
@@ -392,7 +400,7 @@ def test_caches_that_cannot_be_written_are_warnings(tmp_path, monkeypatch, caplo
     cache = EngineCache(tmp_path / "engines", "int8 graph")
     with disk_full(monkeypatch, named("warmup-node.json", ".engine", ".onnx", ".int8")):
         assert shapes.record(WarmupShape(1, 40, 56, "rgb")) is True
-        engine, _ = cache.get_or_build({"graph": "x"}, lambda: b"graph bytes", lambda payload: payload)
+        engine, _ = cache.load_or_build({"graph": "x"}, {"key": 1}, lambda: b"graph bytes", lambda payload: payload)
     assert engine == b"graph bytes"
     assert f"cannot write {tmp_path / 'warmup-node.json'}: {FULL}" in caplog.text
     assert "cache" in caplog.text and "unusable" in caplog.text and FULL in caplog.text

@@ -6,6 +6,7 @@ printed lines. Only the main process of a torchrun job writes.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,21 @@ def print_run_summary(train_set: SegmentationDataset, val_set: SegmentationDatas
     if class_weights is not None:
         print("class weights: " + ", ".join(f"{n} {w:.2f}" for n, w in
                                             zip(train_set.classes.names, class_weights.tolist())), flush=True)
+
+
+def forget_unfinished_run(out_dir: Path) -> None:
+    """After a write failed in a run that saved no checkpoint yet: removes what ``RunLog`` wrote
+    (config.yaml, log.jsonl, tensorboard/) and the folder if that empties it, so the corrected command
+    is not refused as "holds a run already" (there is nothing to resume)."""
+    if any((out_dir / name).exists() for name in ("latest.pt", "best.pt")):
+        return
+    try:
+        for name in ("config.yaml", "log.jsonl"):
+            (out_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
+        out_dir.rmdir()
+    except OSError:  # not empty (other files of the user's), or the disk refuses even this: left as it is
+        pass
 
 
 class RunLog:

@@ -31,7 +31,7 @@ import torch.distributed as dist
 from torch import nn
 
 from bisenetv2_ros.cli.arguments import add_debug_flag, positive_int, run_script
-from bisenetv2_ros.fileio import writing
+from bisenetv2_ros.fileio import WriteError, writing
 from bisenetv2_ros.models.architectures import build_model
 from bisenetv2_ros.output_safety import check_run_folder
 from bisenetv2_ros.weights.checkpoint import Checkpoint, save_checkpoint
@@ -46,7 +46,7 @@ from training.checkpointing import (
 )
 from training.config import TrainConfig, load_config
 from training.evaluate import evaluate_model, format_table
-from training.run_log import RunLog, print_run_summary
+from training.run_log import RunLog, forget_unfinished_run, print_run_summary
 from training.run_setup import (
     AMP_DTYPES,
     Distributed,
@@ -203,7 +203,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     config = load_config(args.config, overrides)
     command = " ".join(["python training/train.py", *(argv if argv is not None else sys.argv[1:])])
     trainer = Trainer(config, resume=args.resume, command=command, progress=not args.no_progress)
-    result = trainer.train()
+    try:
+        result = trainer.train()
+    except WriteError:
+        if trainer.env.main and not args.resume:
+            forget_unfinished_run(trainer.out_dir)  # nothing to resume: do not block the command run again
+        raise
     if dist.is_initialized():
         dist.destroy_process_group()
     return result

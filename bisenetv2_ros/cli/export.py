@@ -221,10 +221,19 @@ def staged_files(on_moved=lambda target: None) -> Iterator:
         if isinstance(error, WriteError) and error.filename in targets:  # the name asked for, not the temporary one
             raise WriteError(targets[error.filename], error.strerror, error.errno, error.what) from error
         raise
-    for staged, target in moves:
-        with writing(target):
-            os.replace(staged, target)
-        on_moved(target)
+    moved: list[Path] = []
+    try:
+        for staged, target in moves:
+            with writing(target):
+                os.replace(staged, target)
+            moved.append(target)
+            on_moved(target)
+    except BaseException:  # all or nothing: the staged files, and the targets moved before, go
+        for staged, target in moves:
+            staged.unlink(missing_ok=True)
+            if target in moved:
+                target.unlink(missing_ok=True)
+        raise
 
 
 def export_onnx(weights: str | os.PathLike | torch.nn.Module | None = None, out_path: str | os.PathLike = "bisenetv2.onnx",
