@@ -233,12 +233,15 @@ SECTIONS: dict[str, Callable[[Plan], dict[str, Any]]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    from bisenetv2_ros.cli.arguments import float_in_range  # the package's bounded numbers (ROOT is on the path)
+
+    parser = argparse.ArgumentParser(prog="training/gpu_check.py", description=__doc__.split("\n")[0])
     parser.add_argument("--wired", action="store_true", help="CPU only, tiny sizes: check the wiring (CI)")
     parser.add_argument("--weights", default="camvid", help="weights for the label and node checks (default camvid)")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "camvid"),
                         help="CamVid folder with val/ (default ../shared/data/camvid)")
-    parser.add_argument("--budget-s", type=float, default=470.0, help="stop starting sections after this (default 470)")
+    parser.add_argument("--budget-s", type=float_in_range(0.0, 86400.0, low_open=True), default=470.0,
+                        help="stop starting sections after this many seconds (default 470, at most a day)")
     parser.add_argument("--only", default=None, help="comma-separated sections to run (default all)")
     args = parser.parse_args(argv)
     plan = Plan(args)
