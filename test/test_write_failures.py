@@ -240,8 +240,10 @@ def _calibrate_ood(work, inputs, weights, full):
     target = work / "weights.pt"
     target.write_bytes(weights.read_bytes())
     with full():
-        return cli.main(["calibrate-ood", str(target), str(inputs["labelled"] / "images"),
-                     "--references", str(inputs["labelled"] / "images")]), target
+        code = cli.main(["calibrate-ood", str(target), str(inputs["labelled"] / "images"),
+                         "--references", str(inputs["labelled"] / "images")])
+    assert target.read_bytes() == weights.read_bytes(), "the checkpoint is left as it was"
+    return code, target
 
 
 def _promote_entry(work, inputs, weights, full):
@@ -250,7 +252,9 @@ def _promote_entry(work, inputs, weights, full):
     target = work / "known_weights.py"
     target.write_text(KNOWN_WEIGHTS_FILE.read_text())
     with full():
-        return run_script("training/promote.py", lambda argv: apply_entry_update((48, 64), target), []), target
+        code = run_script("training/promote.py", lambda argv: apply_entry_update((48, 64), target), [])
+    assert target.read_text() == KNOWN_WEIGHTS_FILE.read_text(), "known_weights.py is left as it was"
+    return code, target
 
 
 def _gpu_check_data(work, inputs, weights, full):
@@ -317,6 +321,29 @@ def test_a_name_too_long_is_one_line_naming_it(argv, tmp_path, inputs, tiny_weig
 
 # --------------------------------------------------------------------------------------------
 # Videos: what OpenCV's writer does not say
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS, errno.ENOSPC, errno.EDQUOT])
+def test_a_video_that_cannot_be_created_says_the_os_reason(code, tmp_path, monkeypatch):
+    """OpenCV answers all of these with isOpened() == False and nothing else."""
+    from bisenetv2_ros.cli import video_output
+
+    real_open = os.open
+
+    def refusing_open(path, flags, mode=0o777, *, dir_fd=None):
+        if os.fspath(path).endswith("overlay.mp4"):
+            raise OSError(code, os.strerror(code), os.fspath(path))
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(video_output.os, "open", refusing_open)
+    target = tmp_path / "overlay.mp4"
+    with pytest.raises(WriteError, match=rf"^cannot write {target}: {re.escape(os.strerror(code))}$") as failed:
+        video_output.VideoOutput(target, "mp4v", 10.0, (40, 56))
+    assert failed.value.errno == code and not target.exists()
+    monkeypatch.undo()  # a real one: the folder does not exist
+    missing = tmp_path / "gone" / "overlay.mp4"
+    with pytest.raises(WriteError, match=rf"^cannot write {missing}: {os.strerror(errno.ENOENT)}$"):
+        video_output.VideoOutput(missing, "mp4v", 10.0, (40, 56))
 
 
 def test_a_video_opencv_drops_frames_of_is_an_error_and_removed(tmp_path, monkeypatch):
@@ -455,7 +482,8 @@ WRITE_SITES = {
                                         "test_a_name_too_long_is_one_line_naming_it"]),
     "bisenetv2_ros/cli/frames_log.py": (1, ["segment: frames.jsonl"]),
     "bisenetv2_ros/cli/media.py": (4, ["segment: label PNGs", "segment: video", "test_a_name_too_long_is_one_line_naming_it"]),
-    "bisenetv2_ros/cli/video_output.py": (2, ["segment: video", "test_a_video_opencv_drops_frames_of_is_an_error_and_removed",
+    "bisenetv2_ros/cli/video_output.py": (2, ["segment: video", "test_a_video_that_cannot_be_created_says_the_os_reason",
+                                              "test_a_video_opencv_drops_frames_of_is_an_error_and_removed",
                                               "test_a_video_cut_short_by_the_os_names_its_reason"]),
     "bisenetv2_ros/cli/weights_commands.py": (1, ["import", "test_a_name_too_long_is_one_line_naming_it"]),
     "bisenetv2_ros/fileio.py": (5, ["import", "export --output", "training/evaluate.py --output",
