@@ -5,6 +5,7 @@ and the check that an input is a plain file: reading a FIFO blocks until a write
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -16,6 +17,11 @@ from typing import BinaryIO, Iterator
 # Temporary names beside a target keep at most this much of its name: a target whose name is
 # valid (up to 255 bytes) must not fail only because its temporary name is longer.
 _TEMP_STEM = 64
+
+
+# errnos that mean "this file cannot be written here", whoever raised them (not a network's or a device's)
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
+                          errno.ENAMETOOLONG})
 
 
 class WriteError(OSError):

@@ -216,6 +216,17 @@ def _train(name: str):
     return run
 
 
+def _download(work, inputs, weights, full):
+    from bisenetv2_ros.weights.known_weights import KNOWN_WEIGHTS, cache_dir
+
+    name = "mmseg-cityscapes"
+    with full():
+        code = cli.main(["download", name, "--url", weights.as_uri(), "--quiet"])
+    target = cache_dir() / KNOWN_WEIGHTS[name].file_name
+    assert not target.exists() and not list(cache_dir().glob(f".{target.name}*")), "nothing partial in the cache"
+    return code, f"the weights cache ($BISENETV2_CACHE) {target}"
+
+
 def _evaluate(work, inputs, weights, full):
     from training import evaluate
 
@@ -279,6 +290,7 @@ SCENARIOS = {
     "training/train.py log.jsonl": (named("log.jsonl"), "write", _train("log.jsonl")),
     "training/train.py checkpoint": (named("latest.pt"), "write", _train("latest.pt")),
     "training/evaluate.py --output": (named("result.json"), "write", _evaluate),
+    "download (into the cache)": (named(".part"), "write", _download),
     "training/overlays.py --output": (named("overlay.jpg"), "write", _overlays),
     "calibrate-ood (into the checkpoint)": (named("weights.pt"), "write", _calibrate_ood),
     "training/promote.py known_weights.py": (named("known_weights.py"), "write", _promote_entry),
@@ -495,6 +507,7 @@ WRITE_SITES = {
     "bisenetv2_ros/ros/warmup.py": (1, ["test_caches_that_cannot_be_written_are_warnings"]),
     "bisenetv2_ros/weights/checkpoint.py": (7, ["import", "export --output", "training/train.py checkpoint",
                                                 "calibrate-ood (into the checkpoint)"]),
+    "bisenetv2_ros/weights/download.py": (2, ["download (into the cache)"]),  # named by cmd_download
     "training/evaluate.py": (1, ["training/evaluate.py --output"]),
     "training/gpu_check.py": (2, ["training/gpu_check.py data"]),
     "training/overlays.py": (1, ["training/overlays.py --output"]),
@@ -510,8 +523,6 @@ WITHOUT_SCENARIO = {
     "bisenetv2_ros/inference/int8.py": (2, "int8's temporary files under $TMPDIR, named by fileio.writing"),
     "bisenetv2_ros/inference/onnx_graph.py": (1, "the dynamo exporter's temporary file, named by fileio.writing"),
     "bisenetv2_ros/inference/tensorrt_backend.py": (1, "TensorRT's int8 calibration cache, a warning; needs a GPU"),
-    "bisenetv2_ros/weights/download.py": (2, "download into the cache (weights/ is the lead's in issue 32): a write "
-                                             "failing there is an OSError without the file's name"),
 }
 
 

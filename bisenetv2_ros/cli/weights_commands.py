@@ -39,6 +39,14 @@ def cmd_download(args) -> int:
 
     try:
         path, downloaded = download_weights(args.name, url=args.url, force=args.force, progress=progress)
+    except OSError as error:  # a write into the cache failed: its OSError names no file
+        from ..fileio import WRITE_ERRNOS, WriteError
+        from ..weights.known_weights import find_known
+
+        if isinstance(error, WriteError) or error.errno not in WRITE_ERRNOS or find_known(args.name) is None:
+            raise
+        raise WriteError(cache_dir() / find_known(args.name).file_name, error.strerror, error.errno,
+                         "the weights cache ($BISENETV2_CACHE)") from error
     finally:
         if bar is not None:
             bar.close()
