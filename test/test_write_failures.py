@@ -14,7 +14,6 @@ from __future__ import annotations
 import builtins
 import errno
 import io
-import json
 import logging
 import os
 import re
@@ -33,7 +32,7 @@ import yaml
 from bisenetv2_ros.classes import CAMVID
 from bisenetv2_ros.cli import commands as cli
 from bisenetv2_ros.cli.arguments import run_script
-from bisenetv2_ros.fileio import WriteError, write_atomic
+from bisenetv2_ros.fileio import WriteError
 
 REPO = Path(__file__).resolve().parents[1]
 FULL = os.strerror(errno.ENOSPC)
