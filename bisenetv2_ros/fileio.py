@@ -1,9 +1,11 @@
-"""Atomic file writes (readers see the old file or the complete new one, never a partial one), a
-file's SHA-256, and the check that an input is a plain file: reading a FIFO blocks until a writer comes, a device
+"""Atomic file writes (readers see the old file or the complete new one, never a partial one), the one
+form of a failed write (``WriteError``: the file and the operating system's reason), a file's SHA-256,
+and the check that an input is a plain file: reading a FIFO blocks until a writer comes, a device
 (/dev/zero, /dev/urandom) never ends."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -11,6 +13,72 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+# Temporary names beside a target keep at most this much of its name: a target whose name is
+# valid (up to 255 bytes) must not fail only because its temporary name is longer.
+_TEMP_STEM = 64
+
+
+# errnos that mean "this file cannot be written here", whoever raised them (not a network's or a device's)
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
+                          errno.ENAMETOOLONG})
+
+
+class WriteError(OSError):
+    """A write that failed, as one line: ``cannot write PATH: <the OS's reason>``.
+
+    An OSError with the original ``errno`` (so callers can still tell "no space" from "permission"),
+    ``filename`` the file the user asked for (not a temporary name), and ``what`` (a flag such as
+    ``--output``, or words such as "the run folder") naming what chose it.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str, code: int | None = None, what: str | None = None):
+        super().__init__(code, reason, os.fspath(path))
+        self.what = what
+
+    def __str__(self) -> str:
+        named = f"{self.what} {self.filename}" if self.what else self.filename
+        return f"cannot write {named}: {self.strerror}"
+
+    def __reduce__(self):  # picklable across processes (DataLoader workers, multiprocessing)
+        return (WriteError, (self.filename, self.strerror, self.errno, self.what))
+
+
+def os_error_in(error: BaseException) -> OSError | None:
+    """The OSError that ``error`` is or was raised from (its ``__cause__`` / ``__context__`` chain):
+    libraries that write through Python streams (torch.save, onnx, rosbags) re-raise a failed
+    ``write()`` as their own error, and the OS's reason is only in the chain."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def write_error(error: BaseException, path: str | os.PathLike, what: str | None = None) -> WriteError | None:
+    """``error`` as the WriteError of writing ``path`` (an existing WriteError is kept as it is), or
+    None when no OSError caused it (then it is not a failed write: a bug or a refusal, left alone)."""
+    if isinstance(error, WriteError):
+        return error
+    cause = os_error_in(error)
+    if cause is None:
+        return None
+    return WriteError(path, cause.strerror or str(cause), cause.errno, what)
+
+
+@contextmanager
+def writing(path: str | os.PathLike, what: str | None = None) -> Iterator[None]:
+    """Inside it, a write failing for an OS reason (also one re-raised by a library) becomes the
+    one-line ``WriteError`` naming ``path`` (and ``what`` chose it) and the reason."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - re-raised unchanged unless an OSError caused it
+        failed = write_error(error, path, what)
+        if failed is None or failed is error:
+            raise
+        raise failed from error
 
 
 @contextmanager
@@ -24,12 +92,13 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     try:
         # mkstemp creates the file 0600; give it the mode a plain open() would (0666 minus umask),
         # so other users (a ROS node run as another user, an installed package) can read it.
-        os.chmod(tmp_name, 0o666 & ~_current_umask())
-        with os.fdopen(handle, "wb") as stream:
-            yield stream
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp_name, path)
+        with writing(path):
+            os.chmod(tmp_name, 0o666 & ~_current_umask())
+            with os.fdopen(handle, "wb") as stream:
+                yield stream
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise

@@ -227,13 +227,14 @@ def test_patching_an_old_path_patches_what_the_package_runs():
 
 def test_a_failed_write_names_the_path_and_the_os_reason(tmp_path):
     from bisenetv2_ros.cli import media
+    from bisenetv2_ros.fileio import WriteError
 
     too_long = tmp_path / ("x" * 300 + ".png")
-    with pytest.raises(media.MediaError, match=r"cannot write .*xxx\.png: File name too long$"):
+    with pytest.raises(WriteError, match=r"cannot write .*xxx\.png: File name too long$"):
         media._write_png(too_long, np.zeros((4, 4, 3), np.uint8))
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    with pytest.raises(media.MediaError, match=r"cannot write .*a-file/f\.png: File exists$"):
+    with pytest.raises(WriteError, match=r"cannot write .*a-file/f\.png: File exists$"):
         media._write_png(blocker / "f.png", np.zeros((4, 4, 3), np.uint8))
 
 

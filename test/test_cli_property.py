@@ -9,15 +9,26 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import inspect
 import io
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from bisenetv2_ros.cli import commands
 
-TRAINING_SCRIPTS = ("train", "evaluate", "export", "promote", "overlays", "benchmark_step")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def training_scripts() -> list[str]:
+    """Every training/*.py with a command line (``if __name__ == "__main__"``), found, not listed."""
+    return sorted(path.stem for path in (REPO / "training").glob("*.py")
+                  if re.search(r"""^if __name__ == ["']__main__["']:""", path.read_text(), re.MULTILINE))
+
+
+TRAINING_SCRIPTS = training_scripts()
 # What a careless or hostile user types for a number or a size
 BAD_VALUES = ("nan", "inf", "-inf", "-1", "1e400", "99999999999999999999", "99999x99999", "0x0", "", "1,2,x",
               "\u00bd", "0x" + "9" * 40)
@@ -54,7 +65,8 @@ def entry_points() -> dict[str, tuple[argparse.ArgumentParser, object, list[str]
                 found[f"bisenetv2 {name}"] = (parser, commands.main, [name])
     for script in TRAINING_SCRIPTS:
         module = importlib.import_module(f"training.{script}")
-        found[f"training/{script}.py"] = (_parser_of(module.main), module.main, [])
+        if "argv" in inspect.signature(module.main).parameters:  # else test_every_training_script_takes_argv fails
+            found[f"training/{script}.py"] = (_parser_of(module.main), module.main, [])
     return found
 
 
@@ -76,6 +88,15 @@ def required_arguments(parser: argparse.ArgumentParser) -> list[str]:
         elif action.required:
             argv += [action.option_strings[0], "x"]
     return argv
+
+
+def test_every_training_script_takes_argv():
+    """Its ``main(argv=None)`` parses ``argv``, not ``sys.argv`` (what this test and other callers pass)."""
+    assert {"train", "evaluate", "export", "promote", "overlays", "benchmark_step", "confidence_resolution",
+            "gpu_check"} <= set(TRAINING_SCRIPTS), TRAINING_SCRIPTS
+    for script in TRAINING_SCRIPTS:
+        parameters = inspect.signature(importlib.import_module(f"training.{script}").main).parameters
+        assert "argv" in parameters and parameters["argv"].default is None, f"training/{script}.py: main(argv=None)"
 
 
 def test_every_entry_point_is_walked():

@@ -8,31 +8,41 @@ With --timing N, also what each costs end to end on the torch backend (N interle
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: the repository root on the path, as the other scripts
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import time
-from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bisenetv2_ros.cli.arguments import size_or_comma
+from bisenetv2_ros.cli.arguments import add_debug_flag, non_negative_int, run_script, size_or_comma
 from bisenetv2_ros.cli.media import list_images
 from bisenetv2_ros.image_files import read_image_file
 from bisenetv2_ros.inference.fused import FusedSegmentation, top_class_confidence
 from bisenetv2_ros.weights.known_weights import DEFAULT_WEIGHTS, load_model
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+PROG = "training/confidence_resolution.py"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("folder", type=Path)
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS)
-    parser.add_argument("--frames", type=int, default=20)
-    parser.add_argument("--frame-size", type=size_or_comma, default=(480, 640))
-    parser.add_argument("--timing", type=int, default=0, metavar="N", help="also time the variants, N runs each")
+    parser.add_argument("--frames", type=non_negative_int, default=20, help="frames of FOLDER to compare (0: none)")
+    parser.add_argument("--frame-size", type=size_or_comma, default=(480, 640), metavar="HxW")
+    parser.add_argument("--timing", type=non_negative_int, default=0, metavar="N", help="also time the variants, N runs each")
     parser.add_argument("--precision", default="auto", help="torch precision for --timing (default: auto)")
-    args = parser.parse_args()
+    add_debug_flag(parser)
+    args = parser.parse_args(argv)
     if args.timing:
         time_variants(args)
     if args.frames < 1:
@@ -40,6 +50,8 @@ def main() -> None:
     model, info = load_model(args.weights)
     fused = FusedSegmentation(model, info.normalization, info.train_resolution)
     files = list_images(args.folder)
+    if not files:
+        raise ValueError(f"FOLDER {args.folder} holds no images (or does not exist)")
     files = files[:: max(1, len(files) // args.frames)][: args.frames]
     height, width = args.frame_size
     differences, border = [], []
@@ -103,4 +115,4 @@ def time_variants(args) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(PROG, main))

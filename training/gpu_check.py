@@ -182,8 +182,9 @@ def synthetic_folder(root: Path) -> Path:
     import cv2
     import numpy as np
 
-    (root / "classes.txt").parent.mkdir(parents=True, exist_ok=True)
-    (root / "classes.txt").write_text("dark\nbright\nmid\n")
+    from bisenetv2_ros.fileio import write_atomic
+
+    write_atomic(root / "classes.txt", b"dark\nbright\nmid\n")
     rng = np.random.default_rng(0)
     for index in range(4):
         label = np.zeros((32, 48), np.uint8)
@@ -192,8 +193,8 @@ def synthetic_folder(root: Path) -> Path:
         image = np.repeat(np.choose(label, [20, 230, 120]).astype(np.uint8)[..., None], 3, axis=2)
         for split in ("train", "val"):
             for kind, pixels in (("images", image), ("labels", label)):
-                (root / split / kind).mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(root / split / kind / f"{index:03d}.png"), pixels)
+                # written by Python, not cv2.imwrite (which answers a failure with False only)
+                write_atomic(root / split / kind / f"{index:03d}.png", cv2.imencode(".png", pixels)[1].tobytes())
     return root
 
 
@@ -234,12 +235,15 @@ SECTIONS: dict[str, Callable[[Plan], dict[str, Any]]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    from bisenetv2_ros.cli.arguments import float_in_range  # the package's bounded numbers (ROOT is on the path)
+
+    parser = argparse.ArgumentParser(prog="training/gpu_check.py", description=__doc__.split("\n")[0])
     parser.add_argument("--wired", action="store_true", help="CPU only, tiny sizes: check the wiring (CI)")
     parser.add_argument("--weights", default="camvid", help="weights for the label and node checks (default camvid)")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "camvid"),
                         help="CamVid folder with val/ (default ../shared/data/camvid)")
-    parser.add_argument("--budget-s", type=float, default=470.0, help="stop starting sections after this (default 470)")
+    parser.add_argument("--budget-s", type=float_in_range(0.0, 86400.0, low_open=True), default=470.0,
+                        help="stop starting sections after this many seconds (default 470, at most a day)")
     parser.add_argument("--only", default=None, help="comma-separated sections to run (default all)")
     args = parser.parse_args(argv)
     plan = Plan(args)

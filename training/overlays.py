@@ -33,6 +33,7 @@ from bisenetv2_ros.cli.arguments import (
     non_negative_int,
     run_script,
 )
+from bisenetv2_ros.fileio import write_atomic
 from bisenetv2_ros.output_safety import check_output, record_file
 
 PROG = "training/overlays.py"
@@ -149,10 +150,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
     rows = [frame_panels(before, after, *dataset[i], alpha=args.alpha) for i in indices]
     titles = ["ground truth", args.before_title or f"before: {args.before}", args.after_title or f"after: {args.after}"]
     picture = compose(rows, titles, before.classes, args.max_width)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
     params = [cv2.IMWRITE_JPEG_QUALITY, args.quality] if args.output.suffix.lower() != ".png" else []
-    if not cv2.imwrite(str(args.output), np.ascontiguousarray(picture[..., ::-1]), params):
-        raise OSError(f"could not write {args.output}")
+    # encoded here, written by Python: a failure names the file and the OS's reason (cv2.imwrite says only False)
+    ok, encoded = cv2.imencode(args.output.suffix.lower(), np.ascontiguousarray(picture[..., ::-1]), params)
+    if not ok:
+        raise ValueError(f"--output {args.output}: OpenCV cannot encode a {args.output.suffix} picture")
+    write_atomic(args.output, encoded.tobytes())
     record_file(args.output, PROG)
     size = args.output.stat().st_size
     print(f"wrote {args.output} ({picture.shape[1]}x{picture.shape[0]}, {size / 1024:.0f} KB): frames "

@@ -30,11 +30,11 @@ if __package__ in (None, ""):
 import argparse
 import json
 import re
-import shutil
 import tempfile
 from typing import Sequence
 
 from bisenetv2_ros.cli.arguments import add_debug_flag, run_script, threads_int
+from bisenetv2_ros.fileio import write_atomic
 from bisenetv2_ros.inference.calibration_store import calibrate_checkpoint_file
 from bisenetv2_ros.inference.calibration_table import summary
 from bisenetv2_ros.inference.int8 import training_calibration
@@ -151,7 +151,7 @@ def apply_entry_update(resolution: Sequence[int], path: Path = KNOWN_WEIGHTS_FIL
         raise ValueError(f"{path}: found {len(found)} entries like 'info=CheckpointInfo(CAMVID, "
                          f"IMAGENET_NORMALIZATION, (H, W), \"camvid\")' instead of one; change the resolution by hand")
     height, width = (int(v) for v in resolution)
-    path.write_text(ENTRY_PATTERN.sub(lambda m: f"{m.group(1)}({height}, {width}){m.group(3)}", text))
+    write_atomic(path, ENTRY_PATTERN.sub(lambda m: f"{m.group(1)}({height}, {width}){m.group(3)}", text).encode())
 
 
 def interleaved_frames(root: str, split: str, folder: Path) -> tuple[Path, Path]:
@@ -260,8 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ood = promoted_ood_calibration(written, deploy.info.dataset, args.root, unseen[SELECTION_SPLIT],
                                        Path(tempfile.mkdtemp(dir=folder)))
         print(f"ood calibration: {ood}")
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(written, args.output)
+        write_atomic(args.output, written.read_bytes())  # a disk that fills leaves the old file, not half a new one
     print(f"wrote {args.output} (resolution {deploy.info.train_resolution})")
     print(f"lineage: {describe(lineage)}")
     change = entry_update(deploy.info.train_resolution)

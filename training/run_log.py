@@ -6,6 +6,7 @@ printed lines. Only the main process of a torchrun job writes.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 import yaml
 
+from bisenetv2_ros.fileio import writing
 from training.config import RunSection, TrainConfig
 from training.datasets import SegmentationDataset
 
@@ -31,6 +33,21 @@ def print_run_summary(train_set: SegmentationDataset, val_set: SegmentationDatas
                                             zip(train_set.classes.names, class_weights.tolist())), flush=True)
 
 
+def forget_unfinished_run(out_dir: Path) -> None:
+    """After a write failed in a run that saved no checkpoint yet: removes what ``RunLog`` wrote
+    (config.yaml, log.jsonl, tensorboard/) and the folder if that empties it, so the corrected command
+    is not refused as "holds a run already" (there is nothing to resume)."""
+    if any((out_dir / name).exists() for name in ("latest.pt", "best.pt")):
+        return
+    try:
+        for name in ("config.yaml", "log.jsonl"):
+            (out_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
+        out_dir.rmdir()
+    except OSError:  # not empty (other files of the user's), or the disk refuses even this: left as it is
+        pass
+
+
 class RunLog:
     """The run folder's config.yaml, log.jsonl and TensorBoard events, and the progress bar (``progress``)."""
 
@@ -38,8 +55,9 @@ class RunLog:
         self.out_dir, self.config, self.main = out_dir, config, main
         self.writer = None
         if main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+            with writing(out_dir / "config.yaml"):
+                out_dir.mkdir(parents=True, exist_ok=True)
+                (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 self.writer = SummaryWriter(str(out_dir / "tensorboard"))
@@ -60,9 +78,10 @@ class RunLog:
         """One line of log.jsonl; its numbers (but iteration and time) also go to TensorBoard."""
         if not self.main:
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.out_dir / "log.jsonl", "a") as stream:
-            stream.write(json.dumps(record) + "\n")
+        with writing(self.out_dir / "log.jsonl"):
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.out_dir / "log.jsonl", "a") as stream:
+                stream.write(json.dumps(record) + "\n")
         if self.writer is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key not in ("iteration", "time"):

@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch import nn
 
 from bisenetv2_ros.cli.arguments import add_debug_flag, positive_int, run_script
+from bisenetv2_ros.fileio import WriteError, writing
 from bisenetv2_ros.models.architectures import build_model
 from bisenetv2_ros.output_safety import check_run_folder
 from bisenetv2_ros.weights.checkpoint import Checkpoint, save_checkpoint
@@ -45,7 +46,7 @@ from training.checkpointing import (
 )
 from training.config import TrainConfig, load_config
 from training.evaluate import evaluate_model, format_table
-from training.run_log import RunLog, print_run_summary
+from training.run_log import RunLog, forget_unfinished_run, print_run_summary
 from training.run_setup import (
     AMP_DTYPES,
     Distributed,
@@ -114,8 +115,9 @@ class Trainer:
         info = checkpoint_info(self.config, self.classes, self.command, self.loop_state, metrics)
         state = training_state(self.config, self.schedule, self.loop_state, self.optimizer, self.scheduler,
                                self.scaler)
-        return save_checkpoint(Checkpoint.from_model(self.model, info, kind="train", training_state=state),
-                               self.out_dir / name)
+        with writing(self.out_dir / name):  # a failure names the checkpoint and the OS's reason
+            return save_checkpoint(Checkpoint.from_model(self.model, info, kind="train", training_state=state),
+                                   self.out_dir / name)
 
     def validate(self) -> dict[str, Any] | None:
         if self.val_set is None:
@@ -202,7 +204,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     STARTED_RUN[:] = [Path(config.run.out_dir)]
     command = " ".join(["python training/train.py", *(argv if argv is not None else sys.argv[1:])])
     trainer = Trainer(config, resume=args.resume, command=command, progress=not args.no_progress)
-    result = trainer.train()
+    try:
+        result = trainer.train()
+    except WriteError:
+        if trainer.env.main and not args.resume:
+            forget_unfinished_run(trainer.out_dir)  # nothing to resume: do not block the command run again
+        raise
     if dist.is_initialized():
         dist.destroy_process_group()
     return result

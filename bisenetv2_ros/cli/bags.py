@@ -22,8 +22,10 @@ import numpy as np
 
 from ..classes import colorize
 from ..conventions import DEFAULT_MAX_INPUT_PIXELS
+from ..fileio import WriteError
 from ..ros import messages
 from .bag_info import INFO_TYPE, BagInfo
+from .bag_writer import CheckedBagWriter
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -183,7 +185,7 @@ def segment_bag(segmenter, bag: Path, output: Path, topic: str | None = None, ba
         cameras = [c for c in reader.connections if c.topic == topic]
         on_topic(topic, sum(c.msgcount for c in cameras))
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-        with Writer(output, version=BAG_VERSION, storage_plugin=plugin) as writer:
+        with CheckedBagWriter(Writer(output, version=BAG_VERSION, storage_plugin=plugin), output) as writer:
             connections = {kind: writer.add_connection(OUTPUT_TOPICS[kind][0], OUTPUT_TOPICS[kind][1],
                                                        typestore=typestore, offered_qos_profiles=output_qos())
                            for kind in outputs}
@@ -328,6 +330,8 @@ def _copy_connections(writer, connections, typestore, summary: BagSummary, writt
             else:
                 out = writer.add_connection(conn.topic, conn.msgtype, typestore=typestore,
                                             serialization_format=fmt, offered_qos_profiles=qos)
+        except WriteError:
+            raise
         except Exception as error:  # a type neither the bag nor the Jazzy store describes
             summary.warnings.append(f"not copying {conn.topic} ({conn.msgtype}): {error}")
             continue

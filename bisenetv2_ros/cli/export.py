@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 from ..conventions import CHANNEL_ORDERS, DEFAULT_INPUT_SIZE, DEFAULT_WORKSPACE_GIB, size_argument
-from ..fileio import write_atomic
+from ..fileio import WriteError, write_atomic, writing
 
 # The graph builder's names stay importable from here (they lived here before); torch, the
 # checkpoint format and TensorRT load only when something is exported, so `bisenetv2 --help`
@@ -198,16 +198,18 @@ def staged_files(on_moved=lambda target: None) -> Iterator:
     def stage(target: str | os.PathLike) -> Path:
         target = Path(target)
         missing = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        made.extend(missing)  # deepest first
-        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+        with writing(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            made.extend(missing)  # deepest first
+            # the temporary name keeps only the start of the target's: a valid name stays valid
+            handle, name = tempfile.mkstemp(prefix=f".{target.name[:64]}.", suffix=".partial", dir=target.parent)
         os.close(handle)
         moves.append((Path(name), target))
         return Path(name)
 
     try:
         yield stage
-    except BaseException:
+    except BaseException as error:
         for staged, _ in moves:
             staged.unlink(missing_ok=True)
         for folder in made:
@@ -215,10 +217,23 @@ def staged_files(on_moved=lambda target: None) -> Iterator:
                 folder.rmdir()
             except OSError:  # not empty: something else lives there now
                 pass
+        targets = {str(staged): target for staged, target in moves}
+        if isinstance(error, WriteError) and error.filename in targets:  # the name asked for, not the temporary one
+            raise WriteError(targets[error.filename], error.strerror, error.errno, error.what) from error
         raise
-    for staged, target in moves:
-        os.replace(staged, target)
-        on_moved(target)
+    moved: list[Path] = []
+    try:
+        for staged, target in moves:
+            with writing(target):
+                os.replace(staged, target)
+            moved.append(target)
+            on_moved(target)
+    except BaseException:  # all or nothing: the staged files, and the targets moved before, go
+        for staged, target in moves:
+            staged.unlink(missing_ok=True)
+            if target in moved:
+                target.unlink(missing_ok=True)
+        raise
 
 
 def export_onnx(weights: str | os.PathLike | torch.nn.Module | None = None, out_path: str | os.PathLike = "bisenetv2.onnx",

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..fileio import writing
 from ..inference.ood import OODScorer
 
 FRAMES_LOG = "frames.jsonl"
@@ -41,9 +42,10 @@ class FramesLog:
             record.update(ood_score=round(score, 6), ood=flagged, mean_confidence=round(float(confidence.mean()) / 255.0, 6))
             self.flagged += int(bool(flagged))
         record["class_fractions"] = fractions
-        if self._stream is None:
-            self._stream = self.path.open("w", encoding="utf-8")
-        self._stream.write(json.dumps(record) + "\n")
+        with writing(self.path):
+            if self._stream is None:
+                self._stream = self.path.open("w", encoding="utf-8")
+            self._stream.write(json.dumps(record) + "\n")
         self.frames += 1
         return record
 
@@ -55,7 +57,9 @@ class FramesLog:
 
     def close(self) -> None:
         if self._stream is not None:
-            self._stream.close()
+            stream, self._stream = self._stream, None
+            with writing(self.path):  # the last buffered records are written here
+                stream.close()
 
     def __enter__(self) -> "FramesLog":
         return self

@@ -18,10 +18,11 @@ import cv2
 import numpy as np
 
 from ..conventions import DEFAULT_MAX_INPUT_PIXELS, IMAGE_SUFFIXES, is_image_file
-from ..fileio import special_file_problem
+from ..fileio import WriteError, special_file_problem, writing
 from ..image_files import ImageFileError, read_image_file
 from ..output_safety import UnsafeOutput, check_output, distinct_names, record_folder, why_not_own
 from ..ros.messages import ImageConversionError, check_frame_size
+from .video_output import VideoOutput
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 IMAGE_OUTPUTS = ("labels", "color", "overlay")  # the default for images
@@ -89,20 +90,31 @@ class StagedOutput:
                  command: str = "bisenetv2 segment", inputs: Sequence[str | os.PathLike] = ()) -> None:
         self.final = check_output(final, command, inputs, overwrite)
         self.command = command
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self._stage = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.partial-", dir=self.final.parent))
+        self.committed = False
+        with writing(self.final):
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+            # the staging name keeps only the start of the final one: a valid name stays valid
+            self._stage = Path(tempfile.mkdtemp(prefix=f".{self.final.name[:64]}.partial-", dir=self.final.parent))
         self.path = self._stage / self.final.name
         if create:
-            self.path.mkdir()
-        self.committed = False
+            with writing(self.final):
+                try:
+                    self.path.mkdir()
+                except BaseException:
+                    self.discard()
+                    raise
 
     def commit(self) -> Path:
+        with writing(self.final):
+            return self._commit()
+
+    def _commit(self) -> Path:
         record_folder(self.path, self.command)
         if os.path.lexists(self.final):  # only reachable with overwrite, for a previous output of the command
             problem = why_not_own(self.final, self.command)  # again: it may have changed while this ran
             if problem is not None:
                 raise UnsafeOutput(f"{self.final} changed while this ran ({problem}); nothing was replaced")
-            trash = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.old-", dir=self.final.parent))
+            trash = Path(tempfile.mkdtemp(prefix=f".{self.final.name[:64]}.old-", dir=self.final.parent))
             os.replace(self.final, trash / self.final.name)
             shutil.rmtree(trash, ignore_errors=True)
         os.replace(self.path, self.final)
@@ -119,6 +131,10 @@ class StagedOutput:
     def __exit__(self, exc_type, exc, tb) -> bool:
         if not self.committed:
             self.discard()
+        if isinstance(exc, WriteError) and exc.filename:  # named as the user knows it, not the staging name
+            staged = Path(exc.filename)
+            if staged == self.path or staged.is_relative_to(self.path):
+                raise WriteError(self.final / staged.relative_to(self.path), exc.strerror, exc.errno, exc.what) from exc
         return False
 
 
@@ -225,11 +241,9 @@ def _write_png(path: Path, image: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
         raise MediaError(f"cannot encode {path} as PNG")
-    try:
+    with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(encoded.tobytes())
-    except OSError as error:
-        raise MediaError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 def segment_images(segmenter, images: Sequence[Path], root: Path | None, output: Path,
@@ -298,17 +312,12 @@ def segment_video(segmenter, path: Path, output: Path, outputs: Sequence[str] = 
     index>.png`` (exact values, not a lossy video)."""
     capture, info = open_video(path, max_pixels)
     fourcc, extension = VIDEO_CODEC
-    writers: dict[str, cv2.VideoWriter] = {}
+    writers: dict[str, VideoOutput] = {}  # cli/video_output.py: every failure with the OS's reason
     summary = Summary()
     try:
         for kind in outputs:
-            if kind in PNG_PER_FRAME:
-                continue
-            target = output / f"{kind}{extension}"
-            writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*fourcc), info.fps, (info.width, info.height))
-            if not writer.isOpened():
-                raise MediaError(f"OpenCV cannot write {fourcc} video to {target}")
-            writers[kind] = writer
+            if kind not in PNG_PER_FRAME:
+                writers[kind] = VideoOutput(output / f"{kind}{extension}", fourcc, info.fps, (info.height, info.width))
         for group in batches_of_equal_size(video_frames(capture), lambda frame: frame, batch_size):
             labels, confidences = _segment(segmenter, np.stack(group), outputs, frames_log)
             for frame, label, confidence in zip(group, labels, confidences):
@@ -322,10 +331,14 @@ def segment_video(segmenter, path: Path, output: Path, outputs: Sequence[str] = 
                                    render(segmenter, kind, frame, label, alpha, confidence))
                 summary.frames += 1
                 progress(1)
+        if summary.frames == 0:
+            raise MediaError(f"video {path} holds no frames OpenCV can decode")
+        for writer in writers.values():
+            writer.close()  # checks the file reads back with every frame
+    except BaseException:
+        for writer in writers.values():
+            writer.discard()  # a partial video is removed, not left to mislead
+        raise
     finally:
         capture.release()
-        for writer in writers.values():
-            writer.release()
-    if summary.frames == 0:
-        raise MediaError(f"video {path} holds no frames OpenCV can decode")
     return summary

@@ -39,6 +39,14 @@ def cmd_download(args) -> int:
 
     try:
         path, downloaded = download_weights(args.name, url=args.url, force=args.force, progress=progress)
+    except OSError as error:  # a write into the cache failed: its OSError names no file
+        from ..fileio import WRITE_ERRNOS, WriteError
+        from ..weights.known_weights import find_known
+
+        if isinstance(error, WriteError) or error.errno not in WRITE_ERRNOS or find_known(args.name) is None:
+            raise
+        raise WriteError(cache_dir() / find_known(args.name).file_name, error.strerror, error.errno,
+                         "the weights cache ($BISENETV2_CACHE)") from error
     finally:
         if bar is not None:
             bar.close()
@@ -158,13 +166,15 @@ IMPORT = "bisenetv2 import"  # the command named in output records (output_safet
 
 
 def cmd_import(args) -> int:
+    from ..fileio import writing
     from ..output_safety import check_output, record_file
     from ..weights.checkpoint import save_checkpoint
     from ..weights.importers import import_checkpoint
 
     check_output(args.output, IMPORT, [args.source], args.overwrite, folder=False, flag="OUT")
     checkpoint = import_checkpoint(args.source, family=args.family)
-    path = save_checkpoint(checkpoint, args.output, half=args.half)
+    with writing(args.output):  # its folder is made before the atomic write (which names the file itself)
+        path = save_checkpoint(checkpoint, args.output, half=args.half)
     record_file(path, IMPORT)
     family = checkpoint.info.provenance.get("imported_from", "bisenetv2_ros")
     print(f"imported {args.source} ({family}, {checkpoint.config.num_classes} classes) -> {path}")

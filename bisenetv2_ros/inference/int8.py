@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..fileio import writing
 from .backend_base import BackendError
 from .calibration_frames import (  # noqa: F401 - also the names callers take from int8
     DEFAULT_CALIBRATION_FRAMES,
@@ -259,9 +260,9 @@ def _quantize(q, model, reader, quantised, kept, per_channel, quant_format, acti
         if ranges is not None:
             write_ort_calibration_cache({"tensors": ranges}, cache)
         use_cache = {"calibration_cache_path": str(cache)} if ranges is not None or measured is not None else {}
-        # No q.quant_pre_process: the exported graph is already constant-folded with the batch norms
-        # folded into the convolutions, and the calibrator infers shapes itself.
-        onnx.save(model, str(source))
+        # No q.quant_pre_process: the graph is constant-folded, batch norms in the convolutions; shapes inferred
+        with writing(source, "int8's temporary file"):  # under $TMPDIR: a full /tmp says so
+            onnx.save(model, str(source))
         q.quantize_static(str(source), str(target), reader, quant_format=getattr(q.QuantFormat, quant_format),
                           per_channel=per_channel, activation_type=getattr(q.QuantType, activation_type),
                           weight_type=getattr(q.QuantType, weight_type), reduce_range=reduce_range,

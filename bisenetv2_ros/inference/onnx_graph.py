@@ -16,6 +16,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..fileio import writing
+
 if TYPE_CHECKING:
     import torch
 
@@ -120,7 +122,8 @@ def _dynamo_onnx_bytes(module: torch.nn.Module, example: torch.Tensor, output_na
                                     dynamic_shapes=shapes, optimize=True, verbose=False)
         with tempfile.TemporaryDirectory() as folder:  # the program saves to a path only
             path = Path(folder) / "model.onnx"
-            program.save(str(path))
+            with writing(path, "the ONNX exporter's temporary file"):
+                program.save(str(path))
             return path.read_bytes()
 
 

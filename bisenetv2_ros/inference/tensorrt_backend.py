@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..conventions import DEFAULT_WORKSPACE_GIB
+from ..fileio import write_atomic
 from ..weights.checkpoint import Normalization
 from . import int8
 from .backend_base import Backend, BackendError, cuda_available, tensorrt_importable
@@ -91,8 +92,11 @@ def _make_calibrator(trt, files: list[Path], frame_shape: tuple[int, int, int], 
             return cache_path.read_bytes() if cache_path.is_file() else None
 
         def write_calibration_cache(self, cache) -> None:
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            cache_path.write_bytes(bytes(cache))
+            try:  # a cache: an unwritable one costs the next build a calibration, nothing else
+                write_atomic(cache_path, bytes(cache))
+            except OSError as error:
+                LOGGER.warning("cannot keep the TensorRT int8 calibration cache (%s); the next build calibrates "
+                               "again", error)
 
     return FolderCalibrator()
 
