@@ -65,7 +65,10 @@ def write_error(error: BaseException, path: str | os.PathLike, what: str | None 
     cause = os_error_in(error)
     if cause is None:
         return None
-    return WriteError(path, cause.strerror or str(cause), cause.errno, what)
+    reason = cause.strerror or str(cause)
+    if cause.errno == errno.EEXIST and cause.filename is not None and not os.path.isdir(cause.filename):
+        reason = f"{cause.filename} is a file, where a folder is needed"  # mkdir's bare "File exists"
+    return WriteError(path, reason, cause.errno, what)
 
 
 @contextmanager
@@ -87,8 +90,9 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     and renamed over ``path``, and the folder is fsynced so that the rename itself survives a power
     cut; on any error (Ctrl-C included) it is removed and ``path`` is untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with writing(path):  # a folder that cannot be made, or no temporary file beside the target
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name[:_TEMP_STEM]}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp creates the file 0600; give it the mode a plain open() would (0666 minus umask),
         # so other users (a ROS node run as another user, an installed package) can read it.

@@ -549,3 +549,22 @@ def test_every_write_call_is_listed_with_its_failure_case():
     unknown = {file: [c for c in covered if c not in cases] for file, (_, covered) in WRITE_SITES.items()}
     assert not {file: c for file, c in unknown.items() if c}, unknown
     assert not set(WRITE_SITES) & set(WITHOUT_SCENARIO)
+
+
+@pytest.mark.parametrize("below, reason", [("", "{blocker} is a file, where a folder is needed"),
+                                          ("sub/", "Not a directory")])
+def test_a_file_where_a_folder_is_needed_is_named(tmp_path, below, reason):
+    """mkdir said only "File exists"; and the folder made for a checkpoint was outside the named write."""
+    from bisenetv2_ros.fileio import WriteError
+    from bisenetv2_ros.weights.checkpoint import load_checkpoint, save_checkpoint
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    target = tmp_path / "blocker" / below / "model.pt"
+    from conftest import make_tiny_checkpoint
+
+    checkpoint = load_checkpoint(make_tiny_checkpoint(tmp_path / "tiny.pt"))
+    with pytest.raises(WriteError) as refused:
+        save_checkpoint(checkpoint, target)
+    assert str(refused.value) == f"cannot write {target}: " + reason.format(blocker=blocker)
+    assert blocker.read_text() == "x"

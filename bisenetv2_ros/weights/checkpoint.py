@@ -227,8 +227,7 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike, half: bool 
     ``half`` stores floating-point weights as fp16 (deployment checkpoints; they are loaded back
     as fp32). Batch-norm statistics stay fp32 to keep their precision.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)  # atomic_open makes the folder (a failure names the file and the reason)
     data = checkpoint.to_dict()
     if half:
         data["state_dict"] = {k: (v.half() if v.is_floating_point() and not k.endswith(("running_mean", "running_var"))
