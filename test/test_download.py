@@ -242,3 +242,29 @@ def test_a_fifo_behind_a_file_url_is_refused(cache, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"bisenetv2 download: error: --url {fifo} is a FIFO (named pipe), not a regular file; "
                    "reading it could block or never end: give a file"]
+
+
+def test_a_tls_failure_during_the_transfer_is_a_download_error(cache, monkeypatch):
+    """ssl.SSLError is an OSError (errno 1, EPERM): it must not read as a failed write to the cache."""
+    import ssl
+    import urllib.request
+
+    from bisenetv2_ros.weights.download import DownloadError, download_weights
+
+    class Response:
+        headers = {"Content-Length": "100"}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read1(self, size):
+            raise ssl.SSLError(1, "[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC] decryption failed")
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda address, timeout: Response())
+    with pytest.raises(DownloadError, match=r"the TLS connection to example.org failed during the download of "
+                                            r"https://example.org/w.pth .*the file was discarded"):
+        download_weights(NAME, url="https://example.org/w.pth")
+    assert not cache.exists() or list(cache.iterdir()) == []

@@ -17,6 +17,7 @@ import hashlib
 import http.client
 import os
 import socket
+import ssl
 import tempfile
 import time
 import urllib.error
@@ -149,6 +150,9 @@ def _fetch(address: str, out, progress: Callable[[int, int | None], None], timeo
                             f"fetch {address} elsewhere and copy it into {folder}") from error
     except (socket.timeout, TimeoutError, ConnectionError) as error:
         raise DownloadError(f"connection to {host} failed ({_reason(error)}): are you offline?") from error
+    except ssl.SSLError as error:  # during the transfer (an OSError whose errno is no file's: not a write failure)
+        raise DownloadError(f"the TLS connection to {host} failed during the download of {address} "
+                            f"({getattr(error, 'reason', None) or _reason(error)}); the file was discarded; try again") from error
     return digest.hexdigest()
 
 
