@@ -62,7 +62,7 @@ def _metric(value) -> str:
 
 def _describe(weights: str) -> dict:
     """Everything known of a checkpoint path or weights name, as plain data."""
-    from ..inference import ood  # noqa: F401 - registers the ood calibration's part check
+    from ..inference import calibration_store, ood  # noqa: F401 - each registers its checks of a checkpoint part
     from ..inference.calibration_table import summary as calibration_summary
     from ..weights.checkpoint import CheckpointError
     from ..weights.known_weights import find_known, open_weights, resolve_weights

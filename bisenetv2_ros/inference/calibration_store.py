@@ -12,13 +12,40 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .calibration_table import (
-    calibration_graph,
-    coverage_problem,
+    CALIBRATION_PART,
+    float_tensors_of,
     network_fingerprint,
+    register_part_check,
     summary,
     table_from_ranges,
     table_problem,
 )
+
+
+def calibration_graph(model, normalization, input_size: tuple[int, int]) -> bytes:
+    """The graph a table is measured on: the dynamic fused graph in the weights' channel order. Every
+    int8 graph the backends build quantises a subset of its network nodes' activations."""
+    from .onnx_graph import fused_onnx_bytes
+
+    return fused_onnx_bytes(model, normalization, tuple(input_size), "dynamic", normalization.channel_order, None,
+                            channels_last_tail=True)
+
+
+def coverage_problem(table: Mapping[str, Any], model, normalization) -> str | None:
+    """Why a well-formed table does not cover the int8 graphs the backends build for ``model`` (tensors of
+    the nodes they quantise that it has no range for), or None."""
+    import onnx
+
+    from ..weights.checkpoint_parts import preview
+    from .int8 import KEEP_FLOAT, inline_shared_initializers, network_nodes
+
+    graph = onnx.load_from_string(calibration_graph(model, normalization, table["input_size"]))
+    inline_shared_initializers(graph)  # as int8.quantize_fused_onnx reads the graph
+    quantised = [name for name in network_nodes(graph)[0] if not name.startswith(KEEP_FLOAT)]  # quantizer_settings'
+    needed = float_tensors_of(graph, quantised)
+    missing = sorted(needed - set(table["tensors"]))
+    return (f"it has ranges for {len(needed) - len(missing)} of the {len(needed)} tensors the int8 graph needs "
+            f"(missing: {preview(missing, 3)})" if missing else None)
 
 
 def measure_calibration_table(model, normalization, input_size: tuple[int, int], calibration, source: str) -> dict:
@@ -87,3 +114,12 @@ def _keep_or_remove(path, checkpoint) -> str:
         return "kept: " + summary(info.calibration)
     embed_calibration_table(path, None)
     return f"removed ({problem}; no calibration frames to measure again: give --calibration-images DIR)"
+
+
+def _covers_the_graph(checkpoint) -> str | None:
+    """Runs after calibration_table's checks (a malformed table or one of other weights is reported by them)."""
+    return coverage_problem(checkpoint.info.calibration, checkpoint.build_model(), checkpoint.info.normalization)
+
+
+# after calibration_table's checks (imported above): well formed, of these weights, then covering the graph
+register_part_check(CALIBRATION_PART, lambda checkpoint: checkpoint.info.calibration is not None, _covers_the_graph)

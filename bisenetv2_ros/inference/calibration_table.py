@@ -11,7 +11,8 @@ The ranges are those ONNX Runtime's MinMax calibrator measures on the fused grap
 named by the graph's tensor names, which follow the network's module names. ``network_sha256``
 (the weights and the normalisation) keys the table: ranges of other weights are never used. A
 graph that needs a tensor the table lacks (an exporter that names tensors differently) is reported
-by ``missing_tensors`` (``coverage_problem`` for ``bisenetv2 info`` and ``export``), and the table is then not used. The table holds numbers only, never frames:
+by ``missing_tensors`` (``calibration_store.coverage_problem`` for ``bisenetv2 info`` and ``export``),
+and the table is then not used. The table holds numbers only, never frames:
 shipped weights carry no training images.
 """
 
@@ -93,32 +94,6 @@ def missing_tensors(model, node_names: Iterable[str], table: Mapping[str, Any]) 
     return sorted(float_tensors_of(model, node_names) - set(table["tensors"]))
 
 
-def calibration_graph(model, normalization, input_size: tuple[int, int]) -> bytes:
-    """The graph a table is measured on: the dynamic fused graph in the weights' channel order. Every
-    int8 graph the backends build quantises a subset of its network nodes' activations."""
-    from .onnx_graph import fused_onnx_bytes
-
-    return fused_onnx_bytes(model, normalization, tuple(input_size), "dynamic", normalization.channel_order, None,
-                            channels_last_tail=True)
-
-
-def coverage_problem(table: Mapping[str, Any], model, normalization) -> str | None:
-    """Why a well-formed table does not cover the int8 graphs the backends build for ``model`` (tensors of
-    the nodes they quantise that it has no range for), or None."""
-    import onnx
-
-    from ..weights.checkpoint_parts import preview
-    from .int8 import KEEP_FLOAT, inline_shared_initializers, network_nodes
-
-    graph = onnx.load_from_string(calibration_graph(model, normalization, table["input_size"]))
-    inline_shared_initializers(graph)  # as int8.quantize_fused_onnx reads the graph
-    quantised = [name for name in network_nodes(graph)[0] if not name.startswith(KEEP_FLOAT)]  # quantizer_settings'
-    needed = float_tensors_of(graph, quantised)
-    missing = sorted(needed - set(table["tensors"]))
-    return (f"it has ranges for {len(needed) - len(missing)} of the {len(needed)} tensors the int8 graph needs "
-            f"(missing: {preview(missing, 3)})" if missing else None)
-
-
 def write_ort_calibration_cache(table: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """The table as ONNX Runtime's calibration cache (``quantize_static(calibration_cache_path=)``)."""
     from onnxruntime.quantization import CalibrationMethod
@@ -165,7 +140,6 @@ def usable_table(table: Any, model, normalization) -> Mapping[str, Any] | None:
     return table
 
 
-
 def _measured_on_these_weights(checkpoint) -> str | None:
     if calibration_data_problem(checkpoint.info.calibration) is not None:
         return None  # the data check (registered first) reports it
@@ -173,11 +147,5 @@ def _measured_on_these_weights(checkpoint) -> str | None:
     return table_problem(checkpoint.info.calibration, fingerprint)
 
 
-def _covers_the_graph(checkpoint) -> str | None:
-    """Run after the checks above (a malformed table or one of other weights is reported by them)."""
-    return coverage_problem(checkpoint.info.calibration, checkpoint.build_model(), checkpoint.info.normalization)
-
-
 register_part_check(CALIBRATION_PART, lambda checkpoint: checkpoint.info.calibration is not None,
                     _measured_on_these_weights)
-register_part_check(CALIBRATION_PART, lambda checkpoint: checkpoint.info.calibration is not None, _covers_the_graph)
