@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import statistics
 import sys
 import time
 import weakref
@@ -111,6 +112,10 @@ def node_entities(node) -> dict:
             "managed": len(node._managed_entities)}
 
 
+def _succeeds(result, transition: str) -> None:
+    assert result == SUCCESS, f"{transition} failed"
+
+
 def run_cycles(weights: str, cycles: int) -> dict:
     managed = InProcess("/cycles", weights=weights)
     node = managed.node
@@ -125,21 +130,32 @@ def run_cycles(weights: str, cycles: int) -> dict:
         camera.publish(bgr_image(Image, Header, Time, sec=sent[0], frame_id="cycle_cam"))
 
     backends: list = []
+    phases: dict[str, list[float]] = {"configure": [], "activate to output": [], "deactivate": [], "cleanup": []}
 
-    def cycle() -> None:
-        assert node.trigger_configure() == SUCCESS, "configure failed"
+    def timed(phase: str, step) -> None:
+        started = time.monotonic()
+        step()
+        phases[phase].append(time.monotonic() - started)
+
+    def activate_to_output() -> None:
         seen = labels[0]
         assert node.trigger_activate() == SUCCESS, "activate failed"
         assert managed.spin_until(lambda: labels[0] > seen, timeout=30, step=send), "no output after activate"
+
+    def cycle() -> None:
+        timed("configure", lambda: _succeeds(node.trigger_configure(), "configure"))
+        timed("activate to output", activate_to_output)
         managed.diagnostics.clear()
-        assert node.trigger_deactivate() == SUCCESS, "deactivate failed"
+        timed("deactivate", lambda: _succeeds(node.trigger_deactivate(), "deactivate"))
         backends.append(weakref.ref(node.segmenter.backend))
-        assert node.trigger_cleanup() == SUCCESS, "cleanup failed"
+        timed("cleanup", lambda: _succeeds(node.trigger_cleanup(), "cleanup"))
 
     try:
         for _ in range(WARMUP_CYCLES):
             cycle()
         before, entities_before = process_resources(), node_entities(node)
+        for times in phases.values():
+            times.clear()
         samples, started = [], time.monotonic()
         for index in range(cycles):
             cycle()
@@ -149,7 +165,8 @@ def run_cycles(weights: str, cycles: int) -> dict:
         after = process_resources()
         return {"cycles": cycles, "seconds": elapsed, "before": before, "after": after, "samples": samples,
                 "entities_before": entities_before, "entities_after": node_entities(node),
-                "models_alive": sum(ref() is not None for ref in backends), "models_made": len(backends)}
+                "models_alive": sum(ref() is not None for ref in backends), "models_made": len(backends),
+                "median_s": {phase: round(statistics.median(times), 4) for phase, times in phases.items()}}
     finally:
         managed.close()
 
