@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+# What the node, the CLI, the Segmenter and the benchmarks open when no weights are given (a name of
+# weights/known_weights.py). Here, not there, so that the node's --help and parameters need no torch.
+DEFAULT_WEIGHTS = "camvid"
+
 # Network input (height, width) when neither the user nor the checkpoint says: half a Cityscapes frame.
 DEFAULT_INPUT_SIZE: tuple[int, int] = (512, 1024)
 

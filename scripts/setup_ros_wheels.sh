@@ -73,24 +73,38 @@ done
 
 # ament index lookups (rosidl generators, get_package_prefix) search AMENT_PREFIX_PATH.
 export AMENT_PREFIX_PATH=$VENV
+# The three packages are independent (each needs only the wheels' std_msgs): configured and built at
+# once, since CMake's configure and the rosidl generators are mostly single-threaded (60 s one after
+# another on a 2-core machine, about half at once); installed one after another into the venv.
 build_package() {  # SOURCE_DIR NAME PYTHON_DIR(relative to the venv)
   local src=$1 name=$2 pydir=$3
   cmake -S "$src" -B "$BUILD/$name" -G "Unix Makefiles" -Wno-dev -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_INSTALL_PREFIX="$VENV" -DCMAKE_PREFIX_PATH="$VENV" -DPython3_EXECUTABLE="$PY" \
     -DPYTHON_INSTALL_DIR="$pydir" -DBUILD_TESTING=OFF >"$BUILD/$name.log" 2>&1 \
   && cmake --build "$BUILD/$name" -j "$(nproc)" >>"$BUILD/$name.log" 2>&1 \
-  && cmake --install "$BUILD/$name" >>"$BUILD/$name.log" 2>&1 \
   || { echo "setup_ros_wheels.sh: building $name failed; the end of $BUILD/$name.log:" >&2
-       tail -n 30 "$BUILD/$name.log" >&2; exit 1; }
+       tail -n 30 "$BUILD/$name.log" >&2; return 1; }
+}
+install_package() {  # NAME
+  cmake --install "$BUILD/$1" >>"$BUILD/$1.log" 2>&1 \
+  || { echo "setup_ros_wheels.sh: installing $1 failed; the end of $BUILD/$1.log:" >&2
+       tail -n 30 "$BUILD/$1.log" >&2; exit 1; }
 }
 mkdir -p "$BUILD"
 SITE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-build_package test/ros_interfaces/vision_msgs vision_msgs "${SITE#"$VENV"/}"
-build_package test/ros_interfaces/bond bond "${SITE#"$VENV"/}"
+builds=()
+build_package test/ros_interfaces/vision_msgs vision_msgs "${SITE#"$VENV"/}" & builds+=($!)
+build_package test/ros_interfaces/bond bond "${SITE#"$VENV"/}" & builds+=($!)
 # bisenetv2_ros's Python goes to a staging folder: installed into site-packages it would shadow the
 # editable source package. Its generated part is copied beside the sources instead.
+build_package "$ROOT" bisenetv2_ros ros-build/python & builds+=($!)
+failed=0
+for build in "${builds[@]}"; do wait "$build" || failed=1; done
+[ "$failed" = 0 ] || exit 1
+install_package vision_msgs
+install_package bond
 rm -rf "$BUILD/python/bisenetv2_ros"  # CMake's install never deletes: a moved module would linger
-build_package "$ROOT" bisenetv2_ros ros-build/python
+install_package bisenetv2_ros
 staged=$BUILD/python/bisenetv2_ros
 rm -rf bisenetv2_ros/msg bisenetv2_ros/bisenetv2_ros_s__*.so bisenetv2_ros/_bisenetv2_ros_s.ep.*.c
 cp -r "$staged/msg" bisenetv2_ros/msg

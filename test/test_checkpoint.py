@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -411,3 +413,14 @@ def test_save_fsyncs_the_file_and_its_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", recording_fsync)
     save_checkpoint(Checkpoint.from_model(_random_model(), INFO), tmp_path / "model.pt")
     assert synced == [False, True]  # the file's data, then the folder entry that names it
+
+
+def test_reading_a_checkpoint_loads_no_compiler(tiny_weights):
+    """The weights' shape check (weights/checkpoint_parts.py) builds the network on the CPU: on the meta
+    device PyTorch's Python references import torch._dynamo, 1.3 s in every fresh process that reads
+    weights (each node start, each CLI run)."""
+    code = ("import sys\nfrom bisenetv2_ros.weights.checkpoint import load_checkpoint\n"
+            f"load_checkpoint({str(tiny_weights)!r})\nprint('torch._dynamo' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

@@ -8,43 +8,36 @@ The rules themselves are tested without ROS in test_lifecycle_rules.py.
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
-import weakref
 from pathlib import Path
 
 import pytest
-from ros_support import NodeProcess, Probe, bgr_image, require_ros, spin_until  # noqa: E402
+from ros_support import ROOT, NodeProcess, Probe, require_ros  # noqa: E402
 
 require_ros()
 
 import rclpy  # noqa: E402
-from builtin_interfaces.msg import Time  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
+from lifecycle_in_process import NODE_ARGS, WARMUP_CYCLES, InProcess  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetAvailableTransitions, GetState  # noqa: E402
-from rcl_interfaces.srv import SetParameters  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
 
 from bisenetv2_ros.ros import lifecycle  # noqa: E402
-from bisenetv2_ros.ros.node import LifecycleSegmentationNode  # noqa: E402
 
-RELIABLE = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=10)
 BOND_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=100)
 BONDPY_INSTALLED = importlib.util.find_spec("bondpy") is not None
 BOND_STANDIN = Path(__file__).resolve().parent / "bond_standin"
-NODE_ARGS = {"device": "cpu", "backend": "torch"}
-SUCCESS = TransitionCallbackReturn.SUCCESS
+IN_PROCESS = Path(__file__).resolve().parent / "lifecycle_in_process.py"
+MAX_ROS_DOMAIN_ID = 101  # the highest domain whose DDS ports are valid on Linux (conftest draws 1..101)
 INVALID_IDS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 99)  # 0 create, 8 destroy, 10 on_configure_success: never requests
 
 
@@ -251,54 +244,6 @@ def ros():
     rclpy.try_shutdown()
 
 
-class InProcess:
-    """The managed node and a probe node on one executor, spun by the test."""
-
-    def __init__(self, namespace: str, **values) -> None:
-        overrides = [Parameter(name, value=value) for name, value in {**NODE_ARGS, **values}.items()]
-        self.node = LifecycleSegmentationNode(namespace=namespace, parameter_overrides=overrides)
-        self.probe = rclpy.create_node(f"probe_{namespace.strip('/')}")
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.probe)
-        self.path = f"{namespace}/segmentation_node"
-        self.diagnostics: list = []
-        self.probe.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, RELIABLE)
-        self._clients = {}
-
-    def spin_until(self, condition, timeout=30.0, step=None) -> bool:
-        return spin_until(rclpy, self.executor, condition, timeout, step)
-
-    def call(self, srv_type, suffix: str, request):
-        client = self._clients.get(suffix) or self._clients.setdefault(
-            suffix, self.probe.create_client(srv_type, f"{self.path}/{suffix}"))
-        assert self.spin_until(client.service_is_ready, timeout=10), suffix
-        future = client.call_async(request)
-        assert self.spin_until(future.done, timeout=120), f"no answer from {suffix}"
-        return future.result()
-
-    def change(self, transition_id: int) -> bool:
-        return self.call(ChangeState, "change_state", ChangeState.Request(transition=Transition(id=transition_id))).success
-
-    def state(self) -> str:
-        return self.call(GetState, "get_state", GetState.Request()).current_state.label
-
-    def set(self, name: str, value):
-        request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
-        return self.call(SetParameters, "set_parameters", request).results[0]
-
-    def lifecycle_statuses(self) -> list:
-        self.spin_until(lambda: False, timeout=0.3)  # what is on its way
-        name = f"{self.path}: lifecycle"
-        return [status for array in self.diagnostics for status in array.status if status.name == name]
-
-    def close(self) -> None:
-        self.node.close()
-        self.executor.shutdown()
-        self.probe.destroy_node()
-        self.node.destroy_node()
-
-
 def test_failed_configures_recover_after_the_parameter_is_fixed(ros, tmp_path, tiny_weights, capfd):
     missing = tmp_path / "missing.pt"
     managed = InProcess("/recover", weights=str(missing), backend="torch", device="cuda:7")
@@ -360,75 +305,32 @@ def test_an_error_leaving_active_goes_through_error_processing_to_unconfigured(r
         managed.close()
 
 
-def process_resources() -> dict:
-    # Freed heap handed back first (glibc): inside a long pytest process the allocator keeps freed pages,
-    # whose count varies with what ran before, and read as growth (seen: +12 MiB in the full suite, +0.8 alone).
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-    with open("/proc/self/statm") as statm:
-        rss_pages = int(statm.read().split()[1])
-    return {"rss_mib": rss_pages * os.sysconf("SC_PAGE_SIZE") / 2**20, "threads": len(os.listdir("/proc/self/task")),
-            "fds": len(os.listdir("/proc/self/fd"))}
-
-
-def node_entities(node) -> dict:
-    return {"publishers": len(list(node.publishers)), "subscriptions": len(list(node.subscriptions)),
-            "timers": len(list(node.timers)), "services": len(list(node.services)),
-            "managed": len(node._managed_entities)}
-
-
 CYCLES = 100
-# RSS after malloc_trim: +0.8 MiB over 100 cycles run alone, but +6 to +12.5 MiB inside the whole suite's
-# 700 MiB pytest process (the allocator's retained pages depend on what ran before). The exact checks are
-# the ones above it: every model freed, no entity, thread or file left. This bounds a real leak: 16 MiB
-# is less than 100 x the tiny model's 240 KiB of weights.
-RSS_GROWTH_LIMIT_MIB = 16.0
+# RSS after malloc_trim, in the fresh process: +0.8 to +1.1 MiB over 100 cycles (inside the whole suite's
+# 700 MiB pytest process it was +6 to +12.5 MiB, from the allocator's pages, which forced a 16 MiB bound).
+# 4 MiB is under 100 x 40 KiB: one of the tiny model's 240 KiB of weights kept per cycle would fail it.
+RSS_GROWTH_LIMIT_MIB = 4.0
 
 
-def test_100_cycles_leak_nothing_and_outputs_come_back(ros, tiny_weights):
-    managed = InProcess("/cycles", weights=str(tiny_weights))
-    node = managed.node
-    labels = [0]  # a count: messages kept by the test would read as the node's memory growth
-    managed.probe.create_subscription(Image, "/cycles/labels", lambda msg: labels.__setitem__(0, labels[0] + 1),
-                                      RELIABLE)
-    camera = managed.probe.create_publisher(Image, "/cycles/image", RELIABLE)
-    sent = [0]
-
-    def send():
-        sent[0] += 1
-        camera.publish(bgr_image(Image, Header, Time, sec=sent[0], frame_id="cycle_cam"))
-
-    backends: list = []
-
-    def cycle() -> None:
-        assert node.trigger_configure() == SUCCESS
-        seen = labels[0]
-        assert node.trigger_activate() == SUCCESS
-        assert managed.spin_until(lambda: labels[0] > seen, timeout=30, step=send), "no output after activate"
-        managed.diagnostics.clear()
-        assert node.trigger_deactivate() == SUCCESS
-        backends.append(weakref.ref(node.segmenter.backend))
-        assert node.trigger_cleanup() == SUCCESS
-
-    try:
-        for _ in range(5):  # warm-up: first-time imports, allocator pools, DDS discovery
-            cycle()
-        before, entities = process_resources(), node_entities(node)
-        samples, started = [], time.monotonic()
-        for index in range(CYCLES):
-            cycle()
-            if index % 20 == 19:
-                samples.append(process_resources())
-        elapsed = time.monotonic() - started
-        after = process_resources()
-        print(f"\n{CYCLES} configure/activate/deactivate/cleanup cycles in {elapsed:.1f} s, an output after each "
-              f"activate; before {before}, after {after}; every 20 cycles: {samples}")
-        assert node_entities(node) == entities, "publishers, subscriptions, timers or services left behind"
-        assert [ref for ref in backends if ref() is not None] == [], "a cleaned-up model is still alive"
-        assert after["threads"] == before["threads"], (before, after)
-        assert after["fds"] <= before["fds"] + 2, (before, after)
-        assert after["rss_mib"] - before["rss_mib"] <= RSS_GROWTH_LIMIT_MIB, (before, after)
-    finally:
-        managed.close()
+def test_100_cycles_leak_nothing_and_outputs_come_back(tiny_weights, tmp_path):
+    """100 configure/activate/deactivate/cleanup cycles, an output after each activate, in a fresh process
+    (test/lifecycle_in_process.py) with a ROS domain and a cache of its own: its cost and its memory then
+    depend on the node alone, not on what the suite loaded, left in the cache or has running in its
+    domain. The exact checks: every model freed, no entity, thread or file left; RSS bounds a real leak."""
+    own_domain = int(os.environ["ROS_DOMAIN_ID"]) % MAX_ROS_DOMAIN_ID + 1  # the suite's domain + 1, wrapped
+    env = {**os.environ, "ROS_DOMAIN_ID": str(own_domain), "BISENETV2_CACHE": str(tmp_path / "cache")}
+    run = subprocess.run([sys.executable, str(IN_PROCESS), str(tiny_weights), str(CYCLES)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    before, after = report["before"], report["after"]
+    print(f"\n{report['cycles']} configure/activate/deactivate/cleanup cycles in {report['seconds']:.1f} s, an output "
+          f"after each activate (median seconds per step: {report['median_s']}); before {before}, after {after}; "
+          f"every 20 cycles: {report['samples']}")
+    assert report["cycles"] == CYCLES and report["models_made"] == CYCLES + WARMUP_CYCLES
+    assert report["entities_after"] == report["entities_before"], "publishers, subscriptions, timers or services left"
+    assert report["entities_before"]["publishers"] > 0, report["entities_before"]
+    assert report["models_alive"] == 0, "a cleaned-up model is still alive"
+    assert after["threads"] == before["threads"], (before, after)
+    assert after["fds"] <= before["fds"] + 2, (before, after)
+    assert after["rss_mib"] - before["rss_mib"] <= RSS_GROWTH_LIMIT_MIB, (before, after)

@@ -17,6 +17,10 @@ from bisenetv2_ros.ros.node_program import missing_module_line, ros_imports
 
 REPO = Path(__file__).resolve().parents[1]
 ROS = ("rclpy", "sensor_msgs", "std_msgs", "diagnostic_msgs", "rcl_interfaces", "vision_msgs", "bisenetv2_ros.msg")
+# torch blocked too where the program must answer before loading a model: --help and a refused start take
+# a fraction of a second instead of torch's 2 s import (ros/parameters.py takes the default weights'
+# name from conventions.py, not from weights/).
+ROS_AND_TORCH = (*ROS, "torch")
 BLOCKER = """
 import os, sys
 
@@ -58,7 +62,7 @@ def test_the_blocker_really_blocks(tmp_path):
 @pytest.mark.parametrize("program", [["-m", "bisenetv2_ros.ros.node"], ["scripts/segmentation_node"]])
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_help_prints_the_parameters_without_ros_and_imports_none_of_it(tmp_path, program, flag):
-    result, attempts = run_without(tmp_path, ROS, *program, flag, "--lifecycle")
+    result, attempts = run_without(tmp_path, ROS_AND_TORCH, *program, flag, "--lifecycle")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: ros2 run bisenetv2_ros segmentation_node [--lifecycle]")
     assert "  max_batch (int, default 0, 0 .. 64, runtime)" in result.stdout
@@ -68,7 +72,7 @@ def test_help_prints_the_parameters_without_ros_and_imports_none_of_it(tmp_path,
 
 @pytest.mark.parametrize("args", [[], ["--lifecycle"], ["--ros-args", "-p", "device:=cpu"]])
 def test_a_start_without_rclpy_is_one_line_naming_it_and_the_fix(tmp_path, args):
-    result, attempts = run_without(tmp_path, ROS, "-m", "bisenetv2_ros.ros.node", *args)
+    result, attempts = run_without(tmp_path, ROS_AND_TORCH, "-m", "bisenetv2_ros.ros.node", *args)
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
@@ -93,7 +97,7 @@ def test_a_start_without_the_built_message_is_one_line_naming_it(tmp_path):
 
 
 def test_bad_arguments_without_ros_are_refused_before_any_ros_import(tmp_path):
-    result, attempts = run_without(tmp_path, ROS, "-m", "bisenetv2_ros.ros.node", "--bogus")
+    result, attempts = run_without(tmp_path, ROS_AND_TORCH, "-m", "bisenetv2_ros.ros.node", "--bogus")
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "segmentation_node: error: unknown arguments ['--bogus']; see --help (ROS arguments go after --ros-args)"]
@@ -101,11 +105,11 @@ def test_bad_arguments_without_ros_are_refused_before_any_ros_import(tmp_path):
 
 
 def test_the_deprecated_alias_behaves_the_same_without_ros(tmp_path):
-    result, attempts = run_without(tmp_path, ROS, "-m", "bisenetv2_ros.node", "--help")
+    result, attempts = run_without(tmp_path, ROS_AND_TORCH, "-m", "bisenetv2_ros.node", "--help")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: ros2 run bisenetv2_ros segmentation_node [--lifecycle]")
     assert result.stderr.startswith("python -m bisenetv2_ros.node is deprecated") and attempts == []
-    result, attempts = run_without(tmp_path, ROS, "-m", "bisenetv2_ros.node")
+    result, attempts = run_without(tmp_path, ROS_AND_TORCH, "-m", "bisenetv2_ros.node")
     assert result.returncode == 1
     deprecation, error = result.stderr.splitlines()
     assert deprecation.startswith("python -m bisenetv2_ros.node is deprecated")

@@ -12,9 +12,8 @@ import sys
 from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Mapping
 
-from ..conventions import DEFAULT_MAX_INPUT_PIXELS, MAX_IMAGE_SIDE
+from ..conventions import DEFAULT_MAX_INPUT_PIXELS, DEFAULT_WEIGHTS, MAX_IMAGE_SIDE
 from ..inference.backends import BACKENDS, DEFAULT_PRECISION, PRECISIONS
-from ..weights.known_weights import DEFAULT_WEIGHTS
 from .warmup import parse_frame_sizes
 
 IMAGE_QOS = ("sensor_data", "reliable")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..class_tables import ADE20K, COCO_STUFF
 from ..classes import CAMVID, CITYSCAPES
+from ..conventions import DEFAULT_WEIGHTS
 from ..fileio import special_file_problem
 from ..models.architectures import SegmentationModel
 from .checkpoint import (
@@ -28,8 +29,6 @@ from .checkpoint import (
 )
 from .importers import checkpoint_from_any
 
-# What the node, the CLI, the Segmenter and the benchmarks open when no weights are given.
-DEFAULT_WEIGHTS = "camvid"
 PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parent  # bisenetv2_camvid.pt lives beside this module
 
 
