@@ -123,9 +123,14 @@ def run_cycles(weights: str, cycles: int) -> dict:
     managed.probe.create_subscription(Image, "/cycles/labels", lambda msg: labels.__setitem__(0, labels[0] + 1),
                                       RELIABLE)
     camera = managed.probe.create_publisher(Image, "/cycles/image", RELIABLE)
-    sent = [0]
+    sent, last_sent = [0], [0.0]
 
     def send():
+        # as a 20 Hz camera: a frame on every spin (thousands a second) kept the one-thread executor busy
+        # with the node's input, so the probe's labels callback waited 0.2-4 s for its turn
+        if time.monotonic() - last_sent[0] < 0.05:
+            return
+        last_sent[0] = time.monotonic()
         sent[0] += 1
         camera.publish(bgr_image(Image, Header, Time, sec=sent[0], frame_id="cycle_cam"))
 
