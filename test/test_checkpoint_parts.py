@@ -286,3 +286,18 @@ def test_the_format_fields_name_the_file(tiny_weights, tmp_path, field, value, e
     with pytest.raises(CheckpointError) as raised:
         load_checkpoint(path)
     assert str(raised.value).startswith(str(path)) and expected in str(raised.value)
+
+
+def test_a_graph_that_cannot_be_built_makes_the_table_unusable_not_info_fail(tiny_weights, good_table, tmp_path, capsys,
+                                                                             monkeypatch):
+    from bisenetv2_ros.inference import calibration_store
+
+    path = with_table(tiny_weights, tmp_path, good_table)
+
+    def no_graph(*args, **kwargs):
+        raise RuntimeError("exporter exploded\nsecond line")
+
+    monkeypatch.setattr(calibration_store, "calibration_graph", no_graph)
+    assert main(["info", path]) == 0
+    assert ("\n  int8 calibration table: NOT usable: the int8 graph it is for cannot be built here (RuntimeError: "
+            "exporter exploded)\n") in capsys.readouterr().out

@@ -118,7 +118,10 @@ def _keep_or_remove(path, checkpoint) -> str:
 
 def _covers_the_graph(checkpoint) -> str | None:
     """Runs after calibration_table's checks (a malformed table or one of other weights is reported by them)."""
-    return coverage_problem(checkpoint.info.calibration, checkpoint.build_model(), checkpoint.info.normalization)
+    try:
+        return coverage_problem(checkpoint.info.calibration, checkpoint.build_model(), checkpoint.info.normalization)
+    except Exception as error:  # noqa: BLE001 - an exporter's failure: the part is reported, `info` goes on
+        return f"the int8 graph it is for cannot be built here ({type(error).__name__}: {str(error).splitlines()[0]})"
 
 
 # after calibration_table's checks (imported above): well formed, of these weights, then covering the graph
