@@ -393,6 +393,9 @@ def test_an_option_of_one_backend_does_not_disqualify_the_others(tiny_weights, m
     assert rows["torch fp32"] == "ok" and rows["torch bf16"] == "ok" and rows["onnxruntime fp32"] == "chosen", rows
     assert seg.backend.resize_in == "uint8"
     assert len(measuring) == 2
+    with pytest.raises(BackendError, match=r"^unknown backend option\(s\) resize_inn; each backend takes: torch: "):
+        Segmenter(tiny_weights, frame_size=(48, 80), backend_options={"resize_inn": "uint8"})  # named, not measured
+    assert len(measuring) == 2
     Segmenter(tiny_weights, frame_size=(48, 80))
     assert len(measuring) == 4  # without the option the decision is measured afresh, not reused
 

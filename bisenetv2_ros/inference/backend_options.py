@@ -30,15 +30,20 @@ def option_names(backend: str) -> frozenset[str]:
     return frozenset(inspect.signature(cls.__init__).parameters) - POSITIONAL
 
 
-def options_for(backend: str, options: Mapping[str, Any], chosen_by_auto: bool) -> dict[str, Any]:
-    """``options`` that ``backend`` takes. An option no backend takes is an error naming it; one that only
-    other backends take is an error when the user named ``backend``, and left out (one log line) when
-    ``auto`` chose it."""
+def require_known(options: Mapping[str, Any]) -> None:
+    """An option no backend takes is an error naming it (checked before ``auto`` measures anything: else
+    every candidate failed on it and the error read "no candidate path could run here")."""
     everyone = {name: option_names(name) for name in BACKEND_CLASSES}
     unknown = sorted(set(options) - set().union(*everyone.values()))
     if unknown:
         raise BackendError(f"unknown backend option(s) {', '.join(unknown)}; each backend takes: "
                            + "; ".join(f"{name}: {', '.join(sorted(names))}" for name, names in everyone.items()))
+
+
+def options_for(backend: str, options: Mapping[str, Any], chosen_by_auto: bool) -> dict[str, Any]:
+    """``options`` that ``backend`` takes (after ``require_known``): one that only other backends take is an
+    error when the user named ``backend``, and left out (one log line) when ``auto`` chose it."""
+    everyone = {name: option_names(name) for name in BACKEND_CLASSES}
     others = sorted(set(options) - everyone[backend])
     if others and not chosen_by_auto:
         takers = {key: [name for name, names in everyone.items() if key in names] for key in others}

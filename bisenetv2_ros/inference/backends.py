@@ -32,7 +32,7 @@ from .backend_base import (
     resolve_device,
     tensorrt_importable,
 )
-from .backend_options import options_for
+from .backend_options import options_for, require_known
 
 __all__ = ["BACKENDS", "CALIBRATION_OPTIONS", "CHANNEL_ORDERS", "DEFAULT_PRECISION", "PRECISIONS",
            "SUPPORTED_PRECISIONS", "Backend", "BackendError", "calibration_available", "check_precision", "choose_backend",
@@ -124,6 +124,7 @@ def create_backend(name: str, model, info, device: str | None = "auto", precisio
         raise BackendError(f"unknown backend {name!r}; choose one of {BACKENDS}")
     if precision not in PRECISIONS:
         raise BackendError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    require_known(options)  # before auto measures: every candidate failing on it would hide the name
     if "auto" in (name, precision) and name != "tensorrt":
         from .measured_auto import measured_backend, measuring_enabled
 
