@@ -201,9 +201,9 @@ def quantize_fused_onnx(onnx_bytes: bytes, frames: np.ndarray | None, batch: int
 
         missing = missing_tensors(model, quantised, {"tensors": ranges})
         if missing:
-            raise IncompleteCalibrationTable(f"the calibration table has no range for {len(missing)} tensors of this graph "
-                               f"({', '.join(missing[:3])}, ...): it was made for a graph exported differently; "
-                               f"{NO_CALIBRATION_HELP}")
+            raise IncompleteCalibrationTable(f"the calibration table has no range for {len(missing)} tensors of this "
+                                             f"graph ({', '.join(missing[:3])}, ...): it was made for a graph exported "
+                                             f"differently; {NO_CALIBRATION_HELP}")
     elif frames is None:
         raise ValueError("quantize_fused_onnx needs calibration frames or ranges")
 

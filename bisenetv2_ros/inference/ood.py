@@ -209,12 +209,13 @@ class OODScorer:
     ``ood`` is None when the weights carry none (the alarm then says "uncalibrated")."""
 
     def __init__(self, stored: Mapping[str, Any] | None, num_classes: int) -> None:
-        self.calibration = OODCalibration.from_dict(stored, num_classes)
-        if stored is not None and self.calibration is None:
+        problem = None if stored is None else calibration_problem(stored, num_classes)
+        self.calibration = None if problem else OODCalibration.from_dict(stored, num_classes)
+        if problem:
             import logging
 
             logging.getLogger("bisenetv2_ros").warning("ood: the weights' calibration is not used (frames are scored, "
-                                                       "never flagged): %s", calibration_problem(stored, num_classes))
+                                                       "never flagged): %s", problem)
         self.num_classes = int(num_classes)
 
     @property
